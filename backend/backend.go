@@ -1,0 +1,91 @@
+// Package backend is the seam between discoverd's RPC layer and the store
+// that holds registrations. The RPC server (rpc/) serves every client call
+// through DiscoveryBackend and nothing else; the built-in Raft store
+// (backend/raftstore) is the default implementation.
+//
+// The interface keeps the names and meaning of the original design —
+// Subscribe, Register, Unregister, Heartbeat — with modern signatures: every
+// call takes a context; Register carries a TTL and a request id that makes a
+// retried write idempotent; Subscribe takes the index to resume after (0 for
+// the current state first). Every index is the store's own commit index
+// (the Raft log index for the Raft store).
+package backend
+
+import (
+	"context"
+	"time"
+
+	"github.com/discoverd/discoverd/internal/wire"
+)
+
+// Instance is one registered instance, as clients see it.
+type Instance = wire.Instance
+
+// Event is one change, or state marker, on a watch stream.
+type Event = wire.Event
+
+// InstanceKey names one instance.
+type InstanceKey = wire.InstanceKey
+
+// Registration is what Register stores.
+type Registration struct {
+	Name      string
+	Addr      string
+	Attrs     map[string]string
+	TTL       time.Duration // 0: the default TTL
+	RequestID string        // optional; retries of one write carry the same id
+}
+
+// ListOptions shape a read.
+type ListOptions struct {
+	Attrs      map[string]string // only instances carrying all of these
+	Consistent bool              // linearizable: confirmed by the leader
+	MinIndex   uint64            // never answer from a state older than this index
+}
+
+// DiscoveryBackend stores registrations and serves reads and watches.
+// Implementations validate nothing the RPC layer already validated, but must
+// be safe for concurrent use. Errors wrap the sentinels of internal/codes.
+type DiscoveryBackend interface {
+	// Register stores or replaces an instance and returns the commit index.
+	Register(ctx context.Context, r Registration) (uint64, error)
+	// Unregister removes an instance; codes.ErrNotFound if it is not registered.
+	Unregister(ctx context.Context, name, addr, requestID string) (uint64, error)
+	// Heartbeat keeps instances alive. The slice has one entry per key: nil,
+	// or an error wrapping codes.ErrNotFound (register again).
+	Heartbeat(ctx context.Context, keys []InstanceKey) ([]error, error)
+	// List returns a service's instances and the index of the state read.
+	List(ctx context.Context, name string, opts ListOptions) (uint64, []Instance, error)
+	// Subscribe opens a watch: with fromIndex 0 the current state (up events
+	// then a current marker), else every change after fromIndex or a resync
+	// marker followed by the current state. The stream is never served from a
+	// state older than max(fromIndex, minIndex): the store waits for it
+	// (bounded) or fails with codes.ErrStaleNode.
+	Subscribe(ctx context.Context, name string, fromIndex, minIndex uint64) (UpdateStream, error)
+	// Status describes the cluster.
+	Status(ctx context.Context) (wire.StatusResponse, error)
+	// NodeInfo describes this node alone.
+	NodeInfo(ctx context.Context) (wire.NodeStatus, error)
+}
+
+// UpdateStream is an open watch.
+type UpdateStream interface {
+	// Next waits for the next events (at least one) or ctx's end.
+	Next(ctx context.Context) ([]Event, error)
+	// Close releases the stream; Next then fails.
+	Close()
+}
+
+type forwardedKey struct{}
+
+// WithForwarded marks ctx as serving a request another node forwarded here:
+// the backend must not forward it again.
+func WithForwarded(ctx context.Context) context.Context {
+	return context.WithValue(ctx, forwardedKey{}, true)
+}
+
+// IsForwarded reports whether ctx serves a forwarded request.
+func IsForwarded(ctx context.Context) bool {
+	v, _ := ctx.Value(forwardedKey{}).(bool)
+	return v
+}

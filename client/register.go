@@ -1,0 +1,251 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/discoverd/discoverd/internal/validate"
+	"github.com/discoverd/discoverd/internal/wire"
+)
+
+type regKey struct{ name, addr string }
+
+// registration is one instance this client keeps alive.
+type registration struct {
+	key    regKey
+	mu     sync.Mutex
+	attrs  map[string]string
+	ttl    time.Duration
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (r *registration) stop() {
+	r.cancel()
+	<-r.done
+}
+
+// Register registers this host's address with port under name and keeps it
+// alive with heartbeats until Unregister or Close. Registering the same name
+// and port again replaces the attributes.
+func (c *Client) Register(name string, port int, attrs map[string]string) error {
+	ctx, cancel := c.withTimeout()
+	defer cancel()
+	return c.RegisterContext(ctx, name, port, attrs)
+}
+
+// RegisterContext is Register with a context.
+func (c *Client) RegisterContext(ctx context.Context, name string, port int, attrs map[string]string) error {
+	host, err := c.host()
+	if err != nil {
+		return err
+	}
+	return c.RegisterWithHostContext(ctx, name, host, port, attrs)
+}
+
+// RegisterWithHost registers host:port under name (see Register).
+func (c *Client) RegisterWithHost(name, host string, port int, attrs map[string]string) error {
+	ctx, cancel := c.withTimeout()
+	defer cancel()
+	return c.RegisterWithHostContext(ctx, name, host, port, attrs)
+}
+
+// RegisterWithHostContext is RegisterWithHost with a context.
+func (c *Client) RegisterWithHostContext(ctx context.Context, name, host string, port int, attrs map[string]string) error {
+	return c.RegisterAddr(ctx, name, net.JoinHostPort(host, strconv.Itoa(port)), attrs, 0)
+}
+
+// RegisterAddr registers addr (host:port) under name with a TTL (0: the
+// client's default) and keeps it alive with heartbeats every ~TTL/3 until
+// Unregister or Close. It returns once the registration is committed.
+func (c *Client) RegisterAddr(ctx context.Context, name, addr string, attrs map[string]string, ttl time.Duration) error {
+	if ttl == 0 {
+		ttl = c.cfg.TTL
+	}
+	if err := validate.Registration(name, addr, attrs, ttl); err != nil {
+		return err
+	}
+	attrs = copyAttrs(attrs)
+	if _, err := c.registerOnce(ctx, name, addr, attrs, ttl); err != nil {
+		return err
+	}
+	key := regKey{name, addr}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return ErrClosed
+	}
+	if r := c.regs[key]; r != nil {
+		r.mu.Lock()
+		r.attrs, r.ttl = attrs, ttl
+		r.mu.Unlock()
+		return nil
+	}
+	rctx, cancel := context.WithCancel(c.ctx)
+	r := &registration{key: key, attrs: attrs, ttl: ttl, cancel: cancel, done: make(chan struct{})}
+	c.regs[key] = r
+	c.loopsWG.Add(1)
+	go func() {
+		defer c.loopsWG.Done()
+		defer close(r.done)
+		c.heartbeatLoop(rctx, r)
+	}()
+	return nil
+}
+
+func copyAttrs(a map[string]string) map[string]string {
+	if a == nil {
+		return nil
+	}
+	out := make(map[string]string, len(a))
+	for k, v := range a {
+		out[k] = v
+	}
+	return out
+}
+
+func (c *Client) registerOnce(ctx context.Context, name, addr string, attrs map[string]string, ttl time.Duration) (uint64, error) {
+	var resp wire.WriteResponse
+	req := &wire.RegisterRequest{Name: name, Addr: addr, Attrs: attrs, TTLMillis: ttl.Milliseconds(), RequestID: newRequestID()}
+	if err := c.call(ctx, wire.MethodRegister, req, &resp); err != nil {
+		return 0, fmt.Errorf("register %s %s: %w", name, addr, err)
+	}
+	c.observe(resp.Index)
+	return resp.Index, nil
+}
+
+// heartbeatLoop keeps one registration alive: a heartbeat every ~TTL/3
+// (±10% jitter), quick retries after a failure (the call itself fails over
+// across servers every 200–400 ms), and a new registration if the cluster
+// says the instance is gone (it expired while this client was cut off).
+func (c *Client) heartbeatLoop(ctx context.Context, r *registration) {
+	wait := jitter(r.currentTTL() / 3)
+	for {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		ttl := r.currentTTL()
+		interval := jitter(ttl / 3)
+		hctx, cancel := context.WithTimeout(ctx, interval)
+		err := c.heartbeat(hctx, r.key)
+		cancel()
+		switch {
+		case err == nil:
+			wait = interval
+		case ctx.Err() != nil:
+			return
+		case errors.Is(err, ErrNotFound):
+			c.log.Warn("discoverd: instance no longer registered, registering again", "service", r.key.name, "addr", r.key.addr)
+			r.mu.Lock()
+			attrs := r.attrs
+			r.mu.Unlock()
+			rctx, cancel := context.WithTimeout(ctx, max(interval, 2*time.Second))
+			_, err := c.registerOnce(rctx, r.key.name, r.key.addr, attrs, ttl)
+			cancel()
+			if err == nil {
+				wait = interval
+			} else {
+				wait = retryDelay()
+			}
+		default:
+			c.log.Warn("discoverd: heartbeat failed, retrying", "service", r.key.name, "addr", r.key.addr, "err", err)
+			wait = retryDelay()
+		}
+	}
+}
+
+func (r *registration) currentTTL() time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ttl
+}
+
+// jitter returns d ± 10%.
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return d
+	}
+	spread := d / 5
+	return d - spread/2 + rand.N(spread+1)
+}
+
+func (c *Client) heartbeat(ctx context.Context, k regKey) error {
+	var resp wire.HeartbeatResponse
+	req := &wire.HeartbeatRequest{Instances: []wire.InstanceKey{{Name: k.name, Addr: k.addr}}}
+	if err := c.call(ctx, wire.MethodHeartbeat, req, &resp); err != nil {
+		return err
+	}
+	if len(resp.Results) != 1 {
+		return fmt.Errorf("heartbeat: server answered %d results for 1 instance", len(resp.Results))
+	}
+	return resp.Results[0].Err()
+}
+
+// Unregister removes this host's port from name and stops its heartbeats.
+func (c *Client) Unregister(name string, port int) error {
+	ctx, cancel := c.withTimeout()
+	defer cancel()
+	return c.UnregisterContext(ctx, name, port)
+}
+
+// UnregisterContext is Unregister with a context.
+func (c *Client) UnregisterContext(ctx context.Context, name string, port int) error {
+	host, err := c.host()
+	if err != nil {
+		return err
+	}
+	return c.UnregisterAddr(ctx, name, net.JoinHostPort(host, strconv.Itoa(port)))
+}
+
+// UnregisterAddr removes addr from name and stops its heartbeats. It fails
+// with ErrNotFound if the instance is not registered.
+func (c *Client) UnregisterAddr(ctx context.Context, name, addr string) error {
+	if err := validate.Instance(name, addr); err != nil {
+		return err
+	}
+	key := regKey{name, addr}
+	c.mu.Lock()
+	r := c.regs[key]
+	delete(c.regs, key)
+	c.mu.Unlock()
+	if r != nil {
+		r.stop()
+	}
+	return c.unregister(ctx, name, addr)
+}
+
+func (c *Client) unregister(ctx context.Context, name, addr string) error {
+	var resp wire.WriteResponse
+	req := &wire.UnregisterRequest{Name: name, Addr: addr, RequestID: newRequestID()}
+	if err := c.call(ctx, wire.MethodUnregister, req, &resp); err != nil {
+		return fmt.Errorf("unregister %s %s: %w", name, addr, err)
+	}
+	c.observe(resp.Index)
+	return nil
+}
+
+// host returns the address Register uses for this machine.
+func (c *Client) host() (string, error) {
+	if c.cfg.Host != "" {
+		return c.cfg.Host, nil
+	}
+	// The local IP this machine would use to reach the first server: a UDP
+	// "connection" sends nothing but picks the route.
+	u, err := net.Dial("udp", c.servers[0])
+	if err != nil {
+		return "", fmt.Errorf("find this host's address (set Config.Host or $DISCOVERD_HOST): %w", err)
+	}
+	defer u.Close()
+	host, _, _ := net.SplitHostPort(u.LocalAddr().String())
+	return host, nil
+}

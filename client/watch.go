@@ -1,0 +1,231 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/discoverd/discoverd/internal/codes"
+	"github.com/discoverd/discoverd/internal/rpcconn"
+	"github.com/discoverd/discoverd/internal/validate"
+	"github.com/discoverd/discoverd/internal/wire"
+)
+
+// EventKind says what an Event means.
+type EventKind string
+
+// Event kinds. A stream starts with a state block — an up event per instance,
+// then current — and continues with changes. A resync starts a new state
+// block: drop what you hold, the instances that follow are the whole state.
+const (
+	EventUp      EventKind = wire.KindUp
+	EventUpdate  EventKind = wire.KindUpdate
+	EventDown    EventKind = wire.KindDown
+	EventCurrent EventKind = wire.KindCurrent
+	EventResync  EventKind = wire.KindResync
+)
+
+// Event is one event of a Watch.
+type Event struct {
+	Kind    EventKind
+	Index   uint64   // the Raft index that produced it (for markers: the state's index)
+	Service *Service // nil for current and resync
+	Reason  string   // for down: "unregister" or "expire"
+}
+
+// Watch is a resumable stream of a service's events. When the server it
+// reads from fails, it reconnects — to the same or another server — and
+// resumes after the last event it returned; if that history is gone it
+// returns a resync event, never a silent gap. It never returns state older
+// than an index this client has already seen.
+type Watch struct {
+	c      *Client
+	name   string
+	ctx    context.Context // ends with Close or the client's Close
+	cancel context.CancelFunc
+
+	// Owned by the goroutine calling Next:
+	from    uint64 // resume point: index of the last change or state marker returned
+	inBlock bool   // inside a state block (after start/resync, before current)
+	blockN  int    // events returned in the current state block
+	pending []wire.Event
+
+	mu     sync.Mutex // guards stream, which Close may reach from another goroutine
+	stream *rpcconn.Stream
+}
+
+// Watch opens a stream of name's events. With fromIndex 0 it starts with the
+// current state; otherwise it resumes after fromIndex.
+func (c *Client) Watch(ctx context.Context, name string, fromIndex uint64) (*Watch, error) {
+	if err := validate.Name(name); err != nil {
+		return nil, err
+	}
+	w := &Watch{c: c, name: name, from: fromIndex, inBlock: fromIndex == 0}
+	w.ctx, w.cancel = context.WithCancel(c.ctx)
+	ctx, cancel := w.merge(ctx)
+	defer cancel()
+	if err := w.connect(ctx); err != nil {
+		w.cancel()
+		return nil, err
+	}
+	return w, nil
+}
+
+// LastIndex is the index the watch would resume after.
+func (w *Watch) LastIndex() uint64 { return w.from }
+
+func (w *Watch) connect(ctx context.Context) error {
+	for {
+		conn, err := w.c.getConn(ctx)
+		if err == nil {
+			from := w.from
+			if w.inBlock {
+				// A state block cut short cannot be resumed: ask for a fresh one,
+				// and if part of the old one was returned, say resync first.
+				from = 0
+				if w.blockN > 0 {
+					w.pending = append(w.pending, wire.Event{Kind: wire.KindResync, Index: w.from, Name: w.name})
+					w.blockN = 0
+				}
+			}
+			var st *rpcconn.Stream
+			st, err = conn.Stream(ctx, wire.MethodWatch, &wire.WatchRequest{Name: w.name, FromIndex: from, MinIndex: w.c.LastIndex()})
+			if err == nil {
+				w.setStream(st)
+				return nil
+			}
+			w.c.dropConn(conn)
+		}
+		if !codes.Retryable(err) {
+			return err
+		}
+		if serr := sleep(ctx, retryDelay()); serr != nil {
+			return fmt.Errorf("watch %s: %w (gave up: %v)", w.name, err, serr)
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// merge returns a context that ends with ctx or with the watch.
+func (w *Watch) merge(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(w.ctx, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
+func (w *Watch) setStream(st *rpcconn.Stream) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stream != nil {
+		w.stream.Close()
+	}
+	w.stream = st
+	if w.ctx.Err() != nil && st != nil {
+		st.Close()
+	}
+}
+
+func (w *Watch) getStream() *rpcconn.Stream {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.stream
+}
+
+// Next returns the next event, reconnecting as needed until ctx ends. After
+// Close it returns ErrClosed. Call it from one goroutine at a time.
+func (w *Watch) Next(ctx context.Context) (*Event, error) {
+	ctx, cancel := w.merge(ctx)
+	defer cancel()
+	for {
+		if w.ctx.Err() != nil {
+			return nil, ErrClosed
+		}
+		if len(w.pending) > 0 {
+			e := w.pending[0]
+			w.pending = w.pending[1:]
+			return w.deliver(e), nil
+		}
+		st := w.getStream()
+		if st == nil {
+			if err := w.connect(ctx); err != nil {
+				if w.ctx.Err() != nil {
+					return nil, ErrClosed
+				}
+				return nil, err
+			}
+			continue
+		}
+		var batch wire.WatchEvents
+		err := st.Recv(ctx, &batch)
+		if err == nil {
+			w.pending = batch.Events
+			continue
+		}
+		if w.ctx.Err() != nil {
+			return nil, ErrClosed
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		w.setStream(nil)
+		if !codes.Retryable(err) {
+			return nil, fmt.Errorf("watch %s: %w", w.name, err)
+		}
+		// The server went away or is behind: another server resumes the stream.
+		if errors.Is(err, codes.ErrStaleNode) || errors.Is(err, codes.ErrUnavailable) || errors.Is(err, codes.ErrShuttingDown) {
+			w.c.mu.Lock()
+			if w.c.conn != nil {
+				conn := w.c.conn
+				w.c.mu.Unlock()
+				w.c.dropConn(conn)
+			} else {
+				w.c.mu.Unlock()
+			}
+		}
+		if err := sleep(ctx, retryDelay()); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// deliver updates the resume point for e and converts it.
+func (w *Watch) deliver(e wire.Event) *Event {
+	switch e.Kind {
+	case wire.KindResync:
+		w.inBlock, w.blockN = true, 0
+	case wire.KindCurrent:
+		w.inBlock, w.blockN = false, 0
+		w.from = e.Index
+	default:
+		if w.inBlock {
+			w.blockN++
+		} else {
+			w.from = e.Index
+		}
+	}
+	w.c.observe(e.Index)
+	out := &Event{Kind: EventKind(e.Kind), Index: e.Index, Reason: e.Reason}
+	if e.Addr != "" {
+		out.Service = &Service{Name: e.Name, Addr: e.Addr, Attrs: e.Attrs, TTL: time.Duration(e.TTLMillis) * time.Millisecond,
+			CreateIndex: e.CreateIndex, Index: e.Index}
+	}
+	return out
+}
+
+// Close ends the watch; a Next blocked in another goroutine returns ErrClosed.
+func (w *Watch) Close() {
+	w.cancel()
+	w.setStream(nil)
+}

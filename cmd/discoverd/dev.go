@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/discoverd/discoverd/internal/server"
+	"github.com/discoverd/discoverd/raftnode"
+)
+
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var f serverFlags
+	fs := newFlagSet("dev", "", stderr)
+	nodes := fs.Int("nodes", 3, "number of nodes (1, 3 or 5)")
+	addr := fs.String("addr", "127.0.0.1:1111", "address of the first node; the others take the next ports")
+	dataDir := fs.String("data-dir", "", "keep the nodes' data under this directory (default: a temporary one, removed on exit)")
+	f.register(fs, false)
+	// Development clusters elect in half a second.
+	_ = fs.Set("raft-heartbeat-timeout", "500ms")
+	_ = fs.Set("raft-election-timeout", "500ms")
+	_ = fs.Set("raft-leader-lease-timeout", "250ms")
+	_ = fs.Set("log-level", "warn")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErr("unexpected arguments %q", fs.Args())
+	}
+	if *nodes != 1 && *nodes != 3 && *nodes != 5 {
+		return usageErr("-nodes %d: want 1, 3 or 5", *nodes)
+	}
+	host, portStr, err := net.SplitHostPort(*addr)
+	if err != nil {
+		return usageErr("-addr %q is not host:port: %v", *addr, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 1 || port+*nodes-1 > 65535 {
+		return usageErr("-addr %q: want a port from 1 to %d", *addr, 65536-*nodes)
+	}
+	log, err := f.logger(stderr)
+	if err != nil {
+		return err
+	}
+	dir := *dataDir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "discoverd-dev-"); err != nil {
+			return fmt.Errorf("create temporary data dir: %w", err)
+		}
+		defer os.RemoveAll(dir)
+	}
+
+	var peers []raftnode.Peer
+	var addrs []string
+	for i := 0; i < *nodes; i++ {
+		a := net.JoinHostPort(host, strconv.Itoa(port+i))
+		peers = append(peers, raftnode.Peer{ID: fmt.Sprintf("n%d", i+1), Addr: a})
+		addrs = append(addrs, a)
+	}
+	// Listen on every port first, so a busy port fails before anything starts.
+	var lns []net.Listener
+	for _, a := range addrs {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return fmt.Errorf("listen on %s (is another discoverd running? choose another -addr): %w", a, err)
+		}
+		lns = append(lns, ln)
+	}
+	var srvs []*server.Server
+	stopAll := func() error {
+		sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
+		defer cancel()
+		var errs []error
+		for i := len(srvs) - 1; i >= 0; i-- {
+			errs = append(errs, srvs[i].Shutdown(sctx))
+		}
+		return errors.Join(errs...)
+	}
+	for i, p := range peers {
+		cfg, err := f.config(log.With("node", p.ID))
+		if err != nil {
+			return err
+		}
+		cfg.Raft.ID, cfg.Raft.Addr, cfg.Raft.Peers = p.ID, p.Addr, peers
+		cfg.Raft.DataDir = filepath.Join(dir, p.ID)
+		cfg.Listener = lns[i]
+		srv, err := server.Start(cfg)
+		if err != nil {
+			for _, l := range lns[i:] {
+				l.Close()
+			}
+			return errors.Join(fmt.Errorf("start %s: %w", p.ID, err), stopAll())
+		}
+		srvs = append(srvs, srv)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	leader, err := srvs[0].WaitLeader(wctx)
+	cancel()
+	if err != nil {
+		return errors.Join(err, stopAll())
+	}
+	fmt.Fprintf(stdout, "discoverd dev cluster: %d nodes, leader %s, data in %s\n", *nodes, leader, dir)
+	fmt.Fprintf(stdout, "export DISCOVERD=%s\n", strings.Join(addrs, ","))
+	fmt.Fprintf(stdout, "Press Ctrl-C to stop.\n")
+	<-ctx.Done()
+	fmt.Fprintf(stdout, "stopping\n")
+	return stopAll()
+}

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/discoverd/discoverd/internal/logging"
+	"github.com/discoverd/discoverd/internal/server"
+	"github.com/discoverd/discoverd/internal/wire"
+	"github.com/discoverd/discoverd/raftnode"
+)
+
+// serverFlags are the flags of `discoverd server`; dev reuses the tuning ones.
+type serverFlags struct {
+	id, addr, advertise, dataDir, peers, peerDial string
+	heartbeat, election, lease, commit            time.Duration
+	snapInterval                                  time.Duration
+	snapThreshold, trailing                       uint64
+	grace, shutdownTimeout                        time.Duration
+	maxFrame                                      int
+	logLevel, logFormat                           string
+}
+
+func (f *serverFlags) register(fs *flag.FlagSet, withIdentity bool) {
+	d := raftnode.DefaultConfig()
+	if withIdentity {
+		fs.StringVar(&f.id, "id", "", "this node's id, unique in the cluster (required)")
+		fs.StringVar(&f.addr, "addr", "127.0.0.1:1111", "host:port to listen on for Raft and clients (one port for both)")
+		fs.StringVar(&f.advertise, "advertise", "", "host:port peers and clients reach this node at, when it differs from -addr (e.g. -addr 0.0.0.0:1111)")
+		fs.StringVar(&f.dataDir, "data-dir", "", "directory for this node's Raft log, snapshots and id (required)")
+		fs.StringVar(&f.peers, "peers", "", "initial voters id=host:port,... — identical on every node, used only on first start; empty: a single-node cluster")
+		fs.StringVar(&f.peerDial, "peer-dial", "", "id=host:port,... addresses to dial instead of peers' advertised ones (proxies, tests)")
+	}
+	fs.DurationVar(&f.heartbeat, "raft-heartbeat-timeout", d.HeartbeatTimeout, "Raft heartbeat timeout")
+	fs.DurationVar(&f.election, "raft-election-timeout", d.ElectionTimeout, "Raft election timeout")
+	fs.DurationVar(&f.lease, "raft-leader-lease-timeout", d.LeaderLeaseTimeout, "Raft leader lease timeout (at most the heartbeat timeout)")
+	fs.DurationVar(&f.commit, "raft-commit-timeout", d.CommitTimeout, "Raft commit timeout")
+	fs.DurationVar(&f.snapInterval, "snapshot-interval", d.SnapshotInterval, "how often to check whether to snapshot")
+	fs.Uint64Var(&f.snapThreshold, "snapshot-threshold", d.SnapshotThreshold, "new log entries that trigger a snapshot")
+	fs.Uint64Var(&f.trailing, "trailing-logs", d.TrailingLogs, "log entries kept after a snapshot")
+	fs.DurationVar(&f.grace, "ttl-grace", 2*time.Second, "extra time a new leader gives every instance before expiring it")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a stop waits for requests in flight")
+	fs.IntVar(&f.maxFrame, "max-frame", wire.DefaultMaxFrame, "largest client request frame in bytes")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+}
+
+// config builds a node's configuration from the flags (identity fields aside).
+func (f *serverFlags) config(log *slog.Logger) (server.Config, error) {
+	rc := raftnode.DefaultConfig()
+	rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout, rc.CommitTimeout = f.heartbeat, f.election, f.lease, f.commit
+	rc.SnapshotInterval, rc.SnapshotThreshold, rc.TrailingLogs = f.snapInterval, f.snapThreshold, f.trailing
+	rc.Logger = log
+	if f.grace <= 0 {
+		return server.Config{}, usageErr("-ttl-grace %v must be positive", f.grace)
+	}
+	if f.maxFrame < 4096 || f.maxFrame > 64<<20 {
+		return server.Config{}, usageErr("-max-frame %d: want 4096 to %d", f.maxFrame, 64<<20)
+	}
+	if f.snapThreshold == 0 || f.snapInterval <= 0 {
+		return server.Config{}, usageErr("-snapshot-threshold and -snapshot-interval must be positive")
+	}
+	cfg := server.Config{Raft: rc, Logger: log}
+	cfg.TTL.Grace = f.grace
+	cfg.RPC.MaxFrame = f.maxFrame
+	return cfg, nil
+}
+
+func (f *serverFlags) logger(stderr io.Writer) (*slog.Logger, error) {
+	lvl, err := logging.ParseLevel(f.logLevel)
+	if err != nil {
+		return nil, usageErr("-log-level: %v", err)
+	}
+	log, err := logging.New(stderr, f.logFormat, lvl)
+	if err != nil {
+		return nil, usageErr("-log-format: %v", err)
+	}
+	return log, nil
+}
+
+func parseOverrides(s string) (map[string]string, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	peers, err := raftnode.ParsePeers(s)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, p := range peers {
+		out[p.ID] = p.Addr
+	}
+	return out, nil
+}
+
+func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var f serverFlags
+	fs := newFlagSet("server", "", stderr)
+	f.register(fs, true)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErr("unexpected arguments %q", fs.Args())
+	}
+	if f.id == "" || f.dataDir == "" {
+		return usageErr("-id and -data-dir are required")
+	}
+	log, err := f.logger(stderr)
+	if err != nil {
+		return err
+	}
+	cfg, err := f.config(log.With("node", f.id))
+	if err != nil {
+		return err
+	}
+	cfg.Raft.ID, cfg.Raft.DataDir = f.id, f.dataDir
+	cfg.BindAddr = f.addr
+	cfg.Raft.Addr = f.addr
+	if f.advertise != "" {
+		cfg.Raft.Addr = f.advertise
+	}
+	if cfg.Raft.Peers, err = raftnode.ParsePeers(f.peers); err != nil {
+		return usageErr("-peers: %v", err)
+	}
+	if cfg.Raft.DialOverrides, err = parseOverrides(f.peerDial); err != nil {
+		return usageErr("-peer-dial: %v", err)
+	}
+	if err := cfg.Raft.Validate(); err != nil {
+		return usageErr("%v", err)
+	}
+	srv, err := server.Start(cfg)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,507 @@
+// Package fsm is discoverd's replicated state machine: the registry of
+// services and their instances, plus a bounded recent history of events per
+// service that watch streams resume from.
+//
+// It sits below raftnode: every committed log entry reaches Apply (or
+// ApplyBatch) on every node, in the same order. Apply is deterministic — it
+// never reads a clock, draws a random number or makes an id; every index comes
+// from the log. The package knows nothing of the network.
+//
+// Besides the replicated state, an FSM keeps two things that are local to the
+// node and never replicated: the wake-up channels of open watchers, and the
+// Observer (the leader's TTL tracker) that is told about every change.
+//
+// See DESIGN.md for the reasons behind the choices.
+package fsm
+
+import (
+	"context"
+	"fmt"
+	"iter"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/discoverd/discoverd/internal/codes"
+)
+
+// Instance is one registered (service name, address). Stored instances are
+// immutable: a change stores a new *Instance, so a pointer handed out stays
+// valid and can be read without the FSM's lock.
+type Instance struct {
+	Name        string
+	Addr        string
+	Attrs       map[string]string
+	TTL         time.Duration
+	CreateIndex uint64 // index of the first registration; kept across re-registrations
+	ModifyIndex uint64 // index of the last registration
+}
+
+// EventKind says what an Event means.
+type EventKind uint8
+
+const (
+	EventUp      EventKind = 1 // an instance appeared
+	EventUpdate  EventKind = 2 // an instance was registered again
+	EventDown    EventKind = 3 // an instance went away
+	EventCurrent EventKind = 4 // watch streams only: the state sent so far is complete at Index
+	EventResync  EventKind = 5 // watch streams only: history was lost, a full state follows
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case EventUp:
+		return "up"
+	case EventUpdate:
+		return "update"
+	case EventDown:
+		return "down"
+	case EventCurrent:
+		return "current"
+	case EventResync:
+		return "resync"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// Reason says why an instance went down.
+type Reason uint8
+
+const (
+	ReasonNone       Reason = 0
+	ReasonUnregister Reason = 1
+	ReasonExpire     Reason = 2
+)
+
+// Event is one change to a service, produced by the log entry at Index.
+type Event struct {
+	Kind     EventKind
+	Index    uint64
+	Name     string
+	Instance *Instance // the new instance (up, update) or the removed one (down); nil for markers
+	Reason   Reason
+}
+
+// Result is what applying a command returns through raft's ApplyFuture.
+type Result struct {
+	Index   uint64 // the log index of the entry (of the first one, for a duplicate request id)
+	Changed bool   // whether the state changed
+	Err     error  // a business failure, e.g. codes.ErrNotFound; nil on success
+}
+
+// Observer is told about every change to instances, on every node. It is
+// called with the FSM's lock held: it must be quick, must not block and must
+// not call back into the FSM. The leader's TTL tracker is the observer.
+type Observer interface {
+	InstanceRegistered(in *Instance)
+	InstanceRemoved(name, addr string)
+	// Restored is called after a snapshot replaced the whole state.
+	Restored()
+}
+
+// Config bounds the FSM's memory. The zero value of a field means its default.
+type Config struct {
+	// HistoryPerService is how many recent events each service keeps for
+	// watches to resume from. Default 1024.
+	HistoryPerService int
+	// MaxEmptyServices is how many services with no instances are kept (with
+	// their history) before the longest-empty one is forgotten. Default 4096.
+	MaxEmptyServices int
+	// MaxRequestIDs is how many recent write request ids are remembered to
+	// make retried writes idempotent. Default 32768.
+	MaxRequestIDs int
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{HistoryPerService: 1024, MaxEmptyServices: 4096, MaxRequestIDs: 32768}
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.HistoryPerService <= 0 {
+		c.HistoryPerService = d.HistoryPerService
+	}
+	if c.MaxEmptyServices <= 0 {
+		c.MaxEmptyServices = d.MaxEmptyServices
+	}
+	if c.MaxRequestIDs <= 0 {
+		c.MaxRequestIDs = d.MaxRequestIDs
+	}
+	return c
+}
+
+type service struct {
+	name       string
+	instances  map[string]*Instance
+	history    *history
+	lastIndex  uint64 // index of the newest event
+	emptySince uint64 // index at which it lost its last instance; 0 while it has instances
+}
+
+// state is everything that is replicated and snapshotted.
+type state struct {
+	services map[string]*service
+	applied  uint64
+	// forgottenThrough is the highest event index of any service forgotten
+	// because it stayed empty; a watcher of an unknown service resuming from
+	// before it must resync.
+	forgottenThrough uint64
+	emptyQueue       []emptyEntry // services in the order they became empty (may hold stale entries)
+	emptyCount       int
+	requests         *requestTable
+}
+
+type emptyEntry struct {
+	name  string
+	since uint64
+}
+
+// FSM implements raft.FSM and raft.BatchingFSM.
+type FSM struct {
+	cfg      Config
+	observer Observer // set before raft starts, never changed after
+
+	mu sync.RWMutex
+	// Guarded by mu:
+	st        *state
+	gen       uint64 // bumped by Restore: open watchers resync
+	notifiers map[string]*notifier
+	appliedCh chan struct{} // closed and replaced after every applied batch
+}
+
+var (
+	_ raft.FSM         = (*FSM)(nil)
+	_ raft.BatchingFSM = (*FSM)(nil)
+)
+
+// New returns an empty FSM.
+func New(cfg Config) *FSM {
+	cfg = cfg.withDefaults()
+	return &FSM{
+		cfg:       cfg,
+		st:        newState(cfg),
+		notifiers: map[string]*notifier{},
+		appliedCh: make(chan struct{}),
+	}
+}
+
+func newState(cfg Config) *state {
+	return &state{services: map[string]*service{}, requests: newRequestTable(cfg.MaxRequestIDs)}
+}
+
+// SetObserver installs the observer. Call it before the FSM receives entries.
+func (f *FSM) SetObserver(o Observer) { f.observer = o }
+
+// Apply applies one committed entry.
+func (f *FSM) Apply(l *raft.Log) any {
+	return f.ApplyBatch([]*raft.Log{l})[0]
+}
+
+// ApplyBatch applies committed entries in order, under one lock.
+func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
+	out := make([]any, len(logs))
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, l := range logs {
+		if l.Type == raft.LogCommand {
+			out[i] = f.applyCommandLocked(l.Index, l.Data)
+		}
+		if l.Index > f.st.applied {
+			f.st.applied = l.Index
+		}
+	}
+	f.evictEmptyLocked()
+	close(f.appliedCh)
+	f.appliedCh = make(chan struct{})
+	return out
+}
+
+// applyCommandLocked applies one command. An entry that cannot be decoded
+// means this node cannot follow the log: continuing would diverge, so it panics.
+// Lock must be held.
+func (f *FSM) applyCommandLocked(index uint64, data []byte) *Result {
+	if len(data) == 0 {
+		panic(fmt.Sprintf("fsm: empty log entry at index %d", index))
+	}
+	t, body := MessageType(data[0]), data[1:]
+	switch t {
+	case RegisterType:
+		var c RegisterCommand
+		mustDecode(index, t, body, &c)
+		return f.registerLocked(index, &c)
+	case UnregisterType:
+		var c UnregisterCommand
+		mustDecode(index, t, body, &c)
+		return f.unregisterLocked(index, &c)
+	case ExpireType:
+		var c ExpireCommand
+		mustDecode(index, t, body, &c)
+		return f.expireLocked(index, &c)
+	}
+	panic(fmt.Sprintf("fsm: unknown message type %d at index %d (written by a newer discoverd?)", t, index))
+}
+
+func mustDecode(index uint64, t MessageType, body []byte, v any) {
+	if err := decode(body, v); err != nil {
+		panic(fmt.Sprintf("fsm: cannot decode %s entry at index %d: %v", t, index, err))
+	}
+}
+
+// Lock must be held.
+func (f *FSM) registerLocked(index uint64, c *RegisterCommand) *Result {
+	if r, ok := f.st.requests.get(c.RequestID); ok {
+		return r
+	}
+	svc := f.serviceLocked(c.Name, true)
+	old := svc.instances[c.Addr]
+	in := &Instance{Name: svc.name, Addr: c.Addr, Attrs: c.Attrs, TTL: c.TTL, CreateIndex: index, ModifyIndex: index}
+	kind := EventUp
+	if old != nil {
+		in.CreateIndex = old.CreateIndex
+		kind = EventUpdate
+	}
+	svc.instances[c.Addr] = in
+	if svc.emptySince != 0 {
+		svc.emptySince = 0
+		f.st.emptyCount--
+	}
+	f.recordLocked(svc, Event{Kind: kind, Index: index, Name: svc.name, Instance: in})
+	if f.observer != nil {
+		f.observer.InstanceRegistered(in)
+	}
+	r := &Result{Index: index, Changed: true}
+	f.st.requests.put(c.RequestID, r)
+	return r
+}
+
+// Lock must be held.
+func (f *FSM) unregisterLocked(index uint64, c *UnregisterCommand) *Result {
+	if r, ok := f.st.requests.get(c.RequestID); ok {
+		return r
+	}
+	r := &Result{Index: index}
+	if svc := f.st.services[c.Name]; svc != nil && svc.instances[c.Addr] != nil {
+		f.removeLocked(svc, c.Addr, index, ReasonUnregister)
+		r.Changed = true
+	} else {
+		r.Err = fmt.Errorf("unregister %s %s: %w", c.Name, c.Addr, codes.ErrNotFound)
+	}
+	f.st.requests.put(c.RequestID, r)
+	return r
+}
+
+// Lock must be held.
+func (f *FSM) expireLocked(index uint64, c *ExpireCommand) *Result {
+	r := &Result{Index: index}
+	svc := f.st.services[c.Name]
+	if svc == nil {
+		return r
+	}
+	// Only the exact registration the leader timed out is removed; one
+	// registered again in the meantime has a newer ModifyIndex and stays.
+	if in := svc.instances[c.Addr]; in != nil && in.ModifyIndex == c.Index {
+		f.removeLocked(svc, c.Addr, index, ReasonExpire)
+		r.Changed = true
+	}
+	return r
+}
+
+// Lock must be held.
+func (f *FSM) removeLocked(svc *service, addr string, index uint64, why Reason) {
+	in := svc.instances[addr]
+	delete(svc.instances, addr)
+	if len(svc.instances) == 0 {
+		svc.emptySince = index
+		f.st.emptyCount++
+		f.st.emptyQueue = append(f.st.emptyQueue, emptyEntry{svc.name, index})
+	}
+	f.recordLocked(svc, Event{Kind: EventDown, Index: index, Name: svc.name, Instance: in, Reason: why})
+	if f.observer != nil {
+		f.observer.InstanceRemoved(svc.name, addr)
+	}
+}
+
+// recordLocked appends an event to the service's history and wakes its watchers.
+// Lock must be held.
+func (f *FSM) recordLocked(svc *service, e Event) {
+	svc.history.push(e)
+	svc.lastIndex = e.Index
+	if n := f.notifiers[svc.name]; n != nil {
+		n.wake()
+	}
+}
+
+// serviceLocked returns the named service, creating it if create is set.
+// Lock must be held.
+func (f *FSM) serviceLocked(name string, create bool) *service {
+	svc := f.st.services[name]
+	if svc == nil && create {
+		svc = f.newService(name)
+		// A service forgotten earlier under this name may have had events a
+		// watcher has not seen; a watcher resuming from before that must resync.
+		svc.history.truncatedThrough = f.st.forgottenThrough
+		f.st.services[name] = svc
+	}
+	return svc
+}
+
+func (f *FSM) newService(name string) *service {
+	return &service{name: name, instances: map[string]*Instance{}, history: newHistory(f.cfg.HistoryPerService)}
+}
+
+// evictEmptyLocked forgets the longest-empty services beyond MaxEmptyServices.
+// Lock must be held.
+func (f *FSM) evictEmptyLocked() {
+	st := f.st
+	for st.emptyCount > f.cfg.MaxEmptyServices && len(st.emptyQueue) > 0 {
+		e := st.emptyQueue[0]
+		st.emptyQueue = st.emptyQueue[1:]
+		svc := st.services[e.name]
+		if svc == nil || svc.emptySince != e.since {
+			continue // stale: the service got instances again after that
+		}
+		delete(st.services, e.name)
+		st.emptyCount--
+		st.forgottenThrough = max(st.forgottenThrough, svc.lastIndex)
+		if n := f.notifiers[e.name]; n != nil {
+			n.wake()
+		}
+	}
+	// Stale entries pile up when services flap; rebuild the queue when they dominate.
+	if len(st.emptyQueue) > 2*f.cfg.MaxEmptyServices+64 {
+		st.rebuildEmptyQueue()
+	}
+}
+
+// rebuildEmptyQueue rebuilds the queue from the services, oldest-empty first.
+// The order depends only on replicated state, so every node agrees.
+func (st *state) rebuildEmptyQueue() {
+	q := st.emptyQueue[:0]
+	for _, svc := range st.services {
+		if svc.emptySince != 0 {
+			q = append(q, emptyEntry{svc.name, svc.emptySince})
+		}
+	}
+	slices.SortFunc(q, func(a, b emptyEntry) int { return cmpUint(a.since, b.since) })
+	st.emptyQueue = q
+	st.emptyCount = len(q)
+}
+
+func cmpUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// AppliedIndex returns the index of the last entry applied.
+func (f *FSM) AppliedIndex() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.st.applied
+}
+
+// WaitApplied waits until the FSM has applied index, or ctx ends.
+func (f *FSM) WaitApplied(ctx context.Context, index uint64) error {
+	for {
+		f.mu.RLock()
+		applied, ch := f.st.applied, f.appliedCh
+		f.mu.RUnlock()
+		if applied >= index {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("node has applied index %d, not yet %d: %w", applied, index, codes.ErrStaleNode)
+		}
+	}
+}
+
+// Get returns one instance, or nil.
+func (f *FSM) Get(name, addr string) *Instance {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if svc := f.st.services[name]; svc != nil {
+		return svc.instances[addr]
+	}
+	return nil
+}
+
+// List returns the instances of a service that carry every attribute in
+// filter, oldest registration first, and the index the state is at.
+func (f *FSM) List(name string, filter map[string]string) (uint64, []*Instance) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out []*Instance
+	if svc := f.st.services[name]; svc != nil {
+		out = make([]*Instance, 0, len(svc.instances))
+		for _, in := range svc.instances {
+			if Matches(in.Attrs, filter) {
+				out = append(out, in)
+			}
+		}
+	}
+	sortInstances(out)
+	return f.st.applied, out
+}
+
+// Matches reports whether attrs carries every key=value of filter.
+func Matches(attrs, filter map[string]string) bool {
+	for k, v := range filter {
+		if got, ok := attrs[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+func sortInstances(s []*Instance) {
+	slices.SortFunc(s, func(a, b *Instance) int { return cmpUint(a.CreateIndex, b.CreateIndex) })
+}
+
+// WithInstances calls fn with every instance while holding the FSM's read
+// lock, so no entry is applied (and no Observer call made) until fn returns.
+// The TTL tracker uses it to load every instance and start observing changes
+// in one atomic step. fn must not call back into the FSM.
+func (f *FSM) WithInstances(fn func(applied uint64, all iter.Seq[*Instance])) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	fn(f.st.applied, func(yield func(*Instance) bool) {
+		for _, svc := range f.st.services {
+			for _, in := range svc.instances {
+				if !yield(in) {
+					return
+				}
+			}
+		}
+	})
+}
+
+// Stats are counts for status and metrics.
+type Stats struct {
+	Services  int
+	Instances int
+	Applied   uint64
+	Watchers  int
+}
+
+// Stats returns current counts.
+func (f *FSM) Stats() Stats {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	s := Stats{Services: len(f.st.services), Applied: f.st.applied}
+	for _, svc := range f.st.services {
+		s.Instances += len(svc.instances)
+	}
+	for _, n := range f.notifiers {
+		s.Watchers += n.refs
+	}
+	return s
+}

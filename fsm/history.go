@@ -1,0 +1,76 @@
+package fsm
+
+// history is a bounded ring of a service's most recent events, oldest first.
+// When it is full the oldest event is dropped and truncatedThrough remembers
+// its index, so a watcher resuming from before it knows it must resync.
+type history struct {
+	buf              []Event
+	start, n         int
+	limit            int
+	truncatedThrough uint64 // highest index dropped from the ring; 0 if none
+}
+
+func newHistory(limit int) *history {
+	if limit < 1 {
+		limit = 1
+	}
+	return &history{limit: limit}
+}
+
+func (h *history) push(e Event) {
+	if h.n == len(h.buf) {
+		if len(h.buf) < h.limit {
+			// Grow by doubling up to the limit, keeping order.
+			size := max(4, 2*len(h.buf))
+			size = min(size, h.limit)
+			nb := make([]Event, size)
+			h.copyTo(nb)
+			h.buf, h.start = nb, 0
+		} else {
+			// Full: drop the oldest.
+			h.truncatedThrough = h.buf[h.start].Index
+			h.buf[h.start] = Event{}
+			h.start = (h.start + 1) % len(h.buf)
+			h.n--
+		}
+	}
+	h.buf[(h.start+h.n)%len(h.buf)] = e
+	h.n++
+}
+
+func (h *history) at(i int) Event { return h.buf[(h.start+i)%len(h.buf)] }
+
+func (h *history) copyTo(dst []Event) {
+	for i := 0; i < h.n; i++ {
+		dst[i] = h.at(i)
+	}
+}
+
+// all returns the retained events, oldest first, in a new slice.
+func (h *history) all() []Event {
+	out := make([]Event, h.n)
+	h.copyTo(out)
+	return out
+}
+
+// after appends to dst up to max events with an index greater than idx.
+func (h *history) after(dst []Event, idx uint64, max int) []Event {
+	// Binary search the first event with Index > idx.
+	lo, hi := 0, h.n
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if h.at(mid).Index <= idx {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	for i := lo; i < h.n && max > 0; i++ {
+		dst = append(dst, h.at(i))
+		max--
+	}
+	return dst
+}
+
+// canResumeFrom reports whether every event after idx is still retained.
+func (h *history) canResumeFrom(idx uint64) bool { return idx >= h.truncatedThrough }

@@ -1,0 +1,165 @@
+package fsm
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+
+	"github.com/hashicorp/go-msgpack/v2/codec"
+	"github.com/hashicorp/raft"
+
+	"github.com/discoverd/discoverd/internal/codes"
+)
+
+// snapshotVersion is the format written by Persist. Restore refuses others.
+const snapshotVersion = 1
+
+// A snapshot is a snapshotHeader followed by Header.Services snapshotService
+// values, all msgpack, back to back.
+type snapshotHeader struct {
+	Version          int
+	Applied          uint64
+	ForgottenThrough uint64
+	Services         int
+	Requests         []snapshotRequest // oldest first
+}
+
+type snapshotService struct {
+	Name             string
+	Instances        []*Instance
+	History          []Event
+	TruncatedThrough uint64
+	LastIndex        uint64
+	EmptySince       uint64
+}
+
+type snapshotRequest struct {
+	ID      string
+	Index   uint64
+	Changed bool
+	Code    string
+	Error   string
+}
+
+// Snapshot takes a point-in-time view under the read lock; the slow part, the
+// encoding, happens in Persist without the lock. Instances are immutable, so
+// the view shares them instead of copying.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	st := f.st
+	s := &fsmSnapshot{hdr: snapshotHeader{
+		Version:          snapshotVersion,
+		Applied:          st.applied,
+		ForgottenThrough: st.forgottenThrough,
+		Services:         len(st.services),
+		Requests:         st.requests.ordered(),
+	}}
+	s.services = make([]snapshotService, 0, len(st.services))
+	for _, svc := range st.services {
+		ss := snapshotService{
+			Name:             svc.name,
+			Instances:        make([]*Instance, 0, len(svc.instances)),
+			History:          svc.history.all(),
+			TruncatedThrough: svc.history.truncatedThrough,
+			LastIndex:        svc.lastIndex,
+			EmptySince:       svc.emptySince,
+		}
+		for _, in := range svc.instances {
+			ss.Instances = append(ss.Instances, in)
+		}
+		s.services = append(s.services, ss)
+	}
+	return s, nil
+}
+
+type fsmSnapshot struct {
+	hdr      snapshotHeader
+	services []snapshotService
+}
+
+// Persist writes the snapshot; on any error the sink is cancelled.
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if err := s.writeTo(sink); err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("persist snapshot: %w", err)
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) writeTo(w io.Writer) error {
+	bw := bufio.NewWriterSize(w, 256<<10)
+	enc := codec.NewEncoder(bw, codecHandle)
+	if err := enc.Encode(&s.hdr); err != nil {
+		return err
+	}
+	for i := range s.services {
+		if err := enc.Encode(&s.services[i]); err != nil {
+			return err
+		}
+	}
+	return bw.Flush()
+}
+
+// Release is a no-op: the snapshot holds no resources.
+func (s *fsmSnapshot) Release() {}
+
+// Restore replaces the whole state with a snapshot's. It builds the new state
+// aside and swaps it in, then tells open watchers to resync and the observer
+// that everything changed.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	st, err := f.readSnapshot(rc)
+	if err != nil {
+		return fmt.Errorf("restore snapshot: %w", err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.st = st
+	f.gen++
+	for _, n := range f.notifiers {
+		n.wake()
+	}
+	close(f.appliedCh)
+	f.appliedCh = make(chan struct{})
+	if f.observer != nil {
+		f.observer.Restored()
+	}
+	return nil
+}
+
+func (f *FSM) readSnapshot(r io.Reader) (*state, error) {
+	dec := codec.NewDecoder(bufio.NewReaderSize(r, 256<<10), codecHandle)
+	var hdr snapshotHeader
+	if err := dec.Decode(&hdr); err != nil {
+		return nil, fmt.Errorf("decode header: %w", err)
+	}
+	if hdr.Version != snapshotVersion {
+		return nil, fmt.Errorf("snapshot format version %d, this discoverd reads %d", hdr.Version, snapshotVersion)
+	}
+	st := newState(f.cfg)
+	st.applied = hdr.Applied
+	st.forgottenThrough = hdr.ForgottenThrough
+	for _, r := range hdr.Requests {
+		st.requests.put(r.ID, &Result{Index: r.Index, Changed: r.Changed, Err: codes.FromWire(codes.Code(r.Code), r.Error)})
+	}
+	for i := 0; i < hdr.Services; i++ {
+		var ss snapshotService
+		if err := dec.Decode(&ss); err != nil {
+			return nil, fmt.Errorf("decode service %d of %d: %w", i+1, hdr.Services, err)
+		}
+		svc := f.newService(ss.Name)
+		for _, in := range ss.Instances {
+			svc.instances[in.Addr] = in
+		}
+		for _, e := range ss.History {
+			svc.history.push(e)
+		}
+		svc.history.truncatedThrough = max(svc.history.truncatedThrough, ss.TruncatedThrough)
+		svc.lastIndex = ss.LastIndex
+		svc.emptySince = ss.EmptySince
+		st.services[ss.Name] = svc
+	}
+	st.rebuildEmptyQueue()
+	return st, nil
+}

@@ -1,0 +1,182 @@
+package fsm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/discoverd/discoverd/internal/codes"
+)
+
+// A watcher holds no copy of the events it has not read yet. It keeps only a
+// cursor — the index of the last event it returned — and reads straight from
+// the service's history ring when woken. Apply therefore does O(1) work per
+// change however many watchers there are (it closes one channel), never blocks
+// on a watcher, and a watcher that falls further behind than the ring reaches
+// is resynced with the current state instead of buffering without bound.
+
+// notifier wakes the watchers of one service. It is local to the node.
+type notifier struct {
+	ch   chan struct{}
+	refs int
+}
+
+// wake wakes every watcher waiting on the notifier. FSM lock must be held.
+func (n *notifier) wake() {
+	close(n.ch)
+	n.ch = make(chan struct{})
+}
+
+// ErrWatcherClosed is returned by Next after Close.
+var ErrWatcherClosed = errors.New("watcher closed")
+
+// Watcher is one open watch on a service.
+type Watcher struct {
+	f    *FSM
+	name string
+
+	// Owned by the goroutine calling Next:
+	cursor  uint64 // index of the last event returned (or of the state sent)
+	gen     uint64 // the FSM's restore generation the cursor belongs to
+	pending []Event
+
+	closeOnce sync.Once
+	done      chan struct{}
+}
+
+// Watch opens a watch on a service. With fromIndex 0 the watcher first returns
+// the current state: an up event per instance (oldest change first, each with
+// the index of its last registration) and a current marker at the state's
+// index N; then every change after N. With fromIndex > 0 it returns every
+// change after fromIndex if the history still holds them all, or else a resync
+// marker followed by the current state. fromIndex must not be beyond what this
+// node has applied (see WaitApplied): that fails with codes.ErrStaleNode.
+func (f *FSM) Watch(name string, fromIndex uint64) (*Watcher, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if fromIndex > f.st.applied {
+		return nil, fmt.Errorf("watch %s from index %d: node has applied only %d: %w", name, fromIndex, f.st.applied, codes.ErrStaleNode)
+	}
+	n := f.notifiers[name]
+	if n == nil {
+		n = &notifier{ch: make(chan struct{})}
+		f.notifiers[name] = n
+	}
+	n.refs++
+	w := &Watcher{f: f, name: name, gen: f.gen, done: make(chan struct{})}
+	switch {
+	case fromIndex == 0:
+		w.pending, w.cursor = f.stateEventsLocked(name, false)
+	case f.canResumeLocked(name, fromIndex):
+		w.cursor = fromIndex
+	default:
+		w.pending, w.cursor = f.stateEventsLocked(name, true)
+	}
+	return w, nil
+}
+
+// canResumeLocked reports whether every event of the service after idx is
+// still known. Lock must be held.
+func (f *FSM) canResumeLocked(name string, idx uint64) bool {
+	if svc := f.st.services[name]; svc != nil {
+		return svc.history.canResumeFrom(idx)
+	}
+	return idx >= f.st.forgottenThrough
+}
+
+// stateEventsLocked returns the current state of a service as events: an
+// optional resync marker, an up event per instance ordered by index, and a
+// current marker. It returns the state's index. Lock must be held.
+func (f *FSM) stateEventsLocked(name string, resync bool) ([]Event, uint64) {
+	idx := f.st.applied
+	var evs []Event
+	if resync {
+		evs = append(evs, Event{Kind: EventResync, Index: idx, Name: name})
+	}
+	if svc := f.st.services[name]; svc != nil {
+		start := len(evs)
+		for _, in := range svc.instances {
+			evs = append(evs, Event{Kind: EventUp, Index: in.ModifyIndex, Name: name, Instance: in})
+		}
+		s := evs[start:]
+		sortEvents(s)
+	}
+	evs = append(evs, Event{Kind: EventCurrent, Index: idx, Name: name})
+	return evs, idx
+}
+
+func sortEvents(s []Event) {
+	slices.SortFunc(s, func(a, b Event) int { return cmpUint(a.Index, b.Index) })
+}
+
+// Next returns the next events, at most max (max <= 0 means 256), waiting
+// until there is at least one, ctx ends or the watcher is closed. It never
+// blocks the FSM: events are read from the history under a read lock.
+func (w *Watcher) Next(ctx context.Context, max int) ([]Event, error) {
+	if max <= 0 {
+		max = 256
+	}
+	for {
+		if len(w.pending) > 0 {
+			k := min(max, len(w.pending))
+			evs := w.pending[:k:k]
+			w.pending = w.pending[k:]
+			if len(w.pending) == 0 {
+				w.pending = nil
+			}
+			return evs, nil
+		}
+		select {
+		case <-w.done:
+			return nil, ErrWatcherClosed
+		default:
+		}
+		f := w.f
+		f.mu.RLock()
+		if w.gen != f.gen || !f.canResumeLocked(w.name, w.cursor) {
+			// A snapshot replaced the state, or the watcher fell further
+			// behind than the history reaches: send the whole state again.
+			w.pending, w.cursor = f.stateEventsLocked(w.name, true)
+			w.gen = f.gen
+			f.mu.RUnlock()
+			continue
+		}
+		if svc := f.st.services[w.name]; svc != nil && svc.lastIndex > w.cursor {
+			evs := svc.history.after(make([]Event, 0, min(max, 64)), w.cursor, max)
+			f.mu.RUnlock()
+			w.cursor = evs[len(evs)-1].Index
+			return evs, nil
+		}
+		ch := f.notifiers[w.name].ch
+		f.mu.RUnlock()
+		select {
+		case <-ch:
+		case <-w.done:
+			return nil, ErrWatcherClosed
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Cursor returns the index of the last event Next returned.
+func (w *Watcher) Cursor() uint64 { return w.cursor }
+
+// Close ends the watch and releases its notifier. Safe to call more than once
+// and concurrently with Next.
+func (w *Watcher) Close() {
+	w.closeOnce.Do(func() {
+		close(w.done)
+		f := w.f
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if n := f.notifiers[w.name]; n != nil {
+			n.refs--
+			if n.refs == 0 {
+				delete(f.notifiers, w.name)
+			}
+		}
+	})
+}

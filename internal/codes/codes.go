@@ -1,0 +1,157 @@
+// Package codes defines discoverd's error sentinels once, each with a stable
+// wire code. Every layer (fsm, ttl, raftnode, backend, rpc, client) returns or
+// wraps these values, and the RPC layer carries the code across the network so
+// the client rebuilds the very same sentinel: errors.Is works end to end.
+//
+// A code also tells a caller what happened to a write. Codes whose Outcome is
+// NotApplied mean the write was rejected before it was proposed to Raft and
+// definitely did not happen; Unknown means it may or may not have been
+// committed (retry with the same request id to find out safely).
+package codes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Code is the stable, wire-visible name of an error kind.
+type Code string
+
+// The codes. Never rename one: clients in other languages match on them.
+const (
+	CodeOK              Code = ""
+	CodeInvalidArgument Code = "invalid_argument"
+	CodeNotFound        Code = "not_found"
+	CodeNoLeader        Code = "no_leader"
+	CodeNotLeader       Code = "not_leader"
+	CodeUnknownOutcome  Code = "unknown_outcome"
+	CodeStaleNode       Code = "stale_node"
+	CodeTooLarge        Code = "too_large"
+	CodeTimeout         Code = "timeout"
+	CodeShuttingDown    Code = "shutting_down"
+	CodeUnknownMethod   Code = "unknown_method"
+	CodeUnavailable     Code = "unavailable"
+	CodeInternal        Code = "internal"
+)
+
+// Sentinels. Wrap them with fmt.Errorf("...: %w", ErrX) to add detail.
+var (
+	// ErrInvalidArgument: the request was malformed or out of limits; nothing changed.
+	ErrInvalidArgument = &Error{code: CodeInvalidArgument, msg: "invalid argument"}
+	// ErrNotFound: the named instance is not registered (it expired or was unregistered).
+	ErrNotFound = &Error{code: CodeNotFound, msg: "instance not registered"}
+	// ErrNoLeader: the cluster has no leader right now; nothing was proposed, retry later.
+	ErrNoLeader = &Error{code: CodeNoLeader, msg: "no cluster leader"}
+	// ErrNotLeader: the node that received a forwarded write is not the leader; nothing was proposed.
+	ErrNotLeader = &Error{code: CodeNotLeader, msg: "node is not the leader"}
+	// ErrUnknownOutcome: the write was proposed but its fate is unknown (timeout or
+	// leadership lost after proposing). Retrying with the same request id is safe.
+	ErrUnknownOutcome = &Error{code: CodeUnknownOutcome, msg: "write outcome unknown"}
+	// ErrStaleNode: the node has not applied an index the client has already seen; ask another node.
+	ErrStaleNode = &Error{code: CodeStaleNode, msg: "node is behind the requested index"}
+	// ErrTooLarge: a frame or value exceeded a size limit; nothing changed.
+	ErrTooLarge = &Error{code: CodeTooLarge, msg: "request too large"}
+	// ErrTimeout: the operation did not finish in time; for writes, see ErrUnknownOutcome.
+	ErrTimeout = &Error{code: CodeTimeout, msg: "timed out"}
+	// ErrShuttingDown: the node is stopping; nothing was proposed, use another node.
+	ErrShuttingDown = &Error{code: CodeShuttingDown, msg: "node is shutting down"}
+	// ErrUnknownMethod: the RPC method does not exist on this server.
+	ErrUnknownMethod = &Error{code: CodeUnknownMethod, msg: "unknown method"}
+	// ErrUnavailable: the node could not be reached; the request was not sent.
+	ErrUnavailable = &Error{code: CodeUnavailable, msg: "node unavailable"}
+	// ErrInternal: an unexpected server-side failure.
+	ErrInternal = &Error{code: CodeInternal, msg: "internal error"}
+)
+
+var byCode = map[Code]*Error{}
+
+func init() {
+	for _, e := range []*Error{ErrInvalidArgument, ErrNotFound, ErrNoLeader, ErrNotLeader,
+		ErrUnknownOutcome, ErrStaleNode, ErrTooLarge, ErrTimeout, ErrShuttingDown,
+		ErrUnknownMethod, ErrUnavailable, ErrInternal} {
+		byCode[e.code] = e
+	}
+}
+
+// Error is a sentinel with a wire code. Compare with errors.Is, never by value.
+type Error struct {
+	code Code
+	msg  string
+}
+
+func (e *Error) Error() string { return e.msg }
+
+// Code returns the sentinel's wire code.
+func (e *Error) Code() Code { return e.code }
+
+// Of returns the code of the first sentinel in err's chain, CodeOK for nil,
+// CodeTimeout for context deadline errors and CodeInternal for anything else.
+func Of(err error) Code {
+	if err == nil {
+		return CodeOK
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e.code
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return CodeTimeout
+	}
+	return CodeInternal
+}
+
+// Sentinel returns the sentinel for a wire code; unknown codes map to ErrInternal.
+func Sentinel(c Code) *Error {
+	if e, ok := byCode[c]; ok {
+		return e
+	}
+	return ErrInternal
+}
+
+// FromWire rebuilds an error received over the network: the message as the
+// server wrote it, wrapping the sentinel for its code so errors.Is works.
+func FromWire(c Code, msg string) error {
+	if c == CodeOK {
+		return nil
+	}
+	s := Sentinel(c)
+	if msg == "" || msg == s.msg {
+		return s
+	}
+	return &wireError{msg: msg, sentinel: s}
+}
+
+type wireError struct {
+	msg      string
+	sentinel *Error
+}
+
+func (e *wireError) Error() string { return e.msg }
+func (e *wireError) Unwrap() error { return e.sentinel }
+
+// Invalid returns an ErrInvalidArgument with a precise message.
+func Invalid(format string, args ...any) error {
+	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), ErrInvalidArgument)
+}
+
+// Retryable reports whether a request that failed with err may be retried on
+// another node without risk: the write was not proposed, or it carries a
+// request id that makes a retry idempotent.
+func Retryable(err error) bool {
+	switch Of(err) {
+	case CodeNoLeader, CodeNotLeader, CodeUnknownOutcome, CodeStaleNode, CodeShuttingDown, CodeTimeout, CodeUnavailable:
+		return true
+	}
+	return false
+}
+
+// NotApplied reports whether err proves the write was never proposed.
+func NotApplied(err error) bool {
+	switch Of(err) {
+	case CodeInvalidArgument, CodeNotFound, CodeNoLeader, CodeNotLeader, CodeStaleNode,
+		CodeTooLarge, CodeShuttingDown, CodeUnknownMethod, CodeUnavailable:
+		return true
+	}
+	return false
+}

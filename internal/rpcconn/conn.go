@@ -1,0 +1,264 @@
+// Package rpcconn is the client side of discoverd's native protocol: one TCP
+// connection carrying many concurrent calls and streams, told apart by their
+// sequence numbers. The Go client (client/) and nodes forwarding to the
+// leader (rpc/, backend/raftstore) both use it.
+package rpcconn
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/discoverd/discoverd/internal/codes"
+	"github.com/discoverd/discoverd/internal/mux"
+	"github.com/discoverd/discoverd/internal/wire"
+)
+
+// Options tune a connection.
+type Options struct {
+	DialTimeout  time.Duration // default 2 s
+	WriteTimeout time.Duration // per frame, default 10 s
+	MaxFrame     int           // largest frame accepted from the server, default 16 MiB
+	StreamBuffer int           // frames buffered per stream before the reader waits, default 64
+}
+
+func (o Options) withDefaults() Options {
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = 2 * time.Second
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 10 * time.Second
+	}
+	if o.MaxFrame <= 0 {
+		o.MaxFrame = 16 << 20
+	}
+	if o.StreamBuffer <= 0 {
+		o.StreamBuffer = 64
+	}
+	return o
+}
+
+// Conn is one connection to a node. Safe for concurrent use.
+type Conn struct {
+	addr string
+	opts Options
+	nc   net.Conn
+
+	wmu sync.Mutex // serializes frame writes
+	bw  *bufio.Writer
+
+	mu      sync.Mutex
+	seq     uint64
+	pending map[uint64]chan *wire.Frame
+	err     error // set once the connection failed
+	done    chan struct{}
+}
+
+// Dial connects to a node's port and speaks the RPC protocol on it.
+func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
+	opts = opts.withDefaults()
+	timeout := opts.DialTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(dl))
+	}
+	if timeout <= 0 {
+		return nil, fmt.Errorf("dial %s: %w", addr, codes.ErrUnavailable)
+	}
+	nc, err := mux.Dial(addr, wire.ConnRPC, timeout)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %v: %w", addr, err, codes.ErrUnavailable)
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+		_ = tc.SetKeepAlive(true)
+		_ = tc.SetKeepAlivePeriod(15 * time.Second)
+	}
+	c := &Conn{addr: addr, opts: opts, nc: nc, bw: bufio.NewWriterSize(nc, 32<<10),
+		pending: map[uint64]chan *wire.Frame{}, done: make(chan struct{})}
+	go c.readLoop()
+	return c, nil
+}
+
+// Addr is the address dialled.
+func (c *Conn) Addr() string { return c.addr }
+
+// Done is closed when the connection has failed or been closed.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err returns why the connection ended, or nil while it is open.
+func (c *Conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// Close closes the connection; pending calls fail.
+func (c *Conn) Close() error {
+	c.fail(errors.New("connection closed"))
+	return nil
+}
+
+func (c *Conn) fail(err error) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.err = err
+	close(c.done)
+	c.mu.Unlock()
+	_ = c.nc.Close()
+}
+
+func (c *Conn) readLoop() {
+	br := bufio.NewReaderSize(c.nc, 64<<10)
+	for {
+		f, err := wire.ReadFrame(br, c.opts.MaxFrame)
+		if err != nil {
+			c.fail(fmt.Errorf("connection to %s lost: %v", c.addr, err))
+			return
+		}
+		c.mu.Lock()
+		ch := c.pending[f.Header.Seq]
+		if ch != nil && !f.Header.More {
+			delete(c.pending, f.Header.Seq)
+		}
+		c.mu.Unlock()
+		if ch == nil {
+			continue // a response to an abandoned call or a cancelled stream
+		}
+		select {
+		case ch <- f:
+		case <-c.done:
+			return
+		}
+	}
+}
+
+func (c *Conn) register(buf int) (uint64, chan *wire.Frame, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return 0, nil, fmt.Errorf("%v: %w", c.err, codes.ErrUnavailable)
+	}
+	c.seq++
+	ch := make(chan *wire.Frame, buf)
+	c.pending[c.seq] = ch
+	return c.seq, ch, nil
+}
+
+func (c *Conn) unregister(seq uint64) {
+	c.mu.Lock()
+	delete(c.pending, seq)
+	c.mu.Unlock()
+}
+
+func (c *Conn) write(hdr *wire.Header, body any) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
+	err := wire.WriteFrame(c.bw, hdr, body)
+	if err == nil {
+		err = c.bw.Flush()
+	}
+	if err != nil {
+		c.fail(fmt.Errorf("write to %s: %v", c.addr, err))
+	}
+	return err
+}
+
+// Call sends one request and decodes the response into resp. Errors carry a
+// codes sentinel: ErrUnavailable when the request was never sent (safe to
+// retry anywhere), ErrUnknownOutcome when the connection broke after sending,
+// ErrTimeout when ctx ended before the answer, or the server's own error.
+func (c *Conn) Call(ctx context.Context, method string, forwarded bool, req, resp any) error {
+	seq, ch, err := c.register(1)
+	if err != nil {
+		return fmt.Errorf("%s: %w", method, err)
+	}
+	if err := c.write(&wire.Header{Seq: seq, Method: method, Forwarded: forwarded}, req); err != nil {
+		c.unregister(seq)
+		// A partial frame may have reached the server; only a request that
+		// never left is known not to have been applied, and we cannot tell.
+		return fmt.Errorf("%s to %s: sending failed: %v: %w", method, c.addr, err, codes.ErrUnknownOutcome)
+	}
+	select {
+	case f := <-ch:
+		if err := f.Header.Err(); err != nil {
+			return err
+		}
+		if resp != nil {
+			return f.Decode(resp)
+		}
+		return nil
+	case <-c.done:
+		return fmt.Errorf("%s to %s: %v before the answer: %w", method, c.addr, c.Err(), codes.ErrUnknownOutcome)
+	case <-ctx.Done():
+		c.unregister(seq)
+		return fmt.Errorf("%s to %s: no answer: %v: %w", method, c.addr, ctx.Err(), codes.ErrTimeout)
+	}
+}
+
+// Stream opens a server stream (Watch). Frames arrive through Recv until the
+// server ends the stream, the connection fails or Close is called.
+func (c *Conn) Stream(ctx context.Context, method string, req any) (*Stream, error) {
+	seq, ch, err := c.register(c.opts.StreamBuffer)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", method, err)
+	}
+	if err := c.write(&wire.Header{Seq: seq, Method: method}, req); err != nil {
+		c.unregister(seq)
+		return nil, fmt.Errorf("%s to %s: %v: %w", method, c.addr, err, codes.ErrUnavailable)
+	}
+	return &Stream{c: c, seq: seq, ch: ch}, nil
+}
+
+// Stream is an open server stream.
+type Stream struct {
+	c      *Conn
+	seq    uint64
+	ch     chan *wire.Frame
+	ended  bool
+	closed sync.Once
+}
+
+// Recv waits for the next frame of the stream and decodes its body into v.
+// It returns io.EOF-like errors as codes: the server's error when it ended
+// the stream, ErrUnavailable when the connection failed.
+func (s *Stream) Recv(ctx context.Context, v any) error {
+	if s.ended {
+		return fmt.Errorf("stream ended: %w", codes.ErrUnavailable)
+	}
+	select {
+	case f := <-s.ch:
+		if !f.Header.More {
+			s.ended = true
+			if err := f.Header.Err(); err != nil {
+				return err
+			}
+			return fmt.Errorf("server ended the stream: %w", codes.ErrUnavailable)
+		}
+		return f.Decode(v)
+	case <-s.c.done:
+		s.ended = true
+		return fmt.Errorf("stream from %s: %v: %w", s.c.addr, s.c.Err(), codes.ErrUnavailable)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close cancels the stream on the server.
+func (s *Stream) Close() {
+	s.closed.Do(func() {
+		s.c.unregister(s.seq)
+		if !s.ended {
+			go func() { _ = s.c.write(&wire.Header{Method: wire.MethodCancel}, &wire.CancelRequest{Seq: s.seq}) }()
+		}
+	})
+}
+
+var errPoolClosed = fmt.Errorf("connection pool closed: %w", codes.ErrShuttingDown)

@@ -1,0 +1,221 @@
+// Package server wires one discoverd node together: the shared listener and
+// its protocol mux, the FSM, the Raft node, the TTL tracker, the Raft-backed
+// DiscoveryBackend and the RPC server — and takes them down again in order.
+// cmd/discoverd builds a Config from flags and calls Start; in-process
+// cluster tests call Start directly.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/discoverd/discoverd/backend/raftstore"
+	"github.com/discoverd/discoverd/fsm"
+	"github.com/discoverd/discoverd/internal/mux"
+	"github.com/discoverd/discoverd/internal/rpcconn"
+	"github.com/discoverd/discoverd/internal/wire"
+	"github.com/discoverd/discoverd/raftnode"
+	"github.com/discoverd/discoverd/rpc"
+	"github.com/discoverd/discoverd/ttl"
+)
+
+// Config is everything a node needs.
+type Config struct {
+	// Raft holds the node's id, advertised address, data dir, peers and timings.
+	Raft raftnode.Config
+	// BindAddr is the host:port to listen on; empty means Raft.Addr.
+	BindAddr string
+	// Listener, if set, is used instead of listening on BindAddr (tests).
+	Listener net.Listener
+	// FSM bounds the state machine's memory.
+	FSM fsm.Config
+	// TTL configures the leader's heartbeat tracker.
+	TTL ttl.Config
+	// Store tunes the Raft-backed DiscoveryBackend.
+	Store raftstore.Config
+	// RPC tunes the protocol server.
+	RPC    rpc.Config
+	Logger *slog.Logger
+}
+
+// Server is one running node.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	ln      net.Listener
+	mux     *mux.Mux
+	fsm     *fsm.FSM
+	node    *raftnode.Node
+	tracker *ttl.Tracker
+	store   *raftstore.Store
+	rpc     *rpc.Server
+	pool    *rpcconn.Pool
+
+	stopTracker context.CancelFunc
+	wg          sync.WaitGroup
+	once        sync.Once
+}
+
+// leadership adapts the tracker to raftnode's observer; it exists because the
+// tracker must be created after the node (it proposes through it) while the
+// node needs its observers when it opens.
+type leadership struct {
+	mu sync.Mutex
+	t  *ttl.Tracker
+}
+
+func (l *leadership) get() *ttl.Tracker {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.t
+}
+
+func (l *leadership) BecomeLeader() {
+	if t := l.get(); t != nil {
+		t.BecomeLeader()
+	}
+}
+
+func (l *leadership) StepDown() {
+	if t := l.get(); t != nil {
+		t.StepDown()
+	}
+}
+
+// proposer defers to the node once it exists.
+type proposer struct{ n func() *raftnode.Node }
+
+func (p proposer) IsLeader() bool { return p.n().IsLeader() }
+func (p proposer) ProposeExpire(ctx context.Context, name, addr string, index uint64) (bool, error) {
+	return p.n().ProposeExpire(ctx, name, addr, index)
+}
+
+// Start opens the node and starts serving.
+func Start(cfg Config) (*Server, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	cfg.Raft.Logger = log
+	cfg.TTL.Logger = log.With("component", "ttl")
+	cfg.Store.Logger = log.With("component", "store")
+	cfg.RPC.Logger = log.With("component", "rpc")
+	s := &Server{cfg: cfg, log: log}
+
+	ln := cfg.Listener
+	if ln == nil {
+		bind := cfg.BindAddr
+		if bind == "" {
+			bind = cfg.Raft.Addr
+		}
+		var err error
+		if ln, err = net.Listen("tcp", bind); err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", bind, err)
+		}
+	}
+	s.ln = ln
+	s.mux = mux.New(ln, log.With("component", "mux"))
+	raftLn := s.mux.Listen(wire.ConnRaft)
+	rpcLn := s.mux.Listen(wire.ConnRPC)
+
+	s.fsm = fsm.New(cfg.FSM)
+	lead := &leadership{}
+	s.tracker = ttl.New(cfg.TTL, proposer{func() *raftnode.Node { return s.node }}, s.fsm)
+	s.fsm.SetObserver(s.tracker)
+	// Start the mux before raft: raft may dial itself or be dialled at once.
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		_ = s.mux.Serve()
+	}()
+	node, err := raftnode.Open(cfg.Raft, s.fsm, raftLn, lead)
+	if err != nil {
+		_ = s.mux.Close()
+		s.wg.Wait()
+		return nil, err
+	}
+	s.node = node
+	lead.mu.Lock()
+	lead.t = s.tracker
+	lead.mu.Unlock()
+	// If leadership arrived before the tracker was attached, arm it now.
+	if node.Ready() {
+		s.tracker.BecomeLeader()
+	}
+
+	tctx, cancel := context.WithCancel(context.Background())
+	s.stopTracker = cancel
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.tracker.Run(tctx)
+	}()
+
+	s.pool = rpcconn.NewPool(rpcconn.Options{})
+	s.store = raftstore.New(cfg.Store, node, s.fsm, s.tracker, s.pool)
+	s.rpc = rpc.New(cfg.RPC, s.store)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		_ = s.rpc.Serve(rpcLn)
+	}()
+	log.Info("discoverd node started", "id", cfg.Raft.ID, "addr", cfg.Raft.Addr, "listen", ln.Addr().String(), "data_dir", cfg.Raft.DataDir)
+	return s, nil
+}
+
+// Shutdown stops the node in order: stop serving clients (answers in flight
+// go out, streams end), stop proposing expiries, hand leadership over if this
+// node leads, stop Raft and close its stores, then close the port.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var err error
+	s.once.Do(func() {
+		s.log.Info("shutting down")
+		s.rpc.Shutdown(ctx)
+		s.stopTracker()
+		if s.node.IsLeader() {
+			// A graceful handover shortens the write outage to one round trip.
+			if terr := s.node.Raft().LeadershipTransfer().Error(); terr != nil {
+				s.log.Info("leadership transfer before shutdown failed", "err", terr)
+			}
+		}
+		err = s.node.Shutdown()
+		s.pool.Close()
+		if cerr := s.mux.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) && err == nil {
+			err = cerr
+		}
+		s.wg.Wait()
+		s.log.Info("stopped")
+	})
+	return err
+}
+
+// Addr returns the address the node listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// ID returns the node id.
+func (s *Server) ID() string { return s.cfg.Raft.ID }
+
+// Node, FSM, Tracker and Store expose the parts to tests in this module.
+func (s *Server) Node() *raftnode.Node    { return s.node }
+func (s *Server) FSM() *fsm.FSM           { return s.fsm }
+func (s *Server) Tracker() *ttl.Tracker   { return s.tracker }
+func (s *Server) Store() *raftstore.Store { return s.store }
+
+// WaitLeader waits until some node of the cluster is known as leader by this one.
+func (s *Server) WaitLeader(ctx context.Context) (string, error) {
+	for {
+		if id, _ := s.node.Leader(); id != "" {
+			return id, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("no leader: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}

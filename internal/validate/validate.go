@@ -1,0 +1,140 @@
+// Package validate holds the limits on every external input that names or
+// describes an instance, shared by the RPC server (which enforces them before
+// anything is proposed) and the client (which reports them early).
+package validate
+
+import (
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/discoverd/discoverd/internal/codes"
+)
+
+// Limits. Changing them changes what clients may send; document it in docs/protocol.md.
+const (
+	MaxNameLen    = 128      // service name length in bytes
+	MaxAddrLen    = 261      // host (255) + ':' + port (5)
+	MaxAttrs      = 64       // attributes per instance
+	MaxAttrKeyLen = 128      // bytes per attribute key
+	MaxAttrValLen = 1024     // bytes per attribute value
+	MaxAttrsBytes = 16 << 10 // all keys and values of one instance together
+	MinTTL        = time.Second
+	MaxTTL        = 24 * time.Hour
+	DefaultTTL    = 10 * time.Second
+	MaxRequestID  = 64   // bytes of a request id
+	MaxHeartbeats = 4096 // instances in one heartbeat request
+)
+
+// Name checks a service name: 1–128 bytes of [A-Za-z0-9._-], starting with a letter or digit.
+func Name(name string) error {
+	if name == "" {
+		return codes.Invalid("service name is empty")
+	}
+	if len(name) > MaxNameLen {
+		return codes.Invalid("service name is %d bytes, the limit is %d", len(name), MaxNameLen)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !ok && i > 0 {
+			ok = c == '.' || c == '_' || c == '-'
+		}
+		if !ok {
+			return codes.Invalid("service name %q has %q at byte %d: use letters, digits, '.', '_' and '-', starting with a letter or digit", name, c, i)
+		}
+	}
+	return nil
+}
+
+// Addr checks an instance address: host:port with a non-empty host and a port 1–65535.
+func Addr(addr string) error {
+	if addr == "" {
+		return codes.Invalid("address is empty")
+	}
+	if len(addr) > MaxAddrLen {
+		return codes.Invalid("address is %d bytes, the limit is %d", len(addr), MaxAddrLen)
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return codes.Invalid("address %q is not host:port: %v", addr, err)
+	}
+	if host == "" {
+		return codes.Invalid("address %q has no host", addr)
+	}
+	for i := 0; i < len(host); i++ {
+		if host[i] <= ' ' || host[i] == 0x7f {
+			return codes.Invalid("address %q has a control or space character in its host", addr)
+		}
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 1 || p > 65535 {
+		return codes.Invalid("address %q has port %q: want a number 1-65535", addr, port)
+	}
+	return nil
+}
+
+// Attrs checks an instance's attributes against the count and size limits.
+func Attrs(attrs map[string]string) error {
+	if len(attrs) > MaxAttrs {
+		return codes.Invalid("%d attributes, the limit is %d", len(attrs), MaxAttrs)
+	}
+	total := 0
+	for k, v := range attrs {
+		if k == "" {
+			return codes.Invalid("attribute key is empty")
+		}
+		if len(k) > MaxAttrKeyLen {
+			return codes.Invalid("attribute key %.32q... is %d bytes, the limit is %d", k, len(k), MaxAttrKeyLen)
+		}
+		if len(v) > MaxAttrValLen {
+			return codes.Invalid("attribute %q value is %d bytes, the limit is %d", k, len(v), MaxAttrValLen)
+		}
+		total += len(k) + len(v)
+	}
+	if total > MaxAttrsBytes {
+		return codes.Invalid("attributes total %d bytes, the limit is %d", total, MaxAttrsBytes)
+	}
+	return nil
+}
+
+// TTL checks a registration TTL; zero means "use the default" and is accepted.
+func TTL(ttl time.Duration) error {
+	if ttl == 0 {
+		return nil
+	}
+	if ttl < MinTTL || ttl > MaxTTL {
+		return codes.Invalid("ttl %v is out of range: allowed %v to %v", ttl, MinTTL, MaxTTL)
+	}
+	return nil
+}
+
+// RequestID checks a write's request id: optional, at most 64 bytes.
+func RequestID(id string) error {
+	if len(id) > MaxRequestID {
+		return codes.Invalid("request id is %d bytes, the limit is %d", len(id), MaxRequestID)
+	}
+	return nil
+}
+
+// Registration checks every field of a registration.
+func Registration(name, addr string, attrs map[string]string, ttl time.Duration) error {
+	if err := Name(name); err != nil {
+		return err
+	}
+	if err := Addr(addr); err != nil {
+		return err
+	}
+	if err := Attrs(attrs); err != nil {
+		return err
+	}
+	return TTL(ttl)
+}
+
+// Instance checks a (service name, address) pair.
+func Instance(name, addr string) error {
+	if err := Name(name); err != nil {
+		return err
+	}
+	return Addr(addr)
+}

@@ -1,0 +1,287 @@
+// Package wire is discoverd's native protocol: the framing, the message types
+// and the MessagePack codec shared by the RPC server (rpc/) and the Go client
+// (client/). It holds no behaviour; docs/protocol.md describes the same thing
+// for implementers in other languages, and the two must stay in step.
+//
+// A connection starts with one byte, ConnRPC, then carries frames both ways.
+// A frame is a 4-byte big-endian length followed by that many bytes, which
+// hold two MessagePack values back to back: a Header and a body.
+package wire
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/hashicorp/go-msgpack/v2/codec"
+
+	"github.com/discoverd/discoverd/internal/codes"
+)
+
+// First byte of a connection to a node's single port.
+const (
+	ConnRaft byte = 1 // hashicorp/raft's transport
+	ConnRPC  byte = 2 // this protocol
+)
+
+// DefaultMaxFrame is the largest frame a node accepts unless configured otherwise.
+const DefaultMaxFrame = 1 << 20
+
+// Methods.
+const (
+	MethodRegister   = "Register"
+	MethodUnregister = "Unregister"
+	MethodHeartbeat  = "Heartbeat"
+	MethodList       = "List"
+	MethodWatch      = "Watch"
+	MethodCancel     = "Cancel"
+	MethodStatus     = "Status"
+	MethodNodeInfo   = "NodeInfo"
+)
+
+// Event kinds.
+const (
+	KindUp      = "up"      // an instance appeared (also: each instance of an initial state)
+	KindUpdate  = "update"  // an instance was registered again (attributes or TTL may differ)
+	KindDown    = "down"    // an instance went away (Reason says unregister or expire)
+	KindCurrent = "current" // the initial (or resynced) state is complete as of Index
+	KindResync  = "resync"  // history was lost: drop what you hold, a full state follows
+)
+
+// Down reasons.
+const (
+	ReasonUnregister = "unregister"
+	ReasonExpire     = "expire"
+)
+
+// Header opens every frame.
+type Header struct {
+	Seq       uint64 `codec:"seq"`                 // request number chosen by the client, echoed in responses
+	Method    string `codec:"method,omitempty"`    // requests only
+	Forwarded bool   `codec:"forwarded,omitempty"` // set by a node forwarding to the leader; never forwarded again
+	Code      string `codec:"code,omitempty"`      // responses: error code, empty on success
+	Error     string `codec:"error,omitempty"`     // responses: error message
+	More      bool   `codec:"more,omitempty"`      // responses: more frames follow for this Seq (streams)
+}
+
+// Err turns a response header's code and message back into an error.
+func (h *Header) Err() error { return codes.FromWire(codes.Code(h.Code), h.Error) }
+
+// RegisterRequest registers an instance, or registers it again with new attributes or TTL.
+type RegisterRequest struct {
+	Name      string            `codec:"name"`
+	Addr      string            `codec:"addr"`
+	Attrs     map[string]string `codec:"attrs"`
+	TTLMillis int64             `codec:"ttl_ms"`     // 0: the default (10 s)
+	RequestID string            `codec:"request_id"` // same id on every retry of one write
+}
+
+// UnregisterRequest removes an instance.
+type UnregisterRequest struct {
+	Name      string `codec:"name"`
+	Addr      string `codec:"addr"`
+	RequestID string `codec:"request_id"`
+}
+
+// WriteResponse answers Register and Unregister with the index of the committed entry.
+type WriteResponse struct {
+	Index uint64 `codec:"index"`
+}
+
+// InstanceKey names one instance.
+type InstanceKey struct {
+	Name string `codec:"name"`
+	Addr string `codec:"addr"`
+}
+
+// HeartbeatRequest keeps instances alive. It never enters the Raft log.
+type HeartbeatRequest struct {
+	Instances []InstanceKey `codec:"instances"`
+}
+
+// Result is one per-item outcome; an empty Code is success.
+type Result struct {
+	Code  string `codec:"code,omitempty"`
+	Error string `codec:"error,omitempty"`
+}
+
+// Err returns the item's error or nil.
+func (r Result) Err() error { return codes.FromWire(codes.Code(r.Code), r.Error) }
+
+// ResultOf encodes an error as a Result.
+func ResultOf(err error) Result {
+	if err == nil {
+		return Result{}
+	}
+	return Result{Code: string(codes.Of(err)), Error: err.Error()}
+}
+
+// HeartbeatResponse has one Result per requested instance, in order.
+type HeartbeatResponse struct {
+	Results []Result `codec:"results"`
+}
+
+// ListRequest reads the instances of a service.
+type ListRequest struct {
+	Name       string            `codec:"name"`
+	Attrs      map[string]string `codec:"attrs,omitempty"`      // only instances with all of these
+	Consistent bool              `codec:"consistent,omitempty"` // linearizable: served by a confirmed leader
+	MinIndex   uint64            `codec:"min_index,omitempty"`  // do not answer from state older than this
+}
+
+// Instance is one registered instance.
+type Instance struct {
+	Name        string            `codec:"name"`
+	Addr        string            `codec:"addr"`
+	Attrs       map[string]string `codec:"attrs"`
+	TTLMillis   int64             `codec:"ttl_ms"`
+	CreateIndex uint64            `codec:"create_index"` // index of its first registration (fencing token)
+	Index       uint64            `codec:"index"`        // index of its last registration
+}
+
+// ListResponse is the state of one service at Index.
+type ListResponse struct {
+	Index     uint64     `codec:"index"`
+	Instances []Instance `codec:"instances"`
+}
+
+// WatchRequest opens a stream of events for a service. FromIndex 0 starts with
+// the current state; otherwise the stream resumes after FromIndex.
+type WatchRequest struct {
+	Name      string `codec:"name"`
+	FromIndex uint64 `codec:"from_index,omitempty"`
+	MinIndex  uint64 `codec:"min_index,omitempty"` // do not serve from a state older than this
+}
+
+// Event is one change (or a state marker) on a watch stream.
+type Event struct {
+	Kind        string            `codec:"kind"`
+	Index       uint64            `codec:"index"`
+	Name        string            `codec:"name"`
+	Addr        string            `codec:"addr,omitempty"`
+	Attrs       map[string]string `codec:"attrs,omitempty"`
+	TTLMillis   int64             `codec:"ttl_ms,omitempty"`
+	CreateIndex uint64            `codec:"create_index,omitempty"`
+	Reason      string            `codec:"reason,omitempty"`
+}
+
+// WatchEvents is one frame of a watch stream.
+type WatchEvents struct {
+	Events []Event `codec:"events"`
+}
+
+// CancelRequest ends the stream opened by request Seq.
+type CancelRequest struct {
+	Seq uint64 `codec:"seq"`
+}
+
+// Empty is the body of requests and responses that carry nothing.
+type Empty struct{}
+
+// NodeStatus describes one node of the cluster.
+type NodeStatus struct {
+	ID           string `codec:"id"`
+	Addr         string `codec:"addr"`
+	State        string `codec:"state"` // Leader, Follower, Candidate, Shutdown, or unreachable
+	Term         uint64 `codec:"term"`
+	AppliedIndex uint64 `codec:"applied_index"`
+	CommitIndex  uint64 `codec:"commit_index"`
+	LastIndex    uint64 `codec:"last_index"`
+	Leader       string `codec:"leader"` // the leader this node knows of
+	Voter        bool   `codec:"voter"`
+	Error        string `codec:"error,omitempty"`
+}
+
+// StatusResponse is the whole cluster as seen from the node asked.
+type StatusResponse struct {
+	Leader string       `codec:"leader"`
+	Nodes  []NodeStatus `codec:"nodes"`
+}
+
+// Handle is the MessagePack handle everything in discoverd's protocol uses:
+// strings as str, byte slices as bin (the current MessagePack spec), and a
+// cap on up-front allocation so a lying length cannot reserve memory.
+var Handle = func() *codec.MsgpackHandle {
+	h := &codec.MsgpackHandle{WriteExt: true}
+	h.MaxInitLen = 256
+	h.MaxDepth = 32
+	return h
+}()
+
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// WriteFrame encodes hdr and body as one frame onto w (not flushed).
+func WriteFrame(w io.Writer, hdr *Header, body any) error {
+	buf := bufPool.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= 64<<10 {
+			buf.Reset()
+			bufPool.Put(buf)
+		}
+	}()
+	buf.Reset()
+	buf.Write([]byte{0, 0, 0, 0})
+	enc := codec.NewEncoder(buf, Handle)
+	if err := enc.Encode(hdr); err != nil {
+		return fmt.Errorf("encode header: %w", err)
+	}
+	if body == nil {
+		body = Empty{}
+	}
+	if err := enc.Encode(body); err != nil {
+		return fmt.Errorf("encode body: %w", err)
+	}
+	b := buf.Bytes()
+	binary.BigEndian.PutUint32(b, uint32(len(b)-4))
+	_, err := w.Write(b)
+	return err
+}
+
+// Frame is a received frame: its header, and its body still encoded.
+type Frame struct {
+	Header Header
+	body   []byte
+}
+
+// Decode decodes the frame's body into v.
+func (f *Frame) Decode(v any) error {
+	if err := codec.NewDecoderBytes(f.body, Handle).Decode(v); err != nil {
+		return fmt.Errorf("malformed %s body: %v: %w", f.Header.Method, err, codes.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// ErrFrameTooLarge is wrapped by ReadFrame when a frame's declared length exceeds the limit.
+var ErrFrameTooLarge = codes.ErrTooLarge
+
+// ReadFrame reads one frame. A frame longer than max fails with ErrTooLarge
+// (the stream cannot be trusted after that: close the connection); a frame
+// whose header does not decode fails with ErrInvalidArgument.
+func ReadFrame(r *bufio.Reader, max int) (*Frame, error) {
+	var lenBuf [4]byte
+	if _, err := io.ReadFull(r, lenBuf[:]); err != nil {
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(lenBuf[:])
+	if int64(n) > int64(max) {
+		return nil, fmt.Errorf("frame of %d bytes exceeds the %d byte limit: %w", n, max, codes.ErrTooLarge)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	f := &Frame{}
+	dec := codec.NewDecoderBytes(b, Handle)
+	if err := dec.Decode(&f.Header); err != nil {
+		return nil, fmt.Errorf("malformed frame header: %v: %w", err, codes.ErrInvalidArgument)
+	}
+	// The body is whatever follows the header.
+	f.body = b[dec.NumBytesRead():]
+	return f, nil
+}

@@ -1,0 +1,158 @@
+package raftnode
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+)
+
+// Peer is one voter of the initial cluster.
+type Peer struct {
+	ID   string
+	Addr string
+}
+
+// ParsePeers parses "id=host:port,id=host:port,...".
+func ParsePeers(s string) ([]Peer, error) {
+	var peers []Peer
+	seenID, seenAddr := map[string]bool{}, map[string]bool{}
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		id, addr, ok := strings.Cut(part, "=")
+		if !ok || id == "" || addr == "" {
+			return nil, fmt.Errorf("peer %q: want id=host:port", part)
+		}
+		if err := validID(id); err != nil {
+			return nil, fmt.Errorf("peer %q: %w", part, err)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("peer %q: address is not host:port: %v", part, err)
+		}
+		if seenID[id] {
+			return nil, fmt.Errorf("peer id %q appears twice", id)
+		}
+		if seenAddr[addr] {
+			return nil, fmt.Errorf("peer address %q appears twice", addr)
+		}
+		seenID[id], seenAddr[addr] = true, true
+		peers = append(peers, Peer{ID: id, Addr: addr})
+	}
+	return peers, nil
+}
+
+func validID(id string) error {
+	if len(id) > 64 {
+		return fmt.Errorf("node id %q is longer than 64 bytes", id)
+	}
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return fmt.Errorf("node id %q: use letters, digits, '-', '_' and '.'", id)
+		}
+	}
+	if id == "" {
+		return errors.New("node id is empty")
+	}
+	return nil
+}
+
+// Config configures a Node.
+type Config struct {
+	// ID is this node's Raft server id, unique in the cluster.
+	ID string
+	// Addr is the address peers reach this node at (host:port).
+	Addr string
+	// DataDir holds raft.db (log and stable store) and snapshots/.
+	DataDir string
+	// Peers is the initial voter set, identical on every node, used only when
+	// DataDir has no Raft state yet. Empty means a single-node cluster of this node.
+	Peers []Peer
+	// DialOverrides maps a peer id to the address this node dials instead of
+	// the peer's advertised one, for Raft and for forwarding (tests, proxies).
+	DialOverrides map[string]string
+
+	// Raft timings. Production defaults are hashicorp/raft's (1 s).
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+
+	// SnapshotInterval is how often Raft checks whether to snapshot.
+	SnapshotInterval time.Duration
+	// SnapshotThreshold is how many new entries trigger a snapshot.
+	SnapshotThreshold uint64
+	// TrailingLogs is how many entries are kept after a snapshot, so slightly
+	// lagging followers catch up from the log rather than a snapshot.
+	TrailingLogs uint64
+	// SnapshotRetain is how many snapshots are kept on disk.
+	SnapshotRetain int
+	// MaxAppendEntries bounds entries per append (and per group commit).
+	MaxAppendEntries int
+	// BarrierTimeout bounds the barrier a new leader runs before serving.
+	BarrierTimeout time.Duration
+
+	// Logger receives Raft's and the node's logs.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns production defaults; ID, Addr and DataDir must be set.
+func DefaultConfig() Config {
+	return Config{
+		HeartbeatTimeout:   time.Second,
+		ElectionTimeout:    time.Second,
+		LeaderLeaseTimeout: 500 * time.Millisecond,
+		CommitTimeout:      50 * time.Millisecond,
+		SnapshotInterval:   120 * time.Second,
+		SnapshotThreshold:  8192,
+		TrailingLogs:       10240,
+		SnapshotRetain:     2,
+		MaxAppendEntries:   256,
+		BarrierTimeout:     10 * time.Second,
+		Logger:             slog.Default(),
+	}
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	if err := validID(c.ID); err != nil {
+		return err
+	}
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		return fmt.Errorf("node address %q is not host:port: %v", c.Addr, err)
+	}
+	if c.DataDir == "" {
+		return errors.New("data dir is not set")
+	}
+	if len(c.Peers) > 0 {
+		found := false
+		for _, p := range c.Peers {
+			if p.ID == c.ID {
+				found = true
+				if p.Addr != c.Addr {
+					return fmt.Errorf("peers list %s=%s but this node advertises %s: they must match", p.ID, p.Addr, c.Addr)
+				}
+			}
+		}
+		if !found {
+			return fmt.Errorf("node id %q is not in the peers list", c.ID)
+		}
+	}
+	if c.HeartbeatTimeout < 5*time.Millisecond || c.ElectionTimeout < 5*time.Millisecond {
+		return fmt.Errorf("raft heartbeat (%v) and election (%v) timeouts must be at least 5ms", c.HeartbeatTimeout, c.ElectionTimeout)
+	}
+	if c.LeaderLeaseTimeout > c.HeartbeatTimeout {
+		return fmt.Errorf("leader lease timeout %v must not exceed the heartbeat timeout %v", c.LeaderLeaseTimeout, c.HeartbeatTimeout)
+	}
+	if c.MaxAppendEntries < 1 || c.MaxAppendEntries > 1024 {
+		return fmt.Errorf("max append entries %d: want 1-1024", c.MaxAppendEntries)
+	}
+	if c.SnapshotRetain < 1 {
+		return fmt.Errorf("snapshot retain %d: want at least 1", c.SnapshotRetain)
+	}
+	return nil
+}

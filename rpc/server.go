@@ -1,0 +1,398 @@
+// Package rpc serves discoverd's native protocol (internal/wire,
+// docs/protocol.md) on a node: it reads frames, validates every request
+// against the limits in internal/validate, and calls the DiscoveryBackend —
+// which forwards writes and heartbeats to the leader and serves reads and
+// watch streams from the local state. Many calls and streams share one
+// connection; each request runs in its own goroutine and answers with its
+// sequence number.
+package rpc
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/discoverd/discoverd/backend"
+	"github.com/discoverd/discoverd/internal/codes"
+	"github.com/discoverd/discoverd/internal/validate"
+	"github.com/discoverd/discoverd/internal/wire"
+)
+
+// Config tunes the server.
+type Config struct {
+	// MaxFrame is the largest request frame accepted. Default 1 MiB.
+	MaxFrame int
+	// RequestTimeout bounds each request/response call. Default 10 s.
+	RequestTimeout time.Duration
+	// WriteTimeout bounds writing one frame to a client; a client that does
+	// not read for this long is disconnected. Default 10 s.
+	WriteTimeout time.Duration
+	// MaxInFlight bounds concurrent requests per connection (streams
+	// included); the reader waits when it is reached. Default 512.
+	MaxInFlight int
+	Logger      *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxFrame <= 0 {
+		c.MaxFrame = wire.DefaultMaxFrame
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = 10 * time.Second
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = 512
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Server serves the protocol over a DiscoveryBackend.
+type Server struct {
+	cfg Config
+	be  backend.DiscoveryBackend
+	log *slog.Logger
+
+	ctx    context.Context // cancelled on Shutdown: ends streams
+	cancel context.CancelFunc
+
+	mu    sync.Mutex
+	conns map[*conn]struct{}
+	lns   []net.Listener
+	wg    sync.WaitGroup
+}
+
+// New returns a server; call Serve with a listener.
+func New(cfg Config, be backend.DiscoveryBackend) *Server {
+	cfg = cfg.withDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{cfg: cfg, be: be, log: cfg.Logger, ctx: ctx, cancel: cancel, conns: map[*conn]struct{}{}}
+}
+
+// Serve accepts connections from ln (whose first protocol byte has already
+// been consumed) until ln is closed.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	s.lns = append(s.lns, ln)
+	s.mu.Unlock()
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		c := &conn{s: s, nc: nc, bw: bufio.NewWriterSize(nc, 32<<10), streams: map[uint64]context.CancelFunc{},
+			sem: make(chan struct{}, s.cfg.MaxInFlight)}
+		s.mu.Lock()
+		if s.ctx.Err() != nil {
+			s.mu.Unlock()
+			_ = nc.Close()
+			return net.ErrClosed
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			c.serve()
+			s.mu.Lock()
+			delete(s.conns, c)
+			s.mu.Unlock()
+		}()
+	}
+}
+
+// Shutdown stops accepting, ends every stream and waits (up to ctx) for
+// in-flight requests to answer, then closes every connection.
+func (s *Server) Shutdown(ctx context.Context) {
+	s.mu.Lock()
+	for _, ln := range s.lns {
+		_ = ln.Close()
+	}
+	s.cancel()
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.stopReading()
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		for _, c := range conns {
+			_ = c.nc.Close()
+		}
+		<-done
+	}
+}
+
+// conn is one client connection.
+type conn struct {
+	s  *Server
+	nc net.Conn
+
+	wmu sync.Mutex // serializes frame writes
+	bw  *bufio.Writer
+
+	mu      sync.Mutex
+	streams map[uint64]context.CancelFunc
+	sem     chan struct{}
+	wg      sync.WaitGroup
+}
+
+// stopReading makes the read loop return; answers in flight still go out.
+func (c *conn) stopReading() { _ = c.nc.SetReadDeadline(time.Now()) }
+
+func (c *conn) serve() {
+	defer c.nc.Close()
+	ctx, cancel := context.WithCancel(c.s.ctx)
+	defer cancel()
+	br := bufio.NewReaderSize(c.nc, 32<<10)
+	for {
+		f, err := wire.ReadFrame(br, c.s.cfg.MaxFrame)
+		if err != nil {
+			switch {
+			case errors.Is(err, codes.ErrTooLarge):
+				// The rest of the frame is unread: the stream cannot be trusted.
+				c.writeError(0, err)
+				c.s.log.Warn("closing connection: frame too large", "remote", c.nc.RemoteAddr(), "err", err)
+			case errors.Is(err, codes.ErrInvalidArgument):
+				// The frame was whole; only its header was bad. Keep serving.
+				c.writeError(0, err)
+				continue
+			case !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !isTimeout(err):
+				c.s.log.Debug("connection read failed", "remote", c.nc.RemoteAddr(), "err", err)
+			}
+			break
+		}
+		if f.Header.Method == wire.MethodCancel {
+			var req wire.CancelRequest
+			if err := f.Decode(&req); err == nil {
+				c.cancelStream(req.Seq)
+			}
+			continue
+		}
+		select {
+		case c.sem <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			defer func() { <-c.sem }()
+			c.handle(ctx, f)
+		}()
+	}
+	// Let in-flight requests answer; streams end with the context.
+	c.mu.Lock()
+	for _, cancel := range c.streams {
+		cancel()
+	}
+	c.mu.Unlock()
+	c.wg.Wait()
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func (c *conn) write(hdr *wire.Header, body any) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
+	err := wire.WriteFrame(c.bw, hdr, body)
+	if err == nil {
+		err = c.bw.Flush()
+	}
+	if err != nil {
+		// A client that cannot take our frames loses its connection.
+		_ = c.nc.Close()
+	}
+	return err
+}
+
+func (c *conn) writeError(seq uint64, err error) {
+	_ = c.write(&wire.Header{Seq: seq, Code: string(codes.Of(err)), Error: err.Error()}, nil)
+}
+
+func (c *conn) reply(seq uint64, body any, err error) {
+	if err != nil {
+		c.writeError(seq, err)
+		return
+	}
+	_ = c.write(&wire.Header{Seq: seq}, body)
+}
+
+func (c *conn) cancelStream(seq uint64) {
+	c.mu.Lock()
+	cancel := c.streams[seq]
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
+func (c *conn) handle(ctx context.Context, f *wire.Frame) {
+	seq, method := f.Header.Seq, f.Header.Method
+	if f.Header.Forwarded {
+		ctx = backend.WithForwarded(ctx)
+	}
+	if method == wire.MethodWatch {
+		c.watch(ctx, f)
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.s.cfg.RequestTimeout)
+	defer cancel()
+	body, err := c.call(ctx, f)
+	c.reply(seq, body, err)
+}
+
+// call runs one request/response method.
+func (c *conn) call(ctx context.Context, f *wire.Frame) (any, error) {
+	be := c.s.be
+	switch f.Header.Method {
+	case wire.MethodRegister:
+		var req wire.RegisterRequest
+		if err := f.Decode(&req); err != nil {
+			return nil, err
+		}
+		ttl := time.Duration(req.TTLMillis) * time.Millisecond
+		if req.TTLMillis < 0 || req.TTLMillis > int64(validate.MaxTTL/time.Millisecond) {
+			return nil, codes.Invalid("ttl_ms %d is out of range: allowed %d to %d", req.TTLMillis,
+				validate.MinTTL.Milliseconds(), validate.MaxTTL.Milliseconds())
+		}
+		if err := validate.Registration(req.Name, req.Addr, req.Attrs, ttl); err != nil {
+			return nil, err
+		}
+		if err := validate.RequestID(req.RequestID); err != nil {
+			return nil, err
+		}
+		idx, err := be.Register(ctx, backend.Registration{Name: req.Name, Addr: req.Addr, Attrs: req.Attrs, TTL: ttl, RequestID: req.RequestID})
+		return &wire.WriteResponse{Index: idx}, err
+	case wire.MethodUnregister:
+		var req wire.UnregisterRequest
+		if err := f.Decode(&req); err != nil {
+			return nil, err
+		}
+		if err := validate.Instance(req.Name, req.Addr); err != nil {
+			return nil, err
+		}
+		if err := validate.RequestID(req.RequestID); err != nil {
+			return nil, err
+		}
+		idx, err := be.Unregister(ctx, req.Name, req.Addr, req.RequestID)
+		return &wire.WriteResponse{Index: idx}, err
+	case wire.MethodHeartbeat:
+		var req wire.HeartbeatRequest
+		if err := f.Decode(&req); err != nil {
+			return nil, err
+		}
+		if len(req.Instances) == 0 || len(req.Instances) > validate.MaxHeartbeats {
+			return nil, codes.Invalid("heartbeat names %d instances: want 1 to %d", len(req.Instances), validate.MaxHeartbeats)
+		}
+		for _, k := range req.Instances {
+			if err := validate.Instance(k.Name, k.Addr); err != nil {
+				return nil, err
+			}
+		}
+		res, err := be.Heartbeat(ctx, req.Instances)
+		if err != nil {
+			return nil, err
+		}
+		out := &wire.HeartbeatResponse{Results: make([]wire.Result, len(res))}
+		for i, e := range res {
+			out.Results[i] = wire.ResultOf(e)
+		}
+		return out, nil
+	case wire.MethodList:
+		var req wire.ListRequest
+		if err := f.Decode(&req); err != nil {
+			return nil, err
+		}
+		if err := validate.Name(req.Name); err != nil {
+			return nil, err
+		}
+		if err := validate.Attrs(req.Attrs); err != nil {
+			return nil, err
+		}
+		idx, ins, err := be.List(ctx, req.Name, backend.ListOptions{Attrs: req.Attrs, Consistent: req.Consistent, MinIndex: req.MinIndex})
+		if ins == nil {
+			ins = []wire.Instance{}
+		}
+		return &wire.ListResponse{Index: idx, Instances: ins}, err
+	case wire.MethodStatus:
+		st, err := be.Status(ctx)
+		return &st, err
+	case wire.MethodNodeInfo:
+		ns, err := be.NodeInfo(ctx)
+		return &ns, err
+	}
+	return nil, fmt.Errorf("method %q: %w", f.Header.Method, codes.ErrUnknownMethod)
+}
+
+// watch runs a stream: events go out as they come, one frame per batch, until
+// the client cancels, the connection ends or the backend fails.
+func (c *conn) watch(ctx context.Context, f *wire.Frame) {
+	seq := f.Header.Seq
+	var req wire.WatchRequest
+	if err := f.Decode(&req); err != nil {
+		c.writeError(seq, err)
+		return
+	}
+	if err := validate.Name(req.Name); err != nil {
+		c.writeError(seq, err)
+		return
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	c.mu.Lock()
+	c.streams[seq] = cancel
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.streams, seq)
+		c.mu.Unlock()
+	}()
+	sctx, scancel := context.WithTimeout(ctx, c.s.cfg.RequestTimeout)
+	st, err := c.s.be.Subscribe(sctx, req.Name, req.FromIndex, req.MinIndex)
+	scancel()
+	if err != nil {
+		c.writeError(seq, err)
+		return
+	}
+	defer st.Close()
+	for {
+		evs, err := st.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				if c.s.ctx.Err() != nil {
+					c.writeError(seq, fmt.Errorf("watch ended: %w", codes.ErrShuttingDown))
+				}
+				return // cancelled by the client or the connection ended
+			}
+			c.writeError(seq, err)
+			return
+		}
+		if err := c.write(&wire.Header{Seq: seq, More: true}, &wire.WatchEvents{Events: evs}); err != nil {
+			return
+		}
+	}
+}

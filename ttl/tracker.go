@@ -1,0 +1,476 @@
+// Package ttl is the leader's heartbeat tracker: it holds a deadline for
+// every registered instance in memory, extends it on each heartbeat, and when
+// one passes proposes an expire command through Raft naming the exact
+// registration (its index). Heartbeats never touch the Raft log.
+//
+// It sits beside fsm and raftnode: the FSM tells it about every registration
+// and removal (it is the FSM's Observer), raftnode tells it when this node
+// becomes leader (after a barrier) and when it stops being leader, and the
+// backend hands it heartbeats. Only the leader's tracker is active; followers'
+// trackers ignore everything. DESIGN.md has the reasoning and the bounds.
+package ttl
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/discoverd/discoverd/fsm"
+	"github.com/discoverd/discoverd/internal/codes"
+)
+
+// Proposer is what the tracker needs from Raft.
+type Proposer interface {
+	// IsLeader reports whether this node is the Raft leader right now.
+	IsLeader() bool
+	// ProposeExpire commits an expire command for the registration of
+	// (name, addr) at index and reports whether it removed the instance (it
+	// does not when a newer registration won the race). It must fail if this
+	// node is not the leader.
+	ProposeExpire(ctx context.Context, name, addr string, index uint64) (removed bool, err error)
+}
+
+// InstanceSource is the FSM's view the tracker arms itself from.
+type InstanceSource interface {
+	WithInstances(fn func(applied uint64, all iter.Seq[*fsm.Instance]))
+}
+
+// Config configures a Tracker. Zero fields take their defaults.
+type Config struct {
+	// Grace is added to every deadline armed when this node becomes leader,
+	// so clients have time to find the new leader. Default 2 s.
+	Grace time.Duration
+	// RetryInterval is how soon a failed expire proposal is tried again. Default 500 ms.
+	RetryInterval time.Duration
+	// ProposeTimeout bounds one expire proposal. Default 5 s.
+	ProposeTimeout time.Duration
+	// MaxInFlight bounds concurrent expire proposals. Default 256.
+	MaxInFlight int
+	// Clock is the time source. Default SystemClock.
+	Clock Clock
+	// Logger receives expiry decisions. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{Grace: 2 * time.Second, RetryInterval: 500 * time.Millisecond, ProposeTimeout: 5 * time.Second,
+		MaxInFlight: 256, Clock: SystemClock{}, Logger: slog.Default()}
+}
+
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	if c.Grace <= 0 {
+		c.Grace = d.Grace
+	}
+	if c.RetryInterval <= 0 {
+		c.RetryInterval = d.RetryInterval
+	}
+	if c.ProposeTimeout <= 0 {
+		c.ProposeTimeout = d.ProposeTimeout
+	}
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = d.MaxInFlight
+	}
+	if c.Clock == nil {
+		c.Clock = d.Clock
+	}
+	if c.Logger == nil {
+		c.Logger = d.Logger
+	}
+	return c
+}
+
+// Key names an instance.
+type Key struct {
+	Name string
+	Addr string
+}
+
+type entry struct {
+	key      Key
+	index    uint64        // ModifyIndex of the registration being tracked
+	ttl      time.Duration // its TTL
+	deadline time.Time     // when it expires unless heartbeated
+	queued   time.Time     // when the heap will next look at it (<= deadline, lazily)
+	heapIdx  int           // position in the heap; -1 when not in it
+	expiring bool          // an expire proposal is in flight
+}
+
+// ErrNotActive is returned by Heartbeat when this node's tracker is not
+// running (the node is not the leader): the caller forwards to the leader.
+var ErrNotActive = fmt.Errorf("heartbeat tracker not active on this node: %w", codes.ErrNotLeader)
+
+// Tracker holds the leader's deadlines. Lock order: the FSM's lock, then
+// Tracker.mu (Observer calls arrive with the FSM locked). The tracker never
+// calls into the FSM or Raft while holding mu.
+type Tracker struct {
+	cfg      Config
+	proposer Proposer
+	src      InstanceSource
+	log      *slog.Logger
+
+	mu sync.Mutex
+	// Guarded by mu:
+	active  bool
+	epoch   uint64 // bumped on every activation and deactivation
+	entries map[Key]*entry
+	queue   deadlineHeap
+	changed chan struct{} // closed and replaced when active/epoch changes
+	rearm   bool          // a snapshot was restored while active: re-load from the source
+	expired uint64        // expire proposals that removed an instance (stats)
+
+	wake chan struct{} // nudges the loop; buffered 1
+	sem  chan struct{} // bounds in-flight proposals
+}
+
+// New returns an inactive tracker. Run must be started for expiry to happen.
+func New(cfg Config, p Proposer, src InstanceSource) *Tracker {
+	cfg = cfg.withDefaults()
+	return &Tracker{
+		cfg:      cfg,
+		proposer: p,
+		src:      src,
+		log:      cfg.Logger,
+		entries:  map[Key]*entry{},
+		changed:  make(chan struct{}),
+		wake:     make(chan struct{}, 1),
+		sem:      make(chan struct{}, cfg.MaxInFlight),
+	}
+}
+
+// BecomeLeader arms a deadline for every instance: now + TTL + grace. Call it
+// when this node has become leader and a barrier has applied every earlier
+// entry (MUST: not before the barrier, or instances committed by the previous
+// leader would be missing). Changes applied after it are observed.
+func (t *Tracker) BecomeLeader() {
+	if !t.proposer.IsLeader() {
+		return
+	}
+	t.load(true)
+	t.nudge()
+}
+
+// load replaces all entries from the source. With newEpoch it starts a new
+// leadership epoch (in-flight proposals of the old one are dropped).
+func (t *Tracker) load(newEpoch bool) {
+	t.src.WithInstances(func(_ uint64, all iter.Seq[*fsm.Instance]) {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if newEpoch {
+			t.epoch++
+			t.active = true
+			t.signalLocked()
+		}
+		t.entries = map[Key]*entry{}
+		t.queue = t.queue[:0]
+		now := t.cfg.Clock.Now()
+		n := 0
+		for in := range all {
+			t.armLocked(in, now, t.cfg.Grace)
+			n++
+		}
+		t.log.Info("heartbeat tracker armed", "instances", n, "grace", t.cfg.Grace, "epoch", t.epoch)
+	})
+}
+
+// StepDown drops every deadline: this node is no longer the leader.
+func (t *Tracker) StepDown() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.active {
+		return
+	}
+	t.active = false
+	t.epoch++
+	t.entries = map[Key]*entry{}
+	t.queue = nil
+	t.signalLocked()
+	t.log.Info("heartbeat tracker stopped", "epoch", t.epoch)
+}
+
+// signalLocked wakes goroutines waiting for an activation change. Lock must be held.
+func (t *Tracker) signalLocked() {
+	close(t.changed)
+	t.changed = make(chan struct{})
+}
+
+// armLocked starts or restarts tracking of a registration. Lock must be held.
+func (t *Tracker) armLocked(in *fsm.Instance, now time.Time, grace time.Duration) {
+	k := Key{in.Name, in.Addr}
+	e := t.entries[k]
+	if e == nil {
+		e = &entry{key: k, heapIdx: -1}
+		t.entries[k] = e
+	}
+	e.index, e.ttl, e.expiring = in.ModifyIndex, in.TTL, false
+	e.deadline = now.Add(in.TTL + grace)
+	if e.heapIdx < 0 {
+		e.queued = e.deadline
+		heap.Push(&t.queue, e)
+	} else if e.deadline.Before(e.queued) {
+		e.queued = e.deadline
+		heap.Fix(&t.queue, e.heapIdx)
+	}
+}
+
+// InstanceRegistered implements fsm.Observer: a registration counts as a heartbeat.
+func (t *Tracker) InstanceRegistered(in *fsm.Instance) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.active {
+		return
+	}
+	t.armLocked(in, t.cfg.Clock.Now(), 0)
+	t.nudge()
+}
+
+// InstanceRemoved implements fsm.Observer.
+func (t *Tracker) InstanceRemoved(name, addr string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.active {
+		return
+	}
+	k := Key{name, addr}
+	if e := t.entries[k]; e != nil {
+		delete(t.entries, k)
+		if e.heapIdx >= 0 {
+			heap.Remove(&t.queue, e.heapIdx)
+		}
+	}
+}
+
+// Restored implements fsm.Observer: the whole state was replaced.
+func (t *Tracker) Restored() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.active {
+		t.rearm = true
+		t.nudge()
+	}
+}
+
+// Heartbeat extends the deadlines of instances: each gets now + its TTL (or
+// keeps a later deadline it already has). The per-instance result is nil or
+// an error wrapping codes.ErrNotFound when the instance is not registered or
+// is being expired — the client must register again. While this node is the
+// leader but still arming (barrier in progress), Heartbeat waits for it, up
+// to ctx. When this node is not the leader it returns ErrNotActive.
+func (t *Tracker) Heartbeat(ctx context.Context, keys []Key) ([]error, error) {
+	for {
+		t.mu.Lock()
+		if t.active {
+			now := t.cfg.Clock.Now()
+			out := make([]error, len(keys))
+			for i, k := range keys {
+				e := t.entries[k]
+				switch {
+				case e == nil:
+					out[i] = fmt.Errorf("heartbeat %s %s: not registered (expired or unregistered), register again: %w", k.Name, k.Addr, codes.ErrNotFound)
+				case e.expiring:
+					out[i] = fmt.Errorf("heartbeat %s %s: TTL ran out and it is being expired, register again: %w", k.Name, k.Addr, codes.ErrNotFound)
+				default:
+					if d := now.Add(e.ttl); d.After(e.deadline) {
+						e.deadline = d
+					}
+				}
+			}
+			t.mu.Unlock()
+			return out, nil
+		}
+		ch := t.changed
+		t.mu.Unlock()
+		if !t.proposer.IsLeader() {
+			return nil, ErrNotActive
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("leader is still starting up: %w", codes.ErrNoLeader)
+		}
+	}
+}
+
+// Active reports whether this tracker holds the deadlines (node is leader and armed).
+func (t *Tracker) Active() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.active
+}
+
+// Stats are the tracker's counts.
+type Stats struct {
+	Active   bool
+	Tracked  int
+	Expiring int
+	Expired  uint64
+}
+
+// Stats returns current counts.
+func (t *Tracker) Stats() Stats {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := Stats{Active: t.active, Tracked: len(t.entries), Expired: t.expired}
+	for _, e := range t.entries {
+		if e.expiring {
+			s.Expiring++
+		}
+	}
+	return s
+}
+
+func (t *Tracker) nudge() {
+	select {
+	case t.wake <- struct{}{}:
+	default:
+	}
+}
+
+type proposal struct {
+	key   Key
+	index uint64
+	epoch uint64
+}
+
+// Run is the expiry loop; it returns when ctx ends and in-flight proposals finish.
+func (t *Tracker) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		t.mu.Lock()
+		if t.rearm {
+			t.rearm = false
+			t.mu.Unlock()
+			t.load(false)
+			continue
+		}
+		var due []proposal
+		var wait time.Duration = -1
+		if t.active {
+			now := t.cfg.Clock.Now()
+			due = t.collectDueLocked(now)
+			if len(t.queue) > 0 {
+				wait = t.queue[0].queued.Sub(now)
+			}
+		}
+		t.mu.Unlock()
+
+		for _, p := range due {
+			// Leadership is checked again when the timer fires.
+			if !t.proposer.IsLeader() {
+				t.StepDown()
+				break
+			}
+			select {
+			case t.sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			wg.Add(1)
+			go func(p proposal) {
+				defer wg.Done()
+				defer func() { <-t.sem }()
+				t.propose(ctx, p)
+			}(p)
+		}
+
+		var timerC <-chan time.Time
+		var tm Timer
+		if wait >= 0 {
+			tm = t.cfg.Clock.NewTimer(wait)
+			timerC = tm.C()
+		}
+		select {
+		case <-ctx.Done():
+		case <-t.wake:
+		case <-timerC:
+		}
+		if tm != nil {
+			tm.Stop()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// collectDueLocked pops every entry whose deadline has passed and marks it
+// expiring. Entries whose deadline moved later (heartbeats) are requeued at
+// their deadline. Lock must be held.
+func (t *Tracker) collectDueLocked(now time.Time) []proposal {
+	var due []proposal
+	for len(t.queue) > 0 && !t.queue[0].queued.After(now) {
+		e := t.queue[0]
+		if e.deadline.After(now) {
+			e.queued = e.deadline
+			heap.Fix(&t.queue, 0)
+			continue
+		}
+		heap.Pop(&t.queue)
+		e.expiring = true
+		due = append(due, proposal{key: e.key, index: e.index, epoch: t.epoch})
+	}
+	return due
+}
+
+func (t *Tracker) propose(ctx context.Context, p proposal) {
+	pctx, cancel := context.WithTimeout(ctx, t.cfg.ProposeTimeout)
+	defer cancel()
+	removed, err := t.proposer.ProposeExpire(pctx, p.key.Name, p.key.Addr, p.index)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.epoch != p.epoch {
+		return // leadership changed; the new epoch re-armed everything
+	}
+	e := t.entries[p.key]
+	if err == nil {
+		if removed {
+			t.expired++
+			t.log.Info("instance expired", "service", p.key.Name, "addr", p.key.Addr, "index", p.index)
+		}
+		return
+	}
+	if e == nil || e.index != p.index || !e.expiring {
+		return // removed or registered again meanwhile
+	}
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		return
+	}
+	// Try again soon, if still leader then.
+	t.log.Warn("expire proposal failed, will retry", "service", p.key.Name, "addr", p.key.Addr, "index", p.index, "err", err)
+	e.expiring = false
+	e.deadline = t.cfg.Clock.Now().Add(t.cfg.RetryInterval)
+	e.queued = e.deadline
+	heap.Push(&t.queue, e)
+	t.nudge()
+}
+
+// deadlineHeap orders entries by queued time.
+type deadlineHeap []*entry
+
+func (h deadlineHeap) Len() int           { return len(h) }
+func (h deadlineHeap) Less(i, j int) bool { return h[i].queued.Before(h[j].queued) }
+func (h deadlineHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIdx = i
+	h[j].heapIdx = j
+}
+func (h *deadlineHeap) Push(x any) {
+	e := x.(*entry)
+	e.heapIdx = len(*h)
+	*h = append(*h, e)
+}
+func (h *deadlineHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	e.heapIdx = -1
+	return e
+}
