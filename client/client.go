@@ -220,13 +220,29 @@ func (c *Client) Close() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RequestTimeout)
 	defer cancel()
-	var errs []error
+	// Unregister concurrently (bounded): a client with many instances should
+	// not take one round trip each to go away.
+	var (
+		errMu sync.Mutex
+		errs  []error
+		wg    sync.WaitGroup
+		sem   = make(chan struct{}, 32)
+	)
 	for _, r := range regs {
 		r.stop()
-		if err := c.unregister(ctx, r.key.name, r.key.addr); err != nil && !errors.Is(err, ErrNotFound) {
-			errs = append(errs, err)
-		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := c.unregister(ctx, r.key.name, r.key.addr); err != nil && !errors.Is(err, ErrNotFound) {
+				errMu.Lock()
+				errs = append(errs, err)
+				errMu.Unlock()
+			}
+		}()
 	}
+	wg.Wait()
 	c.cancel()
 	c.loopsWG.Wait()
 	c.mu.Lock()

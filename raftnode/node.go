@@ -405,8 +405,21 @@ func (n *Node) Status() wire.NodeStatus {
 		CommitIndex:  n.raft.CommitIndex(),
 		LastIndex:    n.raft.LastIndex(),
 		Leader:       leaderID,
-		Voter:        true,
+		Voter:        n.isVoter(),
 	}
+}
+
+func (n *Node) isVoter() bool {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) == n.cfg.ID {
+			return s.Suffrage == raft.Voter
+		}
+	}
+	return false
 }
 
 // Servers returns the current Raft configuration.

@@ -33,10 +33,13 @@ type Config struct {
 	// WriteTimeout bounds writing one frame to a client; a client that does
 	// not read for this long is disconnected. Default 10 s.
 	WriteTimeout time.Duration
-	// MaxInFlight bounds concurrent requests per connection (streams
-	// included); the reader waits when it is reached. Default 512.
+	// MaxInFlight bounds concurrent request/response calls per connection;
+	// the reader waits when it is reached. Default 512.
 	MaxInFlight int
-	Logger      *slog.Logger
+	// MaxStreams bounds open watch streams per connection; a watch beyond it
+	// is refused with resource_exhausted. Default 1024.
+	MaxStreams int
+	Logger     *slog.Logger
 }
 
 func (c Config) withDefaults() Config {
@@ -51,6 +54,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxInFlight <= 0 {
 		c.MaxInFlight = 512
+	}
+	if c.MaxStreams <= 0 {
+		c.MaxStreams = 1024
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -167,7 +173,16 @@ func (c *conn) serve() {
 		if err != nil {
 			switch {
 			case errors.Is(err, codes.ErrTooLarge):
-				// The rest of the frame is unread: the stream cannot be trusted.
+				// Answer under the request's own seq when its header can be
+				// read, and skip the rest of the frame so the connection
+				// stays usable; a frame too large even to skip ends it.
+				var tl *wire.TooLargeError
+				if errors.As(err, &tl) {
+					if seq, serr := wire.SkipFrame(br, tl.Size, maxSkip); serr == nil {
+						c.writeError(seq, err)
+						continue
+					}
+				}
 				c.writeError(0, err)
 				c.s.log.Warn("closing connection: frame too large", "remote", c.nc.RemoteAddr(), "err", err)
 			case errors.Is(err, codes.ErrInvalidArgument):
@@ -184,6 +199,22 @@ func (c *conn) serve() {
 			if err := f.Decode(&req); err == nil {
 				c.cancelStream(req.Seq)
 			}
+			continue
+		}
+		if f.Header.Method == wire.MethodWatch {
+			// Registered here, before the next frame is read, so a Cancel
+			// that follows is never lost.
+			sctx, cancel, err := c.openStream(ctx, f.Header.Seq)
+			if err != nil {
+				c.writeError(f.Header.Seq, err)
+				continue
+			}
+			c.wg.Add(1)
+			go func() {
+				defer c.wg.Done()
+				defer c.closeStream(f.Header.Seq, cancel)
+				c.watch(sctx, f)
+			}()
 			continue
 		}
 		select {
@@ -218,7 +249,7 @@ func (c *conn) write(hdr *wire.Header, body any) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
-	err := wire.WriteFrame(c.bw, hdr, body)
+	err := wire.WriteFrame(c.bw, hdr, body, 0)
 	if err == nil {
 		err = c.bw.Flush()
 	}
@@ -241,6 +272,35 @@ func (c *conn) reply(seq uint64, body any, err error) {
 	_ = c.write(&wire.Header{Seq: seq}, body)
 }
 
+// maxSkip is the largest oversized frame the server reads past to keep the
+// connection; beyond it the connection is closed.
+const maxSkip = 64 << 20
+
+func (c *conn) openStream(ctx context.Context, seq uint64) (context.Context, context.CancelFunc, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, dup := c.streams[seq]; dup {
+		return nil, nil, codes.Invalid("seq %d already names an open stream on this connection", seq)
+	}
+	if len(c.streams) >= c.s.cfg.MaxStreams {
+		return nil, nil, fmt.Errorf("%d watch streams open on this connection, the limit: cancel one or open another connection: %w",
+			len(c.streams), codes.ErrResourceExhausted)
+	}
+	if ctx.Err() != nil {
+		return nil, nil, codes.ErrShuttingDown
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	c.streams[seq] = cancel
+	return sctx, cancel, nil
+}
+
+func (c *conn) closeStream(seq uint64, cancel context.CancelFunc) {
+	cancel()
+	c.mu.Lock()
+	delete(c.streams, seq)
+	c.mu.Unlock()
+}
+
 func (c *conn) cancelStream(seq uint64) {
 	c.mu.Lock()
 	cancel := c.streams[seq]
@@ -251,13 +311,9 @@ func (c *conn) cancelStream(seq uint64) {
 }
 
 func (c *conn) handle(ctx context.Context, f *wire.Frame) {
-	seq, method := f.Header.Seq, f.Header.Method
+	seq := f.Header.Seq
 	if f.Header.Forwarded {
 		ctx = backend.WithForwarded(ctx)
-	}
-	if method == wire.MethodWatch {
-		c.watch(ctx, f)
-		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.s.cfg.RequestTimeout)
 	defer cancel()
@@ -352,6 +408,9 @@ func (c *conn) call(ctx context.Context, f *wire.Frame) (any, error) {
 // the client cancels, the connection ends or the backend fails.
 func (c *conn) watch(ctx context.Context, f *wire.Frame) {
 	seq := f.Header.Seq
+	if f.Header.Forwarded {
+		ctx = backend.WithForwarded(ctx)
+	}
 	var req wire.WatchRequest
 	if err := f.Decode(&req); err != nil {
 		c.writeError(seq, err)
@@ -361,16 +420,6 @@ func (c *conn) watch(ctx context.Context, f *wire.Frame) {
 		c.writeError(seq, err)
 		return
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	c.mu.Lock()
-	c.streams[seq] = cancel
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		delete(c.streams, seq)
-		c.mu.Unlock()
-	}()
 	sctx, scancel := context.WithTimeout(ctx, c.s.cfg.RequestTimeout)
 	st, err := c.s.be.Subscribe(sctx, req.Name, req.FromIndex, req.MinIndex)
 	scancel()

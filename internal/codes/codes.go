@@ -20,19 +20,20 @@ type Code string
 
 // The codes. Never rename one: clients in other languages match on them.
 const (
-	CodeOK              Code = ""
-	CodeInvalidArgument Code = "invalid_argument"
-	CodeNotFound        Code = "not_found"
-	CodeNoLeader        Code = "no_leader"
-	CodeNotLeader       Code = "not_leader"
-	CodeUnknownOutcome  Code = "unknown_outcome"
-	CodeStaleNode       Code = "stale_node"
-	CodeTooLarge        Code = "too_large"
-	CodeTimeout         Code = "timeout"
-	CodeShuttingDown    Code = "shutting_down"
-	CodeUnknownMethod   Code = "unknown_method"
-	CodeUnavailable     Code = "unavailable"
-	CodeInternal        Code = "internal"
+	CodeOK                Code = ""
+	CodeInvalidArgument   Code = "invalid_argument"
+	CodeNotFound          Code = "not_found"
+	CodeNoLeader          Code = "no_leader"
+	CodeNotLeader         Code = "not_leader"
+	CodeUnknownOutcome    Code = "unknown_outcome"
+	CodeStaleNode         Code = "stale_node"
+	CodeTooLarge          Code = "too_large"
+	CodeTimeout           Code = "timeout"
+	CodeShuttingDown      Code = "shutting_down"
+	CodeUnknownMethod     Code = "unknown_method"
+	CodeUnavailable       Code = "unavailable"
+	CodeResourceExhausted Code = "resource_exhausted"
+	CodeInternal          Code = "internal"
 )
 
 // Sentinels. Wrap them with fmt.Errorf("...: %w", ErrX) to add detail.
@@ -60,6 +61,8 @@ var (
 	ErrUnknownMethod = &Error{code: CodeUnknownMethod, msg: "unknown method"}
 	// ErrUnavailable: the node could not be reached; the request was not sent.
 	ErrUnavailable = &Error{code: CodeUnavailable, msg: "node unavailable"}
+	// ErrResourceExhausted: a per-connection limit was reached (open streams); nothing changed.
+	ErrResourceExhausted = &Error{code: CodeResourceExhausted, msg: "resource exhausted"}
 	// ErrInternal: an unexpected server-side failure.
 	ErrInternal = &Error{code: CodeInternal, msg: "internal error"}
 )
@@ -69,7 +72,7 @@ var byCode = map[Code]*Error{}
 func init() {
 	for _, e := range []*Error{ErrInvalidArgument, ErrNotFound, ErrNoLeader, ErrNotLeader,
 		ErrUnknownOutcome, ErrStaleNode, ErrTooLarge, ErrTimeout, ErrShuttingDown,
-		ErrUnknownMethod, ErrUnavailable, ErrInternal} {
+		ErrUnknownMethod, ErrUnavailable, ErrResourceExhausted, ErrInternal} {
 		byCode[e.code] = e
 	}
 }
@@ -150,7 +153,7 @@ func Retryable(err error) bool {
 func NotApplied(err error) bool {
 	switch Of(err) {
 	case CodeInvalidArgument, CodeNotFound, CodeNoLeader, CodeNotLeader, CodeStaleNode,
-		CodeTooLarge, CodeShuttingDown, CodeUnknownMethod, CodeUnavailable:
+		CodeTooLarge, CodeShuttingDown, CodeUnknownMethod, CodeUnavailable, CodeResourceExhausted:
 		return true
 	}
 	return false

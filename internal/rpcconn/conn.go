@@ -22,7 +22,8 @@ import (
 type Options struct {
 	DialTimeout  time.Duration // default 2 s
 	WriteTimeout time.Duration // per frame, default 10 s
-	MaxFrame     int           // largest frame accepted from the server, default 16 MiB
+	MaxFrame     int           // largest frame accepted from the server, default 128 MiB
+	MaxRequest   int           // largest frame sent; larger requests fail with codes.ErrTooLarge unsent, default 1 MiB (the server's default limit)
 	StreamBuffer int           // frames buffered per stream before the reader waits, default 64
 }
 
@@ -34,7 +35,10 @@ func (o Options) withDefaults() Options {
 		o.WriteTimeout = 10 * time.Second
 	}
 	if o.MaxFrame <= 0 {
-		o.MaxFrame = 16 << 20
+		o.MaxFrame = 128 << 20
+	}
+	if o.MaxRequest <= 0 {
+		o.MaxRequest = wire.DefaultMaxFrame
 	}
 	if o.StreamBuffer <= 0 {
 		o.StreamBuffer = 64
@@ -157,12 +161,24 @@ func (c *Conn) unregister(seq uint64) {
 	c.mu.Unlock()
 }
 
+// errNotSent wraps errors from a request that never left this process.
+type errNotSent struct{ err error }
+
+func (e *errNotSent) Error() string { return e.err.Error() }
+func (e *errNotSent) Unwrap() error { return e.err }
+
 func (c *Conn) write(hdr *wire.Header, body any) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	_ = c.nc.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
-	err := wire.WriteFrame(c.bw, hdr, body)
-	if err == nil {
+	err := wire.WriteFrame(c.bw, hdr, body, c.opts.MaxRequest)
+	var tl *wire.TooLargeError
+	switch {
+	case errors.As(err, &tl):
+		return &errNotSent{fmt.Errorf("%s request: %v, the server's limit: %w", hdr.Method, tl, codes.ErrTooLarge)}
+	case errors.Is(err, wire.ErrEncode):
+		return &errNotSent{fmt.Errorf("%s request: %v: %w", hdr.Method, err, codes.ErrInvalidArgument)}
+	case err == nil:
 		err = c.bw.Flush()
 	}
 	if err != nil {
@@ -182,6 +198,10 @@ func (c *Conn) Call(ctx context.Context, method string, forwarded bool, req, res
 	}
 	if err := c.write(&wire.Header{Seq: seq, Method: method, Forwarded: forwarded}, req); err != nil {
 		c.unregister(seq)
+		var ns *errNotSent
+		if errors.As(err, &ns) {
+			return ns.err
+		}
 		// A partial frame may have reached the server; only a request that
 		// never left is known not to have been applied, and we cannot tell.
 		return fmt.Errorf("%s to %s: sending failed: %v: %w", method, c.addr, err, codes.ErrUnknownOutcome)

@@ -171,13 +171,26 @@ func Start(cfg Config) (*Server, error) {
 // Shutdown stops the node in order: stop serving clients (answers in flight
 // go out, streams end), stop proposing expiries, hand leadership over if this
 // node leads, stop Raft and close its stores, then close the port.
-func (s *Server) Shutdown(ctx context.Context) error {
+func (s *Server) Shutdown(ctx context.Context) error { return s.stop(ctx, true) }
+
+// Kill stops the node abruptly, as close to a crash as one process allows:
+// connections are dropped without answers and leadership is not handed over.
+func (s *Server) Kill() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return s.stop(ctx, false)
+}
+
+func (s *Server) stop(ctx context.Context, graceful bool) error {
 	var err error
 	s.once.Do(func() {
-		s.log.Info("shutting down")
+		s.log.Info("shutting down", "graceful", graceful)
+		if !graceful {
+			_ = s.ln.Close()
+		}
 		s.rpc.Shutdown(ctx)
 		s.stopTracker()
-		if s.node.IsLeader() {
+		if graceful && s.node.IsLeader() {
 			// A graceful handover shortens the write outage to one round trip.
 			if terr := s.node.Raft().LeadershipTransfer().Error(); terr != nil {
 				s.log.Info("leadership transfer before shutdown failed", "err", terr)

@@ -23,7 +23,7 @@ const (
 	MaxTTL        = 24 * time.Hour
 	DefaultTTL    = 10 * time.Second
 	MaxRequestID  = 64   // bytes of a request id
-	MaxHeartbeats = 4096 // instances in one heartbeat request
+	MaxHeartbeats = 1024 // instances in one heartbeat request (fits the default 1 MiB frame)
 )
 
 // Name checks a service name: 1–128 bytes of [A-Za-z0-9._-], starting with a letter or digit.
@@ -67,9 +67,11 @@ func Addr(addr string) error {
 			return codes.Invalid("address %q has a control or space character in its host", addr)
 		}
 	}
+	// Only the canonical spelling of a port, so "h:80" and "h:080" cannot
+	// name two different instances.
 	p, err := strconv.Atoi(port)
-	if err != nil || p < 1 || p > 65535 {
-		return codes.Invalid("address %q has port %q: want a number 1-65535", addr, port)
+	if err != nil || p < 1 || p > 65535 || strconv.Itoa(p) != port {
+		return codes.Invalid("address %q has port %q: want a number 1-65535 without sign or leading zeros", addr, port)
 	}
 	return nil
 }

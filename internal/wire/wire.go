@@ -12,6 +12,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -211,10 +212,15 @@ var Handle = func() *codec.MsgpackHandle {
 	return h
 }()
 
+// ErrEncode is wrapped by WriteFrame when a value cannot be encoded; nothing was written.
+var ErrEncode = errors.New("cannot encode frame")
+
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// WriteFrame encodes hdr and body as one frame onto w (not flushed).
-func WriteFrame(w io.Writer, hdr *Header, body any) error {
+// WriteFrame encodes hdr and body as one frame onto w (not flushed). With a
+// limit > 0, a frame longer than limit is not written and a *TooLargeError is
+// returned. Encoding errors also leave w untouched.
+func WriteFrame(w io.Writer, hdr *Header, body any, limit int) error {
 	buf := bufPool.Get().(*bytes.Buffer)
 	defer func() {
 		if buf.Cap() <= 64<<10 {
@@ -226,15 +232,18 @@ func WriteFrame(w io.Writer, hdr *Header, body any) error {
 	buf.Write([]byte{0, 0, 0, 0})
 	enc := codec.NewEncoder(buf, Handle)
 	if err := enc.Encode(hdr); err != nil {
-		return fmt.Errorf("encode header: %w", err)
+		return fmt.Errorf("header: %v: %w", err, ErrEncode)
 	}
 	if body == nil {
 		body = Empty{}
 	}
 	if err := enc.Encode(body); err != nil {
-		return fmt.Errorf("encode body: %w", err)
+		return fmt.Errorf("body: %v: %w", err, ErrEncode)
 	}
 	b := buf.Bytes()
+	if limit > 0 && len(b)-4 > limit {
+		return &TooLargeError{Size: int64(len(b) - 4), Limit: limit}
+	}
 	binary.BigEndian.PutUint32(b, uint32(len(b)-4))
 	_, err := w.Write(b)
 	return err
@@ -254,8 +263,37 @@ func (f *Frame) Decode(v any) error {
 	return nil
 }
 
-// ErrFrameTooLarge is wrapped by ReadFrame when a frame's declared length exceeds the limit.
-var ErrFrameTooLarge = codes.ErrTooLarge
+// TooLargeError is returned by ReadFrame for a frame longer than allowed. It
+// wraps codes.ErrTooLarge; the frame's bytes are still unread.
+type TooLargeError struct {
+	Size  int64 // the frame's declared length
+	Limit int
+}
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("frame of %d bytes exceeds the %d byte limit", e.Size, e.Limit)
+}
+
+func (e *TooLargeError) Unwrap() error { return codes.ErrTooLarge }
+
+// SkipFrame reads past the unread body of an oversized frame of size bytes,
+// returning its header's Seq (0 if the header cannot be decoded). Frames
+// larger than max are not skipped: the connection must be closed.
+func SkipFrame(r *bufio.Reader, size int64, max int64) (uint64, error) {
+	if size > max {
+		return 0, fmt.Errorf("frame of %d bytes is too large to skip", size)
+	}
+	head := make([]byte, min(size, 4096))
+	if _, err := io.ReadFull(r, head); err != nil {
+		return 0, err
+	}
+	var hdr Header
+	_ = codec.NewDecoderBytes(head, Handle).Decode(&hdr)
+	if _, err := io.CopyN(io.Discard, r, size-int64(len(head))); err != nil {
+		return 0, err
+	}
+	return hdr.Seq, nil
+}
 
 // ReadFrame reads one frame. A frame longer than max fails with ErrTooLarge
 // (the stream cannot be trusted after that: close the connection); a frame
@@ -267,7 +305,7 @@ func ReadFrame(r *bufio.Reader, max int) (*Frame, error) {
 	}
 	n := binary.BigEndian.Uint32(lenBuf[:])
 	if int64(n) > int64(max) {
-		return nil, fmt.Errorf("frame of %d bytes exceeds the %d byte limit: %w", n, max, codes.ErrTooLarge)
+		return nil, &TooLargeError{Size: int64(n), Limit: max}
 	}
 	b := make([]byte, n)
 	if _, err := io.ReadFull(r, b); err != nil {
