@@ -58,8 +58,12 @@ func (f *fakeBackend) Subscribe(_ context.Context, name string, _, _ uint64) (ba
 	f.record("Subscribe " + name)
 	return &fakeStream{closed: f.watch}, nil
 }
-func (f *fakeBackend) Status(context.Context) (wire.StatusResponse, error) { return wire.StatusResponse{}, nil }
-func (f *fakeBackend) NodeInfo(context.Context) (wire.NodeStatus, error)   { return wire.NodeStatus{}, nil }
+func (f *fakeBackend) Status(context.Context) (wire.StatusResponse, error) {
+	return wire.StatusResponse{}, nil
+}
+func (f *fakeBackend) NodeInfo(context.Context) (wire.NodeStatus, error) {
+	return wire.NodeStatus{}, nil
+}
 
 type fakeStream struct {
 	once   sync.Once
