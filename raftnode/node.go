@@ -54,6 +54,10 @@ type Node struct {
 	readyTerm  uint64     // term in which this node finished its leader barrier; 0 if none
 	cancelTerm context.CancelFunc
 
+	verifyMu      sync.Mutex // guards the two fields below
+	verifyWaiting []chan error
+	verifyRunning bool
+
 	done chan struct{}
 	wg   sync.WaitGroup
 }
@@ -372,7 +376,10 @@ func (n *Node) ProposeExpire(ctx context.Context, name, addr string, index uint6
 
 // VerifyLeader confirms with a quorum that this node is still the leader and
 // has applied everything committed before its term, so that reading its FSM
-// right after is linearizable.
+// right after is linearizable, and an acknowledgement given after it cannot
+// come from a leader already replaced. Concurrent callers share rounds: each
+// caller waits for a round that started after it called, so one quorum round
+// trip serves a whole batch of reads and heartbeats.
 func (n *Node) VerifyLeader(ctx context.Context) error {
 	if !n.Ready() {
 		if n.IsLeader() {
@@ -380,16 +387,42 @@ func (n *Node) VerifyLeader(ctx context.Context) error {
 		}
 		return codes.ErrNotLeader
 	}
-	done := make(chan error, 1)
-	go func() { done <- n.raft.VerifyLeader().Error() }()
+	ch := make(chan error, 1)
+	n.verifyMu.Lock()
+	n.verifyWaiting = append(n.verifyWaiting, ch)
+	if !n.verifyRunning {
+		n.verifyRunning = true
+		go n.verifyRounds()
+	}
+	n.verifyMu.Unlock()
 	select {
-	case err := <-done:
+	case err := <-ch:
 		if err != nil {
 			return fmt.Errorf("verify leadership: %v: %w", err, codes.ErrNotLeader)
 		}
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("verify leadership: %w", codes.ErrTimeout)
+	}
+}
+
+// verifyRounds runs quorum rounds while callers wait. Every round answers only
+// the callers that were waiting when it started.
+func (n *Node) verifyRounds() {
+	for {
+		n.verifyMu.Lock()
+		batch := n.verifyWaiting
+		n.verifyWaiting = nil
+		if len(batch) == 0 {
+			n.verifyRunning = false
+			n.verifyMu.Unlock()
+			return
+		}
+		n.verifyMu.Unlock()
+		err := n.raft.VerifyLeader().Error()
+		for _, ch := range batch {
+			ch <- err
+		}
 	}
 }
 

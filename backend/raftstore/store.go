@@ -175,6 +175,13 @@ func (s *Store) Heartbeat(ctx context.Context, keys []backend.InstanceKey) ([]er
 				tk[i] = ttl.Key{Name: k.Name, Addr: k.Addr}
 			}
 			res, err := s.tracker.Heartbeat(ctx, tk)
+			if err == nil {
+				// Acknowledge only once a quorum confirms this node still
+				// leads: a deposed leader that has not noticed yet (paused,
+				// partitioned) must not tell a client its heartbeat counted,
+				// because the new leader never saw it.
+				err = s.node.VerifyLeader(ctx)
+			}
 			if errors.Is(err, codes.ErrNotLeader) && !backend.IsForwarded(ctx) && ctx.Err() == nil {
 				continue
 			}

@@ -1,0 +1,30 @@
+# discoverd — common tasks. `make help` lists them.
+GO ?= go
+
+.PHONY: help build test test-race lint bench dev clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build bin/discoverd
+	$(GO) build -o bin/discoverd ./cmd/discoverd
+
+test: ## run every test (quick, without the race detector)
+	$(GO) test -count=1 ./...
+
+test-race: ## run every test with the race detector (what CI and the README run)
+	$(GO) test -race -count=1 ./...
+
+lint: ## gofmt and go vet must be clean
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+bench: ## in-process benchmarks: registrations/s, heartbeats/s, memory per instance
+	$(GO) test -run '^$$' -bench 'Register|Heartbeat' -benchtime 5000x ./internal/server/
+	$(GO) test -run '^$$' -bench 'Memory' -benchtime 1x ./internal/server/ ./fsm/
+
+dev: ## run a local 3-node cluster on 127.0.0.1:1111-1113
+	$(GO) run ./cmd/discoverd dev
+
+clean: ## remove build output
+	rm -rf bin
