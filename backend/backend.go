@@ -70,7 +70,9 @@ type DiscoveryBackend interface {
 
 // UpdateStream is an open watch.
 type UpdateStream interface {
-	// Next waits for the next events (at least one) or ctx's end.
+	// Next waits for the next events (at least one) or ctx's end. A Next
+	// that returns because ctx ended leaves the stream usable: the server
+	// uses short contexts to send keepalives on idle streams.
 	Next(ctx context.Context) ([]Event, error)
 	// Close releases the stream; Next then fails.
 	Close()

@@ -81,6 +81,10 @@ type Config struct {
 	RequestTimeout time.Duration
 	// DialTimeout bounds one connection attempt. Default 2 s.
 	DialTimeout time.Duration
+	// StreamIdleTimeout is how long a watch waits without any frame (servers
+	// send a keepalive every 2 s) before it gives the server up for dead —
+	// e.g. paused — and resumes on another. Default 6 s.
+	StreamIdleTimeout time.Duration
 	// TTL for registrations made without one. Default 10 s.
 	TTL time.Duration
 	// Host is the address registered by Register(name, port, ...). Default:
@@ -162,6 +166,9 @@ func NewWithConfig(cfg Config) (*Client, error) {
 	}
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 2 * time.Second
+	}
+	if cfg.StreamIdleTimeout <= 0 {
+		cfg.StreamIdleTimeout = 6 * time.Second
 	}
 	if cfg.TTL == 0 {
 		cfg.TTL = DefaultTTL
@@ -325,9 +332,9 @@ func (c *Client) call(ctx context.Context, method string, req, resp any) error {
 			if err == nil {
 				return nil
 			}
-			switch codes.Of(err) {
-			case codes.CodeUnavailable, codes.CodeUnknownOutcome, codes.CodeStaleNode, codes.CodeShuttingDown, codes.CodeTimeout:
-				// This server cannot help now; move on.
+			if codes.Retryable(err) {
+				// This server cannot help now (unreachable, paused, behind,
+				// without a leader or cut off from it): move on to the next.
 				c.dropConn(conn)
 				c.log.Debug("discoverd call failed, trying another server", "method", method, "server", conn.Addr(), "err", err)
 			}

@@ -168,9 +168,11 @@ func (w *Watch) Next(ctx context.Context) (*Event, error) {
 			continue
 		}
 		var batch wire.WatchEvents
-		err := st.Recv(ctx, &batch)
+		rctx, rcancel := context.WithTimeout(ctx, w.c.cfg.StreamIdleTimeout)
+		err := st.Recv(rctx, &batch)
+		rcancel()
 		if err == nil {
-			w.pending = batch.Events
+			w.pending = batch.Events // empty for a keepalive
 			continue
 		}
 		if w.ctx.Err() != nil {
@@ -178,6 +180,10 @@ func (w *Watch) Next(ctx context.Context) (*Event, error) {
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
+		}
+		if rctx.Err() != nil {
+			// Not even a keepalive: the server is paused or cut off.
+			err = fmt.Errorf("no frame from %s for %v: %w", st.Addr(), w.c.cfg.StreamIdleTimeout, codes.ErrUnavailable)
 		}
 		w.setStream(nil)
 		if !codes.Retryable(err) {

@@ -39,6 +39,10 @@ type Config struct {
 	// MaxStreams bounds open watch streams per connection; a watch beyond it
 	// is refused with resource_exhausted. Default 1024.
 	MaxStreams int
+	// StreamKeepalive is how often an idle watch stream gets an empty frame,
+	// so clients can tell a quiet stream from a dead (paused, cut off)
+	// server. Default 2 s.
+	StreamKeepalive time.Duration
 	Logger     *slog.Logger
 }
 
@@ -57,6 +61,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxStreams <= 0 {
 		c.MaxStreams = 1024
+	}
+	if c.StreamKeepalive <= 0 {
+		c.StreamKeepalive = 2 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -429,7 +436,12 @@ func (c *conn) watch(ctx context.Context, f *wire.Frame) {
 	}
 	defer st.Close()
 	for {
-		evs, err := st.Next(ctx)
+		nctx, ncancel := context.WithTimeout(ctx, c.s.cfg.StreamKeepalive)
+		evs, err := st.Next(nctx)
+		ncancel()
+		if err != nil && ctx.Err() == nil && nctx.Err() != nil {
+			evs, err = nil, nil // idle: send a keepalive
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				if c.s.ctx.Err() != nil {
@@ -439,6 +451,9 @@ func (c *conn) watch(ctx context.Context, f *wire.Frame) {
 			}
 			c.writeError(seq, err)
 			return
+		}
+		if evs == nil {
+			evs = []wire.Event{}
 		}
 		if err := c.write(&wire.Header{Seq: seq, More: true}, &wire.WatchEvents{Events: evs}); err != nil {
 			return

@@ -271,6 +271,9 @@ func (s *Stream) Recv(ctx context.Context, v any) error {
 	}
 }
 
+// Addr is the address of the server the stream comes from.
+func (s *Stream) Addr() string { return s.c.addr }
+
 // Close cancels the stream on the server.
 func (s *Stream) Close() {
 	s.closed.Do(func() {

@@ -1,0 +1,841 @@
+// Package test holds black-box tests of discoverd: they build the discoverd
+// binary, run it as real processes on loopback and drive it only through its
+// CLI, the way an operator would.
+//
+// This file is the reusable harness: building the binary once, starting and
+// stopping processes (each in its own process group, stopped by its own PID),
+// a three-node cluster, CLI calls with parsed JSON output, a watch stream
+// reader, and polling with deadlines. The scenarios live in *_test.go files
+// beside it.
+package test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Raft timings every test cluster uses: tight enough for fast elections,
+// loose enough not to starve a 2-core machine (see /work/shared/FAULTS.md).
+var raftTimingFlags = []string{
+	"-raft-heartbeat-timeout", "500ms",
+	"-raft-election-timeout", "500ms",
+	"-raft-leader-lease-timeout", "250ms",
+}
+
+// ---------------------------------------------------------------------------
+// Building the binary once per test binary run.
+
+// build holds the one build of cmd/discoverd shared by every test.
+var build struct {
+	once sync.Once
+	dir  string // removed by TestMain
+	bin  string
+	err  error
+}
+
+// pidDir records every process the harness starts ("<pid>" files holding
+// "<owner pid> <binary path>"), so that a later run can kill the leftovers of
+// a run that died before its cleanups ran (a -timeout panic, a SIGKILL).
+var pidDir = filepath.Join(os.TempDir(), "discoverd-test-pids")
+
+// buildDirPrefix names the build directories; the owner's PID follows it.
+const buildDirPrefix = "discoverd-test-bin-"
+
+func TestMain(m *testing.M) {
+	cleanLeftovers()
+	code := m.Run()
+	if build.dir != "" {
+		_ = os.RemoveAll(build.dir)
+	}
+	os.Exit(code)
+}
+
+// discoverdBin returns the path of the discoverd binary, building it on first use.
+func discoverdBin(t testing.TB) string {
+	t.Helper()
+	build.once.Do(func() {
+		root, err := moduleRoot()
+		if err != nil {
+			build.err = err
+			return
+		}
+		dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", buildDirPrefix, os.Getpid()))
+		if err != nil {
+			build.err = fmt.Errorf("create build dir: %w", err)
+			return
+		}
+		build.dir = dir
+		bin := filepath.Join(dir, "discoverd")
+		cmd := exec.Command("go", "build", "-o", bin, "./cmd/discoverd")
+		cmd.Dir = root
+		start := time.Now()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			build.err = fmt.Errorf("go build ./cmd/discoverd in %s: %v\n%s", root, err, out)
+			return
+		}
+		build.bin = bin
+		t.Logf("built %s in %v", bin, time.Since(start).Round(time.Millisecond))
+	})
+	if build.err != nil {
+		t.Fatalf("build discoverd: %v", build.err)
+	}
+	return build.bin
+}
+
+// moduleRoot walks up from the working directory to the go.mod of the
+// discoverd module.
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && bytes.Contains(data, []byte("module github.com/discoverd/discoverd\n")) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod of github.com/discoverd/discoverd above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// cleanLeftovers kills processes started by earlier runs whose test binary is
+// gone, and removes those runs' build directories. A process is killed only
+// if its recorded owner is dead and its executable is still the recorded
+// discoverd binary, so a concurrent run and a reused PID are both left alone.
+func cleanLeftovers() {
+	entries, _ := os.ReadDir(pidDir)
+	for _, e := range entries {
+		path := filepath.Join(pidDir, e.Name())
+		pid, err1 := strconv.Atoi(e.Name())
+		data, err2 := os.ReadFile(path)
+		owner, bin, ok := strings.Cut(strings.TrimSpace(string(data)), " ")
+		ownerPID, err3 := strconv.Atoi(owner)
+		if err1 != nil || err2 != nil || err3 != nil || !ok {
+			_ = os.Remove(path)
+			continue
+		}
+		if alive(ownerPID) {
+			continue
+		}
+		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err == nil &&
+			(exe == bin || exe == bin+" (deleted)") {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		_ = os.Remove(path)
+	}
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), buildDirPrefix+"*"))
+	for _, d := range dirs {
+		owner, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(d), buildDirPrefix), "-")
+		if pid, err := strconv.Atoi(owner); err == nil && !alive(pid) {
+			_ = os.RemoveAll(d)
+		}
+	}
+}
+
+func alive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+// ---------------------------------------------------------------------------
+// Harness and processes.
+
+// harness owns a test's directory, its processes and their logs.
+type harness struct {
+	t   testing.TB
+	bin string
+	dir string
+
+	mu   sync.Mutex
+	logs []string // log files, printed if the test fails
+}
+
+// newHarness builds the binary (once) and prepares a directory for this test.
+// If the test fails, every process log is printed after all processes have
+// stopped.
+func newHarness(t testing.TB) *harness {
+	t.Helper()
+	h := &harness{t: t, bin: discoverdBin(t), dir: t.TempDir()}
+	// Registered before any process is started, so it runs after their stops.
+	t.Cleanup(h.dumpLogsIfFailed)
+	return h
+}
+
+func (h *harness) dumpLogsIfFailed() {
+	if !h.t.Failed() {
+		return
+	}
+	h.mu.Lock()
+	logs := append([]string(nil), h.logs...)
+	h.mu.Unlock()
+	for _, path := range logs {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			h.t.Logf("---- %s: %v", filepath.Base(path), err)
+			continue
+		}
+		h.t.Logf("---- %s (%d bytes) ----\n%s", filepath.Base(path), len(data), data)
+	}
+}
+
+// logFile opens (appending) the log file of a process name.
+func (h *harness) logFile(name string) (*os.File, string) {
+	h.t.Helper()
+	path := filepath.Join(h.dir, name+".log")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		h.t.Fatalf("open log %s: %v", path, err)
+	}
+	h.mu.Lock()
+	known := false
+	for _, p := range h.logs {
+		known = known || p == path
+	}
+	if !known {
+		h.logs = append(h.logs, path)
+	}
+	h.mu.Unlock()
+	return f, path
+}
+
+// proc is a discoverd process started in the background.
+type proc struct {
+	name    string
+	cmd     *exec.Cmd
+	logPath string
+	pidFile string
+	done    chan struct{} // closed once the process has been reaped
+	state   *os.ProcessState
+}
+
+// start runs `discoverd args...` in its own process group with stdout and
+// stderr appended to <name>.log, and stops it in cleanup.
+func (h *harness) start(name string, args ...string) *proc {
+	h.t.Helper()
+	return h.startWithStdout(name, nil, args...)
+}
+
+// startWithStdout is start with stdout sent to w (the write end of a pipe the
+// caller reads) instead of the log. The caller keeps ownership of w.
+func (h *harness) startWithStdout(name string, w *os.File, args ...string) *proc {
+	h.t.Helper()
+	logf, logPath := h.logFile(name)
+	defer logf.Close() // the child holds its own copy
+	fmt.Fprintf(logf, "=== %s: discoverd %s\n", time.Now().Format("15:04:05.000"), strings.Join(args, " "))
+	cmd := exec.Command(h.bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if w != nil {
+		cmd.Stdout = w
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		h.t.Fatalf("start %s: %v", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	p.pidFile = recordPID(h.bin, cmd.Process.Pid)
+	go func() {
+		_ = cmd.Wait()
+		p.state = cmd.ProcessState
+		if p.pidFile != "" {
+			_ = os.Remove(p.pidFile)
+		}
+		close(p.done)
+	}()
+	h.t.Cleanup(func() { p.stop(h.t, 5*time.Second) })
+	return p
+}
+
+func recordPID(bin string, pid int) string {
+	if err := os.MkdirAll(pidDir, 0o755); err != nil {
+		return ""
+	}
+	path := filepath.Join(pidDir, strconv.Itoa(pid))
+	if err := os.WriteFile(path, fmt.Appendf(nil, "%d %s\n", os.Getpid(), bin), 0o644); err != nil {
+		return ""
+	}
+	return path
+}
+
+// pid returns the process's own PID.
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+// exited reports whether the process has ended.
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// signal sends sig to the process itself (by PID; os.Process guards against
+// a reused PID once the process has been reaped).
+func (p *proc) signal(t testing.TB, sig syscall.Signal) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		t.Fatalf("signal %v to %s (pid %d): %v", sig, p.name, p.pid(), err)
+	}
+}
+
+// wait waits up to timeout for the process to end and returns its exit code
+// (-1 if a signal ended it).
+func (p *proc) wait(t testing.TB, timeout time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.done:
+		return p.state.ExitCode()
+	case <-time.After(timeout):
+		t.Fatalf("%s (pid %d) still running %v after it was asked to end", p.name, p.pid(), timeout)
+		return 0
+	}
+}
+
+// kill9 SIGKILLs the process and waits until it is reaped.
+func (p *proc) kill9(t testing.TB) {
+	t.Helper()
+	p.signal(t, syscall.SIGKILL)
+	p.wait(t, 5*time.Second)
+}
+
+// stop sends SIGTERM, then SIGKILL if the process is still running after
+// bound. It is the cleanup of every process and never fails the test.
+func (p *proc) stop(t testing.TB, bound time.Duration) {
+	if p.exited() {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return
+	case <-time.After(bound):
+	}
+	t.Logf("%s (pid %d) ignored SIGTERM for %v; sending SIGKILL", p.name, p.pid(), bound)
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		t.Errorf("%s (pid %d) survived SIGKILL", p.name, p.pid())
+	}
+}
+
+// logContains reports whether the process's log holds s.
+func (p *proc) logContains(s string) bool {
+	data, err := os.ReadFile(p.logPath)
+	return err == nil && bytes.Contains(data, []byte(s))
+}
+
+// ---------------------------------------------------------------------------
+// A cluster of discoverd server processes.
+
+type node struct {
+	id, addr, dataDir string
+	p                 *proc // the current process; replaced by restart
+	starts            int
+}
+
+type cluster struct {
+	h     *harness
+	nodes []*node
+	peers string // -peers, identical on every node
+}
+
+// freePorts returns n distinct loopback ports that were free a moment ago
+// (listen on 127.0.0.1:0, note the port, close).
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	ports := make([]int, 0, n)
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("pick a free port: %v", err)
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports
+}
+
+// startCluster starts n server processes n1..nN with identical -peers.
+func (h *harness) startCluster(n int) *cluster {
+	h.t.Helper()
+	c := &cluster{h: h}
+	var peers []string
+	for i, port := range freePorts(h.t, n) {
+		nd := &node{id: fmt.Sprintf("n%d", i+1), addr: fmt.Sprintf("127.0.0.1:%d", port)}
+		nd.dataDir = filepath.Join(h.dir, nd.id+"-data")
+		c.nodes = append(c.nodes, nd)
+		peers = append(peers, nd.id+"="+nd.addr)
+	}
+	c.peers = strings.Join(peers, ",")
+	for _, nd := range c.nodes {
+		c.startNode(nd)
+	}
+	return c
+}
+
+// startNode starts (or restarts, with the same data dir) a node's process.
+func (c *cluster) startNode(nd *node) {
+	c.h.t.Helper()
+	nd.starts++
+	args := append([]string{"server", "-id", nd.id, "-addr", nd.addr, "-data-dir", nd.dataDir, "-peers", c.peers}, raftTimingFlags...)
+	nd.p = c.h.start("server-"+nd.id, args...)
+}
+
+func (c *cluster) node(id string) *node {
+	c.h.t.Helper()
+	for _, nd := range c.nodes {
+		if nd.id == id {
+			return nd
+		}
+	}
+	c.h.t.Fatalf("no node %q in the cluster", id)
+	return nil
+}
+
+func (c *cluster) ids() []string {
+	var out []string
+	for _, nd := range c.nodes {
+		out = append(out, nd.id)
+	}
+	return out
+}
+
+// servers returns the -servers list of every node but the excluded ones.
+func (c *cluster) servers(exclude ...string) string {
+	var out []string
+	for _, nd := range c.nodes {
+		skip := false
+		for _, id := range exclude {
+			skip = skip || id == nd.id
+		}
+		if !skip {
+			out = append(out, nd.addr)
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+// ---------------------------------------------------------------------------
+// CLI calls.
+
+// cliResult is the outcome of one CLI run.
+type cliResult struct {
+	args           []string
+	stdout, stderr string
+	code           int // exit status; -1 if killed (timeout)
+	took           time.Duration
+}
+
+func (r cliResult) String() string {
+	return fmt.Sprintf("`discoverd %s`: exit %d after %v\nstdout: %s\nstderr: %s",
+		strings.Join(r.args, " "), r.code, r.took.Round(time.Millisecond), r.stdout, r.stderr)
+}
+
+// cli runs `discoverd args...` to completion (killed after timeout), in its own process group.
+func (h *harness) cli(timeout time.Duration, args ...string) cliResult {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, h.bin, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	err := cmd.Run()
+	r := cliResult{args: args, stdout: stdout.String(), stderr: stderr.String(), took: time.Since(start)}
+	var exitErr *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &exitErr):
+		r.code = exitErr.ExitCode()
+	default:
+		h.t.Fatalf("run discoverd %s: %v", strings.Join(args, " "), err)
+	}
+	return r
+}
+
+// mustCLI runs the CLI and fails the test unless it exits 0.
+func (h *harness) mustCLI(timeout time.Duration, args ...string) cliResult {
+	h.t.Helper()
+	r := h.cli(timeout, args...)
+	if r.code != 0 {
+		h.t.Fatalf("want exit 0: %v", r)
+	}
+	return r
+}
+
+// clusterStatus is the -json output of `discoverd status`.
+type clusterStatus struct {
+	Leader string       `json:"leader"`
+	Nodes  []nodeStatus `json:"nodes"`
+}
+
+type nodeStatus struct {
+	ID           string `json:"id"`
+	Addr         string `json:"addr"`
+	State        string `json:"state"`
+	Term         uint64 `json:"term"`
+	AppliedIndex uint64 `json:"applied_index"`
+	CommitIndex  uint64 `json:"commit_index"`
+	Error        string `json:"error"`
+}
+
+func (s clusterStatus) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "leader=%q", s.Leader)
+	for _, n := range s.Nodes {
+		fmt.Fprintf(&b, " [%s %s term=%d applied=%d commit=%d", n.ID, n.State, n.Term, n.AppliedIndex, n.CommitIndex)
+		if n.Error != "" {
+			fmt.Fprintf(&b, " err=%q", n.Error)
+		}
+		b.WriteString("]")
+	}
+	return b.String()
+}
+
+// leaders returns the ids of the nodes that say they are the leader.
+func (s clusterStatus) leaders() []string {
+	var out []string
+	for _, n := range s.Nodes {
+		if n.State == "Leader" {
+			out = append(out, n.ID)
+		}
+	}
+	return out
+}
+
+func (s clusterStatus) node(id string) (nodeStatus, bool) {
+	for _, n := range s.Nodes {
+		if n.ID == id {
+			return n, true
+		}
+	}
+	return nodeStatus{}, false
+}
+
+// status runs `discoverd status -json` against servers.
+func (h *harness) status(servers string) (clusterStatus, error) {
+	h.t.Helper()
+	r := h.cli(5*time.Second, "status", "-json", "-servers", servers, "-timeout", "2s")
+	if r.code != 0 {
+		return clusterStatus{}, fmt.Errorf("exit %d: %s", r.code, strings.TrimSpace(r.stderr))
+	}
+	var st clusterStatus
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+		return clusterStatus{}, fmt.Errorf("decode status %q: %v", r.stdout, err)
+	}
+	return st, nil
+}
+
+// instance is one element of `discoverd services -json`.
+type instance struct {
+	Name  string            `json:"name"`
+	Addr  string            `json:"addr"`
+	Attrs map[string]string `json:"attrs"`
+	Index uint64            `json:"index"`
+}
+
+// services runs `discoverd services -json [args...]` against servers. It
+// insists on a JSON array (never null).
+func (h *harness) services(servers string, args ...string) ([]instance, error) {
+	h.t.Helper()
+	r := h.cli(5*time.Second, append([]string{"services", "-json", "-servers", servers, "-timeout", "2s"}, args...)...)
+	if r.code != 0 {
+		return nil, fmt.Errorf("exit %d: %s", r.code, strings.TrimSpace(r.stderr))
+	}
+	if !strings.HasPrefix(strings.TrimSpace(r.stdout), "[") {
+		return nil, fmt.Errorf("services -json printed %q, want a JSON array", r.stdout)
+	}
+	var list []instance
+	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil {
+		return nil, fmt.Errorf("decode services %q: %v", r.stdout, err)
+	}
+	return list, nil
+}
+
+// waitServices polls plain `services -json name` on servers until ok
+// accepts the list (described by want).
+func (h *harness) waitServices(servers, name string, ok func([]instance) bool, want string) {
+	h.t.Helper()
+	poll(h.t, 10*time.Second, 50*time.Millisecond, fmt.Sprintf("services %s on %s to list %s", name, servers, want), func() (bool, string) {
+		list, err := h.services(servers, name)
+		if err != nil {
+			return false, err.Error()
+		}
+		return ok(list), fmt.Sprintf("%+v", list)
+	})
+}
+
+// ---------------------------------------------------------------------------
+// Polling.
+
+// poll calls check every interval until it reports done or timeout passes;
+// then it fails the test with what it waited for and the last state seen.
+func poll(t testing.TB, timeout, interval time.Duration, what string, check func() (done bool, state string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	last := "(not checked)"
+	for {
+		done, state := check()
+		if done {
+			return
+		}
+		last = state
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s; last seen: %s", timeout, what, last)
+		}
+		tm := time.NewTimer(interval)
+		<-tm.C
+	}
+}
+
+// waitStable polls status until every id in want is a member that answers,
+// exactly one of them is the leader (and the status's leader names it), and
+// all have applied the same index. It returns that status.
+func (h *harness) waitStable(servers string, want []string, timeout time.Duration) clusterStatus {
+	h.t.Helper()
+	var st clusterStatus
+	poll(h.t, timeout, 100*time.Millisecond, fmt.Sprintf("one leader and equal applied_index on %v", want), func() (bool, string) {
+		var err error
+		if st, err = h.status(servers); err != nil {
+			return false, err.Error()
+		}
+		if len(st.Nodes) != len(want) {
+			return false, st.String()
+		}
+		var applied uint64
+		for i, id := range want {
+			n, ok := st.node(id)
+			if !ok || (n.State != "Leader" && n.State != "Follower") || n.AppliedIndex == 0 {
+				return false, st.String()
+			}
+			if i > 0 && n.AppliedIndex != applied {
+				return false, st.String()
+			}
+			applied = n.AppliedIndex
+		}
+		if l := st.leaders(); len(l) != 1 || l[0] != st.Leader {
+			return false, st.String()
+		}
+		return true, ""
+	})
+	return st
+}
+
+// waitNewLeader polls status on servers until exactly one answering node
+// other than old is the leader, the status names it, and dead is reported
+// unreachable. It returns the new leader's id.
+func (h *harness) waitNewLeader(servers, old, dead string, timeout time.Duration) string {
+	h.t.Helper()
+	var leader string
+	poll(h.t, timeout, 100*time.Millisecond, fmt.Sprintf("a leader other than %s", old), func() (bool, string) {
+		st, err := h.status(servers)
+		if err != nil {
+			return false, err.Error()
+		}
+		l := st.leaders()
+		if len(l) != 1 || l[0] == old || l[0] != st.Leader {
+			return false, st.String()
+		}
+		if d, ok := st.node(dead); !ok || d.State != "unreachable" {
+			return false, st.String()
+		}
+		leader = l[0]
+		return true, ""
+	})
+	return leader
+}
+
+// ---------------------------------------------------------------------------
+// Watch streams.
+
+// watchEvent is one line of `discoverd watch -json`.
+type watchEvent struct {
+	Kind   string            `json:"kind"`
+	Index  uint64            `json:"index"`
+	Name   string            `json:"name"`
+	Addr   string            `json:"addr"`
+	Attrs  map[string]string `json:"attrs"`
+	Reason string            `json:"reason"`
+
+	line string // as printed
+}
+
+// watcher reads a background `discoverd watch -json` line by line.
+type watcher struct {
+	p          *proc
+	events     chan watchEvent // closed when stdout ends
+	readerDone chan struct{}
+}
+
+// startWatch starts `discoverd watch -json name` against servers; its stdout
+// is decoded line by line (and copied to its log), stderr goes to its log.
+func (h *harness) startWatch(procName, servers, name string) *watcher {
+	h.t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		h.t.Fatalf("pipe: %v", err)
+	}
+	p := h.startWithStdout(procName, w, "watch", "-json", "-servers", servers, name)
+	w.Close() // the child has its copy; EOF comes when it exits
+	logf, _ := h.logFile(procName)
+	wt := &watcher{p: p, events: make(chan watchEvent, 1024), readerDone: make(chan struct{})}
+	go func() {
+		defer close(wt.readerDone)
+		defer close(wt.events)
+		defer r.Close()
+		defer logf.Close()
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			line := sc.Text()
+			fmt.Fprintf(logf, "%s stdout: %s\n", time.Now().Format("15:04:05.000"), line)
+			var e watchEvent
+			if err := json.Unmarshal([]byte(line), &e); err != nil {
+				e = watchEvent{Kind: "!undecodable: " + err.Error()}
+			}
+			e.line = line
+			wt.events <- e
+		}
+	}()
+	// Runs before the process's own stop (LIFO): stop it, then let the reader drain.
+	h.t.Cleanup(func() {
+		p.stop(h.t, 5*time.Second)
+		select {
+		case <-wt.readerDone:
+		case <-time.After(5 * time.Second):
+			h.t.Errorf("watch reader of %s did not finish", procName)
+		}
+	})
+	return wt
+}
+
+// next returns the next event, failing the test if none comes within timeout
+// or the stream ends.
+func (w *watcher) next(t testing.TB, timeout time.Duration) watchEvent {
+	t.Helper()
+	select {
+	case e, ok := <-w.events:
+		if !ok {
+			t.Fatalf("watch %s ended (exited=%v) while an event was expected", w.p.name, w.p.exited())
+		}
+		if strings.HasPrefix(e.Kind, "!") {
+			t.Fatalf("watch printed a line that is not a JSON event: %q (%s)", e.line, e.Kind)
+		}
+		return e
+	case <-time.After(timeout):
+		t.Fatalf("watch %s printed nothing for %v", w.p.name, timeout)
+		return watchEvent{}
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Which server a client process talks to.
+
+// remoteAddrs returns the remote ip:port of every established TCP
+// connection the process pid holds, read from /proc (Linux).
+func remoteAddrs(pid int) ([]string, error) {
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return nil, err
+	}
+	inodes := map[string]bool{}
+	for _, fd := range fds {
+		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if err == nil && strings.HasPrefix(link, "socket:[") {
+			inodes[strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]")] = true
+		}
+	}
+	var out []string
+	for _, table := range []string{"tcp", "tcp6"} {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, table))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n")[1:] {
+			f := strings.Fields(line)
+			const established = "01"
+			if len(f) < 10 || f[3] != established || !inodes[f[9]] {
+				continue
+			}
+			if addr, err := parseProcAddr(f[2]); err == nil {
+				out = append(out, addr)
+			}
+		}
+	}
+	return out, nil
+}
+
+// parseProcAddr decodes /proc/net/tcp's "0100007F:1F90": the address as
+// 32-bit words in host (little-endian) order, the port big-endian.
+func parseProcAddr(s string) (string, error) {
+	hexIP, hexPort, ok := strings.Cut(s, ":")
+	port, err := strconv.ParseUint(hexPort, 16, 16)
+	if !ok || err != nil || len(hexIP)%8 != 0 {
+		return "", fmt.Errorf("bad address %q", s)
+	}
+	ip := make(net.IP, 0, len(hexIP)/2)
+	for w := 0; w < len(hexIP); w += 8 {
+		word, err := strconv.ParseUint(hexIP[w:w+8], 16, 32)
+		if err != nil {
+			return "", fmt.Errorf("bad address %q", s)
+		}
+		ip = append(ip, byte(word), byte(word>>8), byte(word>>16), byte(word>>24))
+	}
+	if v4 := ip.To4(); v4 != nil {
+		ip = v4
+	}
+	return net.JoinHostPort(ip.String(), strconv.FormatUint(port, 10)), nil
+}
+
+// connectedNode returns the id of the one cluster node the process holds
+// connections to, polling until there is exactly one.
+func (c *cluster) connectedNode(p *proc, timeout time.Duration) string {
+	c.h.t.Helper()
+	var id string
+	poll(c.h.t, timeout, 50*time.Millisecond, p.name+" to be connected to one node", func() (bool, string) {
+		addrs, err := remoteAddrs(p.pid())
+		if err != nil {
+			return false, err.Error()
+		}
+		ids := map[string]bool{}
+		for _, a := range addrs {
+			for _, nd := range c.nodes {
+				if nd.addr == a {
+					ids[nd.id] = true
+				}
+			}
+		}
+		if len(ids) != 1 {
+			return false, fmt.Sprintf("connections %v", addrs)
+		}
+		for id = range ids {
+		}
+		return true, ""
+	})
+	return id
+}
