@@ -43,7 +43,7 @@ type Config struct {
 	// so clients can tell a quiet stream from a dead (paused, cut off)
 	// server. Default 2 s.
 	StreamKeepalive time.Duration
-	Logger     *slog.Logger
+	Logger          *slog.Logger
 }
 
 func (c Config) withDefaults() Config {
