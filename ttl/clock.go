@@ -8,8 +8,10 @@ import "time"
 // move them.
 type Clock interface {
 	Now() time.Time
-	// NewTimer returns a timer that fires once after d.
-	NewTimer(d time.Duration) Timer
+	// TimerAt returns a timer that fires once when the clock reaches t (at
+	// once if it already has). Taking an instant rather than a duration keeps
+	// the deadline exact however long the caller took since it read Now.
+	TimerAt(t time.Time) Timer
 }
 
 // Timer is the part of *time.Timer the tracker uses.
@@ -24,8 +26,8 @@ type SystemClock struct{}
 // Now returns time.Now().
 func (SystemClock) Now() time.Time { return time.Now() }
 
-// NewTimer returns a real timer.
-func (SystemClock) NewTimer(d time.Duration) Timer { return sysTimer{time.NewTimer(d)} }
+// TimerAt returns a real timer; t's monotonic reading decides when it fires.
+func (SystemClock) TimerAt(t time.Time) Timer { return sysTimer{time.NewTimer(time.Until(t))} }
 
 type sysTimer struct{ t *time.Timer }
 

@@ -166,6 +166,8 @@ func (t *Tracker) load(newEpoch bool) {
 			t.epoch++
 			t.active = true
 			t.signalLocked()
+		} else if !t.active {
+			return // a reload after a restore, but leadership is gone meanwhile
 		}
 		t.entries = map[Key]*entry{}
 		t.queue = t.queue[:0]
@@ -183,6 +185,10 @@ func (t *Tracker) load(newEpoch bool) {
 func (t *Tracker) StepDown() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.rearm = false
+	// Wake heartbeats waiting for this node to finish arming even when it
+	// never did: they must learn at once that it no longer leads.
+	t.signalLocked()
 	if !t.active {
 		return
 	}
@@ -190,7 +196,6 @@ func (t *Tracker) StepDown() {
 	t.epoch++
 	t.entries = map[Key]*entry{}
 	t.queue = nil
-	t.signalLocked()
 	t.log.Info("heartbeat tracker stopped", "epoch", t.epoch)
 }
 
@@ -351,12 +356,11 @@ func (t *Tracker) Run(ctx context.Context) {
 			continue
 		}
 		var due []proposal
-		var wait time.Duration = -1
+		var next time.Time
 		if t.active {
-			now := t.cfg.Clock.Now()
-			due = t.collectDueLocked(now)
+			due = t.collectDueLocked(t.cfg.Clock.Now())
 			if len(t.queue) > 0 {
-				wait = t.queue[0].queued.Sub(now)
+				next = t.queue[0].queued
 			}
 		}
 		t.mu.Unlock()
@@ -382,8 +386,8 @@ func (t *Tracker) Run(ctx context.Context) {
 
 		var timerC <-chan time.Time
 		var tm Timer
-		if wait >= 0 {
-			tm = t.cfg.Clock.NewTimer(wait)
+		if !next.IsZero() {
+			tm = t.cfg.Clock.TimerAt(next)
 			timerC = tm.C()
 		}
 		select {
