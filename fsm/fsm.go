@@ -208,12 +208,14 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	for i, l := range logs {
 		if l.Type == raft.LogCommand {
 			out[i] = f.applyCommandLocked(l.Index, l.Data)
+			// Per entry, never per batch: batches differ between nodes, and
+			// what is forgotten must depend on the log alone.
+			f.evictEmptyLocked()
 		}
 		if l.Index > f.st.applied {
 			f.st.applied = l.Index
 		}
 	}
-	f.evictEmptyLocked()
 	close(f.appliedCh)
 	f.appliedCh = make(chan struct{})
 	return out

@@ -149,7 +149,12 @@ func (w *Watcher) Next(ctx context.Context, max int) ([]Event, error) {
 			w.cursor = evs[len(evs)-1].Index
 			return evs, nil
 		}
-		ch := f.notifiers[w.name].ch
+		n := f.notifiers[w.name]
+		if n == nil {
+			f.mu.RUnlock()
+			return nil, ErrWatcherClosed // Close ran since the check above
+		}
+		ch := n.ch
 		f.mu.RUnlock()
 		select {
 		case <-ch:
@@ -160,9 +165,6 @@ func (w *Watcher) Next(ctx context.Context, max int) ([]Event, error) {
 		}
 	}
 }
-
-// Cursor returns the index of the last event Next returned.
-func (w *Watcher) Cursor() uint64 { return w.cursor }
 
 // Close ends the watch and releases its notifier. Safe to call more than once
 // and concurrently with Next.
