@@ -186,6 +186,11 @@ func (w *Watch) Next(ctx context.Context) (*Event, error) {
 			err = fmt.Errorf("no frame from %s for %v: %w", st.Addr(), w.c.cfg.StreamIdleTimeout, codes.ErrUnavailable)
 		}
 		w.setStream(nil)
+		if errors.Is(err, rpcconn.ErrOverflow) {
+			// This reader fell behind the connection; the server is fine.
+			// A new stream resumes after the last event returned.
+			continue
+		}
 		if !codes.Retryable(err) {
 			return nil, fmt.Errorf("watch %s: %w", w.name, err)
 		}

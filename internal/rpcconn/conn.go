@@ -24,7 +24,7 @@ type Options struct {
 	WriteTimeout time.Duration // per frame, default 10 s
 	MaxFrame     int           // largest frame accepted from the server, default 128 MiB
 	MaxRequest   int           // largest frame sent; larger requests fail with codes.ErrTooLarge unsent, default 1 MiB (the server's default limit)
-	StreamBuffer int           // frames buffered per stream before the reader waits, default 64
+	StreamBuffer int           // frames buffered per stream; a stream whose reader falls further behind is ended with ErrOverflow, default 64
 }
 
 func (o Options) withDefaults() Options {
@@ -57,7 +57,7 @@ type Conn struct {
 
 	mu      sync.Mutex
 	seq     uint64
-	pending map[uint64]chan *wire.Frame
+	pending map[uint64]*waiter
 	err     error // set once the connection failed
 	done    chan struct{}
 }
@@ -82,7 +82,7 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 		_ = tc.SetKeepAlivePeriod(15 * time.Second)
 	}
 	c := &Conn{addr: addr, opts: opts, nc: nc, bw: bufio.NewWriterSize(nc, 32<<10),
-		pending: map[uint64]chan *wire.Frame{}, done: make(chan struct{})}
+		pending: map[uint64]*waiter{}, done: make(chan struct{})}
 	go c.readLoop()
 	return c, nil
 }
@@ -126,33 +126,51 @@ func (c *Conn) readLoop() {
 			c.fail(fmt.Errorf("connection to %s lost: %v", c.addr, err))
 			return
 		}
+		seq := f.Header.Seq
 		c.mu.Lock()
-		ch := c.pending[f.Header.Seq]
-		if ch != nil && !f.Header.More {
-			delete(c.pending, f.Header.Seq)
-		}
-		c.mu.Unlock()
-		if ch == nil {
+		w := c.pending[seq]
+		if w == nil {
+			c.mu.Unlock()
 			continue // a response to an abandoned call or a cancelled stream
 		}
-		select {
-		case ch <- f:
-		case <-c.done:
-			return
+		if !f.Header.More {
+			delete(c.pending, seq)
 		}
+		// Never wait for a reader: one slow stream must not hold up every
+		// other call and stream on the connection (heartbeats included).
+		select {
+		case w.ch <- f:
+		default:
+			// Only a stream can be full (a call gets one answer into a
+			// buffer of one). End it; its reader resumes on a new stream.
+			delete(c.pending, seq)
+			close(w.overflow)
+			go func() { _ = c.write(&wire.Header{Method: wire.MethodCancel}, &wire.CancelRequest{Seq: seq}) }()
+		}
+		c.mu.Unlock()
 	}
 }
 
-func (c *Conn) register(buf int) (uint64, chan *wire.Frame, error) {
+// waiter is a call or stream waiting for frames.
+type waiter struct {
+	ch       chan *wire.Frame
+	overflow chan struct{} // closed when a stream's buffer overflowed
+}
+
+// ErrOverflow ends a stream whose reader fell more than StreamBuffer frames
+// behind. The connection is fine: open a new stream (resuming by index).
+var ErrOverflow = errors.New("stream reader fell behind; stream ended")
+
+func (c *Conn) register(buf int) (uint64, *waiter, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err != nil {
 		return 0, nil, fmt.Errorf("%v: %w", c.err, codes.ErrUnavailable)
 	}
 	c.seq++
-	ch := make(chan *wire.Frame, buf)
-	c.pending[c.seq] = ch
-	return c.seq, ch, nil
+	w := &waiter{ch: make(chan *wire.Frame, buf), overflow: make(chan struct{})}
+	c.pending[c.seq] = w
+	return c.seq, w, nil
 }
 
 func (c *Conn) unregister(seq uint64) {
@@ -192,7 +210,7 @@ func (c *Conn) write(hdr *wire.Header, body any) error {
 // retry anywhere), ErrUnknownOutcome when the connection broke after sending,
 // ErrTimeout when ctx ended before the answer, or the server's own error.
 func (c *Conn) Call(ctx context.Context, method string, forwarded bool, req, resp any) error {
-	seq, ch, err := c.register(1)
+	seq, w, err := c.register(1)
 	if err != nil {
 		return fmt.Errorf("%s: %w", method, err)
 	}
@@ -207,7 +225,7 @@ func (c *Conn) Call(ctx context.Context, method string, forwarded bool, req, res
 		return fmt.Errorf("%s to %s: sending failed: %v: %w", method, c.addr, err, codes.ErrUnknownOutcome)
 	}
 	select {
-	case f := <-ch:
+	case f := <-w.ch:
 		if err := f.Header.Err(); err != nil {
 			return err
 		}
@@ -226,7 +244,7 @@ func (c *Conn) Call(ctx context.Context, method string, forwarded bool, req, res
 // Stream opens a server stream (Watch). Frames arrive through Recv until the
 // server ends the stream, the connection fails or Close is called.
 func (c *Conn) Stream(ctx context.Context, method string, req any) (*Stream, error) {
-	seq, ch, err := c.register(c.opts.StreamBuffer)
+	seq, w, err := c.register(c.opts.StreamBuffer)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", method, err)
 	}
@@ -234,14 +252,14 @@ func (c *Conn) Stream(ctx context.Context, method string, req any) (*Stream, err
 		c.unregister(seq)
 		return nil, fmt.Errorf("%s to %s: %v: %w", method, c.addr, err, codes.ErrUnavailable)
 	}
-	return &Stream{c: c, seq: seq, ch: ch}, nil
+	return &Stream{c: c, seq: seq, w: w}, nil
 }
 
 // Stream is an open server stream.
 type Stream struct {
 	c      *Conn
 	seq    uint64
-	ch     chan *wire.Frame
+	w      *waiter
 	ended  bool
 	closed sync.Once
 }
@@ -253,22 +271,46 @@ func (s *Stream) Recv(ctx context.Context, v any) error {
 	if s.ended {
 		return fmt.Errorf("stream ended: %w", codes.ErrUnavailable)
 	}
+	// Frames already buffered come first, even after an overflow or a
+	// broken connection: they are valid and in order.
 	select {
-	case f := <-s.ch:
-		if !f.Header.More {
-			s.ended = true
-			if err := f.Header.Err(); err != nil {
-				return err
-			}
-			return fmt.Errorf("server ended the stream: %w", codes.ErrUnavailable)
+	case f := <-s.w.ch:
+		return s.frame(f, v)
+	default:
+	}
+	select {
+	case f := <-s.w.ch:
+		return s.frame(f, v)
+	case <-s.w.overflow:
+		select {
+		case f := <-s.w.ch:
+			return s.frame(f, v)
+		default:
 		}
-		return f.Decode(v)
+		s.ended = true
+		return ErrOverflow
 	case <-s.c.done:
+		select {
+		case f := <-s.w.ch:
+			return s.frame(f, v)
+		default:
+		}
 		s.ended = true
 		return fmt.Errorf("stream from %s: %v: %w", s.c.addr, s.c.Err(), codes.ErrUnavailable)
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+func (s *Stream) frame(f *wire.Frame, v any) error {
+	if !f.Header.More {
+		s.ended = true
+		if err := f.Header.Err(); err != nil {
+			return err
+		}
+		return fmt.Errorf("server ended the stream: %w", codes.ErrUnavailable)
+	}
+	return f.Decode(v)
 }
 
 // Addr is the address of the server the stream comes from.

@@ -462,3 +462,119 @@ func TestCluster_WritesWithSameRequestIDAppliedOnceAcrossNodes(t *testing.T) {
 		t.Fatalf("new unregister of a removed instance: %v, want ErrNotFound", un3)
 	}
 }
+
+func TestCluster_ThousandWatchersOnAServiceWithThousandsOfInstances(t *testing.T) {
+	c := tc.New(t, tc.Options{})
+	ctx := ctxT(t, 120*time.Second)
+	leader := c.Leader()
+	const instances, watchers, fullState, conns, changes = 2000, 1000, 100, 10, 5
+	var wg sync.WaitGroup
+	for g := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := g; i < instances; i += 32 {
+				if _, err := leader.Srv.Store().Register(ctx, backend.Registration{Name: "big", Addr: fmt.Sprintf("10.8.%d.%d:1", i/250, i%250), TTL: time.Hour}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	f := c.Followers()[0]
+	base := leader.Srv.FSM().AppliedIndex()
+	c.WaitApplied(base)
+
+	// 1000 watch streams on one follower, over 10 connections. The first 100
+	// start from nothing and read the whole state; the others resume from
+	// the index the state was read at, as reconnecting clients do. Each then
+	// follows the same changes.
+	clients := make([]*client.Client, conns)
+	for i := range clients {
+		clients[i] = c.Client(f)
+	}
+	type result struct {
+		full   bool // started from nothing
+		online map[string]bool
+		order  []uint64 // indices of the change events, in arrival order
+		err    error
+	}
+	results := make(chan result, watchers)
+	started := make(chan struct{}, watchers)
+	last := fmt.Sprintf("10.8.99.%d:1", changes-1)
+	start := time.Now()
+	for i := range watchers {
+		go func() {
+			from := base
+			if i < fullState {
+				from = 0
+			}
+			w, err := clients[i%conns].Watch(ctx, "big", from)
+			started <- struct{}{}
+			if err != nil {
+				results <- result{err: err}
+				return
+			}
+			defer w.Close()
+			r := result{full: from == 0, online: map[string]bool{}}
+			inState := from == 0
+			for {
+				e, err := w.Next(ctx)
+				if err != nil {
+					r.err = err
+					results <- r
+					return
+				}
+				switch {
+				case e.Kind == client.EventResync:
+					r.online, inState = map[string]bool{}, true
+				case e.Kind == client.EventCurrent:
+					inState = false
+				case e.Kind == client.EventUp && inState:
+					r.online[e.Service.Addr] = true
+				case e.Kind == client.EventUp:
+					r.online[e.Service.Addr] = true
+					r.order = append(r.order, e.Index)
+					if e.Service.Addr == last {
+						results <- r
+						return
+					}
+				}
+			}
+		}()
+	}
+	for range watchers {
+		<-started
+	}
+	tc.WaitFor(t, 60*time.Second, "every watch stream to be open on the follower", func() bool {
+		return f.Srv.FSM().Stats().Watchers == watchers
+	})
+	t.Logf("%d watchers open (%d of them read %d instances) in %v", watchers, fullState, instances, time.Since(start))
+	start = time.Now()
+	var want []uint64
+	for i := range changes {
+		idx, err := leader.Srv.Store().Register(ctx, backend.Registration{Name: "big", Addr: fmt.Sprintf("10.8.99.%d:1", i), TTL: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, idx)
+	}
+	for i := range watchers {
+		r := <-results
+		if r.err != nil {
+			t.Fatalf("watcher: %v", r.err)
+		}
+		if !slices.Equal(r.order, want) {
+			t.Fatalf("watcher %d saw change indices %v, want %v", i, r.order, want)
+		}
+		wantOnline := changes
+		if r.full {
+			wantOnline += instances
+		}
+		if len(r.online) != wantOnline {
+			t.Fatalf("watcher (full state: %v) knows %d instances, want %d", r.full, len(r.online), wantOnline)
+		}
+	}
+	t.Logf("%d changes reached all %d watchers in %v", changes, watchers, time.Since(start))
+}
