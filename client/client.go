@@ -151,14 +151,12 @@ func NewWithConfig(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("no discoverd servers given: %w", ErrInvalidArgument)
 	}
 	for i, s := range list {
-		if _, port, err := net.SplitHostPort(s); err != nil {
-			if !strings.Contains(s, ":") {
-				list[i] = net.JoinHostPort(s, fmt.Sprint(DefaultPort))
-				continue
-			}
-			return nil, fmt.Errorf("server %q is not host:port: %v: %w", s, err, ErrInvalidArgument)
-		} else if port == "" {
-			return nil, fmt.Errorf("server %q has no port: %w", s, ErrInvalidArgument)
+		if !strings.Contains(s, ":") {
+			s = net.JoinHostPort(s, fmt.Sprint(DefaultPort))
+			list[i] = s
+		}
+		if err := validate.Addr(s); err != nil {
+			return nil, fmt.Errorf("server %q: %w", s, err)
 		}
 	}
 	if cfg.RequestTimeout <= 0 {
@@ -326,6 +324,13 @@ func (c *Client) call(ctx context.Context, method string, req, resp any) error {
 		if c.ctx.Err() != nil && method != wire.MethodUnregister {
 			return ErrClosed
 		}
+		if err := ctx.Err(); err != nil {
+			// Never send a request whose caller has already given up.
+			if last == nil {
+				return fmt.Errorf("%s not sent: %w", method, err)
+			}
+			break
+		}
 		conn, err := c.getConn(ctx)
 		if err == nil {
 			err = conn.Call(ctx, method, false, req, resp)
@@ -354,7 +359,7 @@ func (c *Client) call(ctx context.Context, method string, req, resp any) error {
 		}
 	}
 	if ctx.Err() != nil && !errors.Is(last, ctx.Err()) {
-		return fmt.Errorf("%w (gave up: %v)", last, ctx.Err())
+		return fmt.Errorf("%w (gave up: %w)", last, ctx.Err())
 	}
 	return last
 }

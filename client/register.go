@@ -42,6 +42,9 @@ func (c *Client) Register(name string, port int, attrs map[string]string) error 
 
 // RegisterContext is Register with a context.
 func (c *Client) RegisterContext(ctx context.Context, name string, port int, attrs map[string]string) error {
+	if err := checkNamePort(name, port); err != nil {
+		return err
+	}
 	host, err := c.host()
 	if err != nil {
 		return err
@@ -77,10 +80,14 @@ func (c *Client) RegisterAddr(ctx context.Context, name, addr string, attrs map[
 	}
 	key := regKey{name, addr}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closed {
+		c.mu.Unlock()
+		// Close ran while this registration was in flight: take it back
+		// (best effort) rather than leave an instance nobody heartbeats.
+		_ = c.unregister(ctx, name, addr)
 		return ErrClosed
 	}
+	defer c.mu.Unlock()
 	if r := c.regs[key]; r != nil {
 		r.mu.Lock()
 		r.attrs, r.ttl = attrs, ttl
@@ -200,6 +207,9 @@ func (c *Client) Unregister(name string, port int) error {
 
 // UnregisterContext is Unregister with a context.
 func (c *Client) UnregisterContext(ctx context.Context, name string, port int) error {
+	if err := checkNamePort(name, port); err != nil {
+		return err
+	}
 	host, err := c.host()
 	if err != nil {
 		return err
@@ -231,6 +241,18 @@ func (c *Client) unregister(ctx context.Context, name, addr string) error {
 		return fmt.Errorf("unregister %s %s: %w", name, addr, err)
 	}
 	c.observe(resp.Index)
+	return nil
+}
+
+// checkNamePort validates what can be checked before the host is known, so
+// bad input fails fast and without a network lookup.
+func checkNamePort(name string, port int) error {
+	if err := validate.Name(name); err != nil {
+		return err
+	}
+	if port < 1 || port > 65535 {
+		return fmt.Errorf("port %d: want 1-65535: %w", port, ErrInvalidArgument)
+	}
 	return nil
 }
 

@@ -83,16 +83,17 @@ func (c *Client) ServicesContext(ctx context.Context, name string) (*ServiceSet,
 			next[e.Service.Addr] = e.Service
 		}
 	}
+	lctx, cancel := context.WithCancel(c.ctx)
+	s.cancel = cancel
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
+		cancel()
 		w.Close()
 		return nil, ErrClosed
 	}
 	c.sets[s] = struct{}{}
 	c.mu.Unlock()
-	lctx, cancel := context.WithCancel(c.ctx)
-	s.cancel = cancel
 	go s.run(lctx, w)
 	return s, nil
 }

@@ -78,6 +78,9 @@ func (w *Watch) LastIndex() uint64 { return w.from }
 
 func (w *Watch) connect(ctx context.Context) error {
 	for {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("watch %s not opened: %w", w.name, err)
+		}
 		conn, err := w.c.getConn(ctx)
 		if err == nil {
 			from := w.from
@@ -102,7 +105,7 @@ func (w *Watch) connect(ctx context.Context) error {
 			return err
 		}
 		if serr := sleep(ctx, retryDelay()); serr != nil {
-			return fmt.Errorf("watch %s: %w (gave up: %v)", w.name, err, serr)
+			return fmt.Errorf("watch %s: %w (gave up: %w)", w.name, err, serr)
 		}
 	}
 }
@@ -194,16 +197,10 @@ func (w *Watch) Next(ctx context.Context) (*Event, error) {
 		if !codes.Retryable(err) {
 			return nil, fmt.Errorf("watch %s: %w", w.name, err)
 		}
-		// The server went away or is behind: another server resumes the stream.
+		// The server went away or is behind: another server resumes the
+		// stream. Drop the stream's own connection, not a newer one.
 		if errors.Is(err, codes.ErrStaleNode) || errors.Is(err, codes.ErrUnavailable) || errors.Is(err, codes.ErrShuttingDown) {
-			w.c.mu.Lock()
-			if w.c.conn != nil {
-				conn := w.c.conn
-				w.c.mu.Unlock()
-				w.c.dropConn(conn)
-			} else {
-				w.c.mu.Unlock()
-			}
+			w.c.dropConn(st.Conn())
 		}
 		if err := sleep(ctx, retryDelay()); err != nil {
 			return nil, err

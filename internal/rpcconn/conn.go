@@ -210,6 +210,9 @@ func (c *Conn) write(hdr *wire.Header, body any) error {
 // retry anywhere), ErrUnknownOutcome when the connection broke after sending,
 // ErrTimeout when ctx ended before the answer, or the server's own error.
 func (c *Conn) Call(ctx context.Context, method string, forwarded bool, req, resp any) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s not sent: %w", method, err)
+	}
 	seq, w, err := c.register(1)
 	if err != nil {
 		return fmt.Errorf("%s: %w", method, err)
@@ -244,6 +247,9 @@ func (c *Conn) Call(ctx context.Context, method string, forwarded bool, req, res
 // Stream opens a server stream (Watch). Frames arrive through Recv until the
 // server ends the stream, the connection fails or Close is called.
 func (c *Conn) Stream(ctx context.Context, method string, req any) (*Stream, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%s not sent: %w", method, err)
+	}
 	seq, w, err := c.register(c.opts.StreamBuffer)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", method, err)
@@ -315,6 +321,9 @@ func (s *Stream) frame(f *wire.Frame, v any) error {
 
 // Addr is the address of the server the stream comes from.
 func (s *Stream) Addr() string { return s.c.addr }
+
+// Conn is the connection the stream runs on.
+func (s *Stream) Conn() *Conn { return s.c }
 
 // Close cancels the stream on the server.
 func (s *Stream) Close() {
