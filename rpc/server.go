@@ -203,7 +203,7 @@ func (c *conn) serve() {
 		}
 		if f.Header.Method == wire.MethodCancel {
 			var req wire.CancelRequest
-			if err := f.Decode(&req); err == nil {
+			if err := f.DecodeRequest(&req); err == nil {
 				c.cancelStream(req.Seq)
 			}
 			continue
@@ -334,7 +334,7 @@ func (c *conn) call(ctx context.Context, f *wire.Frame) (any, error) {
 	switch f.Header.Method {
 	case wire.MethodRegister:
 		var req wire.RegisterRequest
-		if err := f.Decode(&req); err != nil {
+		if err := f.DecodeRequest(&req); err != nil {
 			return nil, err
 		}
 		ttl := time.Duration(req.TTLMillis) * time.Millisecond
@@ -352,7 +352,7 @@ func (c *conn) call(ctx context.Context, f *wire.Frame) (any, error) {
 		return &wire.WriteResponse{Index: idx}, err
 	case wire.MethodUnregister:
 		var req wire.UnregisterRequest
-		if err := f.Decode(&req); err != nil {
+		if err := f.DecodeRequest(&req); err != nil {
 			return nil, err
 		}
 		if err := validate.Instance(req.Name, req.Addr); err != nil {
@@ -365,7 +365,7 @@ func (c *conn) call(ctx context.Context, f *wire.Frame) (any, error) {
 		return &wire.WriteResponse{Index: idx}, err
 	case wire.MethodHeartbeat:
 		var req wire.HeartbeatRequest
-		if err := f.Decode(&req); err != nil {
+		if err := f.DecodeRequest(&req); err != nil {
 			return nil, err
 		}
 		if len(req.Instances) == 0 || len(req.Instances) > validate.MaxHeartbeats {
@@ -387,7 +387,7 @@ func (c *conn) call(ctx context.Context, f *wire.Frame) (any, error) {
 		return out, nil
 	case wire.MethodList:
 		var req wire.ListRequest
-		if err := f.Decode(&req); err != nil {
+		if err := f.DecodeRequest(&req); err != nil {
 			return nil, err
 		}
 		if err := validate.Name(req.Name); err != nil {
@@ -419,7 +419,7 @@ func (c *conn) watch(ctx context.Context, f *wire.Frame) {
 		ctx = backend.WithForwarded(ctx)
 	}
 	var req wire.WatchRequest
-	if err := f.Decode(&req); err != nil {
+	if err := f.DecodeRequest(&req); err != nil {
 		c.writeError(seq, err)
 		return
 	}

@@ -178,6 +178,13 @@ func TestRPC_BadInputIsRejectedAndChangesNothing(t *testing.T) {
 			}
 		})
 	}
+	// A small frame that would decode into many objects (9000 empty maps in
+	// 9 KB) is refused before decoding.
+	amplify := map[string]any{"instances": make([]map[string]string, 9000)}
+	if err := c.Call(context.Background(), wire.MethodHeartbeat, false, amplify, nil); !errors.Is(err, codes.ErrTooLarge) ||
+		!strings.Contains(err.Error(), "more than 8192 array elements") {
+		t.Fatalf("heartbeat of 9000 empty maps: %v, want ErrTooLarge naming the element limit", err)
+	}
 	if calls := fb.Calls(); len(calls) != 0 {
 		t.Fatalf("bad input reached the backend: %v", calls)
 	}

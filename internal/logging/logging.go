@@ -40,12 +40,15 @@ func Discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 // HCLog adapts a slog.Logger to hclog.Logger for hashicorp/raft.
 func HCLog(l *slog.Logger, name string) hclog.Logger {
-	return &hcAdapter{l: l.With("component", name), name: name}
+	base := l.With("component", name)
+	return &hcAdapter{base: base, l: base, name: name}
 }
 
 type hcAdapter struct {
-	l     *slog.Logger
+	base  *slog.Logger // the component logger plus With args, without a subcomponent
+	l     *slog.Logger // base plus the subcomponent, if named
 	name  string
+	sub   string
 	args  []any
 	level hclog.Level
 }
@@ -94,9 +97,17 @@ func (a *hcAdapter) GetLevel() hclog.Level         { return a.level }
 
 func (a *hcAdapter) With(args ...any) hclog.Logger {
 	c := *a
-	c.l = a.l.With(args...)
+	c.base = a.base.With(args...)
+	c.l = c.withSub()
 	c.args = append(append([]any{}, a.args...), args...)
 	return &c
+}
+
+func (a *hcAdapter) withSub() *slog.Logger {
+	if a.sub == "" {
+		return a.base
+	}
+	return a.base.With("subcomponent", a.sub)
 }
 
 func (a *hcAdapter) Named(name string) hclog.Logger {
@@ -106,10 +117,12 @@ func (a *hcAdapter) Named(name string) hclog.Logger {
 	return a.ResetNamed(name)
 }
 
+// ResetNamed replaces the subcomponent name (one key, never repeated).
 func (a *hcAdapter) ResetNamed(name string) hclog.Logger {
 	c := *a
+	c.sub = name
 	c.name = name
-	c.l = a.l.With("subcomponent", name)
+	c.l = c.withSub()
 	return &c
 }
 

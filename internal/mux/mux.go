@@ -24,14 +24,16 @@ type Mux struct {
 	log              *slog.Logger
 	handshakeTimeout time.Duration
 
-	mu   sync.Mutex
-	subs map[byte]*Listener
-	wg   sync.WaitGroup
+	mu      sync.Mutex
+	subs    map[byte]*Listener
+	waiting map[net.Conn]struct{} // connections still sending their protocol byte
+	closed  bool
+	wg      sync.WaitGroup
 }
 
 // New wraps ln. Call Listen for each protocol, then Serve.
 func New(ln net.Listener, log *slog.Logger) *Mux {
-	return &Mux{ln: ln, log: log, handshakeTimeout: 10 * time.Second, subs: map[byte]*Listener{}}
+	return &Mux{ln: ln, log: log, handshakeTimeout: 10 * time.Second, subs: map[byte]*Listener{}, waiting: map[net.Conn]struct{}{}}
 }
 
 // Addr is the shared listener's address.
@@ -41,7 +43,9 @@ func (m *Mux) Addr() net.Addr { return m.ln.Addr() }
 func (m *Mux) Listen(b byte) *Listener {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	l := &Listener{addr: m.ln.Addr(), conns: make(chan net.Conn, 16), done: make(chan struct{})}
+	// Unbuffered: a connection is handed over only to a running Accept, so
+	// none can sit in a queue that nobody will ever drain or close.
+	l := &Listener{addr: m.ln.Addr(), conns: make(chan net.Conn), done: make(chan struct{})}
 	m.subs[b] = l
 	return l
 }
@@ -63,6 +67,14 @@ func (m *Mux) Serve() error {
 			return err
 		}
 		backoff = 0
+		m.mu.Lock()
+		if m.closed {
+			m.mu.Unlock()
+			_ = c.Close()
+			continue
+		}
+		m.waiting[c] = struct{}{}
+		m.mu.Unlock()
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
@@ -74,14 +86,17 @@ func (m *Mux) Serve() error {
 func (m *Mux) handoff(c net.Conn) {
 	_ = c.SetReadDeadline(time.Now().Add(m.handshakeTimeout))
 	var b [1]byte
-	if _, err := io.ReadFull(c, b[:]); err != nil {
+	_, err := io.ReadFull(c, b[:])
+	m.mu.Lock()
+	delete(m.waiting, c)
+	closed := m.closed
+	l := m.subs[b[0]]
+	m.mu.Unlock()
+	if err != nil || closed {
 		_ = c.Close()
 		return
 	}
 	_ = c.SetReadDeadline(time.Time{})
-	m.mu.Lock()
-	l := m.subs[b[0]]
-	m.mu.Unlock()
 	if l == nil {
 		m.log.Warn("closing connection with unknown protocol byte", "remote", c.RemoteAddr(), "byte", b[0])
 		_ = c.Close()
@@ -94,12 +109,18 @@ func (m *Mux) handoff(c net.Conn) {
 	}
 }
 
-// Close closes the shared listener and every sub-listener.
+// Close closes the shared listener, every sub-listener and every connection
+// still in its handshake. Connections already handed over belong to their
+// protocol's server.
 func (m *Mux) Close() error {
 	err := m.ln.Close()
 	m.mu.Lock()
+	m.closed = true
 	for _, l := range m.subs {
 		_ = l.Close()
+	}
+	for c := range m.waiting {
+		_ = c.Close()
 	}
 	m.mu.Unlock()
 	return err

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/discoverd/discoverd/internal/codes"
@@ -227,16 +228,29 @@ func (c *Conn) Call(ctx context.Context, method string, forwarded bool, req, res
 		// never left is known not to have been applied, and we cannot tell.
 		return fmt.Errorf("%s to %s: sending failed: %v: %w", method, c.addr, err, codes.ErrUnknownOutcome)
 	}
-	select {
-	case f := <-w.ch:
+	answer := func(f *wire.Frame) error {
 		if err := f.Header.Err(); err != nil {
 			return err
 		}
-		if resp != nil {
-			return f.Decode(resp)
+		if resp == nil {
+			return nil
+		}
+		if err := f.Decode(resp); err != nil {
+			// The server reported success; only its answer is unreadable.
+			// That must not read as "not applied".
+			return fmt.Errorf("%s to %s: undecodable answer: %v: %w", method, c.addr, err, codes.ErrInternal)
 		}
 		return nil
+	}
+	select {
+	case f := <-w.ch:
+		return answer(f)
 	case <-c.done:
+		select {
+		case f := <-w.ch: // the answer arrived before the connection broke
+			return answer(f)
+		default:
+		}
 		return fmt.Errorf("%s to %s: %v before the answer: %w", method, c.addr, c.Err(), codes.ErrUnknownOutcome)
 	case <-ctx.Done():
 		c.unregister(seq)
@@ -266,7 +280,7 @@ type Stream struct {
 	c      *Conn
 	seq    uint64
 	w      *waiter
-	ended  bool
+	ended  atomic.Bool // Recv's goroutine sets it; Close reads it from any goroutine
 	closed sync.Once
 }
 
@@ -274,7 +288,7 @@ type Stream struct {
 // It returns io.EOF-like errors as codes: the server's error when it ended
 // the stream, ErrUnavailable when the connection failed.
 func (s *Stream) Recv(ctx context.Context, v any) error {
-	if s.ended {
+	if s.ended.Load() {
 		return fmt.Errorf("stream ended: %w", codes.ErrUnavailable)
 	}
 	// Frames already buffered come first, even after an overflow or a
@@ -293,7 +307,7 @@ func (s *Stream) Recv(ctx context.Context, v any) error {
 			return s.frame(f, v)
 		default:
 		}
-		s.ended = true
+		s.ended.Store(true)
 		return ErrOverflow
 	case <-s.c.done:
 		select {
@@ -301,7 +315,7 @@ func (s *Stream) Recv(ctx context.Context, v any) error {
 			return s.frame(f, v)
 		default:
 		}
-		s.ended = true
+		s.ended.Store(true)
 		return fmt.Errorf("stream from %s: %v: %w", s.c.addr, s.c.Err(), codes.ErrUnavailable)
 	case <-ctx.Done():
 		return ctx.Err()
@@ -310,7 +324,7 @@ func (s *Stream) Recv(ctx context.Context, v any) error {
 
 func (s *Stream) frame(f *wire.Frame, v any) error {
 	if !f.Header.More {
-		s.ended = true
+		s.ended.Store(true)
 		if err := f.Header.Err(); err != nil {
 			return err
 		}
@@ -329,7 +343,7 @@ func (s *Stream) Conn() *Conn { return s.c }
 func (s *Stream) Close() {
 	s.closed.Do(func() {
 		s.c.unregister(s.seq)
-		if !s.ended {
+		if !s.ended.Load() {
 			go func() { _ = s.c.write(&wire.Header{Method: wire.MethodCancel}, &wire.CancelRequest{Seq: s.seq}) }()
 		}
 	})

@@ -5,6 +5,7 @@ package validate
 
 import (
 	"net"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -65,6 +66,13 @@ func Addr(addr string) error {
 	for i := 0; i < len(host); i++ {
 		if host[i] <= ' ' || host[i] == 0x7f {
 			return codes.Invalid("address %q has a control or space character in its host", addr)
+		}
+	}
+	// Brackets are for IPv6 literals only, so "[example.com]:80" cannot be a
+	// second name for "example.com:80".
+	if addr[0] == '[' {
+		if ip, err := netip.ParseAddr(host); err != nil || !ip.Is6() {
+			return codes.Invalid("address %q: brackets are only for IPv6 addresses", addr)
 		}
 	}
 	// Only the canonical spelling of a port, so "h:80" and "h:080" cannot

@@ -258,7 +258,11 @@ type Frame struct {
 // Decode decodes the frame's body into v.
 func (f *Frame) Decode(v any) error {
 	if err := codec.NewDecoderBytes(f.body, Handle).Decode(v); err != nil {
-		return fmt.Errorf("malformed %s body: %v: %w", f.Header.Method, err, codes.ErrInvalidArgument)
+		what := "response"
+		if f.Header.Method != "" {
+			what = f.Header.Method
+		}
+		return fmt.Errorf("malformed %s body: %v: %w", what, err, codes.ErrInvalidArgument)
 	}
 	return nil
 }
@@ -285,11 +289,17 @@ func SkipFrame(r *bufio.Reader, size int64, max int64) (uint64, error) {
 	}
 	head := make([]byte, min(size, 4096))
 	if _, err := io.ReadFull(r, head); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
 		return 0, err
 	}
 	var hdr Header
 	_ = codec.NewDecoderBytes(head, Handle).Decode(&hdr)
 	if _, err := io.CopyN(io.Discard, r, size-int64(len(head))); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
 		return 0, err
 	}
 	return hdr.Seq, nil
