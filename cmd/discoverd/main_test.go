@@ -1,0 +1,85 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"strings"
+	"testing"
+)
+
+// TestCLI_UsageErrorsExitTwo runs the CLI in-process on bad input: exit
+// status 2, a message on stderr saying what is wrong, nothing started.
+func TestCLI_UsageErrorsExitTwo(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{nil, "Usage: discoverd <command>"},
+		{[]string{"frobnicate"}, `unknown command "frobnicate"`},
+		{[]string{"server"}, "-id and -data-dir are required"},
+		{[]string{"server", "-id", "n1", "-data-dir", t.TempDir(), "extra"}, "unexpected arguments"},
+		{[]string{"server", "-id", "n1", "-data-dir", t.TempDir(), "-peers", "n2=127.0.0.1:1"}, `node id "n1" is not in the peers list`},
+		{[]string{"server", "-id", "n1", "-data-dir", t.TempDir(), "-peers", "garbage"}, "-peers: peer \"garbage\""},
+		{[]string{"server", "-id", "n1", "-data-dir", t.TempDir(), "-raft-leader-lease-timeout", "5s"}, "must not exceed the heartbeat timeout"},
+		{[]string{"server", "-id", "n1", "-data-dir", t.TempDir(), "-ttl-grace", "0s"}, "-ttl-grace 0s must be positive"},
+		{[]string{"server", "-id", "n1", "-data-dir", t.TempDir(), "-max-frame", "10"}, "-max-frame 10"},
+		{[]string{"server", "-id", "n1", "-data-dir", t.TempDir(), "-log-level", "loud"}, "-log-level"},
+		{[]string{"server", "-nosuchflag"}, "flag provided but not defined"},
+		{[]string{"dev", "-nodes", "4"}, "-nodes 4: want 1, 3 or 5"},
+		{[]string{"dev", "-addr", "127.0.0.1:65535"}, "want a port from 1 to 65533"},
+		{[]string{"register"}, "want NAME HOST:PORT"},
+		{[]string{"register", "web", "10.0.0.1:80", "novalue"}, `attribute "novalue": want key=value`},
+		{[]string{"register", "web", "10.0.0.1:80", "a=1", "a=2"}, `attribute "a" given twice`},
+		{[]string{"register", "-ttl", "500ms", "web", "10.0.0.1:80"}, "ttl 500ms is out of range"},
+		{[]string{"register", "web/x", "10.0.0.1:80"}, "service name"},
+		{[]string{"unregister", "web"}, "want NAME HOST:PORT"},
+		{[]string{"unregister", "web", "10.0.0.1:0"}, "want a number 1-65535"},
+		{[]string{"services"}, "want NAME"},
+		{[]string{"services", "bad name!"}, "service name"},
+		{[]string{"watch", "a", "b"}, "want NAME"},
+		{[]string{"status", "extra"}, "unexpected arguments"},
+		{[]string{"status", "-servers", "nohostport:"}, "server"},
+		{[]string{"status", "-timeout", "0s"}, "-timeout must be positive"},
+	}
+	for _, tc := range cases {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(context.Background(), tc.args, &stdout, &stderr)
+			if code != 2 {
+				t.Fatalf("exit %d, want 2; stderr: %s", code, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), tc.want) {
+				t.Fatalf("stderr %q does not say %q", stderr.String(), tc.want)
+			}
+		})
+	}
+}
+
+func TestCLI_HelpExitsZero(t *testing.T) {
+	for _, args := range [][]string{{"help"}, {"-h"}, {"server", "-h"}, {"services", "-h"}} {
+		var stdout, stderr bytes.Buffer
+		if code := run(context.Background(), args, &stdout, &stderr); code != 0 {
+			t.Errorf("%v: exit %d", args, code)
+		}
+		if !strings.Contains(stdout.String()+stderr.String(), "Usage: discoverd") {
+			t.Errorf("%v printed no usage", args)
+		}
+	}
+}
+
+// TestCLI_UnreachableServersExitOne: a failure that is not the caller's
+// mistake exits 1 and says what went wrong.
+func TestCLI_UnreachableServersExitOne(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"services", "-servers", addr, "-timeout", "1s", "web"}, &stdout, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), "no discoverd server reachable") {
+		t.Fatalf("exit %d, stderr %q", code, stderr.String())
+	}
+}
