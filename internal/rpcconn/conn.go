@@ -293,32 +293,34 @@ func (s *Stream) Recv(ctx context.Context, v any) error {
 	}
 	// Frames already buffered come first, even after an overflow or a
 	// broken connection: they are valid and in order.
-	select {
-	case f := <-s.w.ch:
+	if f, ok := s.buffered(); ok {
 		return s.frame(f, v)
-	default:
 	}
+	var end error
 	select {
 	case f := <-s.w.ch:
 		return s.frame(f, v)
 	case <-s.w.overflow:
-		select {
-		case f := <-s.w.ch:
-			return s.frame(f, v)
-		default:
-		}
-		s.ended.Store(true)
-		return ErrOverflow
+		end = ErrOverflow
 	case <-s.c.done:
-		select {
-		case f := <-s.w.ch:
-			return s.frame(f, v)
-		default:
-		}
-		s.ended.Store(true)
-		return fmt.Errorf("stream from %s: %v: %w", s.c.addr, s.c.Err(), codes.ErrUnavailable)
+		end = fmt.Errorf("stream from %s: %v: %w", s.c.addr, s.c.Err(), codes.ErrUnavailable)
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+	if f, ok := s.buffered(); ok {
+		return s.frame(f, v)
+	}
+	s.ended.Store(true)
+	return end
+}
+
+// buffered returns a frame already waiting, if any.
+func (s *Stream) buffered() (*wire.Frame, bool) {
+	select {
+	case f := <-s.w.ch:
+		return f, true
+	default:
+		return nil, false
 	}
 }
 

@@ -144,14 +144,18 @@ func (c *Cluster) Restart(i int) {
 	c.start(c.Nodes[i], nil)
 }
 
-// Kill stops node i abruptly (no leadership handover).
-func (c *Cluster) Kill(i int) {
-	c.t.Helper()
+// take marks node i stopped and returns its server, if it was running.
+func (c *Cluster) take(i int) *server.Server {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	srv := c.Nodes[i].Srv
 	c.Nodes[i].Srv = nil
-	c.mu.Unlock()
-	if srv != nil {
+	return srv
+}
+
+// Kill stops node i abruptly (no leadership handover).
+func (c *Cluster) Kill(i int) {
+	if srv := c.take(i); srv != nil {
 		_ = srv.Kill()
 	}
 }
@@ -159,11 +163,7 @@ func (c *Cluster) Kill(i int) {
 // Stop stops node i gracefully.
 func (c *Cluster) Stop(i int) {
 	c.t.Helper()
-	c.mu.Lock()
-	srv := c.Nodes[i].Srv
-	c.Nodes[i].Srv = nil
-	c.mu.Unlock()
-	if srv != nil {
+	if srv := c.take(i); srv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := srv.Shutdown(ctx); err != nil {
