@@ -21,7 +21,7 @@ lint: ## gofmt and go vet must be clean
 
 bench: ## in-process benchmarks: registrations/s, heartbeats/s, memory per instance
 	$(GO) test -run '^$$' -bench 'Register|Heartbeat' -benchtime 5000x ./internal/server/
-	$(GO) test -run '^$$' -bench 'Memory' -benchtime 1x ./internal/server/ ./fsm/
+	$(GO) test -run '^$$' -bench 'Memory' -benchtime 1x ./internal/server/
 
 dev: ## run a local 3-node cluster on 127.0.0.1:1111-1113
 	$(GO) run ./cmd/discoverd dev
