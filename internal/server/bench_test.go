@@ -118,10 +118,7 @@ func BenchmarkHeartbeat(b *testing.B) {
 		go func() {
 			defer wg.Done()
 			for i := g; i < instances; i += 16 {
-				if _, err := leader.Srv.Store().Register(ctx, backend.Registration{Name: "hb", Addr: fmt.Sprintf("10.0.%d.%d:1", i/250, i%250), TTL: time.Hour}); err != nil {
-					b.Error(err)
-					return
-				}
+				register(b, c, ctx, backend.Registration{Name: "hb", Addr: fmt.Sprintf("10.0.%d.%d:1", i/250, i%250), TTL: time.Hour})
 			}
 		}()
 	}
@@ -165,7 +162,6 @@ func heapInUse() uint64 {
 func BenchmarkMemory_100kInstances(b *testing.B) {
 	for range b.N {
 		c := tc.New(b, tc.Options{})
-		leader := c.Leader()
 		ctx := context.Background()
 		const n = 100000
 		before := heapInUse()
@@ -175,16 +171,13 @@ func BenchmarkMemory_100kInstances(b *testing.B) {
 			go func() {
 				defer wg.Done()
 				for i := g; i < n; i += 64 {
-					_, err := leader.Srv.Store().Register(ctx, backend.Registration{Name: fmt.Sprintf("svc%d", i%1000),
+					register(b, c, ctx, backend.Registration{Name: fmt.Sprintf("svc%d", i%1000),
 						Addr: fmt.Sprintf("10.%d.%d.%d:8080", i/62500, i/250%250, i%250), Attrs: map[string]string{"zone": "eu-1", "version": "1.2.3"}, TTL: time.Hour})
-					if err != nil {
-						b.Error(err)
-						return
-					}
 				}
 			}()
 		}
 		wg.Wait()
+		leader := c.Leader()
 		c.WaitApplied(leader.Srv.FSM().AppliedIndex())
 		after := heapInUse()
 		per := float64(after-before) / n

@@ -12,6 +12,7 @@ import (
 
 	"github.com/discoverd/discoverd/backend"
 	"github.com/discoverd/discoverd/client"
+	"github.com/discoverd/discoverd/internal/codes"
 	"github.com/discoverd/discoverd/internal/server"
 	tc "github.com/discoverd/discoverd/internal/testcluster"
 )
@@ -21,6 +22,26 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// register writes through the backend of whichever node leads, retrying
+// (with one request id, so at most once) across leader changes, as a client
+// would. Tests use it where no client heartbeats are wanted.
+func register(t testing.TB, c *tc.Cluster, ctx context.Context, reg backend.Registration) uint64 {
+	t.Helper()
+	if reg.RequestID == "" {
+		reg.RequestID = fmt.Sprintf("t-%s-%s-%d", reg.Name, reg.Addr, time.Now().UnixNano())
+	}
+	for {
+		idx, err := c.Leader().Srv.Store().Register(ctx, reg)
+		if err == nil {
+			return idx
+		}
+		if !codes.Retryable(err) || ctx.Err() != nil {
+			t.Errorf("register %s %s: %v", reg.Name, reg.Addr, err) // may run outside the test goroutine
+			return 0
+		}
+	}
 }
 
 // addrsOf lists a node's instances of name, from its own FSM.
@@ -161,10 +182,10 @@ func TestCluster_LaggingNodeCaughtUpBySnapshot(t *testing.T) {
 	if got := addrsOf(c.Nodes[lagging.Index], "q"); len(got) != 100 {
 		t.Fatalf("lagging node holds %d instances, want 100", len(got))
 	}
-	stats := c.Nodes[lagging.Index].Srv.Node().Raft().Stats()
-	if stats["last_snapshot_index"] == "0" {
-		t.Fatalf("lagging node caught up without installing a snapshot: %v", stats)
-	}
+	// Raft records the installed snapshot just after the FSM restored it.
+	tc.WaitFor(t, 5*time.Second, "the lagging node to record an installed snapshot", func() bool {
+		return c.Nodes[lagging.Index].Srv.Node().Raft().Stats()["last_snapshot_index"] != "0"
+	})
 }
 
 // collect reads events from a watch into a channel until ctx ends.
@@ -219,10 +240,7 @@ func TestCluster_ExpiryAfterHeartbeatsStop(t *testing.T) {
 	// Registered through the backend directly: nobody heartbeats it.
 	leader := c.Leader()
 	registered := time.Now()
-	idx, err := leader.Srv.Store().Register(ctx, backend.Registration{Name: "jobs", Addr: "10.3.0.1:1", TTL: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	idx := register(t, c, ctx, backend.Registration{Name: "jobs", Addr: "10.3.0.1:1", TTL: time.Second})
 	e, _ := waitEvent(t, events, 10*time.Second, "down of the silent instance", func(e *client.Event) bool { return e.Kind == client.EventDown })
 	took := time.Since(registered)
 	if e.Reason != "expire" || e.Index <= idx {
@@ -464,9 +482,12 @@ func TestCluster_WritesWithSameRequestIDAppliedOnceAcrossNodes(t *testing.T) {
 }
 
 func TestCluster_ThousandWatchersOnAServiceWithThousandsOfInstances(t *testing.T) {
-	c := tc.New(t, tc.Options{})
+	// A thousand streams load both cores; production Raft timings keep the
+	// leader from being voted out by a starved scheduler.
+	c := tc.New(t, tc.Options{Configure: func(i int, cfg *server.Config) {
+		cfg.Raft.HeartbeatTimeout, cfg.Raft.ElectionTimeout = time.Second, time.Second
+	}})
 	ctx := ctxT(t, 120*time.Second)
-	leader := c.Leader()
 	const instances, watchers, fullState, conns, changes = 2000, 1000, 100, 10, 5
 	var wg sync.WaitGroup
 	for g := range 32 {
@@ -474,16 +495,13 @@ func TestCluster_ThousandWatchersOnAServiceWithThousandsOfInstances(t *testing.T
 		go func() {
 			defer wg.Done()
 			for i := g; i < instances; i += 32 {
-				if _, err := leader.Srv.Store().Register(ctx, backend.Registration{Name: "big", Addr: fmt.Sprintf("10.8.%d.%d:1", i/250, i%250), TTL: time.Hour}); err != nil {
-					t.Error(err)
-					return
-				}
+				register(t, c, ctx, backend.Registration{Name: "big", Addr: fmt.Sprintf("10.8.%d.%d:1", i/250, i%250), TTL: time.Hour})
 			}
 		}()
 	}
 	wg.Wait()
 	f := c.Followers()[0]
-	base := leader.Srv.FSM().AppliedIndex()
+	base := c.Leader().Srv.FSM().AppliedIndex()
 	c.WaitApplied(base)
 
 	// 1000 watch streams on one follower, over 10 connections. The first 100
@@ -554,11 +572,7 @@ func TestCluster_ThousandWatchersOnAServiceWithThousandsOfInstances(t *testing.T
 	start = time.Now()
 	var want []uint64
 	for i := range changes {
-		idx, err := leader.Srv.Store().Register(ctx, backend.Registration{Name: "big", Addr: fmt.Sprintf("10.8.99.%d:1", i), TTL: time.Hour})
-		if err != nil {
-			t.Fatal(err)
-		}
-		want = append(want, idx)
+		want = append(want, register(t, c, ctx, backend.Registration{Name: "big", Addr: fmt.Sprintf("10.8.99.%d:1", i), TTL: time.Hour}))
 	}
 	for i := range watchers {
 		r := <-results
