@@ -64,8 +64,9 @@ type DiscoveryBackend interface {
 	Subscribe(ctx context.Context, name string, fromIndex, minIndex uint64) (UpdateStream, error)
 	// Status describes the cluster.
 	Status(ctx context.Context) (wire.StatusResponse, error)
-	// NodeInfo describes this node alone.
-	NodeInfo(ctx context.Context) (wire.NodeStatus, error)
+	// NodeInfo describes this node alone; with stateHash, it includes a hash
+	// of the replicated state (where the store has one) for replica checks.
+	NodeInfo(ctx context.Context, stateHash bool) (wire.NodeStatus, error)
 }
 
 // UpdateStream is an open watch.

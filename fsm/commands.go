@@ -58,6 +58,10 @@ type ExpireCommand struct {
 	Name  string
 	Addr  string
 	Index uint64
+	// DecidedAt is the leader's wall-clock time (Unix ns) when it decided the
+	// expiry. Informational only — journals and the fault suite's TTL checks
+	// read it; Apply never does, so it cannot make replicas diverge.
+	DecidedAt int64
 }
 
 // codecHandle encodes commands and snapshots. Field names are the Go names;

@@ -163,6 +163,7 @@ type emptyEntry struct {
 type FSM struct {
 	cfg      Config
 	observer Observer // set before raft starts, never changed after
+	journal  Journal  // optional; set before raft starts
 
 	mu sync.RWMutex
 	// Guarded by mu:
@@ -195,6 +196,31 @@ func newState(cfg Config) *state {
 // SetObserver installs the observer. Call it before the FSM receives entries.
 func (f *FSM) SetObserver(o Observer) { f.observer = o }
 
+// Journal receives every applied entry, in order, with the FSM's lock held
+// (so it must be quick), then Flush once per applied batch. The fault suite
+// reads the journals of all nodes to check that replicas agree and to
+// resolve writes whose outcome a client did not learn.
+type Journal interface {
+	Applied(e JournalEntry)
+	Flush()
+}
+
+// JournalEntry describes one applied entry. Type 0 is a Raft configuration entry.
+type JournalEntry struct {
+	Index, Term uint64
+	Type        MessageType
+	RequestID   string
+	Name, Addr  string
+	TTL         time.Duration
+	ExpireIndex uint64 // expire: the registration index named
+	DecidedAt   int64  // expire: informational, see ExpireCommand
+	Changed     bool
+	Err         error
+}
+
+// SetJournal installs a journal. Call it before the FSM receives entries.
+func (f *FSM) SetJournal(j Journal) { f.journal = j }
+
 // Apply applies one committed entry.
 func (f *FSM) Apply(l *raft.Log) any {
 	return f.ApplyBatch([]*raft.Log{l})[0]
@@ -207,14 +233,24 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	defer f.mu.Unlock()
 	for i, l := range logs {
 		if l.Type == raft.LogCommand {
-			out[i] = f.applyCommandLocked(l.Index, l.Data)
+			r, je := f.applyCommandLocked(l.Index, l.Data)
+			out[i] = r
 			// Per entry, never per batch: batches differ between nodes, and
 			// what is forgotten must depend on the log alone.
 			f.evictEmptyLocked()
+			if f.journal != nil {
+				je.Index, je.Term, je.Changed, je.Err = l.Index, l.Term, r.Changed, r.Err
+				f.journal.Applied(je)
+			}
+		} else if f.journal != nil && l.Type == raft.LogConfiguration {
+			f.journal.Applied(JournalEntry{Index: l.Index, Term: l.Term})
 		}
 		if l.Index > f.st.applied {
 			f.st.applied = l.Index
 		}
+	}
+	if f.journal != nil {
+		f.journal.Flush()
 	}
 	close(f.appliedCh)
 	f.appliedCh = make(chan struct{})
@@ -224,7 +260,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 // applyCommandLocked applies one command. An entry that cannot be decoded
 // means this node cannot follow the log: continuing would diverge, so it panics.
 // Lock must be held.
-func (f *FSM) applyCommandLocked(index uint64, data []byte) *Result {
+func (f *FSM) applyCommandLocked(index uint64, data []byte) (*Result, JournalEntry) {
 	if len(data) == 0 {
 		panic(fmt.Sprintf("fsm: empty log entry at index %d", index))
 	}
@@ -233,15 +269,15 @@ func (f *FSM) applyCommandLocked(index uint64, data []byte) *Result {
 	case RegisterType:
 		var c RegisterCommand
 		mustDecode(index, t, body, &c)
-		return f.registerLocked(index, &c)
+		return f.registerLocked(index, &c), JournalEntry{Type: t, RequestID: c.RequestID, Name: c.Name, Addr: c.Addr, TTL: c.TTL}
 	case UnregisterType:
 		var c UnregisterCommand
 		mustDecode(index, t, body, &c)
-		return f.unregisterLocked(index, &c)
+		return f.unregisterLocked(index, &c), JournalEntry{Type: t, RequestID: c.RequestID, Name: c.Name, Addr: c.Addr}
 	case ExpireType:
 		var c ExpireCommand
 		mustDecode(index, t, body, &c)
-		return f.expireLocked(index, &c)
+		return f.expireLocked(index, &c), JournalEntry{Type: t, Name: c.Name, Addr: c.Addr, ExpireIndex: c.Index, DecidedAt: c.DecidedAt}
 	}
 	panic(fmt.Sprintf("fsm: unknown message type %d at index %d (written by a newer discoverd?)", t, index))
 }

@@ -367,7 +367,7 @@ func (n *Node) Apply(ctx context.Context, t fsm.MessageType, cmd any) (*fsm.Resu
 
 // ProposeExpire implements ttl.Proposer.
 func (n *Node) ProposeExpire(ctx context.Context, name, addr string, index uint64) (bool, error) {
-	res, err := n.Apply(ctx, fsm.ExpireType, &fsm.ExpireCommand{Name: name, Addr: addr, Index: index})
+	res, err := n.Apply(ctx, fsm.ExpireType, &fsm.ExpireCommand{Name: name, Addr: addr, Index: index, DecidedAt: time.Now().UnixNano()})
 	if err != nil {
 		return false, err
 	}

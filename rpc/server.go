@@ -405,7 +405,11 @@ func (c *conn) call(ctx context.Context, f *wire.Frame) (any, error) {
 		st, err := be.Status(ctx)
 		return &st, err
 	case wire.MethodNodeInfo:
-		ns, err := be.NodeInfo(ctx)
+		var req wire.NodeInfoRequest
+		if err := f.DecodeRequest(&req); err != nil {
+			return nil, err
+		}
+		ns, err := be.NodeInfo(ctx, req.StateHash)
 		return &ns, err
 	}
 	return nil, fmt.Errorf("method %q: %w", f.Header.Method, codes.ErrUnknownMethod)

@@ -61,7 +61,7 @@ func (f *fakeBackend) Subscribe(_ context.Context, name string, _, _ uint64) (ba
 func (f *fakeBackend) Status(context.Context) (wire.StatusResponse, error) {
 	return wire.StatusResponse{}, nil
 }
-func (f *fakeBackend) NodeInfo(context.Context) (wire.NodeStatus, error) {
+func (f *fakeBackend) NodeInfo(context.Context, bool) (wire.NodeStatus, error) {
 	return wire.NodeStatus{}, nil
 }
 

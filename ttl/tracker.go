@@ -22,6 +22,7 @@ import (
 
 	"github.com/discoverd/discoverd/fsm"
 	"github.com/discoverd/discoverd/internal/codes"
+	"github.com/discoverd/discoverd/internal/faultbugs"
 )
 
 // Proposer is what the tracker needs from Raft.
@@ -214,7 +215,10 @@ func (t *Tracker) armLocked(in *fsm.Instance, now time.Time, grace time.Duration
 		t.entries[k] = e
 	}
 	e.index, e.ttl, e.expiring = in.ModifyIndex, in.TTL, false
-	e.deadline = now.Add(in.TTL + grace)
+	if faultbugs.On("expire-early") {
+		e.ttl = in.TTL / 3 // planted bug: expire after a third of the TTL
+	}
+	e.deadline = now.Add(e.ttl + grace)
 	if e.heapIdx < 0 {
 		e.queued = e.deadline
 		heap.Push(&t.queue, e)

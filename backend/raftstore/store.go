@@ -14,6 +14,7 @@ import (
 	"github.com/discoverd/discoverd/backend"
 	"github.com/discoverd/discoverd/fsm"
 	"github.com/discoverd/discoverd/internal/codes"
+	"github.com/discoverd/discoverd/internal/faultbugs"
 	"github.com/discoverd/discoverd/internal/validate"
 	"github.com/discoverd/discoverd/internal/wire"
 	"github.com/discoverd/discoverd/raftnode"
@@ -104,6 +105,11 @@ func (s *Store) leaderAddr(ctx context.Context) (string, error) {
 func (s *Store) write(ctx context.Context, t fsm.MessageType, cmd any, method string, req any) (uint64, error) {
 	for {
 		if s.node.IsLeader() {
+			if faultbugs.On("ack-before-commit") {
+				// Planted bug: acknowledge, then commit in the background.
+				go func() { _, _ = s.node.Apply(context.Background(), t, cmd) }()
+				return s.fsm.AppliedIndex() + 1, nil
+			}
 			res, err := s.node.Apply(ctx, t, cmd)
 			if errors.Is(err, codes.ErrNotLeader) && !backend.IsForwarded(ctx) && ctx.Err() == nil {
 				continue // lost leadership before proposing: find the new leader
@@ -232,6 +238,9 @@ func (s *Store) waitIndex(ctx context.Context, index uint64) error {
 // List implements backend.DiscoveryBackend. Consistent reads are served by
 // the leader after it confirms its leadership with a quorum.
 func (s *Store) List(ctx context.Context, name string, opts backend.ListOptions) (uint64, []backend.Instance, error) {
+	if faultbugs.On("stale-read") {
+		opts.Consistent = false // planted bug: "consistent" reads served from local state
+	}
 	if opts.Consistent && !s.node.IsLeader() {
 		if backend.IsForwarded(ctx) {
 			return 0, nil, fmt.Errorf("consistent read forwarded to %s, which is not the leader: %w", s.node.ID(), codes.ErrNotLeader)
@@ -314,8 +323,12 @@ func toWireEvent(e fsm.Event) wire.Event {
 }
 
 // NodeInfo implements backend.DiscoveryBackend.
-func (s *Store) NodeInfo(context.Context) (wire.NodeStatus, error) {
-	return s.node.Status(), nil
+func (s *Store) NodeInfo(_ context.Context, stateHash bool) (wire.NodeStatus, error) {
+	st := s.node.Status()
+	if stateHash {
+		st.FSMApplied, st.StateHash = s.fsm.Hash()
+	}
+	return st, nil
 }
 
 // Status implements backend.DiscoveryBackend: this node's view plus each

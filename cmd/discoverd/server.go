@@ -18,6 +18,7 @@ import (
 // serverFlags are the flags of `discoverd server`; dev reuses the tuning ones.
 type serverFlags struct {
 	id, addr, advertise, dataDir, peers, peerDial string
+	journal                                       string
 	heartbeat, election, lease, commit            time.Duration
 	snapInterval                                  time.Duration
 	snapThreshold, trailing                       uint64
@@ -35,6 +36,7 @@ func (f *serverFlags) register(fs *flag.FlagSet, withIdentity bool) {
 		fs.StringVar(&f.dataDir, "data-dir", "", "directory for this node's Raft log, snapshots and id (required)")
 		fs.StringVar(&f.peers, "peers", "", "initial voters id=host:port,... — identical on every node, used only on first start; empty: a single-node cluster")
 		fs.StringVar(&f.peerDial, "peer-dial", "", "id=host:port,... addresses to dial instead of peers' advertised ones (proxies, tests)")
+		fs.StringVar(&f.journal, "journal", "", "append every applied log entry to this file as a JSON line (testing, forensics)")
 	}
 	fs.DurationVar(&f.heartbeat, "raft-heartbeat-timeout", d.HeartbeatTimeout, "Raft heartbeat timeout")
 	fs.DurationVar(&f.election, "raft-election-timeout", d.ElectionTimeout, "Raft election timeout")
@@ -102,6 +104,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var f serverFlags
 	fs := newFlagSet("server", "", stderr)
 	f.register(fs, true)
+	faultClock := faultClockFlag(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -134,6 +137,10 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := cfg.Raft.Validate(); err != nil {
 		return usageErr("%v", err)
 	}
+	cfg.Journal = f.journal
+	stopClock := make(chan struct{})
+	defer close(stopClock)
+	cfg.Clock = faultClock(log, stopClock)
 	srv, err := server.Start(cfg)
 	if err != nil {
 		return err

@@ -16,6 +16,7 @@ import (
 
 	"github.com/discoverd/discoverd/backend/raftstore"
 	"github.com/discoverd/discoverd/fsm"
+	"github.com/discoverd/discoverd/internal/journal"
 	"github.com/discoverd/discoverd/internal/mux"
 	"github.com/discoverd/discoverd/internal/rpcconn"
 	"github.com/discoverd/discoverd/internal/wire"
@@ -39,7 +40,12 @@ type Config struct {
 	// Store tunes the Raft-backed DiscoveryBackend.
 	Store raftstore.Config
 	// RPC tunes the protocol server.
-	RPC    rpc.Config
+	RPC rpc.Config
+	// Journal, if set, is a file every applied entry is appended to as a
+	// JSON line (testing and forensics; see internal/journal).
+	Journal string
+	// Clock, if set, replaces the TTL tracker's clock (fault-injection builds).
+	Clock  ttl.Clock
 	Logger *slog.Logger
 }
 
@@ -55,6 +61,7 @@ type Server struct {
 	store   *raftstore.Store
 	rpc     *rpc.Server
 	pool    *rpcconn.Pool
+	journal *journal.Writer
 
 	stopTracker context.CancelFunc
 	wg          sync.WaitGroup
@@ -124,6 +131,18 @@ func Start(cfg Config) (*Server, error) {
 	rpcLn := s.mux.Listen(wire.ConnRPC)
 
 	s.fsm = fsm.New(cfg.FSM)
+	if cfg.Journal != "" {
+		j, err := journal.Open(cfg.Journal, log.With("component", "journal"))
+		if err != nil {
+			_ = ln.Close()
+			return nil, err
+		}
+		s.journal = j
+		s.fsm.SetJournal(j)
+	}
+	if cfg.Clock != nil {
+		cfg.TTL.Clock = cfg.Clock
+	}
 	lead := &leadership{}
 	s.tracker = ttl.New(cfg.TTL, proposer{func() *raftnode.Node { return s.node }}, s.fsm)
 	s.fsm.SetObserver(s.tracker)
@@ -137,6 +156,9 @@ func Start(cfg Config) (*Server, error) {
 	if err != nil {
 		_ = s.mux.Close()
 		s.wg.Wait()
+		if s.journal != nil {
+			_ = s.journal.Close()
+		}
 		return nil, err
 	}
 	s.node = node
@@ -197,6 +219,9 @@ func (s *Server) stop(ctx context.Context, graceful bool) error {
 			}
 		}
 		err = s.node.Shutdown()
+		if s.journal != nil {
+			_ = s.journal.Close()
+		}
 		s.pool.Close()
 		if cerr := s.mux.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) && err == nil {
 			err = cerr

@@ -194,6 +194,15 @@ type NodeStatus struct {
 	Leader       string `codec:"leader"` // the leader this node knows of
 	Voter        bool   `codec:"voter"`
 	Error        string `codec:"error,omitempty"`
+	// Only when asked for with NodeInfoRequest.StateHash:
+	FSMApplied uint64 `codec:"fsm_applied,omitempty"` // the state machine's applied index
+	StateHash  string `codec:"state_hash,omitempty"`  // SHA-256 of the replicated state at FSMApplied
+}
+
+// NodeInfoRequest asks one node about itself.
+type NodeInfoRequest struct {
+	// StateHash asks for a hash of the replicated state (walks it all: for checks).
+	StateHash bool `codec:"state_hash,omitempty"`
 }
 
 // StatusResponse is the whole cluster as seen from the node asked.

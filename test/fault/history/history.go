@@ -1,0 +1,273 @@
+// Package history holds what a fault-suite run records — client operations,
+// watch sessions, the entries each node applied, state hashes and the fault
+// timeline — and reads and writes it as JSON lines. The checkers
+// (test/fault/check) take these types and nothing else, so they can be unit
+// tested on hand-made histories.
+//
+// Times are Unix nanoseconds from the wall clock of the machine running the
+// suite and the nodes (all on one machine, so comparable). A node's injected
+// fault clock never affects them.
+package history
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+)
+
+// Outcome is what a client knows about an operation.
+type Outcome string
+
+const (
+	// OK: the operation took effect (writes) or returned this result (reads).
+	OK Outcome = "ok"
+	// Fail: the operation definitely did not take effect.
+	Fail Outcome = "fail"
+	// Unknown: it may or may not have taken effect (timeout, connection
+	// lost after sending, leadership lost after proposing). The client
+	// that got it retires; a new client id continues.
+	Unknown Outcome = "unknown"
+)
+
+// Op kinds.
+const (
+	Register   = "register"
+	Unregister = "unregister"
+	Heartbeat  = "heartbeat"
+	List       = "list"  // default (local) read
+	CList      = "clist" // consistent read
+	Stop       = "stop"  // a TTL client stops heartbeating on purpose (instant)
+)
+
+// Op is one client operation.
+type Op struct {
+	ID        int64             `json:"id"`
+	Client    string            `json:"client"` // a client id; retired after an unknown outcome
+	Kind      string            `json:"kind"`
+	Service   string            `json:"service"`
+	Addr      string            `json:"addr,omitempty"`
+	Attrs     map[string]string `json:"attrs,omitempty"`
+	TTLMillis int64             `json:"ttl_ms,omitempty"`
+	RequestID string            `json:"request_id,omitempty"`
+	Node      string            `json:"node"`   // node id the request was sent to
+	Call      int64             `json:"call"`   // invocation
+	Return    int64             `json:"return"` // response (or when the client gave up)
+	Outcome   Outcome           `json:"outcome"`
+	Code      string            `json:"code,omitempty"` // error code, if any
+	Err       string            `json:"err,omitempty"`
+	Index     uint64            `json:"index,omitempty"`  // write: committed index; read: state index
+	Result    []string          `json:"result,omitempty"` // reads: the addresses listed, sorted
+}
+
+// Event is one event received on a watch stream.
+type Event struct {
+	Kind   string `json:"kind"` // up, update, down, current, resync
+	Index  uint64 `json:"index"`
+	Addr   string `json:"addr,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	At     int64  `json:"at"`
+}
+
+// WatchSession is one watch stream, from opening to its end. A watcher's
+// sessions, in order, make up its whole view of the service.
+type WatchSession struct {
+	Watcher   string  `json:"watcher"`
+	Session   int     `json:"session"` // 0, 1, ... per watcher
+	Service   string  `json:"service"`
+	Node      string  `json:"node"`
+	FromIndex uint64  `json:"from_index"` // 0: started from the current state
+	Opened    int64   `json:"opened"`
+	Closed    int64   `json:"closed"`
+	End       string  `json:"end"` // why it ended: "resume" (closed on purpose), "error: ...", "final"
+	Events    []Event `json:"events"`
+}
+
+// Entry is one log entry a node applied, from its journal (discoverd server
+// -journal). Nodes apply entries again after a restart; a node that
+// installed a snapshot has gaps.
+type Entry struct {
+	Node        string `json:"node"`
+	Index       uint64 `json:"index"`
+	Term        uint64 `json:"term"`
+	Type        string `json:"type"` // register, unregister, expire, config
+	RequestID   string `json:"request_id,omitempty"`
+	Name        string `json:"name,omitempty"`
+	Addr        string `json:"addr,omitempty"`
+	TTLMillis   int64  `json:"ttl_ms,omitempty"`
+	ExpireIndex uint64 `json:"expire_index,omitempty"` // expire: the registration index it names
+	DecidedAt   int64  `json:"decided_at,omitempty"`   // expire: when the leader decided it
+	Changed     bool   `json:"changed"`
+	Err         string `json:"err,omitempty"`
+	At          int64  `json:"at"` // when this node applied it
+}
+
+// Hash is a node's state hash at an applied index.
+type Hash struct {
+	Node    string `json:"node"`
+	Applied uint64 `json:"applied"`
+	Hash    string `json:"hash"`
+}
+
+// Fault is one injected fault on the timeline.
+type Fault struct {
+	Name   string   `json:"name"` // e.g. "kill-leader", "partition-halves"
+	Nodes  []string `json:"nodes,omitempty"`
+	Detail string   `json:"detail,omitempty"`
+	Start  int64    `json:"start"`
+	End    int64    `json:"end"` // when healed
+}
+
+// Instance is one instance of a service's final state.
+type Instance struct {
+	Service string            `json:"service"`
+	Addr    string            `json:"addr"`
+	Attrs   map[string]string `json:"attrs,omitempty"`
+	Index   uint64            `json:"index"`
+}
+
+// Run is everything one run recorded.
+type Run struct {
+	Ops      []Op           `json:"ops"`
+	Sessions []WatchSession `json:"sessions"`
+	Entries  []Entry        `json:"entries"`
+	Hashes   []Hash         `json:"hashes"`
+	Faults   []Fault        `json:"faults"`
+	// Final is the state after healing, read with a consistent list per service.
+	Final []Instance `json:"final"`
+	// FinalIndex is the index Final was read at.
+	FinalIndex uint64 `json:"final_index"`
+	// TTL bounds the checkers use (from ttl/DESIGN.md).
+	Bounds Bounds `json:"bounds"`
+}
+
+// Bounds are the promises the TTL checkers hold discoverd to.
+type Bounds struct {
+	// RemovalNoFailoverNanos: a stopped instance is gone within TTL + this.
+	RemovalNoFailoverNanos int64 `json:"removal_no_failover_ns"`
+	// RemovalFailoverNanos: across one leader failover, within 2·TTL + this.
+	RemovalFailoverNanos int64 `json:"removal_failover_ns"`
+}
+
+// Record is one line of a history file: exactly one field is set.
+type Record struct {
+	Op      *Op           `json:"op,omitempty"`
+	Session *WatchSession `json:"session,omitempty"`
+	Entry   *Entry        `json:"entry,omitempty"`
+	Hash    *Hash         `json:"hash,omitempty"`
+	Fault   *Fault        `json:"fault,omitempty"`
+	Final   *Instance     `json:"final,omitempty"`
+	Meta    *Meta         `json:"meta,omitempty"`
+}
+
+// Meta carries the run-wide fields of Run.
+type Meta struct {
+	FinalIndex uint64 `json:"final_index"`
+	Bounds     Bounds `json:"bounds"`
+}
+
+// Write writes a run as JSON lines.
+func Write(w io.Writer, r *Run) error {
+	bw := bufio.NewWriter(w)
+	enc := json.NewEncoder(bw)
+	put := func(rec Record) error { return enc.Encode(rec) }
+	if err := put(Record{Meta: &Meta{FinalIndex: r.FinalIndex, Bounds: r.Bounds}}); err != nil {
+		return err
+	}
+	for i := range r.Faults {
+		if err := put(Record{Fault: &r.Faults[i]}); err != nil {
+			return err
+		}
+	}
+	for i := range r.Ops {
+		if err := put(Record{Op: &r.Ops[i]}); err != nil {
+			return err
+		}
+	}
+	for i := range r.Sessions {
+		if err := put(Record{Session: &r.Sessions[i]}); err != nil {
+			return err
+		}
+	}
+	for i := range r.Entries {
+		if err := put(Record{Entry: &r.Entries[i]}); err != nil {
+			return err
+		}
+	}
+	for i := range r.Hashes {
+		if err := put(Record{Hash: &r.Hashes[i]}); err != nil {
+			return err
+		}
+	}
+	for i := range r.Final {
+		if err := put(Record{Final: &r.Final[i]}); err != nil {
+			return err
+		}
+	}
+	return bw.Flush()
+}
+
+// Read reads a run written by Write.
+func Read(r io.Reader) (*Run, error) {
+	run := &Run{}
+	dec := json.NewDecoder(bufio.NewReader(r))
+	for line := 1; ; line++ {
+		var rec Record
+		if err := dec.Decode(&rec); err == io.EOF {
+			return run, nil
+		} else if err != nil {
+			return nil, fmt.Errorf("history record %d: %w", line, err)
+		}
+		switch {
+		case rec.Meta != nil:
+			run.FinalIndex, run.Bounds = rec.Meta.FinalIndex, rec.Meta.Bounds
+		case rec.Op != nil:
+			run.Ops = append(run.Ops, *rec.Op)
+		case rec.Session != nil:
+			run.Sessions = append(run.Sessions, *rec.Session)
+		case rec.Entry != nil:
+			run.Entries = append(run.Entries, *rec.Entry)
+		case rec.Hash != nil:
+			run.Hashes = append(run.Hashes, *rec.Hash)
+		case rec.Fault != nil:
+			run.Faults = append(run.Faults, *rec.Fault)
+		case rec.Final != nil:
+			run.Final = append(run.Final, *rec.Final)
+		default:
+			return nil, fmt.Errorf("history record %d: empty", line)
+		}
+	}
+}
+
+// ReadFile reads a history file.
+func ReadFile(path string) (*Run, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return Read(f)
+}
+
+// ReadJournal reads a node's journal (one Entry per line). A torn last line
+// (the node was killed mid-write) is ignored.
+func ReadJournal(path, node string) ([]Entry, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []Entry
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var e Entry
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			continue // torn line
+		}
+		e.Node = node
+		out = append(out, e)
+	}
+	return out, sc.Err()
+}
