@@ -178,6 +178,9 @@ func nextEvent(t *testing.T, ch <-chan *client.Event, timeout time.Duration) *cl
 func expectEvent(t *testing.T, ch <-chan *client.Event, timeout time.Duration, kind client.EventKind, addr string) *client.Event {
 	t.Helper()
 	e := nextEvent(t, ch, timeout)
+	for e.Kind == client.EventCurrent && kind != client.EventCurrent {
+		e = nextEvent(t, ch, timeout) // a watch that resumed elsewhere says it caught up
+	}
 	if e.Kind != kind || e.Service == nil || e.Service.Addr != addr {
 		t.Fatalf("got event %s %+v (index %d), want %s %s", e.Kind, e.Service, e.Index, kind, addr)
 	}
@@ -190,13 +193,19 @@ func noEventFor(t *testing.T, ch <-chan *client.Event, d time.Duration) {
 	t.Helper()
 	timer := time.NewTimer(d)
 	defer timer.Stop()
-	select {
-	case e, ok := <-ch:
-		if !ok {
-			t.Fatal("watch ended")
+	for {
+		select {
+		case e, ok := <-ch:
+			if !ok {
+				t.Fatal("watch ended")
+			}
+			if e.Kind == client.EventCurrent {
+				continue // a resumed watch's caught-up marker is not a change
+			}
+			t.Fatalf("unexpected event %s %+v (index %d, reason %q)", e.Kind, e.Service, e.Index, e.Reason)
+		case <-timer.C:
+			return
 		}
-		t.Fatalf("unexpected event %s %+v (index %d, reason %q)", e.Kind, e.Service, e.Index, e.Reason)
-	case <-timer.C:
 	}
 }
 
@@ -1362,7 +1371,11 @@ func TestClient_Watch(t *testing.T) {
 		if prev != last {
 			t.Fatalf("last event at %d, last write at %d", prev, last)
 		}
-		// Nothing else: no state block, no current marker, no older event.
+		// Then the marker that the resumed watch has caught up, and nothing
+		// else: no state block, no older event.
+		if e, err := w.Next(ctx); err != nil || e.Kind != client.EventCurrent || e.Index < last || w.LastIndex() != e.Index {
+			t.Fatalf("after the changes: %+v, %v; want a current marker at or after %d", e, err, last)
+		}
 		short, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 		defer cancel()
 		if e, err := w.Next(short); err == nil {

@@ -231,7 +231,7 @@ func TestFSM_SnapshotRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Watch: %v", err)
 	}
-	if got, want := summarize(drainNow(t, w)), []string{"up b@7", "down c@8", "up d@17"}; !slices.Equal(got, want) {
+	if got, want := summarize(drainNow(t, w)), []string{"up b@7", "down c@8", "up d@17", "current@18"}; !slices.Equal(got, want) {
 		t.Errorf("restored resume from 6 = %v, want %v", got, want)
 	}
 	w.Close()

@@ -39,9 +39,10 @@ type Watcher struct {
 	name string
 
 	// Owned by the goroutine calling Next:
-	cursor  uint64 // index of the last event returned (or of the state sent)
-	gen     uint64 // the FSM's restore generation the cursor belongs to
-	pending []Event
+	cursor   uint64 // index of the last event returned (or of the state sent)
+	caughtUp bool   // a resumed watch still owes a current marker once it has caught up
+	gen      uint64 // the FSM's restore generation the cursor belongs to
+	pending  []Event
 
 	closeOnce sync.Once
 	done      chan struct{}
@@ -51,8 +52,9 @@ type Watcher struct {
 // the current state: an up event per instance (oldest change first, each with
 // the index of its last registration) and a current marker at the state's
 // index N; then every change after N. With fromIndex > 0 it returns every
-// change after fromIndex if the history still holds them all, or else a resync
-// marker followed by the current state. fromIndex must not be beyond what this
+// change after fromIndex if the history still holds them all, then a current
+// marker at the index it has caught up to; or else a resync marker followed
+// by the current state. fromIndex must not be beyond what this
 // node has applied (see WaitApplied): that fails with codes.ErrStaleNode.
 func (f *FSM) Watch(name string, fromIndex uint64) (*Watcher, error) {
 	f.mu.Lock()
@@ -72,6 +74,7 @@ func (f *FSM) Watch(name string, fromIndex uint64) (*Watcher, error) {
 		w.pending, w.cursor = f.stateEventsLocked(name, false)
 	case f.canResumeLocked(name, fromIndex):
 		w.cursor = fromIndex
+		w.caughtUp = true
 	default:
 		w.pending, w.cursor = f.stateEventsLocked(name, true)
 	}
@@ -155,6 +158,17 @@ func (w *Watcher) Next(ctx context.Context, max int) ([]Event, error) {
 				}
 			}
 			return evs, nil
+		}
+		if w.caughtUp {
+			// A resumed watch has replayed every change it missed: say
+			// which index it is now current at, as a fresh one does.
+			w.caughtUp = false
+			if f.st.applied > w.cursor {
+				w.cursor = f.st.applied
+			}
+			idx := w.cursor
+			f.mu.RUnlock()
+			return []Event{{Kind: EventCurrent, Index: idx, Name: w.name}}, nil
 		}
 		n := f.notifiers[w.name]
 		if n == nil {

@@ -328,10 +328,10 @@ func TestFSM_WatchResumeTooOld(t *testing.T) {
 	}{
 		{1, resync},
 		{2, resync},
-		{3, []string{"update a@4", "update b@5", "update c@6"}}, // exactly the dropped index: nothing missing
-		{4, []string{"update b@5", "update c@6"}},
-		{5, []string{"update c@6"}},
-		{6, nil},
+		{3, []string{"update a@4", "update b@5", "update c@6", "current@6"}}, // exactly the dropped index: nothing missing
+		{4, []string{"update b@5", "update c@6", "current@6"}},
+		{5, []string{"update c@6", "current@6"}},
+		{6, []string{"current@6"}}, // caught up already: only the marker
 	}
 	for _, tc := range tests {
 		t.Run(fmt.Sprint("from", tc.from), func(t *testing.T) {
@@ -438,6 +438,9 @@ func TestFSM_WatchNextContext(t *testing.T) {
 		t.Fatalf("Watch: %v", err)
 	}
 	defer w.Close()
+	if got, want := summarize(next(t, w, 0)), []string{"current@1"}; !slices.Equal(got, want) {
+		t.Fatalf("resumed watch first says %v, want %v", got, want)
+	}
 
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -471,6 +474,7 @@ func TestFSM_WatchClose(t *testing.T) {
 	f := h.f
 	h.register("web", "a", nil)
 	w1, _ := f.Watch("web", 1)
+	next(t, w1, 0) // the resumed watch's current marker
 	// A second watcher of the same service keeps its notifier alive while w1
 	// closes; TestFSM_WatchCloseRacesNext covers the last watcher.
 	w2, _ := f.Watch("web", 1)
@@ -620,6 +624,7 @@ func TestFSM_WatchManyWatchers(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Watch: %v", err)
 		}
+		next(t, w, 0) // the resumed watch's current marker
 		ws[i] = w
 		results[i] = goNext(ctx, w, 0)
 	}
@@ -678,8 +683,8 @@ func TestFSM_WatchForgottenService(t *testing.T) {
 		want []string
 	}{
 		{1, []string{"resync@4", "current@4"}},
-		{2, nil},
-		{4, nil},
+		{2, []string{"current@4"}},
+		{4, []string{"current@4"}},
 	}
 	for _, tc := range resumeTests {
 		w, err := f.Watch("s1", tc.from)
@@ -705,9 +710,9 @@ func TestFSM_WatchForgottenService(t *testing.T) {
 		want []string
 	}{
 		{1, []string{"resync@5", "up b@5", "current@5"}},
-		{2, []string{"up b@5"}},
-		{4, []string{"up b@5"}},
-		{5, nil},
+		{2, []string{"up b@5", "current@5"}},
+		{4, []string{"up b@5", "current@5"}},
+		{5, []string{"current@5"}},
 	}
 	for _, tc := range recreatedTests {
 		w, err := f.Watch("s1", tc.from)
@@ -880,7 +885,8 @@ func TestFSM_WatchConcurrent(t *testing.T) {
 						resyncs[i]++
 						inState, stateLast = true, 0
 					case e.Kind == EventCurrent:
-						if !inState || e.Index < last || e.Index < stateLast {
+						// Ends a state, or marks that a resumed watch caught up.
+						if e.Index < last || e.Index < stateLast {
 							t.Errorf("watcher %d: current@%d out of place (last %d, state %d, inState %v)", i, e.Index, last, stateLast, inState)
 						}
 						inState, last = false, e.Index
