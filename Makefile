@@ -1,7 +1,7 @@
 # discoverd — common tasks. `make help` lists them.
 GO ?= go
 
-.PHONY: help build test test-race lint bench dev clean
+.PHONY: help build test test-race lint bench dev fault fault-long clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -18,10 +18,19 @@ test-race: ## run every test with the race detector (what CI and the README run)
 lint: ## gofmt and go vet must be clean
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags faultroot,faultbugs,faultclock ./...
 
 bench: ## in-process benchmarks: registrations/s, heartbeats/s, memory per instance
 	$(GO) test -run '^$$' -bench 'Register|Heartbeat' -benchtime 5000x ./internal/server/
 	$(GO) test -run '^$$' -bench 'Memory' -benchtime 1x ./internal/server/
+
+fault: ## the fault suite's CI tier: ~8 scenarios of real processes under faults (~8 min)
+	$(GO) run ./test/fault/cmd/fault -tier ci -q
+
+fault-long: ## the long tier: many seeds, 5 nodes, the netns backend, disk and clock faults (root; installs nftables)
+	@command -v nft >/dev/null || (apt-get update -qq && apt-get install -y -qq nftables iptables)
+	$(GO) test -race -count=1 -tags faultroot ./test/fault/netns/
+	$(GO) run ./test/fault/cmd/fault -tier long -q
 
 dev: ## run a local 3-node cluster on 127.0.0.1:1111-1113
 	$(GO) run ./cmd/discoverd dev

@@ -239,7 +239,10 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 			// what is forgotten must depend on the log alone.
 			f.evictEmptyLocked()
 			if f.journal != nil {
-				je.Index, je.Term, je.Changed, je.Err = l.Index, l.Term, r.Changed, r.Err
+				// A retried request id is answered with the first result (whose
+				// Index is the first entry's): this entry itself changed nothing.
+				je.Index, je.Term, je.Err = l.Index, l.Term, r.Err
+				je.Changed = r.Changed && r.Index == l.Index
 				f.journal.Applied(je)
 			}
 		} else if f.journal != nil && l.Type == raft.LogConfiguration {

@@ -55,3 +55,37 @@ func TestFSM_HashAgreesAcrossBatchingAndRestore(t *testing.T) {
 		t.Error("hash did not change with the state")
 	}
 }
+
+type memJournal struct{ entries []JournalEntry }
+
+func (j *memJournal) Applied(e JournalEntry) { j.entries = append(j.entries, e) }
+func (j *memJournal) Flush()                 {}
+
+// TestFSM_JournalMarksRetriesUnchanged: an entry that repeats a request id is
+// journaled as not having changed anything, even though its result (the
+// first one) says Changed.
+func TestFSM_JournalMarksRetriesUnchanged(t *testing.T) {
+	h := newHarness(t, Config{})
+	j := &memJournal{}
+	f := New(Config{})
+	f.SetJournal(j)
+	f.ApplyBatch([]*raft.Log{
+		h.log(RegisterType, RegisterCommand{Name: "web", Addr: "a:1", RequestID: "r1"}),
+		h.log(UnregisterType, UnregisterCommand{Name: "web", Addr: "a:1", RequestID: "r2"}),
+		h.log(RegisterType, RegisterCommand{Name: "web", Addr: "a:1", RequestID: "r1"}),
+		h.log(UnregisterType, UnregisterCommand{Name: "web", Addr: "a:1", RequestID: "r2"}),
+		{Index: 5, Term: 1, Type: raft.LogConfiguration},
+	})
+	want := []bool{true, true, false, false, false}
+	if len(j.entries) != len(want) {
+		t.Fatalf("journaled %d entries, want %d", len(j.entries), len(want))
+	}
+	for i, e := range j.entries {
+		if e.Changed != want[i] || e.Index != uint64(i+1) {
+			t.Errorf("entry %d: index %d changed %v, want index %d changed %v", i, e.Index, e.Changed, i+1, want[i])
+		}
+	}
+	if f.Get("web", "a:1") != nil {
+		t.Error("the retried register was applied")
+	}
+}

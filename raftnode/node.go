@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -430,16 +431,22 @@ func (n *Node) verifyRounds() {
 func (n *Node) Status() wire.NodeStatus {
 	leaderID, _ := n.Leader()
 	return wire.NodeStatus{
-		ID:           n.cfg.ID,
-		Addr:         n.cfg.Addr,
-		State:        n.raft.State().String(),
-		Term:         n.raft.CurrentTerm(),
-		AppliedIndex: n.raft.AppliedIndex(),
-		CommitIndex:  n.raft.CommitIndex(),
-		LastIndex:    n.raft.LastIndex(),
-		Leader:       leaderID,
-		Voter:        n.isVoter(),
+		ID:            n.cfg.ID,
+		Addr:          n.cfg.Addr,
+		State:         n.raft.State().String(),
+		Term:          n.raft.CurrentTerm(),
+		AppliedIndex:  n.raft.AppliedIndex(),
+		CommitIndex:   n.raft.CommitIndex(),
+		LastIndex:     n.raft.LastIndex(),
+		SnapshotIndex: n.snapshotIndex(),
+		Leader:        leaderID,
+		Voter:         n.isVoter(),
 	}
+}
+
+func (n *Node) snapshotIndex() uint64 {
+	v, _ := strconv.ParseUint(n.raft.Stats()["last_snapshot_index"], 10, 64)
+	return v
 }
 
 func (n *Node) isVoter() bool {

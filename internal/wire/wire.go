@@ -184,16 +184,17 @@ type Empty struct{}
 
 // NodeStatus describes one node of the cluster.
 type NodeStatus struct {
-	ID           string `codec:"id"`
-	Addr         string `codec:"addr"`
-	State        string `codec:"state"` // Leader, Follower, Candidate, Shutdown, or unreachable
-	Term         uint64 `codec:"term"`
-	AppliedIndex uint64 `codec:"applied_index"`
-	CommitIndex  uint64 `codec:"commit_index"`
-	LastIndex    uint64 `codec:"last_index"`
-	Leader       string `codec:"leader"` // the leader this node knows of
-	Voter        bool   `codec:"voter"`
-	Error        string `codec:"error,omitempty"`
+	ID            string `codec:"id"`
+	Addr          string `codec:"addr"`
+	State         string `codec:"state"` // Leader, Follower, Candidate, Shutdown, or unreachable
+	Term          uint64 `codec:"term"`
+	AppliedIndex  uint64 `codec:"applied_index"`
+	CommitIndex   uint64 `codec:"commit_index"`
+	LastIndex     uint64 `codec:"last_index"`
+	SnapshotIndex uint64 `codec:"snapshot_index"` // index of the latest snapshot on this node
+	Leader        string `codec:"leader"`         // the leader this node knows of
+	Voter         bool   `codec:"voter"`
+	Error         string `codec:"error,omitempty"`
 	// Only when asked for with NodeInfoRequest.StateHash:
 	FSMApplied uint64 `codec:"fsm_applied,omitempty"` // the state machine's applied index
 	StateHash  string `codec:"state_hash,omitempty"`  // SHA-256 of the replicated state at FSMApplied

@@ -1,0 +1,498 @@
+// Package harness runs real discoverd processes for the fault suite: it
+// starts a cluster of 3 or 5 nodes with tight Raft timings, each with its
+// own data dir, log, apply journal and fault clock file; kills, pauses,
+// resumes and restarts them by their own PIDs; routes node-to-node traffic
+// through a Network backend that can partition it; and waits for the
+// cluster to settle (one leader, everyone caught up).
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/discoverd/discoverd/internal/rpcconn"
+	"github.com/discoverd/discoverd/internal/wire"
+	"github.com/discoverd/discoverd/test/fault/history"
+)
+
+// Addrs are one node's addresses.
+type Addrs struct {
+	Listen    string // what the node binds (-addr)
+	Advertise string // what peers know it by (-advertise, and its -peers entry)
+	Client    string // what the harness and workload dial
+}
+
+// Network places nodes and controls the links between them.
+type Network interface {
+	Name() string
+	// Layout returns the addresses of n nodes.
+	Layout(n int) ([]Addrs, error)
+	// Ready is called once with every node's id and addresses, before any node starts.
+	Ready(ids []string, addrs []Addrs) error
+	// NodeArgs returns extra discoverd server flags for node i (e.g. -peer-dial).
+	NodeArgs(i int) []string
+	// Command returns the command that runs bin with args as node i.
+	Command(i int, bin string, args ...string) *exec.Cmd
+	// Cut drops the traffic from node `from` to node `to`; Heal restores it.
+	Cut(from, to int) error
+	Heal(from, to int) error
+	// HealAll restores every link.
+	HealAll() error
+	Close() error
+}
+
+// Options configure a cluster.
+type Options struct {
+	Nodes   int
+	Dir     string   // run directory: node data, logs, journals, clock files
+	Bin     string   // the discoverd binary (built with -tags faultclock; faultbugs for planted bugs)
+	Network Network  // nil: plain loopback, no link faults
+	Args    []string // extra server flags for every node
+	Env     []string // extra environment for every node (e.g. DISCOVERD_BUG=...)
+	Logf    func(format string, args ...any)
+	// BeforeStart, if set, runs once the node directories exist and before
+	// any node starts (e.g. to mount a FUSE layer over a data dir).
+	BeforeStart func(nodes []*Node) error
+}
+
+// Raft timings of fault-suite clusters: 500 ms, the tightest that does not
+// starve a 2-core machine (FAULTS.md).
+var RaftFlags = []string{
+	"-raft-heartbeat-timeout", "500ms",
+	"-raft-election-timeout", "500ms",
+	"-raft-leader-lease-timeout", "250ms",
+}
+
+// Node is one member.
+type Node struct {
+	Index   int
+	ID      string
+	Addrs   Addrs
+	Dir     string
+	DataDir string
+	Log     string
+	Journal string
+	Clock   string
+}
+
+// Cluster is a running set of discoverd processes.
+type Cluster struct {
+	opts  Options
+	Nodes []*Node
+
+	mu     sync.Mutex
+	procs  []*Proc // nil while a node is stopped
+	paused []bool
+	pool   *rpcconn.Pool
+}
+
+// Start lays out and starts every node and waits until the cluster is stable.
+func Start(ctx context.Context, opts Options) (*Cluster, error) {
+	CleanLeftovers()
+	if opts.Nodes == 0 {
+		opts.Nodes = 3
+	}
+	if opts.Network == nil {
+		opts.Network = Loopback{}
+	}
+	if opts.Logf == nil {
+		opts.Logf = func(string, ...any) {}
+	}
+	addrs, err := opts.Network.Layout(opts.Nodes)
+	if err != nil {
+		return nil, fmt.Errorf("network layout: %w", err)
+	}
+	c := &Cluster{opts: opts, procs: make([]*Proc, opts.Nodes), paused: make([]bool, opts.Nodes),
+		pool: rpcconn.NewPool(rpcconn.Options{DialTimeout: time.Second})}
+	ids := make([]string, opts.Nodes)
+	for i := range opts.Nodes {
+		ids[i] = fmt.Sprintf("n%d", i+1)
+		dir := filepath.Join(opts.Dir, ids[i])
+		n := &Node{Index: i, ID: ids[i], Addrs: addrs[i], Dir: dir, DataDir: filepath.Join(dir, "data"),
+			Log: filepath.Join(dir, "node.log"), Journal: filepath.Join(dir, "journal.jsonl"), Clock: filepath.Join(dir, "clock")}
+		if err := os.MkdirAll(n.DataDir, 0o755); err != nil {
+			return nil, err
+		}
+		c.Nodes = append(c.Nodes, n)
+	}
+	if err := opts.Network.Ready(ids, addrs); err != nil {
+		return nil, fmt.Errorf("network: %w", err)
+	}
+	if opts.BeforeStart != nil {
+		if err := opts.BeforeStart(c.Nodes); err != nil {
+			_ = opts.Network.Close()
+			return nil, err
+		}
+	}
+	for i := range c.Nodes {
+		if err := c.StartNode(i); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	if err := c.WaitStable(ctx, 30*time.Second); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Cluster) peers() string {
+	var ps []string
+	for _, n := range c.Nodes {
+		ps = append(ps, n.ID+"="+n.Addrs.Advertise)
+	}
+	return strings.Join(ps, ",")
+}
+
+// StartNode starts node i (again) from its data dir.
+func (c *Cluster) StartNode(i int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.procs[i] != nil && !c.procs[i].Exited() {
+		return fmt.Errorf("start %s: already running", c.Nodes[i].ID)
+	}
+	n := c.Nodes[i]
+	args := []string{"server", "-id", n.ID, "-addr", n.Addrs.Listen, "-advertise", n.Addrs.Advertise,
+		"-data-dir", n.DataDir, "-peers", c.peers(), "-journal", n.Journal, "-fault-clock", n.Clock,
+		"-ttl-grace", "1s", "-log-level", "info"}
+	args = append(args, RaftFlags...)
+	args = append(args, c.opts.Network.NodeArgs(i)...)
+	args = append(args, c.opts.Args...)
+	cmd := c.opts.Network.Command(i, c.opts.Bin, args...)
+	cmd.Env = append(os.Environ(), c.opts.Env...)
+	p, err := startProc(n.ID, cmd, n.Log)
+	if err != nil {
+		return err
+	}
+	c.procs[i], c.paused[i] = p, false
+	c.opts.Logf("started %s (pid %d) on %s", n.ID, p.PID(), n.Addrs.Listen)
+	return nil
+}
+
+func (c *Cluster) proc(i int) *Proc {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.procs[i]
+}
+
+// Running reports whether node i's process is alive (paused counts as alive).
+func (c *Cluster) Running(i int) bool {
+	p := c.proc(i)
+	return p != nil && !p.Exited()
+}
+
+// Paused reports whether node i is stopped with SIGSTOP.
+func (c *Cluster) Paused(i int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.paused[i]
+}
+
+// Kill SIGKILLs node i.
+func (c *Cluster) Kill(i int) error {
+	p := c.proc(i)
+	if p == nil {
+		return nil
+	}
+	c.opts.Logf("kill -9 %s (pid %d)", c.Nodes[i].ID, p.PID())
+	err := p.Kill()
+	c.mu.Lock()
+	c.paused[i] = false
+	c.mu.Unlock()
+	return err
+}
+
+// Restart starts a killed node again (no-op error if it is running).
+func (c *Cluster) Restart(i int) error {
+	if c.Running(i) {
+		return nil
+	}
+	return c.StartNode(i)
+}
+
+// Pause sends SIGSTOP to node i; Resume sends SIGCONT.
+func (c *Cluster) Pause(i int) error {
+	p := c.proc(i)
+	if p == nil || p.Exited() {
+		return fmt.Errorf("pause %s: not running", c.Nodes[i].ID)
+	}
+	c.opts.Logf("SIGSTOP %s (pid %d)", c.Nodes[i].ID, p.PID())
+	c.mu.Lock()
+	c.paused[i] = true
+	c.mu.Unlock()
+	return p.Signal(syscallSIGSTOP)
+}
+
+// Resume continues a paused node.
+func (c *Cluster) Resume(i int) error {
+	p := c.proc(i)
+	if p == nil || p.Exited() {
+		return nil
+	}
+	c.opts.Logf("SIGCONT %s (pid %d)", c.Nodes[i].ID, p.PID())
+	c.mu.Lock()
+	c.paused[i] = false
+	c.mu.Unlock()
+	return p.Signal(syscallSIGCONT)
+}
+
+// SetClockSpeed sets node i's TTL clock speed (1 = real time).
+func (c *Cluster) SetClockSpeed(i int, speed float64) error {
+	c.opts.Logf("clock speed %s = %g", c.Nodes[i].ID, speed)
+	return os.WriteFile(c.Nodes[i].Clock, fmt.Appendf(nil, "speed=%g\n", speed), 0o644)
+}
+
+// Net is the cluster's network backend.
+func (c *Cluster) Net() Network { return c.opts.Network }
+
+// Status asks node i about itself (directly, never through the link proxies).
+func (c *Cluster) Status(ctx context.Context, i int, withHash bool) (wire.NodeStatus, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	var st wire.NodeStatus
+	err := c.pool.Call(ctx, c.Nodes[i].Addrs.Client, wire.MethodNodeInfo, false, &wire.NodeInfoRequest{StateHash: withHash}, &st)
+	return st, err
+}
+
+// Stable describes a settled cluster.
+type Stable struct {
+	Leader int
+	Commit uint64 // the leader's commit index when it was found
+}
+
+// statuses asks every running, unpaused node about itself.
+func (c *Cluster) statuses(ctx context.Context) (map[int]wire.NodeStatus, error) {
+	out := map[int]wire.NodeStatus{}
+	for i := range c.Nodes {
+		if !c.Running(i) || c.Paused(i) {
+			continue
+		}
+		st, err := c.Status(ctx, i, false)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %v", c.Nodes[i].ID, err)
+		}
+		out[i] = st
+	}
+	return out, nil
+}
+
+// check reports whether every running, unpaused node answers, exactly one
+// of them leads, and all know it.
+func (c *Cluster) check(ctx context.Context) (Stable, error) {
+	sts, err := c.statuses(ctx)
+	if err != nil {
+		return Stable{}, err
+	}
+	leader := -1
+	for i, st := range sts {
+		if st.State == "Leader" {
+			if leader >= 0 {
+				return Stable{}, fmt.Errorf("two leaders: %s and %s", c.Nodes[leader].ID, st.ID)
+			}
+			leader = i
+		}
+	}
+	if leader < 0 {
+		return Stable{}, errors.New("no leader")
+	}
+	for _, st := range sts {
+		if st.Leader != c.Nodes[leader].ID {
+			return Stable{}, fmt.Errorf("%s follows %q, not %s", st.ID, st.Leader, c.Nodes[leader].ID)
+		}
+	}
+	return Stable{Leader: leader, Commit: sts[leader].CommitIndex}, nil
+}
+
+// WaitStable waits (polling every 100 ms, up to timeout) until exactly one
+// running node leads and all know it, and then until every running node has
+// applied the leader's commit index as of that moment: everyone caught up,
+// even while writes continue.
+func (c *Cluster) WaitStable(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var last error
+	var target *Stable
+	for {
+		st, err := c.check(ctx)
+		switch {
+		case err != nil:
+			target = nil // leadership moved: start over
+			last = err
+		case target == nil || target.Leader != st.Leader:
+			target = &st
+			last = fmt.Errorf("waiting for every node to apply index %d", st.Commit)
+		default:
+			sts, err := c.statuses(ctx)
+			if err != nil {
+				last = err
+				break
+			}
+			behind := ""
+			for i, ns := range sts {
+				if ns.AppliedIndex < target.Commit {
+					behind = fmt.Sprintf("%s has applied %d of %d", c.Nodes[i].ID, ns.AppliedIndex, target.Commit)
+				}
+			}
+			if behind == "" {
+				c.opts.Logf("stable: leader %s, all applied %d", c.Nodes[st.Leader].ID, target.Commit)
+				return nil
+			}
+			last = errors.New(behind)
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("cluster not stable after %v: %v", timeout, last)
+		}
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+		}
+	}
+}
+
+// Leader returns the index of the current leader once the cluster is stable.
+func (c *Cluster) Leader(ctx context.Context, timeout time.Duration) (int, error) {
+	if err := c.WaitStable(ctx, timeout); err != nil {
+		return -1, err
+	}
+	st, err := c.check(ctx)
+	return st.Leader, err
+}
+
+// WaitEqual waits until every running node has applied the same index (for
+// hashing, once nothing writes any more).
+func (c *Cluster) WaitEqual(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		sts, err := c.statuses(ctx)
+		if err == nil {
+			var first uint64
+			same := true
+			for _, st := range sts {
+				if first == 0 {
+					first = st.AppliedIndex
+				}
+				same = same && st.AppliedIndex == first
+			}
+			if same {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("applied indices still differ after %v", timeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Hashes returns every running node's state hash, all taken at the same
+// applied index: entries may still trickle in (expiries of stopped
+// instances), so it asks again until the nodes agree on the index or
+// timeout passes, and returns the last answers either way (the replicas
+// checker reports hashes taken at different indices).
+func (c *Cluster) Hashes(ctx context.Context, timeout time.Duration) ([]history.Hash, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		var out []history.Hash
+		same := true
+		for i := range c.Nodes {
+			if !c.Running(i) {
+				continue
+			}
+			st, err := c.Status(ctx, i, true)
+			if err != nil {
+				return nil, fmt.Errorf("state hash of %s: %w", c.Nodes[i].ID, err)
+			}
+			h := history.Hash{Node: st.ID, Applied: st.FSMApplied, Hash: st.StateHash}
+			same = same && (len(out) == 0 || out[0].Applied == h.Applied)
+			out = append(out, h)
+		}
+		if same || time.Now().After(deadline) {
+			return out, nil
+		}
+		select {
+		case <-time.After(200 * time.Millisecond):
+		case <-ctx.Done():
+			return out, nil
+		}
+	}
+}
+
+// Journals reads every node's apply journal.
+func (c *Cluster) Journals() ([]history.Entry, error) {
+	var out []history.Entry
+	for _, n := range c.Nodes {
+		es, err := history.ReadJournal(n.Journal, n.ID)
+		if err != nil && !os.IsNotExist(err) {
+			return nil, err
+		}
+		out = append(out, es...)
+	}
+	return out, nil
+}
+
+// Close stops every node (SIGKILL) and the network backend.
+func (c *Cluster) Close() {
+	for i := range c.Nodes {
+		if p := c.proc(i); p != nil {
+			_ = p.Kill()
+		}
+	}
+	c.pool.Close()
+	_ = c.opts.Network.Close()
+}
+
+// StopAll stops every node gracefully (SIGTERM), for a clean end of a run.
+func (c *Cluster) StopAll(bound time.Duration) {
+	for i := range c.Nodes {
+		if p := c.proc(i); p != nil {
+			_ = p.Stop(bound)
+		}
+	}
+}
+
+// Loopback is the Network without faults: every node on a free loopback port.
+type Loopback struct{}
+
+func (Loopback) Name() string { return "loopback" }
+
+// Layout picks free loopback ports.
+func (Loopback) Layout(n int) ([]Addrs, error) { return freeLoopback(n) }
+
+func (Loopback) Ready([]string, []Addrs) error { return nil }
+func (Loopback) NodeArgs(int) []string         { return nil }
+func (Loopback) Command(_ int, bin string, args ...string) *exec.Cmd {
+	return exec.Command(bin, args...)
+}
+func (Loopback) Cut(int, int) error  { return errors.New("loopback network cannot cut links") }
+func (Loopback) Heal(int, int) error { return nil }
+func (Loopback) HealAll() error      { return nil }
+func (Loopback) Close() error        { return nil }
+
+// freeLoopback reserves n free ports on 127.0.0.1 (listen, note, close).
+func freeLoopback(n int) ([]Addrs, error) {
+	var out []Addrs
+	var lns []net.Listener
+	defer func() {
+		for _, l := range lns {
+			l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		lns = append(lns, l)
+		a := l.Addr().String()
+		out = append(out, Addrs{Listen: a, Advertise: a, Client: a})
+	}
+	return out, nil
+}

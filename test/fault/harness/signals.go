@@ -1,0 +1,8 @@
+package harness
+
+import "syscall"
+
+const (
+	syscallSIGSTOP = syscall.SIGSTOP
+	syscallSIGCONT = syscall.SIGCONT
+)
