@@ -351,7 +351,7 @@ func (n *Node) Apply(ctx context.Context, t fsm.MessageType, cmd any) (*fsm.Resu
 	case errors.Is(err, raft.ErrNotLeader):
 		return nil, fmt.Errorf("%s: %w", t, codes.ErrNotLeader)
 	case errors.Is(err, raft.ErrEnqueueTimeout):
-		return nil, fmt.Errorf("%s: raft did not accept the entry in time: %w", t, codes.ErrTimeout)
+		return nil, fmt.Errorf("%s: raft did not accept the entry in time: %w", t, codes.ErrOverloaded)
 	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrAbortedByRestore):
 		return nil, fmt.Errorf("%s: %v: %w", t, err, codes.ErrUnknownOutcome)
 	case errors.Is(err, raft.ErrRaftShutdown):

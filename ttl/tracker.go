@@ -13,7 +13,6 @@ package ttl
 import (
 	"container/heap"
 	"context"
-	"errors"
 	"fmt"
 	"iter"
 	"log/slog"
@@ -48,8 +47,6 @@ type Config struct {
 	Grace time.Duration
 	// RetryInterval is how soon a failed expire proposal is tried again. Default 500 ms.
 	RetryInterval time.Duration
-	// ProposeTimeout bounds one expire proposal. Default 5 s.
-	ProposeTimeout time.Duration
 	// MaxInFlight bounds concurrent expire proposals. Default 256.
 	MaxInFlight int
 	// Clock is the time source. Default SystemClock.
@@ -60,7 +57,7 @@ type Config struct {
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{Grace: 2 * time.Second, RetryInterval: 500 * time.Millisecond, ProposeTimeout: 5 * time.Second,
+	return Config{Grace: 2 * time.Second, RetryInterval: 500 * time.Millisecond,
 		MaxInFlight: 256, Clock: SystemClock{}, Logger: slog.Default()}
 }
 
@@ -71,9 +68,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RetryInterval <= 0 {
 		c.RetryInterval = d.RetryInterval
-	}
-	if c.ProposeTimeout <= 0 {
-		c.ProposeTimeout = d.ProposeTimeout
 	}
 	if c.MaxInFlight <= 0 {
 		c.MaxInFlight = d.MaxInFlight
@@ -427,10 +421,14 @@ func (t *Tracker) collectDueLocked(now time.Time) []proposal {
 	return due
 }
 
+// propose commits one expiry. It waits for Raft's verdict without a
+// deadline (MUST): an expire whose outcome is unknown may still commit, so
+// the instance stays "expiring" — heartbeats for it are refused — until Raft
+// settles it. Raft always does: it commits the entry, or fails it when this
+// node loses leadership, and then the next leader re-arms everything after
+// its barrier, which has applied every entry that could ever commit.
 func (t *Tracker) propose(ctx context.Context, p proposal) {
-	pctx, cancel := context.WithTimeout(ctx, t.cfg.ProposeTimeout)
-	defer cancel()
-	removed, err := t.proposer.ProposeExpire(pctx, p.key.Name, p.key.Addr, p.index)
+	removed, err := t.proposer.ProposeExpire(ctx, p.key.Name, p.key.Addr, p.index)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.epoch != p.epoch {
@@ -447,10 +445,15 @@ func (t *Tracker) propose(ctx context.Context, p proposal) {
 	if e == nil || e.index != p.index || !e.expiring {
 		return // removed or registered again meanwhile
 	}
-	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+	if ctx.Err() != nil {
+		return // shutting down
+	}
+	if !codes.NotApplied(err) {
+		// Proposed, fate unknown: it may still commit. Stay expiring.
+		t.log.Warn("expire proposal outcome unknown; instance stays expiring", "service", p.key.Name, "addr", p.key.Addr, "index", p.index, "err", err)
 		return
 	}
-	// Try again soon, if still leader then.
+	// Never proposed: try again soon, if still leader then.
 	t.log.Warn("expire proposal failed, will retry", "service", p.key.Name, "addr", p.key.Addr, "index", p.index, "err", err)
 	e.expiring = false
 	e.deadline = t.cfg.Clock.Now().Add(t.cfg.RetryInterval)

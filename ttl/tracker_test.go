@@ -40,8 +40,9 @@ func at(d time.Duration) time.Time { return fakeBase.Add(d) }
 
 func keyOf(in *fsm.Instance) Key { return Key{Name: in.Name, Addr: in.Addr} }
 
-// errProposeFailed is what the fake proposer returns when told to fail.
-var errProposeFailed = errors.New("fake raft: expire proposal failed")
+// errProposeFailed is what the fake proposer returns when told to fail: a
+// proposal that never entered the log (so it is safe to try again).
+var errProposeFailed = fmt.Errorf("fake raft: expire proposal not accepted: %w", codes.ErrOverloaded)
 
 // call is one ProposeExpire call: which registration, and the fake time it
 // was proposed at.
@@ -275,11 +276,10 @@ func newHarness(t *testing.T, opts ...option) *harness {
 		}
 	}
 	cfg := Config{
-		Grace:          testGrace,
-		RetryInterval:  testRetry,
-		ProposeTimeout: time.Minute, // real time; held calls must not time out
-		Clock:          h.clk,
-		Logger:         slog.New(slog.DiscardHandler),
+		Grace:         testGrace,
+		RetryInterval: testRetry,
+		Clock:         h.clk,
+		Logger:        slog.New(slog.DiscardHandler),
 	}
 	if o.config != nil {
 		o.config(&cfg)
@@ -1135,5 +1135,58 @@ func TestTTL_ReloadAfterStepDownLeavesTrackerEmpty(t *testing.T) {
 
 	if st := h.tr.Stats(); st != (Stats{}) {
 		t.Errorf("after StepDown and a reload that finished later: Stats = %+v, want %+v (an inactive tracker holds no deadlines)", st, Stats{})
+	}
+}
+
+// Regression (found by the fault suite, flaky-links seed 2): an expire
+// proposal whose commit took longer than a proposal timeout was treated as
+// failed; the tracker reset the instance, acknowledged a heartbeat, and then
+// the old proposal committed anyway — an instance expired 2 s after a
+// heartbeat with a 2 s TTL. An expire in flight must keep the instance
+// "expiring" (heartbeats refused) until Raft settles it.
+func TestTTL_ExpiryInFlightKeepsRefusingHeartbeats(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		outcome error // how the held proposal ends
+		removed bool
+	}{
+		{"commits late", nil, true},
+		{"outcome unknown", fmt.Errorf("fake raft: leadership lost: %w", codes.ErrUnknownOutcome), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.becomeLeader()
+			web := h.register("web", "10.0.0.1:80", 10*time.Second)
+			h.prop.setHold(true)
+			h.advanceTo(at(10 * time.Second))
+			c := recv(t, "the expire proposal", h.prop.calls)
+			// Long after any timeout: still in flight, no retry, heartbeats refused.
+			h.advanceTo(at(10 * time.Minute))
+			h.noCalls()
+			hb := func() error {
+				t.Helper()
+				errs, err := h.tr.Heartbeat(context.Background(), []Key{{Name: web.Name, Addr: web.Addr}})
+				if err != nil {
+					t.Fatalf("Heartbeat: %v", err)
+				}
+				return errs[0]
+			}
+			if err := hb(); !errors.Is(err, codes.ErrNotFound) {
+				t.Fatalf("heartbeat while the expiry is in flight: %v, want ErrNotFound", err)
+			}
+			h.prop.release(c, tc.outcome)
+			h.settle()
+			if got := h.fsm.Get(web.Name, web.Addr) == nil; got != tc.removed {
+				t.Fatalf("removed = %v, want %v", got, tc.removed)
+			}
+			if !tc.removed {
+				// Fate unknown: never retried, never acknowledged.
+				h.advanceTo(at(20 * time.Minute))
+				h.noCalls()
+				if err := hb(); !errors.Is(err, codes.ErrNotFound) {
+					t.Fatalf("heartbeat after an unknown outcome: %v, want ErrNotFound", err)
+				}
+			}
+		})
 	}
 }

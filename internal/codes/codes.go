@@ -33,6 +33,7 @@ const (
 	CodeUnknownMethod     Code = "unknown_method"
 	CodeUnavailable       Code = "unavailable"
 	CodeResourceExhausted Code = "resource_exhausted"
+	CodeOverloaded        Code = "overloaded"
 	CodeInternal          Code = "internal"
 )
 
@@ -63,6 +64,9 @@ var (
 	ErrUnavailable = &Error{code: CodeUnavailable, msg: "node unavailable"}
 	// ErrResourceExhausted: a per-connection limit was reached (open streams); nothing changed.
 	ErrResourceExhausted = &Error{code: CodeResourceExhausted, msg: "resource exhausted"}
+	// ErrOverloaded: the leader did not accept the write into its queue in
+	// time; nothing was proposed. Retry later.
+	ErrOverloaded = &Error{code: CodeOverloaded, msg: "leader overloaded"}
 	// ErrInternal: an unexpected server-side failure.
 	ErrInternal = &Error{code: CodeInternal, msg: "internal error"}
 )
@@ -72,7 +76,7 @@ var byCode = map[Code]*Error{}
 func init() {
 	for _, e := range []*Error{ErrInvalidArgument, ErrNotFound, ErrNoLeader, ErrNotLeader,
 		ErrUnknownOutcome, ErrStaleNode, ErrTooLarge, ErrTimeout, ErrShuttingDown,
-		ErrUnknownMethod, ErrUnavailable, ErrResourceExhausted, ErrInternal} {
+		ErrUnknownMethod, ErrUnavailable, ErrResourceExhausted, ErrOverloaded, ErrInternal} {
 		byCode[e.code] = e
 	}
 }
@@ -143,7 +147,8 @@ func Invalid(format string, args ...any) error {
 // request id that makes a retry idempotent.
 func Retryable(err error) bool {
 	switch Of(err) {
-	case CodeNoLeader, CodeNotLeader, CodeUnknownOutcome, CodeStaleNode, CodeShuttingDown, CodeTimeout, CodeUnavailable:
+	case CodeNoLeader, CodeNotLeader, CodeUnknownOutcome, CodeStaleNode, CodeShuttingDown, CodeTimeout, CodeUnavailable,
+		CodeOverloaded:
 		return true
 	}
 	return false
@@ -153,7 +158,7 @@ func Retryable(err error) bool {
 func NotApplied(err error) bool {
 	switch Of(err) {
 	case CodeInvalidArgument, CodeNotFound, CodeNoLeader, CodeNotLeader, CodeStaleNode,
-		CodeTooLarge, CodeShuttingDown, CodeUnknownMethod, CodeUnavailable, CodeResourceExhausted:
+		CodeTooLarge, CodeShuttingDown, CodeUnknownMethod, CodeUnavailable, CodeResourceExhausted, CodeOverloaded:
 		return true
 	}
 	return false

@@ -61,6 +61,8 @@ type Conn struct {
 	pending map[uint64]*waiter
 	err     error // set once the connection failed
 	done    chan struct{}
+
+	lastRecv atomic.Int64 // when the last frame arrived (Unix ns)
 }
 
 // Dial connects to a node's port and speaks the RPC protocol on it.
@@ -127,6 +129,7 @@ func (c *Conn) readLoop() {
 			c.fail(fmt.Errorf("connection to %s lost: %v", c.addr, err))
 			return
 		}
+		c.lastRecv.Store(time.Now().UnixNano())
 		seq := f.Header.Seq
 		c.mu.Lock()
 		w := c.pending[seq]
@@ -218,6 +221,7 @@ func (c *Conn) Call(ctx context.Context, method string, forwarded bool, req, res
 	if err != nil {
 		return fmt.Errorf("%s: %w", method, err)
 	}
+	sent := time.Now().UnixNano()
 	if err := c.write(&wire.Header{Seq: seq, Method: method, Forwarded: forwarded}, req); err != nil {
 		c.unregister(seq)
 		var ns *errNotSent
@@ -254,6 +258,12 @@ func (c *Conn) Call(ctx context.Context, method string, forwarded bool, req, res
 		return fmt.Errorf("%s to %s: %v before the answer: %w", method, c.addr, c.Err(), codes.ErrUnknownOutcome)
 	case <-ctx.Done():
 		c.unregister(seq)
+		if c.lastRecv.Load() < sent {
+			// Not one frame since this request went out: the connection (or
+			// the server behind it) is stuck. Give it up so the next call
+			// dials afresh instead of queueing behind it.
+			c.fail(fmt.Errorf("connection to %s silent since a %s request was sent", c.addr, method))
+		}
 		return fmt.Errorf("%s to %s: no answer: %v: %w", method, c.addr, ctx.Err(), codes.ErrTimeout)
 	}
 }

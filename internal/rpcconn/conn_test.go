@@ -275,11 +275,27 @@ func TestConn_TimeoutDropsLateAnswer(t *testing.T) {
 	c := dial(t, s.addr, Options{})
 	sc := s.conn(t)
 
-	_, err := list(ctxFor(t, 50*time.Millisecond), c, "slow")
-	if !errors.Is(err, codes.ErrTimeout) {
+	// The server answers another call while the slow one waits, so the
+	// connection is alive and survives the slow call's timeout.
+	slowErr := make(chan error, 1)
+	go func() {
+		_, err := list(ctxFor(t, 300*time.Millisecond), c, "slow")
+		slowErr <- err
+	}()
+	slow := sc.next(t)
+	pingDone := make(chan error, 1)
+	go func() {
+		_, err := list(ctxFor(t, 5*time.Second), c, "ping")
+		pingDone <- err
+	}()
+	ping := sc.next(t)
+	sc.mustSend(t, wire.Header{Seq: ping.Header.Seq}, &wire.ListResponse{})
+	if err := <-pingDone; err != nil {
+		t.Fatalf("ping: %v", err)
+	}
+	if err := <-slowErr; !errors.Is(err, codes.ErrTimeout) {
 		t.Fatalf("err = %v, want ErrTimeout", err)
 	}
-	slow := sc.next(t)
 	// The late answer arrives before the next call's: it must be dropped,
 	// not handed to the next call nor break the connection.
 	sc.mustSend(t, wire.Header{Seq: slow.Header.Seq}, &wire.ListResponse{Instances: []wire.Instance{{Name: "slow"}}})
@@ -769,5 +785,37 @@ func TestStream_CloseConcurrentWithRecv(t *testing.T) {
 	st.Close() // reads st.ended while Recv may be writing it
 	if err := <-recvd; !errors.Is(err, codes.ErrShuttingDown) {
 		t.Errorf("Recv: %v, want the final frame's ErrShuttingDown", err)
+	}
+}
+
+// Regression (found by the fault suite, flaky-links seed 2): a connection
+// whose peer went silent was never given up — calls through it timed out one
+// after another for seconds, and node-to-node forwarding stalled. A call that
+// times out without a single frame arriving since it was sent now fails the
+// connection, so the next call dials afresh.
+func TestConn_SilentConnectionIsDroppedAfterTimeout(t *testing.T) {
+	s := newServer(t, func(*serverConn, *wire.Frame) {}) // reads, never answers
+	p := NewPool(Options{DialTimeout: time.Second})
+	defer p.Close()
+	c1, err := p.Get(ctxFor(t, 5*time.Second), s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := list(ctxFor(t, 100*time.Millisecond), c1, "web"); !errors.Is(err, codes.ErrTimeout) {
+		t.Fatalf("call to a silent server: %v, want ErrTimeout", err)
+	}
+	if c1.Err() == nil {
+		t.Fatal("the silent connection was kept")
+	}
+	c2, err := p.Get(ctxFor(t, 5*time.Second), s.addr)
+	if err != nil || c2 == c1 {
+		t.Fatalf("pool gave %p (err %v), want a new connection instead of %p", c2, err, c1)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.accepted.Load() != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("server accepted %d connections, want 2", s.accepted.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
