@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -369,26 +370,33 @@ func (c *Cluster) Leader(ctx context.Context, timeout time.Duration) (int, error
 // WaitEqual waits until every running node has applied the same index (for
 // hashing, once nothing writes any more).
 func (c *Cluster) WaitEqual(ctx context.Context, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last string
 	for {
 		sts, err := c.statuses(ctx)
 		if err == nil {
 			var first uint64
 			same := true
-			for _, st := range sts {
+			last = ""
+			for i, st := range sts {
 				if first == 0 {
 					first = st.AppliedIndex
 				}
 				same = same && st.AppliedIndex == first
+				last += fmt.Sprintf(" %s@%d", c.Nodes[i].ID, st.AppliedIndex)
 			}
 			if same {
 				return nil
 			}
+		} else {
+			last = err.Error()
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("applied indices still differ after %v", timeout)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("applied indices still differ after %v:%s", timeout, last)
+		case <-time.After(100 * time.Millisecond):
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }
 
@@ -476,23 +484,42 @@ func (Loopback) Heal(int, int) error { return nil }
 func (Loopback) HealAll() error      { return nil }
 func (Loopback) Close() error        { return nil }
 
-// freeLoopback reserves n free ports on 127.0.0.1 (listen, note, close).
+// Node ports come from below the kernel's ephemeral range (32768-60999 by
+// default), which proxies, clients and every outgoing connection draw from:
+// a node restarting on its port must never find it taken by one of those.
+const (
+	nodePortLow  = 20000
+	nodePortHigh = 32000
+)
+
+var usedPorts = struct {
+	sync.Mutex
+	m map[int]bool
+}{m: map[int]bool{}}
+
+// freeLoopback picks n free ports on 127.0.0.1 below the ephemeral range,
+// never the same one twice in this process.
 func freeLoopback(n int) ([]Addrs, error) {
+	usedPorts.Lock()
+	defer usedPorts.Unlock()
 	var out []Addrs
-	var lns []net.Listener
-	defer func() {
-		for _, l := range lns {
-			l.Close()
+	start := nodePortLow + int(time.Now().UnixNano()%int64(nodePortHigh-nodePortLow))
+	for i := 0; i < nodePortHigh-nodePortLow && len(out) < n; i++ {
+		port := nodePortLow + (start-nodePortLow+i*7)%(nodePortHigh-nodePortLow)
+		if usedPorts.m[port] {
+			continue
 		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		a := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		l, err := net.Listen("tcp", a)
 		if err != nil {
-			return nil, err
+			continue
 		}
-		lns = append(lns, l)
-		a := l.Addr().String()
+		l.Close()
+		usedPorts.m[port] = true
 		out = append(out, Addrs{Listen: a, Advertise: a, Client: a})
+	}
+	if len(out) < n {
+		return nil, fmt.Errorf("found only %d free loopback ports in %d-%d", len(out), nodePortLow, nodePortHigh)
 	}
 	return out, nil
 }

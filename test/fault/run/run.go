@@ -57,6 +57,10 @@ func Run(ctx context.Context, sc Scenario, opts Options) (*Result, error) {
 		opts.Logf = func(string, ...any) {}
 	}
 	logf := func(format string, args ...any) { opts.Logf("[%s] "+format, append([]any{sc.Name}, args...)...) }
+	// However the cluster behaves, a run ends: every wait below is bounded,
+	// and this bounds them all together.
+	ctx, cancelRun := context.WithTimeout(ctx, sc.Duration+5*time.Minute)
+	defer cancelRun()
 	dir := filepath.Join(opts.Out, fmt.Sprintf("%s-seed%d", sc.Name, sc.Seed))
 	_ = os.RemoveAll(dir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
