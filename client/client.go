@@ -61,6 +61,8 @@ var (
 	ErrUnavailable = codes.ErrUnavailable
 	// ErrShuttingDown: the server is stopping.
 	ErrShuttingDown = codes.ErrShuttingDown
+	// ErrOverloaded: the leader could not take the write in time; not applied.
+	ErrOverloaded = codes.ErrOverloaded
 	// ErrClosed: the client was closed.
 	ErrClosed = errors.New("discoverd client closed")
 )
