@@ -24,7 +24,7 @@ bench: ## in-process benchmarks: registrations/s, heartbeats/s, memory per insta
 	$(GO) test -run '^$$' -bench 'Register|Heartbeat' -benchtime 5000x ./internal/server/
 	$(GO) test -run '^$$' -bench 'Memory' -benchtime 1x ./internal/server/
 
-fault: ## the fault suite's CI tier: ~8 scenarios of real processes under faults (~8 min)
+fault: ## the fault suite's CI tier: 8 scenarios of real processes under faults (~6-7 min)
 	$(GO) run ./test/fault/cmd/fault -tier ci -q
 
 fault-long: ## the long tier: many seeds, 5 nodes, the netns backend, disk and clock faults (root; installs nftables)
