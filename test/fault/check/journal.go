@@ -50,10 +50,11 @@ type logView struct {
 	gaps      []gap    // unexplained, ascending (the last may be the trailing one)
 	explained int      // indices missing at term boundaries
 	byReq     map[string][]uint64
+	final     uint64 // the run's FinalIndex (0: unknown)
 }
 
 func newLogView(run *history.Run) *logView {
-	lv := &logView{slots: map[uint64]*slot{}, byReq: map[string][]uint64{}}
+	lv := &logView{slots: map[uint64]*slot{}, byReq: map[string][]uint64{}, final: run.FinalIndex}
 	entries := make([]history.Entry, len(run.Entries))
 	copy(entries, run.Entries)
 	// Stable by node so the representative of an index is deterministic.

@@ -162,7 +162,7 @@ func ServiceModel() porcupine.Model {
 
 // linOps returns the porcupine operations of one service's ops, with the
 // history ops they stand for (same order).
-func linOps(ops []history.Op) ([]porcupine.Operation, []history.Op) {
+func linOps(ops []history.Op, lv *logView, resolved *resolution) ([]porcupine.Operation, []history.Op) {
 	sorted := make([]history.Op, len(ops))
 	copy(sorted, ops)
 	sort.SliceStable(sorted, func(i, j int) bool {
@@ -184,7 +184,18 @@ func linOps(ops []history.Op) ([]porcupine.Operation, []history.Op) {
 			case op.Outcome == history.OK:
 				res.Res = resOK
 			case op.Outcome == history.Unknown:
-				res.Res, ret = resUnknown, unknownReturn
+				r, at, ok := lv.resolve(op)
+				switch {
+				case !ok:
+					res.Res, ret = resUnknown, unknownReturn
+					resolved.open++
+				case r == "":
+					resolved.never++
+					continue // never committed: it did not happen
+				default:
+					res.Res, ret = r, max(at, op.Call+1)
+					resolved.applied++
+				}
 			case op.Kind == history.Unregister && op.Outcome == history.Fail && op.Code == "not_found":
 				res.Res = resNotFound
 			default:
@@ -253,6 +264,8 @@ func Linearizable(run *history.Run, timeout time.Duration) (Verdict, []ServiceRe
 			shortTTL[op.Service] = true
 		}
 	}
+	lv := newLogView(run)
+	var resolved resolution
 	var results []ServiceResult
 	for _, svc := range sortedKeys(byService) {
 		if shortTTL[svc] {
@@ -260,7 +273,7 @@ func Linearizable(run *history.Run, timeout time.Duration) (Verdict, []ServiceRe
 			v.Stats["services_skipped"]++
 			continue
 		}
-		ops, src := linOps(byService[svc])
+		ops, src := linOps(byService[svc], lv, &resolved)
 		if len(ops) == 0 {
 			continue
 		}
@@ -278,7 +291,43 @@ func Linearizable(run *history.Run, timeout time.Duration) (Verdict, []ServiceRe
 			v.fail(x)
 		}
 	}
+	if n := resolved.applied + resolved.never + resolved.open; n > 0 {
+		v.note("%d unknown-outcome writes: %d found applied in the journals (taking effect by their first apply), %d never committed (dropped), %d left open",
+			n, resolved.applied, resolved.never, resolved.open)
+	}
+	v.Stats["unknown_resolved"] = resolved.applied + resolved.never
+	v.Stats["unknown_open"] = resolved.open
 	return v.done(), results
+}
+
+// resolution counts what became of unknown-outcome writes.
+type resolution struct{ applied, never, open int }
+
+// resolve settles an unknown-outcome write against the committed log. Its
+// request id names exactly one logical write, so:
+//   - found: it happened, with the journal's result (ok, or not_found for an
+//     unregistration of an absent instance), and it took effect no later
+//     than the earliest time any node applied it — every consistent read
+//     that started after that must see it;
+//   - not found, and the journals cover the whole log up to the run's final
+//     index with no unexplained gap: it never committed (result "");
+//   - otherwise ok is false and the write stays open (may have happened any
+//     time after its call).
+func (lv *logView) resolve(op history.Op) (result string, at int64, ok bool) {
+	if op.RequestID == "" {
+		return "", 0, false
+	}
+	if idx := lv.byReq[op.RequestID]; len(idx) > 0 {
+		sl := lv.slots[idx[0]]
+		if sl.e.Err != "" {
+			return resNotFound, sl.firstAt, true
+		}
+		return resOK, sl.firstAt, true
+	}
+	if len(lv.gaps) > 0 || lv.final == 0 || len(lv.idx) == 0 {
+		return "", 0, false // the journals may not hold everything that committed
+	}
+	return "", 0, true
 }
 
 // explainIllegal builds the violation for a service porcupine found not

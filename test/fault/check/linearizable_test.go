@@ -199,3 +199,45 @@ func TestCheck_Visualize(t *testing.T) {
 		t.Errorf("%d fault annotations after a second Visualize, want 1", n)
 	}
 }
+
+// Unknown-outcome writes are settled against the journals: one found
+// applied took effect by its first apply, so a consistent list called after
+// that must see it; one no journal holds (and the journals cover the whole
+// log) never happened, so a list must not show it.
+func TestCheck_LinearizableResolvesUnknownWrites(t *testing.T) {
+	b := newLog()
+	reg := b.register("lin0", "a:1", "r1", 3_600_000, 20) // applied at 20 ms
+	ops := []history.Op{
+		opReg(1, "c1", "lin0", "a:1", "r1", 10, 500, history.Unknown, 0), // client timed out at 500 ms
+		opList(2, "c2", "lin0", 100, 110, reg, "a:1"),                    // sees it: fine
+	}
+	v, _ := Linearizable(b.run(ops), linTimeout)
+	wantOK(t, v)
+	if v.Stats["unknown_resolved"] != 1 {
+		t.Fatalf("stats %v", v.Stats)
+	}
+
+	// The same, but a list after the apply misses it: a stale read, which an
+	// open-ended unknown write would have hidden.
+	ops[1] = opList(2, "c2", "lin0", 100, 110, reg)
+	v, _ = Linearizable(b.run(ops), linTimeout)
+	if v.OK {
+		t.Fatalf("a list missing a write applied before it began passed:\n%s", v)
+	}
+
+	// A write no journal holds never happened: a list showing it is wrong.
+	b2 := newLog()
+	last := b2.register("lin0", "b:1", "r9", 3_600_000, 5)
+	ops2 := []history.Op{
+		opReg(3, "c3", "lin0", "b:1", "r9", 0, 6, history.OK, last),
+		opReg(1, "c1", "lin0", "a:1", "r-lost", 10, 500, history.Unknown, 0),
+		opList(2, "c2", "lin0", 600, 610, last, "a:1", "b:1"),
+	}
+	v, _ = Linearizable(b2.run(ops2), linTimeout)
+	if v.OK {
+		t.Fatalf("a list showing a write that never committed passed:\n%s", v)
+	}
+	ops2[2] = opList(2, "c2", "lin0", 600, 610, last, "b:1")
+	v, _ = Linearizable(b2.run(ops2), linTimeout)
+	wantOK(t, v)
+}

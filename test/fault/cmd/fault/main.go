@@ -25,7 +25,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/discoverd/discoverd/test/fault/check"
 	"github.com/discoverd/discoverd/test/fault/harness"
+	"github.com/discoverd/discoverd/test/fault/history"
 	"github.com/discoverd/discoverd/test/fault/run"
 )
 
@@ -46,8 +48,12 @@ func realMain(ctx context.Context, args []string) int {
 	network := fs.String("network", "", "override the network backend: proxy, netns or loopback")
 	bug := fs.String("bug", "", "plant a bug (faultbugs build): stale-read, ack-before-commit, expire-early, drop-watch-event")
 	quiet := fs.Bool("q", false, "print only the summary lines")
+	recheck := fs.String("check", "", "run the checkers again on a recorded history.jsonl and print their verdicts")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *recheck != "" {
+		return checkFile(*recheck)
 	}
 	var scs []run.Scenario
 	if *scenario != "" {
@@ -123,6 +129,25 @@ func realMain(ctx context.Context, args []string) int {
 		if r.Violations > 0 {
 			return 1
 		}
+	}
+	return 0
+}
+
+// checkFile runs every checker on a recorded history.
+func checkFile(path string) int {
+	h, err := history.ReadFile(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fault:", err)
+		return 2
+	}
+	violations := 0
+	for _, v := range check.All(h) {
+		fmt.Print(v.String())
+		violations += len(v.Violations)
+	}
+	fmt.Printf("%d violations\n", violations)
+	if violations > 0 {
+		return 1
 	}
 	return 0
 }
