@@ -96,6 +96,11 @@ type Config struct {
 	// BarrierTimeout bounds the barrier a new leader runs before serving.
 	BarrierTimeout time.Duration
 
+	// OnDiskFailure is called when a write to the Raft log or stable store
+	// fails (e.g. fsync returned EIO). Default: log and exit with status 70
+	// — the node must not go on with a log whose durability is unknown.
+	OnDiskFailure func(error)
+
 	// Logger receives Raft's and the node's logs.
 	Logger *slog.Logger
 }

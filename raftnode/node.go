@@ -140,12 +140,17 @@ func Open(cfg Config, f *fsm.FSM, ln net.Listener, observers ...LeadershipObserv
 	rc.NotifyCh = n.notifyCh
 	rc.Logger = hlog
 
-	hasState, err := raft.HasExistingState(store, store, snaps)
+	fail := cfg.OnDiskFailure
+	if fail == nil {
+		fail = exitOnDiskFailure(cfg)
+	}
+	fs := failStopStore{BoltStore: store, fail: fail}
+	hasState, err := raft.HasExistingState(fs, fs, snaps)
 	if err != nil {
 		n.closeStores()
 		return nil, fmt.Errorf("inspect raft state: %w", err)
 	}
-	r, err := raft.NewRaft(rc, f, store, store, snaps, n.transport)
+	r, err := raft.NewRaft(rc, f, fs, fs, snaps, n.transport)
 	if err != nil {
 		n.closeStores()
 		return nil, fmt.Errorf("start raft: %w", err)

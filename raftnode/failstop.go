@@ -1,0 +1,60 @@
+package raftnode
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+// failStopStore wraps the bolt log and stable store: a write that fails
+// (an fsync that returned EIO, a full disk) stops the node instead of
+// letting it carry on. After a failed fsync the kernel may already have
+// dropped the dirty pages, so what the store holds is no longer known —
+// the lesson of PostgreSQL's "fsyncgate"; etcd stops on a failed WAL sync
+// for the same reason. Restarted, the node recovers from what is durably on
+// disk and catches up from the leader. (hashicorp/raft itself already
+// panics when it cannot save its term or vote.)
+type failStopStore struct {
+	*raftboltdb.BoltStore
+	fail func(error)
+}
+
+var (
+	_ raft.LogStore    = failStopStore{}
+	_ raft.StableStore = failStopStore{}
+)
+
+func (s failStopStore) check(op string, err error) error {
+	if err != nil {
+		s.fail(fmt.Errorf("raft store %s failed: %w", op, err))
+	}
+	return err
+}
+
+func (s failStopStore) StoreLog(l *raft.Log) error {
+	return s.check("StoreLog", s.BoltStore.StoreLog(l))
+}
+
+func (s failStopStore) StoreLogs(ls []*raft.Log) error {
+	return s.check("StoreLogs", s.BoltStore.StoreLogs(ls))
+}
+
+func (s failStopStore) DeleteRange(min, max uint64) error {
+	return s.check("DeleteRange", s.BoltStore.DeleteRange(min, max))
+}
+
+func (s failStopStore) Set(k, v []byte) error { return s.check("Set", s.BoltStore.Set(k, v)) }
+
+func (s failStopStore) SetUint64(k []byte, v uint64) error {
+	return s.check("SetUint64", s.BoltStore.SetUint64(k, v))
+}
+
+// exitOnDiskFailure is the default Config.OnDiskFailure: log and exit.
+func exitOnDiskFailure(cfg Config) func(error) {
+	return func(err error) {
+		cfg.Logger.Error("stopping: the Raft log could not be written durably; restart the node to recover from disk", "err", err)
+		os.Exit(70)
+	}
+}
