@@ -1,7 +1,9 @@
 // Package backend is the seam between discoverd's RPC layer and the store
 // that holds registrations. The RPC server (rpc/) serves every client call
-// through DiscoveryBackend and nothing else; the built-in Raft store
-// (backend/raftstore) is the default implementation.
+// through DiscoveryBackend and nothing else. Two implementations pass the
+// same conformance suite (backend/conformance): the built-in Raft store
+// (backend/raftstore, the default) and etcd v3 (backend/etcdstore, for
+// discoverd nodes running as stateless front ends over an etcd cluster).
 //
 // The interface keeps the names and meaning of the original design —
 // Subscribe, Register, Unregister, Heartbeat — with modern signatures: every

@@ -26,6 +26,12 @@ func TestCLI_UsageErrorsExitTwo(t *testing.T) {
 		{[]string{"server", "-id", "n1", "-data-dir", t.TempDir(), "-max-frame", "10"}, "-max-frame 10"},
 		{[]string{"server", "-id", "n1", "-data-dir", t.TempDir(), "-log-level", "loud"}, "-log-level"},
 		{[]string{"server", "-nosuchflag"}, "flag provided but not defined"},
+		{[]string{"server", "-backend", "zk"}, `-backend "zk": want raft or etcd`},
+		{[]string{"server", "-backend", "etcd"}, "needs -etcd-endpoints"},
+		{[]string{"server", "-backend", "etcd", "-etcd-endpoints", "127.0.0.1:2379"}, "is not an http(s)://host:port URL"},
+		{[]string{"server", "-backend", "etcd", "-etcd-endpoints", "http://127.0.0.1:2379", "-data-dir", "x"}, "-data-dir applies to the raft backend"},
+		{[]string{"server", "-backend", "etcd", "-etcd-endpoints", "http://127.0.0.1:2379", "-peers", "n1=a:1"}, "-peers applies to the raft backend"},
+		{[]string{"server", "-id", "n1", "-data-dir", t.TempDir(), "-etcd-endpoints", "http://127.0.0.1:2379"}, "-etcd-endpoints needs -backend etcd"},
 		{[]string{"dev", "-nodes", "4"}, "-nodes 4: want 1, 3 or 5"},
 		{[]string{"dev", "-addr", "127.0.0.1:65535"}, "want a port from 1 to 65533"},
 		{[]string{"register"}, "want NAME HOST:PORT"},
@@ -80,6 +86,23 @@ func TestCLI_UnreachableServersExitOne(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	code := run(context.Background(), []string{"services", "-servers", addr, "-timeout", "1s", "web"}, &stdout, &stderr)
 	if code != 1 || !strings.Contains(stderr.String(), "no discoverd server reachable") {
+		t.Fatalf("exit %d, stderr %q", code, stderr.String())
+	}
+}
+
+// TestCLI_UnreachableEtcdExitsOne: a front end whose etcd does not answer
+// says so and exits 1.
+func TestCLI_UnreachableEtcdExitsOne(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"server", "-backend", "etcd", "-etcd-endpoints", "http://" + dead,
+		"-etcd-dial-timeout", "500ms", "-addr", "127.0.0.1:0", "-log-level", "error"}, &stdout, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), "is etcd running?") {
 		t.Fatalf("exit %d, stderr %q", code, stderr.String())
 	}
 }

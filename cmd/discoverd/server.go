@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"strings"
 	"time"
 
+	"github.com/discoverd/discoverd/backend/etcdstore"
 	"github.com/discoverd/discoverd/internal/logging"
 	"github.com/discoverd/discoverd/internal/server"
 	"github.com/discoverd/discoverd/internal/wire"
@@ -19,6 +21,8 @@ import (
 type serverFlags struct {
 	id, addr, advertise, dataDir, peers, peerDial string
 	journal                                       string
+	backend, etcdEndpoints, etcdPrefix            string
+	etcdDialTimeout                               time.Duration
 	heartbeat, election, lease, commit            time.Duration
 	snapInterval                                  time.Duration
 	snapThreshold, trailing                       uint64
@@ -37,6 +41,10 @@ func (f *serverFlags) register(fs *flag.FlagSet, withIdentity bool) {
 		fs.StringVar(&f.peers, "peers", "", "initial voters id=host:port,... — identical on every node, used only on first start; empty: a single-node cluster")
 		fs.StringVar(&f.peerDial, "peer-dial", "", "id=host:port,... addresses to dial instead of peers' advertised ones (proxies, tests)")
 		fs.StringVar(&f.journal, "journal", "", "append every applied log entry to this file as a JSON line (testing, forensics)")
+		fs.StringVar(&f.backend, "backend", "raft", "store: raft (built-in Raft cluster) or etcd (stateless front end over an etcd v3 cluster)")
+		fs.StringVar(&f.etcdEndpoints, "etcd-endpoints", "", "with -backend etcd: etcd client URLs, comma-separated (e.g. http://127.0.0.1:2379)")
+		fs.StringVar(&f.etcdPrefix, "etcd-prefix", "/discoverd", "with -backend etcd: key prefix for discoverd's data")
+		fs.DurationVar(&f.etcdDialTimeout, "etcd-dial-timeout", 5*time.Second, "with -backend etcd: how long to wait for etcd to answer at start")
 	}
 	fs.DurationVar(&f.heartbeat, "raft-heartbeat-timeout", d.HeartbeatTimeout, "Raft heartbeat timeout")
 	fs.DurationVar(&f.election, "raft-election-timeout", d.ElectionTimeout, "Raft election timeout")
@@ -111,6 +119,16 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if fs.NArg() > 0 {
 		return usageErr("unexpected arguments %q", fs.Args())
 	}
+	switch f.backend {
+	case server.BackendEtcd:
+		return runEtcdServer(ctx, &f, stderr)
+	case server.BackendRaft:
+	default:
+		return usageErr("-backend %q: want raft or etcd", f.backend)
+	}
+	if f.etcdEndpoints != "" {
+		return usageErr("-etcd-endpoints needs -backend etcd")
+	}
 	if f.id == "" || f.dataDir == "" {
 		return usageErr("-id and -data-dir are required")
 	}
@@ -141,6 +159,63 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	stopClock := make(chan struct{})
 	defer close(stopClock)
 	cfg.Clock = faultClock(log, stopClock)
+	srv, err := server.Start(cfg)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
+
+// runEtcdServer runs a stateless front end over etcd.
+func runEtcdServer(ctx context.Context, f *serverFlags, stderr io.Writer) error {
+	var endpoints []string
+	for _, e := range strings.Split(f.etcdEndpoints, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			endpoints = append(endpoints, e)
+		}
+	}
+	if len(endpoints) == 0 {
+		return usageErr("-backend etcd needs -etcd-endpoints (e.g. http://127.0.0.1:2379)")
+	}
+	for _, e := range endpoints {
+		u, err := url.Parse(e)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return usageErr("-etcd-endpoints: %q is not an http(s)://host:port URL", e)
+		}
+	}
+	for name, set := range map[string]bool{"-peers": f.peers != "", "-data-dir": f.dataDir != "", "-journal": f.journal != "", "-peer-dial": f.peerDial != ""} {
+		if set {
+			return usageErr("%s applies to the raft backend, not to -backend etcd (etcd holds the data)", name)
+		}
+	}
+	log, err := f.logger(stderr)
+	if err != nil {
+		return err
+	}
+	id := f.id
+	if id == "" {
+		id = f.addr
+	}
+	cfg, err := f.config(log.With("node", id))
+	if err != nil {
+		return err
+	}
+	cfg.Backend = server.BackendEtcd
+	cfg.BindAddr = f.addr
+	advertise := f.addr
+	if f.advertise != "" {
+		advertise = f.advertise
+	}
+	if f.etcdDialTimeout <= 0 {
+		return usageErr("-etcd-dial-timeout must be positive")
+	}
+	cfg.Etcd = etcdstore.Config{Endpoints: endpoints, Prefix: f.etcdPrefix, NodeID: id, Addr: advertise, DialTimeout: f.etcdDialTimeout}
 	srv, err := server.Start(cfg)
 	if err != nil {
 		return err

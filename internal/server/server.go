@@ -11,9 +11,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/discoverd/discoverd/backend/etcdstore"
 	"github.com/discoverd/discoverd/backend/raftstore"
 	"github.com/discoverd/discoverd/fsm"
 	"github.com/discoverd/discoverd/internal/journal"
@@ -45,9 +47,21 @@ type Config struct {
 	// JSON line (testing and forensics; see internal/journal).
 	Journal string
 	// Clock, if set, replaces the TTL tracker's clock (fault-injection builds).
-	Clock  ttl.Clock
+	Clock ttl.Clock
+	// Backend is the store: "raft" (default, the built-in Raft store) or
+	// "etcd" (Etcd says where; the node is a stateless front end and
+	// Raft, FSM, TTL and Journal settings do not apply).
+	Backend string
+	// Etcd configures the etcd backend.
+	Etcd   etcdstore.Config
 	Logger *slog.Logger
 }
+
+// Backend names.
+const (
+	BackendRaft = "raft"
+	BackendEtcd = "etcd"
+)
 
 // Server is one running node.
 type Server struct {
@@ -62,6 +76,7 @@ type Server struct {
 	rpc     *rpc.Server
 	pool    *rpcconn.Pool
 	journal *journal.Writer
+	etcd    *etcdstore.Store // the etcd backend, instead of all of the above but rpc
 
 	stopTracker context.CancelFunc
 	wg          sync.WaitGroup
@@ -107,6 +122,13 @@ func Start(cfg Config) (*Server, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
+	}
+	switch cfg.Backend {
+	case "", BackendRaft:
+	case BackendEtcd:
+		return startEtcd(cfg, log)
+	default:
+		return nil, fmt.Errorf("backend %q: want raft or etcd", cfg.Backend)
 	}
 	cfg.Raft.Logger = log
 	cfg.TTL.Logger = log.With("component", "ttl")
@@ -211,6 +233,13 @@ func (s *Server) stop(ctx context.Context, graceful bool) error {
 			_ = s.ln.Close()
 		}
 		s.rpc.Shutdown(ctx)
+		if s.etcd != nil {
+			err = s.etcd.Close()
+			_ = s.mux.Close()
+			s.wg.Wait()
+			s.log.Info("stopped")
+			return
+		}
 		s.stopTracker()
 		if graceful && s.node.IsLeader() {
 			// A graceful handover shortens the write outage to one round trip.
@@ -231,6 +260,49 @@ func (s *Server) stop(ctx context.Context, graceful bool) error {
 	})
 	return err
 }
+
+// startEtcd starts a stateless front end over etcd: the port serves only
+// the client protocol; every node writes to and watches etcd directly.
+func startEtcd(cfg Config, log *slog.Logger) (*Server, error) {
+	cfg.RPC.Logger = log.With("component", "rpc")
+	cfg.Etcd.Logger = log.With("component", "etcd")
+	s := &Server{cfg: cfg, log: log}
+	ln := cfg.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", cfg.BindAddr); err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", cfg.BindAddr, err)
+		}
+	}
+	if cfg.Etcd.Addr == "" {
+		cfg.Etcd.Addr = ln.Addr().String()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Etcd.DialTimeout+10*time.Second)
+	defer cancel()
+	st, err := etcdstore.Open(ctx, cfg.Etcd)
+	if err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
+	s.ln, s.etcd = ln, st
+	s.mux = mux.New(ln, log.With("component", "mux"))
+	rpcLn := s.mux.Listen(wire.ConnRPC)
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		_ = s.mux.Serve()
+	}()
+	s.rpc = rpc.New(cfg.RPC, st)
+	go func() {
+		defer s.wg.Done()
+		_ = s.rpc.Serve(rpcLn)
+	}()
+	log.Info("discoverd etcd front end started", "listen", ln.Addr().String(), "etcd", strings.Join(cfg.Etcd.Endpoints, ","), "prefix", cfg.Etcd.Prefix)
+	return s, nil
+}
+
+// Etcd returns the etcd store of an etcd front end (nil for the Raft backend).
+func (s *Server) Etcd() *etcdstore.Store { return s.etcd }
 
 // Addr returns the address the node listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
