@@ -102,16 +102,19 @@ type Client struct {
 	servers []string
 	log     *slog.Logger
 
-	mu      sync.Mutex
-	conn    *rpcconn.Conn
-	next    int // index into servers of the next server to try
-	regs    map[regKey]*registration
-	sets    map[*ServiceSet]struct{}
-	closed  bool
-	seen    atomic.Uint64 // highest index this client has seen
-	ctx     context.Context
-	cancel  context.CancelFunc
-	loopsWG sync.WaitGroup
+	mu   sync.Mutex
+	conn *rpcconn.Conn
+	next int // index into servers of the next server to try
+	regs map[regKey]*registration
+	// The heartbeat loop (heartbeat.go); started with the first registration.
+	hbStarted bool
+	hbWake    chan struct{}
+	sets      map[*ServiceSet]struct{}
+	closed    bool
+	seen      atomic.Uint64 // highest index this client has seen
+	ctx       context.Context
+	cancel    context.CancelFunc
+	loopsWG   sync.WaitGroup
 }
 
 // New returns a client for the given servers, or for $DISCOVERD (else
@@ -214,9 +217,14 @@ func (c *Client) Close() error {
 	}
 	c.closed = true
 	regs := make([]*registration, 0, len(c.regs))
+	var rereg []chan struct{}
 	for _, r := range c.regs {
 		regs = append(regs, r)
+		if r.rereg != nil {
+			rereg = append(rereg, r.rereg)
+		}
 	}
+	c.regs = map[regKey]*registration{} // the heartbeat loop drops what it still holds
 	sets := make([]*ServiceSet, 0, len(c.sets))
 	for s := range c.sets {
 		sets = append(sets, s)
@@ -224,6 +232,9 @@ func (c *Client) Close() error {
 	c.mu.Unlock()
 	for _, s := range sets {
 		s.Close()
+	}
+	for _, ch := range rereg {
+		<-ch // registrations-again in flight must not land after the unregistrations
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.RequestTimeout)
 	defer cancel()
@@ -236,7 +247,6 @@ func (c *Client) Close() error {
 		sem   = make(chan struct{}, 32)
 	)
 	for _, r := range regs {
-		r.stop()
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {

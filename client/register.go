@@ -2,12 +2,10 @@ package client
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/discoverd/discoverd/internal/validate"
@@ -16,19 +14,15 @@ import (
 
 type regKey struct{ name, addr string }
 
-// registration is one instance this client keeps alive.
+// registration is one instance this client keeps alive. Its fields are
+// guarded by Client.mu.
 type registration struct {
-	key    regKey
-	mu     sync.Mutex
-	attrs  map[string]string
-	ttl    time.Duration
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
-func (r *registration) stop() {
-	r.cancel()
-	<-r.done
+	key   regKey
+	attrs map[string]string
+	ttl   time.Duration
+	next  time.Time     // when its next heartbeat is due
+	busy  bool          // in a heartbeat in flight, or being registered again
+	rereg chan struct{} // closed when a registration-again in flight ends; nil if none
 }
 
 // Register registers this host's address with port under name and keeps it
@@ -89,20 +83,12 @@ func (c *Client) RegisterAddr(ctx context.Context, name, addr string, attrs map[
 	}
 	defer c.mu.Unlock()
 	if r := c.regs[key]; r != nil {
-		r.mu.Lock()
 		r.attrs, r.ttl = attrs, ttl
-		r.mu.Unlock()
+		r.next = time.Now().Add(jitter(ttl / 3))
 		return nil
 	}
-	rctx, cancel := context.WithCancel(c.ctx)
-	r := &registration{key: key, attrs: attrs, ttl: ttl, cancel: cancel, done: make(chan struct{})}
-	c.regs[key] = r
-	c.loopsWG.Add(1)
-	go func() {
-		defer c.loopsWG.Done()
-		defer close(r.done)
-		c.heartbeatLoop(rctx, r)
-	}()
+	c.regs[key] = &registration{key: key, attrs: attrs, ttl: ttl, next: time.Now().Add(jitter(ttl / 3))}
+	c.startHeartbeats()
 	return nil
 }
 
@@ -127,56 +113,6 @@ func (c *Client) registerOnce(ctx context.Context, name, addr string, attrs map[
 	return resp.Index, nil
 }
 
-// heartbeatLoop keeps one registration alive: a heartbeat every ~TTL/3
-// (±10% jitter), quick retries after a failure (the call itself fails over
-// across servers every 200–400 ms), and a new registration if the cluster
-// says the instance is gone (it expired while this client was cut off).
-func (c *Client) heartbeatLoop(ctx context.Context, r *registration) {
-	wait := jitter(r.currentTTL() / 3)
-	for {
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		ttl := r.currentTTL()
-		interval := jitter(ttl / 3)
-		hctx, cancel := context.WithTimeout(ctx, interval)
-		err := c.heartbeat(hctx, r.key)
-		cancel()
-		switch {
-		case err == nil:
-			wait = interval
-		case ctx.Err() != nil:
-			return
-		case errors.Is(err, ErrNotFound):
-			c.log.Warn("discoverd: instance no longer registered, registering again", "service", r.key.name, "addr", r.key.addr)
-			r.mu.Lock()
-			attrs := r.attrs
-			r.mu.Unlock()
-			rctx, cancel := context.WithTimeout(ctx, max(interval, 2*time.Second))
-			_, err := c.registerOnce(rctx, r.key.name, r.key.addr, attrs, ttl)
-			cancel()
-			if err == nil {
-				wait = interval
-			} else {
-				wait = retryDelay()
-			}
-		default:
-			c.log.Warn("discoverd: heartbeat failed, retrying", "service", r.key.name, "addr", r.key.addr, "err", err)
-			wait = retryDelay()
-		}
-	}
-}
-
-func (r *registration) currentTTL() time.Duration {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.ttl
-}
-
 // jitter returns d ± 10%.
 func jitter(d time.Duration) time.Duration {
 	if d <= 0 {
@@ -184,18 +120,6 @@ func jitter(d time.Duration) time.Duration {
 	}
 	spread := d / 5
 	return d - spread/2 + rand.N(spread+1)
-}
-
-func (c *Client) heartbeat(ctx context.Context, k regKey) error {
-	var resp wire.HeartbeatResponse
-	req := &wire.HeartbeatRequest{Instances: []wire.InstanceKey{{Name: k.name, Addr: k.addr}}}
-	if err := c.call(ctx, wire.MethodHeartbeat, req, &resp); err != nil {
-		return err
-	}
-	if len(resp.Results) != 1 {
-		return fmt.Errorf("heartbeat: server answered %d results for 1 instance", len(resp.Results))
-	}
-	return resp.Results[0].Err()
 }
 
 // Unregister removes this host's port from name and stops its heartbeats.
@@ -227,9 +151,13 @@ func (c *Client) UnregisterAddr(ctx context.Context, name, addr string) error {
 	c.mu.Lock()
 	r := c.regs[key]
 	delete(c.regs, key)
-	c.mu.Unlock()
+	var rereg chan struct{}
 	if r != nil {
-		r.stop()
+		rereg = r.rereg
+	}
+	c.mu.Unlock()
+	if rereg != nil {
+		<-rereg // a registration-again in flight must not land after the unregistration
 	}
 	return c.unregister(ctx, name, addr)
 }
