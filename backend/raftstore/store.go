@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"time"
 
 	"github.com/discoverd/discoverd/backend"
@@ -325,6 +326,9 @@ func toWireEvent(e fsm.Event) wire.Event {
 // NodeInfo implements backend.DiscoveryBackend.
 func (s *Store) NodeInfo(_ context.Context, stateHash bool) (wire.NodeStatus, error) {
 	st := s.node.Status()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	st.HeapInuse = ms.HeapInuse
 	if stateHash {
 		st.FSMApplied, st.StateHash = s.fsm.Hash()
 	}

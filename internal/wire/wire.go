@@ -195,6 +195,7 @@ type NodeStatus struct {
 	Leader        string `codec:"leader"`         // the leader this node knows of
 	Voter         bool   `codec:"voter"`
 	Error         string `codec:"error,omitempty"`
+	HeapInuse     uint64 `codec:"heap_inuse_bytes,omitempty"` // this process's Go heap in use (NodeInfo only)
 	// Only when asked for with NodeInfoRequest.StateHash:
 	FSMApplied uint64 `codec:"fsm_applied,omitempty"` // the state machine's applied index
 	StateHash  string `codec:"state_hash,omitempty"`  // SHA-256 of the replicated state at FSMApplied
