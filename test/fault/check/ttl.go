@@ -19,8 +19,11 @@ const defaultTTL = 10 * time.Second
 // For every journal entry of type expire with Changed true (one per index,
 // from the union of journals), the registration it removed is the register
 // entry at its ExpireIndex; it must be a register of the same service and
-// address (a violation otherwise). Let R be the earliest time any node
-// applied that register entry, and T the latest sign of life of that
+// address (a violation otherwise). Let R be the call time of the client
+// operation that made that registration (found by its request id; the
+// promise of ttl/DESIGN.md is about call times), or, when no operation
+// carries the id, the earliest time any node applied the entry; and T the
+// latest sign of life of that
 // registration: the maximum of R and the Call of every Heartbeat op on the
 // instance with outcome ok whose Call lies after R and before the expiry was
 // applied (its earliest apply time; a later heartbeat is for a registration
@@ -30,16 +33,20 @@ const defaultTTL = 10 * time.Second
 // is judged by its earliest apply time instead (noted). An ExpireIndex no
 // journal holds is noted and not checked.
 //
-// R is the apply time, not the client's call: that is when the leader armed
-// the deadline (and earliest over nodes is the most lenient choice).
+// Apply times are journaled after the leader armed the deadline, so they
+// are later than the moment that counts; a registration's call time is not.
 func TTLSafety(run *history.Run) Verdict {
 	v := newVerdict(NameTTLSafety)
 	lv := newLogView(run)
 	beats := map[instKey][]history.Op{}
+	regCall := map[string]int64{} // request id → call time of the register op
 	for _, op := range run.Ops {
 		if op.Kind == history.Heartbeat && op.Outcome == history.OK {
 			k := instKey{op.Service, op.Addr}
 			beats[k] = append(beats[k], op)
+		}
+		if op.Kind == history.Register && op.RequestID != "" {
+			regCall[op.RequestID] = op.Call
 		}
 	}
 	minMargin := int64(math.MaxInt64)
@@ -63,6 +70,9 @@ func TTLSafety(run *history.Run) Verdict {
 		}
 		r := reg.firstAt
 		last, why := r, fmt.Sprintf("registration at index %d applied", e.ExpireIndex)
+		if c, ok := regCall[reg.e.RequestID]; ok && reg.e.RequestID != "" {
+			last, why = c, fmt.Sprintf("registration at index %d called", e.ExpireIndex)
+		}
 		for _, hb := range beats[instKey{e.Name, e.Addr}] {
 			if hb.Call > r && hb.Call < s.firstAt && hb.Call > last {
 				last, why = hb.Call, fmt.Sprintf("heartbeat op %d (client %s, node %s) called", hb.ID, hb.Client, hb.Node)

@@ -154,3 +154,22 @@ func TestCheck_TTLLivenessNotJudged(t *testing.T) {
 	wantNote(t, v, "stop of ttl t:5 (op 9): the run ended 1002.0ms after it, before the bound")
 	wantNote(t, v, "stop of ttl z:1 (op 10): no acknowledged registration before it")
 }
+
+// Regression (CI tier, client-cut-off seed 1): the leader arms a new
+// registration's deadline while applying it and journals the entry just
+// after, so "apply time + TTL" can be microseconds after a correct expiry.
+// The promise is about the registration's call time, which comes first.
+func TestCheck_TTLSafetyJudgesRegistrationsByCallTime(t *testing.T) {
+	b := newLog()
+	reg := b.register("ttl0", "a:1", "r1", 2000, 100) // journaled at 100 ms
+	b.expire("ttl0", "a:1", reg, 2099, 2110)         // decided 1 ms "early" against the journal
+	ops := []history.Op{opReg(1, "c1", "ttl0", "a:1", "r1", 95, 101, history.OK, reg)}
+	ops[0].TTLMillis = 2000
+	v := TTLSafety(b.run(ops))
+	wantOK(t, v)
+	// Without the client's op, the journal time is all there is: early.
+	v = TTLSafety(b.run(nil))
+	if v.OK {
+		t.Fatalf("an expiry 1 ms before apply time + TTL passed without the call time to excuse it:\n%s", v)
+	}
+}
