@@ -162,7 +162,7 @@ func TestCheck_TTLLivenessNotJudged(t *testing.T) {
 func TestCheck_TTLSafetyJudgesRegistrationsByCallTime(t *testing.T) {
 	b := newLog()
 	reg := b.register("ttl0", "a:1", "r1", 2000, 100) // journaled at 100 ms
-	b.expire("ttl0", "a:1", reg, 2099, 2110)         // decided 1 ms "early" against the journal
+	b.expire("ttl0", "a:1", reg, 2099, 2110)          // decided 1 ms "early" against the journal
 	ops := []history.Op{opReg(1, "c1", "ttl0", "a:1", "r1", 95, 101, history.OK, reg)}
 	ops[0].TTLMillis = 2000
 	v := TTLSafety(b.run(ops))
