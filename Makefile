@@ -1,10 +1,10 @@
 # discoverd — common tasks. `make help` lists them.
 GO ?= go
 
-.PHONY: help build test test-race lint bench dev fault fault-long clean
+.PHONY: help build test test-race lint bench bench-quick bench-inproc dev fault fault-long clean
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build bin/discoverd
 	$(GO) build -o bin/discoverd ./cmd/discoverd
@@ -20,7 +20,13 @@ lint: ## gofmt and go vet must be clean
 	$(GO) vet ./...
 	$(GO) vet -tags faultroot,faultbugs,faultclock ./...
 
-bench: ## in-process benchmarks: registrations/s, heartbeats/s, memory per instance
+bench: ## discoverd vs etcd, 3-node clusters of real processes, full run (~15 min; report in test/reports/)
+	$(GO) run ./test/bench
+
+bench-quick: ## discoverd vs etcd, quick mode (~2 min)
+	$(GO) run ./test/bench -quick
+
+bench-inproc: ## in-process Go benchmarks: registrations/s, heartbeats/s, memory per instance
 	$(GO) test -run '^$$' -bench 'Register|Heartbeat' -benchtime 5000x ./internal/server/
 	$(GO) test -run '^$$' -bench 'Memory' -benchtime 1x ./internal/server/
 

@@ -1,0 +1,356 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/discoverd/discoverd/internal/codes"
+	"github.com/discoverd/discoverd/internal/rpcconn"
+	"github.com/discoverd/discoverd/internal/wire"
+)
+
+// discoverdSystem runs `discoverd server` processes with their production
+// defaults (1 s Raft timings, fsync on every log write).
+type discoverdSystem struct{}
+
+func (discoverdSystem) name() string { return "discoverd" }
+
+type discoverdCluster struct {
+	b       *bench
+	ids     []string
+	addrs   []string
+	ps      []*proc
+	dataDir string
+	admin   *rpcconn.Pool // NodeInfo, counts
+}
+
+func (s discoverdSystem) start(ctx context.Context, b *bench, tag string) (cluster, error) {
+	ports, err := b.ports.pick(3)
+	if err != nil {
+		return nil, err
+	}
+	c := &discoverdCluster{b: b, dataDir: filepath.Join(b.dataDir, tag), admin: rpcconn.NewPool(rpcconn.Options{})}
+	var peers []string
+	for i, p := range ports {
+		c.ids = append(c.ids, fmt.Sprintf("n%d", i+1))
+		c.addrs = append(c.addrs, fmt.Sprintf("127.0.0.1:%d", p))
+		peers = append(peers, c.ids[i]+"="+c.addrs[i])
+	}
+	for i := range c.ids {
+		dir := filepath.Join(c.dataDir, c.ids[i])
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			c.stop()
+			return nil, err
+		}
+		args := []string{"server", "-id", c.ids[i], "-addr", c.addrs[i], "-data-dir", dir,
+			"-peers", strings.Join(peers, ","), "-log-level", "warn"}
+		p, err := b.procs.start(tag+"-"+c.ids[i], b.discoverdBin, args, filepath.Join(b.logDir, tag+"-"+c.ids[i]+".log"))
+		if err != nil {
+			c.stop()
+			return nil, err
+		}
+		c.ps = append(c.ps, p)
+	}
+	if err := c.waitReady(ctx); err != nil {
+		c.stop()
+		return nil, err
+	}
+	return c, nil
+}
+
+// waitReady polls every node's NodeInfo until all three answer and agree on
+// a leader, then makes a consistent read through that leader (which fails
+// until the leader has taken office).
+func (c *discoverdCluster) waitReady(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 45*time.Second)
+	defer cancel()
+	var last error
+	for ctx.Err() == nil {
+		for _, p := range c.ps {
+			if p.exited() {
+				return fmt.Errorf("discoverd node %s exited during start:\n%s", p.name, p.describe())
+			}
+		}
+		last = c.probe(ctx)
+		if last == nil {
+			return nil
+		}
+		sleepCtx(ctx, 200*time.Millisecond)
+	}
+	var tails []string
+	for _, p := range c.ps {
+		tails = append(tails, p.describe())
+	}
+	return fmt.Errorf("discoverd cluster not ready after 45s (last: %v):\n%s", last, strings.Join(tails, "\n"))
+}
+
+func (c *discoverdCluster) probe(ctx context.Context) error {
+	leader := ""
+	for i := range c.addrs {
+		st, err := c.nodeInfo(ctx, i)
+		if err != nil {
+			return err
+		}
+		if st.Leader == "" || (leader != "" && st.Leader != leader) {
+			return fmt.Errorf("node %s sees leader %q", st.ID, st.Leader)
+		}
+		leader = st.Leader
+	}
+	li := -1
+	for i, id := range c.ids {
+		if id == leader {
+			li = i
+		}
+	}
+	if li < 0 {
+		return fmt.Errorf("unknown leader %q", leader)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var resp wire.ListResponse
+	return c.admin.Call(cctx, c.addrs[li], wire.MethodList, false, &wire.ListRequest{Name: "bench-ready", Consistent: true}, &resp)
+}
+
+func (c *discoverdCluster) nodeInfo(ctx context.Context, i int) (*wire.NodeStatus, error) {
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var st wire.NodeStatus
+	if err := c.admin.Call(cctx, c.addrs[i], wire.MethodNodeInfo, false, &wire.NodeInfoRequest{}, &st); err != nil {
+		return nil, fmt.Errorf("NodeInfo %s: %w", c.addrs[i], err)
+	}
+	return &st, nil
+}
+
+func (c *discoverdCluster) procs() []*proc { return c.ps }
+
+func (c *discoverdCluster) leader(ctx context.Context) (int, error) {
+	var errs []error
+	for i := range c.addrs {
+		if c.ps[i].exited() {
+			continue
+		}
+		st, err := c.nodeInfo(ctx, i)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if st.State == "Leader" {
+			return i, nil
+		}
+	}
+	return -1, fmt.Errorf("no node reports state Leader: %w", errors.Join(errs...))
+}
+
+func (c *discoverdCluster) heapInuse(ctx context.Context, i int) (uint64, error) {
+	st, err := c.nodeInfo(ctx, i)
+	if err != nil {
+		return 0, err
+	}
+	if st.HeapInuse == 0 {
+		return 0, fmt.Errorf("node %s: NodeInfo carries no heap_inuse_bytes", st.ID)
+	}
+	return st.HeapInuse, nil
+}
+
+func (c *discoverdCluster) count(ctx context.Context, services []string) (int, error) {
+	cl := &dclient{addrs: c.addrs, pool: c.admin, home: 0}
+	n := 0
+	for _, svc := range services {
+		var resp wire.ListResponse
+		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		err := cl.persistCall(cctx, wire.MethodList, &wire.ListRequest{Name: svc, Consistent: true}, &resp)
+		cancel()
+		if err != nil {
+			return 0, fmt.Errorf("consistent List %s: %w", svc, err)
+		}
+		n += len(resp.Instances)
+	}
+	return n, nil
+}
+
+func (c *discoverdCluster) newClient(ctx context.Context, home int, sticky bool) (client, error) {
+	return &dclient{addrs: c.addrs, pool: rpcconn.NewPool(rpcconn.Options{}), home: home % len(c.addrs), sticky: sticky}, nil
+}
+
+func (c *discoverdCluster) stop() {
+	c.admin.Close()
+	stopProcs(c.b, c.ps)
+	_ = os.RemoveAll(c.dataDir)
+}
+
+// dclient speaks the native protocol through internal/rpcconn, one
+// connection per node it uses.
+type dclient struct {
+	addrs  []string
+	pool   *rpcconn.Pool
+	home   int
+	sticky bool
+}
+
+func (c *dclient) warm(ctx context.Context) error {
+	targets := []int{c.home}
+	if !c.sticky {
+		targets = []int{0, 1, 2}
+	}
+	for _, i := range targets {
+		if _, err := c.pool.Get(ctx, c.addrs[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pick returns the node for the next call: home if sticky, else random.
+func (c *dclient) pick() int {
+	if c.sticky {
+		return c.home
+	}
+	return mrand.IntN(len(c.addrs))
+}
+
+// call makes one attempt and, after a retryable error, one quick retry on
+// another node, as the Go client would move on (without its 200–400 ms pause:
+// a benchmark wants to see the error, not wait it out).
+func (c *dclient) call(ctx context.Context, method string, req, resp any) error {
+	i := c.pick()
+	err := c.pool.Call(ctx, c.addrs[i], method, false, req, resp)
+	if err == nil || !codes.Retryable(err) || ctx.Err() != nil {
+		return err
+	}
+	j := (i + 1 + mrand.IntN(len(c.addrs)-1)) % len(c.addrs)
+	return c.pool.Call(ctx, c.addrs[j], method, false, req, resp)
+}
+
+// persistCall retries on any error, each time on the next node, until it
+// succeeds or ctx ends. Each attempt is bounded by 5 s.
+func (c *dclient) persistCall(ctx context.Context, method string, req, resp any) error {
+	i := c.pick()
+	var last error
+	for attempt := 0; attempt < 100000 && ctx.Err() == nil; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := c.pool.Call(actx, c.addrs[i], method, false, req, resp)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, codes.ErrInvalidArgument) || errors.Is(err, codes.ErrTooLarge) {
+			return err // our own bug: retrying cannot help
+		}
+		last = err
+		i = (i + 1) % len(c.addrs)
+		sleepCtx(ctx, 20*time.Millisecond)
+	}
+	if last == nil {
+		last = ctx.Err()
+	}
+	return fmt.Errorf("gave up: %w", last)
+}
+
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func (c *dclient) register(ctx context.Context, in *instance, persist time.Duration) error {
+	req := &wire.RegisterRequest{Name: in.service, Addr: in.addr, Attrs: attrs,
+		TTLMillis: in.ttl.Milliseconds(), RequestID: newRequestID()}
+	var resp wire.WriteResponse
+	if persist > 0 {
+		pctx, cancel := context.WithTimeout(ctx, persist)
+		defer cancel()
+		return c.persistCall(pctx, wire.MethodRegister, req, &resp)
+	}
+	return c.call(ctx, wire.MethodRegister, req, &resp)
+}
+
+func (c *dclient) heartbeat(ctx context.Context, ins []*instance) ([]bool, error) {
+	req := &wire.HeartbeatRequest{Instances: make([]wire.InstanceKey, len(ins))}
+	for i, in := range ins {
+		req.Instances[i] = wire.InstanceKey{Name: in.service, Addr: in.addr}
+	}
+	var resp wire.HeartbeatResponse
+	if err := c.call(ctx, wire.MethodHeartbeat, req, &resp); err != nil {
+		return nil, err
+	}
+	if len(resp.Results) != len(ins) {
+		return nil, fmt.Errorf("heartbeat: %d results for %d instances", len(resp.Results), len(ins))
+	}
+	nf := make([]bool, len(ins))
+	for i, r := range resp.Results {
+		if err := r.Err(); err != nil {
+			if !errors.Is(err, codes.ErrNotFound) {
+				return nil, fmt.Errorf("heartbeat %s: %w", ins[i].addr, err)
+			}
+			nf[i] = true
+		}
+	}
+	return nf, nil
+}
+
+// watch opens a Watch stream from index 0 on the home node and reads the
+// initial state block up to its current marker.
+func (c *dclient) watch(ctx context.Context, service string) (watcher, error) {
+	conn, err := c.pool.Get(ctx, c.addrs[c.home])
+	if err != nil {
+		return nil, err
+	}
+	st, err := conn.Stream(ctx, wire.MethodWatch, &wire.WatchRequest{Name: service})
+	if err != nil {
+		return nil, err
+	}
+	w := &dwatcher{st: st}
+	for range 1000 { // the service is empty: one frame, maybe a keepalive first
+		var evs wire.WatchEvents
+		if err := st.Recv(ctx, &evs); err != nil {
+			st.Close()
+			return nil, fmt.Errorf("watch %s: %w", service, err)
+		}
+		for i, e := range evs.Events {
+			if e.Kind == wire.KindCurrent {
+				w.pending = append(w.pending, evs.Events[i+1:]...)
+				return w, nil
+			}
+		}
+	}
+	st.Close()
+	return nil, fmt.Errorf("watch %s: no current marker", service)
+}
+
+func (c *dclient) close() { c.pool.Close() }
+
+type dwatcher struct {
+	st      *rpcconn.Stream
+	pending []wire.Event
+}
+
+func (w *dwatcher) next(ctx context.Context) (string, error) {
+	for range 100000 { // bounded; keepalives come every 2 s
+		for len(w.pending) > 0 {
+			e := w.pending[0]
+			w.pending = w.pending[1:]
+			switch e.Kind {
+			case wire.KindUp:
+				return e.Addr, nil
+			case wire.KindResync:
+				return "", errors.New("watch resynced: history lost")
+			}
+		}
+		var evs wire.WatchEvents
+		if err := w.st.Recv(ctx, &evs); err != nil {
+			return "", err
+		}
+		w.pending = evs.Events
+	}
+	return "", errors.New("watch: too many frames without an event")
+}
+
+func (w *dwatcher) close() { w.st.Close() }

@@ -1,0 +1,306 @@
+// Command bench compares discoverd with etcd on the same machine in the same
+// run: it builds both (etcd from the etcd server module in go.mod, see
+// etcdserver/), starts a 3-node cluster of each as real processes on
+// loopback — one system at a time — and runs the same workloads against
+// both: registration throughput and latency, heartbeats, 100 000 instances
+// kept alive, watch fan-out latency, leader failover and memory per
+// instance. It prints a table and writes results.json and results.md.
+//
+//	go run ./test/bench [-quick] [-out DIR] [-systems discoverd,etcd]
+//	    [-workloads registration,heartbeat,heartbeat100k,watch,failover,memory] [-v]
+//
+// Not part of `go test ./...`: it takes minutes and wants the machine to
+// itself. README.md (section "Benchmarks") says what each workload measures.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+var allWorkloads = []string{"registration", "heartbeat", "heartbeat100k", "watch", "failover", "memory"}
+
+// bench is one run of the command.
+type bench struct {
+	quick   bool
+	verbose bool
+	out     io.Writer
+
+	dir, binDir, dataDir, logDir string
+	discoverdBin, etcdBin        string
+
+	ports ports
+	procs procs
+	id    atomic.Int64 // instance numbers, unique in the run
+
+	mu       sync.Mutex
+	results  []row
+	failures []string
+	clusters int
+}
+
+func (b *bench) nextID() int { return int(b.id.Add(1)) }
+
+func (b *bench) logf(format string, args ...any) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	fmt.Fprintf(b.out, time.Now().Format("15:04:05 ")+format+"\n", args...)
+}
+
+func (b *bench) vlogf(format string, args ...any) {
+	if b.verbose {
+		b.logf(format, args...)
+	}
+}
+
+// failf reports a failure loudly; the run then exits 1.
+func (b *bench) failf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	b.logf("!!! FAILURE: %s", msg)
+	b.mu.Lock()
+	b.failures = append(b.failures, msg)
+	b.mu.Unlock()
+}
+
+func (b *bench) add(r row) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.results = append(b.results, r)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	quick := fs.Bool("quick", false, "small sizes and short runs (about two minutes)")
+	out := fs.String("out", "", "output directory (default <module>/test/reports/bench-<date-time>)")
+	systemsFlag := fs.String("systems", "discoverd,etcd", "systems to benchmark, comma-separated")
+	workloadsFlag := fs.String("workloads", strings.Join(allWorkloads, ","), "workloads to run, comma-separated")
+	verbose := fs.Bool("v", false, "more progress output")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "bench: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	var systems []system
+	for _, name := range splitList(*systemsFlag) {
+		switch name {
+		case "discoverd":
+			systems = append(systems, discoverdSystem{})
+		case "etcd":
+			systems = append(systems, etcdSystem{})
+		default:
+			fmt.Fprintf(stderr, "bench: unknown system %q (discoverd, etcd)\n", name)
+			return 2
+		}
+	}
+	workloads := map[string]bool{}
+	for _, w := range splitList(*workloadsFlag) {
+		if !slices.Contains(allWorkloads, w) {
+			fmt.Fprintf(stderr, "bench: unknown workload %q (%s)\n", w, strings.Join(allWorkloads, ", "))
+			return 2
+		}
+		workloads[w] = true
+	}
+	if len(systems) == 0 || len(workloads) == 0 {
+		fmt.Fprintln(stderr, "bench: nothing to run")
+		return 2
+	}
+
+	b := &bench{quick: *quick, verbose: *verbose, out: stdout}
+	// However the run ends (an error, Ctrl-C), stop every server started.
+	defer b.procs.stopAll()
+	if err := b.setup(ctx, *out, systems); err != nil {
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 1
+	}
+	started := time.Now()
+	mode := "full"
+	if b.quick {
+		mode = "quick"
+	}
+	b.logf("bench: %s mode, systems %s, output %s", mode, *systemsFlag, b.dir)
+	if b.quick && workloads["heartbeat100k"] {
+		b.logf("bench: heartbeat100k runs in full mode only; skipped")
+		delete(workloads, "heartbeat100k")
+	}
+	for _, sys := range systems {
+		if ctx.Err() != nil {
+			break
+		}
+		b.runSystem(ctx, sys, workloads)
+	}
+	if ctx.Err() != nil {
+		b.procs.stopAll()
+		fmt.Fprintln(stderr, "bench: interrupted; servers stopped")
+		b.failures = append(b.failures, "interrupted")
+	}
+	wall := time.Since(started)
+	if err := b.report(wall, mode); err != nil {
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 1
+	}
+	if len(b.failures) > 0 {
+		fmt.Fprintf(stderr, "bench: %d failure(s):\n  %s\n", len(b.failures), strings.Join(b.failures, "\n  "))
+		return 1
+	}
+	return 0
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// setup creates the output directories and builds the binaries.
+func (b *bench) setup(ctx context.Context, out string, systems []system) error {
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+	if out == "" {
+		out = filepath.Join(root, "test", "reports", "bench-"+time.Now().Format("20060102-150405"))
+	}
+	if b.dir, err = filepath.Abs(out); err != nil {
+		return err
+	}
+	b.binDir, b.dataDir, b.logDir = filepath.Join(b.dir, "bin"), filepath.Join(b.dir, "data"), filepath.Join(b.dir, "logs")
+	for _, d := range []string{b.binDir, b.dataDir, b.logDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	for _, sys := range systems {
+		start := time.Now()
+		switch sys.name() {
+		case "discoverd":
+			b.discoverdBin = filepath.Join(b.binDir, "discoverd")
+			err = goBuild(ctx, root, "./cmd/discoverd", b.discoverdBin)
+		case "etcd":
+			b.etcdBin = filepath.Join(b.binDir, "etcd")
+			err = goBuild(ctx, root, "./test/bench/etcdserver", b.etcdBin)
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(b.out, "bench: built %s in %.1fs\n", sys.name(), time.Since(start).Seconds())
+	}
+	return nil
+}
+
+// startCluster starts a fresh cluster, trying again (on new ports) if the
+// first attempt fails — another program may take a port we picked.
+func (b *bench) startCluster(ctx context.Context, sys system, purpose string) (cluster, error) {
+	var errs []error
+	for attempt := range 3 {
+		b.mu.Lock()
+		b.clusters++
+		tag := fmt.Sprintf("%s-%d-%s", sys.name(), b.clusters, purpose)
+		b.mu.Unlock()
+		start := time.Now()
+		cl, err := sys.start(ctx, b, tag)
+		if err == nil {
+			b.vlogf("[%s] cluster %s ready in %.1fs", sys.name(), tag, time.Since(start).Seconds())
+			return cl, nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+		b.logf("[%s] cluster %s failed to start (attempt %d of 3): %v", sys.name(), tag, attempt+1, err)
+	}
+	return nil, fmt.Errorf("start %s cluster: %w", sys.name(), errors.Join(errs...))
+}
+
+// runSystem runs the selected workloads against one system. registration,
+// heartbeat and watch share one cluster; heartbeat100k, failover and memory
+// each get a fresh one (a clean state; failover kills a node).
+func (b *bench) runSystem(ctx context.Context, sys system, workloads map[string]bool) {
+	type step struct {
+		name string
+		fn   func(context.Context, string, cluster) error
+	}
+	shared := []step{{"registration", b.registration}, {"heartbeat", b.heartbeat}, {"watch", b.watch}}
+	fresh := []step{{"heartbeat100k", b.heartbeat100k}, {"failover", b.failover}, {"memory", b.memory}}
+
+	var cl cluster
+	defer func() {
+		if cl != nil {
+			cl.stop()
+		}
+	}()
+	for _, st := range shared {
+		if !workloads[st.name] || ctx.Err() != nil {
+			continue
+		}
+		if cl == nil {
+			var err error
+			if cl, err = b.startCluster(ctx, sys, "main"); err != nil {
+				b.failf("[%s] %s: %v", sys.name(), st.name, err)
+				return
+			}
+		}
+		if err := b.step(ctx, sys, cl, st.name, st.fn); err != nil {
+			// The cluster may be in any state: the next step gets a new one.
+			cl.stop()
+			cl = nil
+		}
+	}
+	if cl != nil {
+		cl.stop()
+		cl = nil
+	}
+	for _, st := range fresh {
+		if !workloads[st.name] || ctx.Err() != nil {
+			continue
+		}
+		c, err := b.startCluster(ctx, sys, st.name)
+		if err != nil {
+			b.failf("[%s] %s: %v", sys.name(), st.name, err)
+			continue
+		}
+		_ = b.step(ctx, sys, c, st.name, st.fn)
+		c.stop()
+	}
+}
+
+func (b *bench) step(ctx context.Context, sys system, cl cluster, name string, fn func(context.Context, string, cluster) error) error {
+	start := time.Now()
+	b.vlogf("[%s] %s: start", sys.name(), name)
+	err := fn(ctx, sys.name(), cl)
+	if err != nil && ctx.Err() == nil {
+		var tails []string
+		for _, p := range cl.procs() {
+			tails = append(tails, p.describe())
+		}
+		b.failf("[%s] %s: %v\n%s", sys.name(), name, err, strings.Join(tails, "\n"))
+		return err
+	}
+	b.vlogf("[%s] %s: done in %.1fs", sys.name(), name, time.Since(start).Seconds())
+	return err
+}

@@ -1,0 +1,292 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// moduleRoot walks up from the working directory to the go.mod of the
+// discoverd module.
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for range 64 { // bounded: no path is that deep
+		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && bytes.Contains(data, []byte("module github.com/discoverd/discoverd\n")) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			break
+		}
+		dir = parent
+	}
+	return "", errors.New("no go.mod of github.com/discoverd/discoverd above the working directory")
+}
+
+// goBuild builds pkg (relative to the module root) into out.
+func goBuild(ctx context.Context, root, pkg, out string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build -o %s %s: %v\n%s", out, pkg, err, b)
+	}
+	return nil
+}
+
+// ports hands out loopback ports from 20000–32000: below the kernel's
+// ephemeral range (32768+ here), so a port we picked is not taken meanwhile
+// by some outgoing connection, and never the same port twice in one run
+// (a killed node's port may linger in TIME_WAIT).
+type ports struct {
+	mu   sync.Mutex
+	used map[int]bool
+}
+
+const (
+	portLo = 20000
+	portHi = 32000
+)
+
+// pick returns n distinct ports that were free a moment ago.
+func (p *ports) pick(n int) ([]int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.used == nil {
+		p.used = map[int]bool{}
+	}
+	var out []int
+	for attempt := 0; attempt < 2000 && len(out) < n; attempt++ {
+		port := portLo + rand.IntN(portHi-portLo)
+		if p.used[port] {
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		_ = ln.Close()
+		p.used[port] = true
+		out = append(out, port)
+	}
+	if len(out) < n {
+		return nil, fmt.Errorf("found only %d free ports in %d-%d", len(out), portLo, portHi)
+	}
+	return out, nil
+}
+
+// proc is one server process this command started, in its own process
+// group. It is only ever signalled by its own PID.
+type proc struct {
+	name    string
+	cmd     *exec.Cmd
+	logPath string
+	done    chan struct{} // closed once reaped
+	waitErr error
+}
+
+// procs tracks every process started, so that any exit path (an error,
+// Ctrl-C) stops them all.
+type procs struct {
+	mu  sync.Mutex
+	all map[*proc]bool
+}
+
+// start runs bin with args, stdout and stderr appended to logPath.
+func (ps *procs) start(name, bin string, args []string, logPath string) (*proc, error) {
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close() // the child has its own copy
+	fmt.Fprintf(logf, "=== %s: %s %s\n", time.Now().Format("15:04:05.000"), bin, strings.Join(args, " "))
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Own process group: a Ctrl-C in the terminal reaches only this
+	// command, which then stops its servers in order (by PID). Pdeathsig
+	// is the safety net if this command is itself killed with SIGKILL.
+	// (It fires when the thread that started the child exits; the Go
+	// runtime does not end threads unless a goroutine locked to one exits,
+	// which nothing here does.)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	ps.mu.Lock()
+	if ps.all == nil {
+		ps.all = map[*proc]bool{}
+	}
+	ps.all[p] = true
+	ps.mu.Unlock()
+	go func() {
+		p.waitErr = cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// stopAll stops every process still running.
+func (ps *procs) stopAll() {
+	ps.mu.Lock()
+	all := make([]*proc, 0, len(ps.all))
+	for p := range ps.all {
+		all = append(all, p)
+	}
+	ps.all = nil
+	ps.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, p := range all {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.stop(3 * time.Second)
+		}()
+	}
+	wg.Wait()
+}
+
+// stopProcs stops a cluster's processes in parallel (SIGTERM, SIGKILL after
+// 3 s) and forgets them.
+func stopProcs(b *bench, all []*proc) {
+	var wg sync.WaitGroup
+	for _, p := range all {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.stop(3 * time.Second)
+			b.procs.forget(p)
+		}()
+	}
+	wg.Wait()
+}
+
+func (ps *procs) forget(p *proc) {
+	ps.mu.Lock()
+	delete(ps.all, p)
+	ps.mu.Unlock()
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// kill sends SIGKILL to the process (by PID) and waits up to 5 s for it to
+// be reaped.
+func (p *proc) kill() error {
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("kill %s (pid %d): %w", p.name, p.pid(), err)
+	}
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(5 * time.Second):
+		return fmt.Errorf("%s (pid %d) survived SIGKILL for 5s", p.name, p.pid())
+	}
+}
+
+// stop sends SIGTERM, then SIGKILL after bound.
+func (p *proc) stop(bound time.Duration) {
+	if p.exited() {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return
+	case <-time.After(bound):
+	}
+	_ = p.kill()
+}
+
+// logTail returns the last n lines of the process's log.
+func (p *proc) logTail(n int) string {
+	data, err := os.ReadFile(p.logPath)
+	if err != nil {
+		return fmt.Sprintf("(log %s: %v)", p.logPath, err)
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// describe says whether the process still runs, and its log tail.
+func (p *proc) describe() string {
+	state := "running"
+	if p.exited() {
+		state = fmt.Sprintf("exited: %v", p.waitErr)
+	}
+	return fmt.Sprintf("--- %s (pid %d, %s), log %s, last lines:\n%s", p.name, p.pid(), state, p.logPath, p.logTail(15))
+}
+
+// cpuTicks returns the process's user+system CPU time in clock ticks
+// (/proc/<pid>/stat fields 14 and 15).
+func cpuTicks(pid int) (uint64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) is in parentheses and may hold spaces.
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
+	}
+	f := strings.Fields(s[i+1:]) // f[0] is field 3 (state)
+	if len(f) < 13 {
+		return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
+	}
+	ut, err1 := strconv.ParseUint(f[11], 10, 64)
+	st, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return ut + st, nil
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times: 100 on every
+// Linux architecture Go supports.
+const clockTicks = 100
+
+// rssBytes returns the process's resident set size (VmRSS).
+func rssBytes(pid int) (uint64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("VmRSS of pid %d: %w", pid, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
+}

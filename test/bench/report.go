@@ -1,0 +1,200 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// rowOrder is the order of workloads in the table.
+var rowOrder = []string{"registration", "heartbeat", "heartbeat-batched", "heartbeat100k", "watch", "failover", "memory"}
+
+type tableRow struct {
+	workload        string
+	clients         int
+	d, e            string // cells
+	ratio, ratioWhy string
+}
+
+func num(x any) float64 {
+	switch v := x.(type) {
+	case float64:
+		return v
+	case int:
+		return float64(v)
+	case int64:
+		return float64(v)
+	}
+	return 0
+}
+
+// cell describes one system's row for the table.
+func cell(r *row) string {
+	if r == nil {
+		return "n/a"
+	}
+	var s string
+	switch r.Workload {
+	case "heartbeat100k":
+		s = fmt.Sprintf("%.0f hb/s (target %.0f), p99 %.1f ms, lost %.0f, leader CPU %.0f%%",
+			r.OpsPerS, num(r.Extra["target_heartbeats_per_s"]), r.P99, num(r.Extra["lost"]), num(r.Extra["leader_cpu_pct"]))
+	case "watch":
+		s = fmt.Sprintf("%.1f/%.1f/%.1f ms, missing %.0f", r.P50, r.P99, r.Max, num(r.Extra["missing"]))
+	case "failover":
+		s = fmt.Sprintf("outage %.0f ms, max gap %.0f ms (steady %.0f ops/s)", num(r.Extra["outage_ms"]), num(r.Extra["max_gap_ms"]), r.OpsPerS)
+	case "memory":
+		s = fmt.Sprintf("heap %.0f B/inst, RSS %.0f B/inst", num(r.Extra["heap_bytes_per_instance"]), num(r.Extra["rss_bytes_per_instance"]))
+	default:
+		s = fmt.Sprintf("%.0f ops/s (%.1f/%.1f/%.1f ms)", r.OpsPerS, r.P50, r.P99, r.Max)
+	}
+	if n := num(r.Extra["errors"]); n > 0 {
+		s += fmt.Sprintf(" [%.0f errors]", n)
+	}
+	return s
+}
+
+// ratio compares the two rows so that > 1 means discoverd did better, and
+// says on what.
+func ratio(d, e *row) (string, string) {
+	if d == nil || e == nil {
+		return "", ""
+	}
+	div := func(a, b float64) string {
+		if b == 0 || a == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.2f", a/b)
+	}
+	switch d.Workload {
+	case "heartbeat100k":
+		// CPU per heartbeat, so that a system that fell behind is not
+		// credited for doing less work.
+		dc := num(d.Extra["leader_cpu_pct"]) / max(d.OpsPerS, 1)
+		ec := num(e.Extra["leader_cpu_pct"]) / max(e.OpsPerS, 1)
+		return div(ec, dc), "leader CPU per heartbeat, etcd/discoverd"
+	case "watch":
+		return div(e.P99, d.P99), "p99 latency, etcd/discoverd"
+	case "failover":
+		return div(num(e.Extra["outage_ms"]), num(d.Extra["outage_ms"])), "outage, etcd/discoverd"
+	case "memory":
+		return div(num(e.Extra["heap_bytes_per_instance"]), num(d.Extra["heap_bytes_per_instance"])), "heap/instance, etcd/discoverd"
+	case "heartbeat-batched":
+		return div(d.OpsPerS, e.OpsPerS), "instance hb/s, discoverd batched/etcd per lease"
+	}
+	return div(d.OpsPerS, e.OpsPerS), "ops/s, discoverd/etcd"
+}
+
+func (b *bench) table() []tableRow {
+	find := func(w string, c int, sys string) *row {
+		for i := range b.results {
+			r := &b.results[i]
+			if r.Workload == w && r.Clients == c && r.System == sys {
+				return r
+			}
+		}
+		return nil
+	}
+	type key struct {
+		w string
+		c int
+	}
+	var keys []key
+	for _, r := range b.results {
+		k := key{r.Workload, r.Clients}
+		if !slices.Contains(keys, k) {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortStableFunc(keys, func(a, b key) int {
+		if ia, ib := slices.Index(rowOrder, a.w), slices.Index(rowOrder, b.w); ia != ib {
+			return ia - ib
+		}
+		return a.c - b.c
+	})
+	var out []tableRow
+	for _, k := range keys {
+		d, e := find(k.w, k.c, "discoverd"), find(k.w, k.c, "etcd")
+		tr := tableRow{workload: k.w, clients: k.c, d: cell(d), e: cell(e)}
+		if k.w == "heartbeat-batched" {
+			e = find("heartbeat", k.c, "etcd")
+		}
+		tr.ratio, tr.ratioWhy = ratio(d, e)
+		out = append(out, tr)
+	}
+	return out
+}
+
+var tableHeader = []string{"workload", "clients", "discoverd", "etcd", "ratio (>1: discoverd better)", "ratio of"}
+
+// machine describes the host for results.md.
+func machine() (arch, cpu string, cores int) {
+	arch = runtime.GOARCH
+	if out, err := exec.Command("uname", "-m").Output(); err == nil {
+		arch = strings.TrimSpace(string(out))
+	}
+	cpu = "unknown"
+	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				cpu = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return arch, cpu, runtime.NumCPU()
+}
+
+func (b *bench) report(wall time.Duration, mode string) error {
+	rows := b.table()
+	fmt.Fprintf(b.out, "\nbench: %s mode, wall time %.0fs. Cells: ops/s (p50/p99/max ms) unless stated.\n\n", mode, wall.Seconds())
+	tw := tabwriter.NewWriter(b.out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(tableHeader, "\t"))
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", r.workload, r.clients, r.d, r.e, r.ratio, r.ratioWhy)
+	}
+	_ = tw.Flush()
+
+	results := b.results
+	if results == nil {
+		results = []row{}
+	}
+	js, err := json.MarshalIndent(results, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(b.dir, "results.json"), append(js, '\n'), 0o644); err != nil {
+		return err
+	}
+
+	arch, cpu, cores := machine()
+	var md bytes.Buffer
+	fmt.Fprintf(&md, "# discoverd vs etcd\n\n")
+	fmt.Fprintf(&md, "- date: %s\n- machine: `%s`, %s, %d cores\n- mode: %s, wall time %.0f s\n- %s; etcd server v3.6 from go.mod (test/bench/etcdserver)\n\n",
+		time.Now().Format(time.RFC3339), arch, cpu, cores, mode, wall.Seconds(), runtime.Version())
+	fmt.Fprintf(&md, "Cells: ops/s (p50/p99/max ms) unless stated. The ratio is oriented so that > 1 means discoverd did better.\n\n")
+	fmt.Fprintf(&md, "| %s |\n|%s\n", strings.Join(tableHeader, " | "), strings.Repeat(" --- |", len(tableHeader)))
+	for _, r := range rows {
+		fmt.Fprintf(&md, "| %s | %d | %s | %s | %s | %s |\n", r.workload, r.clients, r.d, r.e, r.ratio, r.ratioWhy)
+	}
+	if len(b.failures) > 0 {
+		fmt.Fprintf(&md, "\n## Failures\n\n")
+		for _, f := range b.failures {
+			first, _, _ := strings.Cut(f, "\n")
+			fmt.Fprintf(&md, "- %s\n", first)
+		}
+	}
+	fmt.Fprintf(&md, "\nEvery row's details (errors, counts, CPU, per-node memory) are in `results.json` (`extra`); server logs in `logs/`.\n")
+	if err := os.WriteFile(filepath.Join(b.dir, "results.md"), md.Bytes(), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(b.out, "\nbench: wrote %s and %s\n", filepath.Join(b.dir, "results.json"), filepath.Join(b.dir, "results.md"))
+	return nil
+}
