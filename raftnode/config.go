@@ -95,6 +95,10 @@ type Config struct {
 	MaxAppendEntries int
 	// BarrierTimeout bounds the barrier a new leader runs before serving.
 	BarrierTimeout time.Duration
+	// NoCommitNotify turns off the leader's immediate commit notices to
+	// followers (commitnotify.go); followers then learn of a commit with the
+	// next entries or after CommitTimeout. For tests and comparisons.
+	NoCommitNotify bool
 
 	// OnDiskFailure is called when a write to the Raft log or stable store
 	// fails (e.g. fsync returned EIO). Default: log and exit with status 70
