@@ -104,7 +104,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		if err != nil {
 			return err
 		}
-		c := &conn{s: s, nc: nc, bw: bufio.NewWriterSize(nc, 32<<10), streams: map[uint64]context.CancelFunc{},
+		c := &conn{s: s, nc: nc, w: wire.NewFrameWriter(nc, s.cfg.WriteTimeout), streams: map[uint64]context.CancelFunc{},
 			sem: make(chan struct{}, s.cfg.MaxInFlight)}
 		s.mu.Lock()
 		if s.ctx.Err() != nil {
@@ -158,8 +158,7 @@ type conn struct {
 	s  *Server
 	nc net.Conn
 
-	wmu sync.Mutex // serializes frame writes
-	bw  *bufio.Writer
+	w *wire.FrameWriter
 
 	mu      sync.Mutex
 	streams map[uint64]context.CancelFunc
@@ -253,13 +252,7 @@ func isTimeout(err error) bool {
 }
 
 func (c *conn) write(hdr *wire.Header, body any) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
-	err := wire.WriteFrame(c.bw, hdr, body, 0)
-	if err == nil {
-		err = c.bw.Flush()
-	}
+	err := c.w.WriteFrame(hdr, body, 0)
 	if err != nil {
 		// A client that cannot take our frames loses its connection.
 		_ = c.nc.Close()

@@ -53,8 +53,7 @@ type Conn struct {
 	opts Options
 	nc   net.Conn
 
-	wmu sync.Mutex // serializes frame writes
-	bw  *bufio.Writer
+	w *wire.FrameWriter
 
 	mu      sync.Mutex
 	seq     uint64
@@ -84,7 +83,7 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 		_ = tc.SetKeepAlive(true)
 		_ = tc.SetKeepAlivePeriod(15 * time.Second)
 	}
-	c := &Conn{addr: addr, opts: opts, nc: nc, bw: bufio.NewWriterSize(nc, 32<<10),
+	c := &Conn{addr: addr, opts: opts, nc: nc, w: wire.NewFrameWriter(nc, opts.WriteTimeout),
 		pending: map[uint64]*waiter{}, done: make(chan struct{})}
 	go c.readLoop()
 	return c, nil
@@ -190,18 +189,13 @@ func (e *errNotSent) Error() string { return e.err.Error() }
 func (e *errNotSent) Unwrap() error { return e.err }
 
 func (c *Conn) write(hdr *wire.Header, body any) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
-	err := wire.WriteFrame(c.bw, hdr, body, c.opts.MaxRequest)
+	err := c.w.WriteFrame(hdr, body, c.opts.MaxRequest)
 	var tl *wire.TooLargeError
 	switch {
 	case errors.As(err, &tl):
 		return &errNotSent{fmt.Errorf("%s request: %v, the server's limit: %w", hdr.Method, tl, codes.ErrTooLarge)}
 	case errors.Is(err, wire.ErrEncode):
 		return &errNotSent{fmt.Errorf("%s request: %v: %w", hdr.Method, err, codes.ErrInvalidArgument)}
-	case err == nil:
-		err = c.bw.Flush()
 	}
 	if err != nil {
 		c.fail(fmt.Errorf("write to %s: %v", c.addr, err))

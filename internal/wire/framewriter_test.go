@@ -1,0 +1,112 @@
+package wire
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// countingConn counts the writes that reach the connection.
+type countingConn struct {
+	net.Conn
+	writes atomic.Int64
+}
+
+func (c *countingConn) Write(b []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(b)
+}
+
+// TestFrameWriter_ConcurrentWritersFramesArriveWhole: frames of many
+// goroutines arrive whole and each writer's in its order, although groups of
+// them share one flush; fewer writes reach the connection than frames.
+func TestFrameWriter_ConcurrentWritersFramesArriveWhole(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	cc := &countingConn{Conn: a}
+	w := NewFrameWriter(cc, 5*time.Second)
+	const writers, each = 32, 200
+	got := make(chan map[uint64][]uint64, 1)
+	go func() {
+		br := bufio.NewReader(b)
+		seen := map[uint64][]uint64{}
+		for range writers * each {
+			f, err := ReadFrame(br, DefaultMaxFrame)
+			if err != nil {
+				t.Errorf("read: %v", err)
+				break
+			}
+			var body Event
+			if err := f.Decode(&body); err != nil {
+				t.Errorf("decode: %v", err)
+				break
+			}
+			seen[f.Header.Seq] = append(seen[f.Header.Seq], body.Index)
+		}
+		got <- seen
+	}()
+	var wg sync.WaitGroup
+	for g := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if err := w.WriteFrame(&Header{Seq: uint64(g)}, &Event{Kind: KindUp, Index: uint64(i)}, 0); err != nil {
+					t.Errorf("write: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	seen := <-got
+	for g := range writers {
+		idx := seen[uint64(g)]
+		if len(idx) != each {
+			t.Fatalf("writer %d: %d frames arrived, want %d", g, len(idx), each)
+		}
+		for i, x := range idx {
+			if x != uint64(i) {
+				t.Fatalf("writer %d: frame %d carries %d: out of order", g, i, x)
+			}
+		}
+	}
+	if n := cc.writes.Load(); n >= writers*each {
+		t.Errorf("%d writes for %d frames: concurrent frames were not flushed together", n, writers*each)
+	}
+	t.Logf("%d frames in %d writes", writers*each, cc.writes.Load())
+}
+
+// TestFrameWriter_EncodingErrorWritesNothing: a frame that cannot be encoded
+// or is over the limit leaves the connection usable and untouched.
+func TestFrameWriter_EncodingErrorWritesNothing(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	cc := &countingConn{Conn: a}
+	w := NewFrameWriter(cc, 5*time.Second)
+	if err := w.WriteFrame(&Header{Seq: 1}, complex(1, 2), 0); !errors.Is(err, ErrEncode) {
+		t.Fatalf("unencodable body: %v, want ErrEncode", err)
+	}
+	var tl *TooLargeError
+	if err := w.WriteFrame(&Header{Seq: 2}, &Event{Name: string(make([]byte, 2000))}, 1000); !errors.As(err, &tl) {
+		t.Fatalf("frame over the limit: %v, want *TooLargeError", err)
+	}
+	if n := cc.writes.Load(); n != 0 {
+		t.Fatalf("%d writes reached the connection", n)
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.WriteFrame(&Header{Seq: 3}, &Event{Kind: KindUp, Index: 7}, 0) }()
+	f, err := ReadFrame(bufio.NewReader(b), DefaultMaxFrame)
+	if err != nil || f.Header.Seq != 3 {
+		t.Fatalf("next frame: %+v, %v", f, err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
