@@ -20,7 +20,7 @@ import (
 // serverFlags are the flags of `discoverd server`; dev reuses the tuning ones.
 type serverFlags struct {
 	id, addr, advertise, dataDir, peers, peerDial string
-	journal                                       string
+	journal, debugAddr                            string
 	backend, etcdEndpoints, etcdPrefix            string
 	etcdDialTimeout                               time.Duration
 	heartbeat, election, lease, commit            time.Duration
@@ -40,6 +40,7 @@ func (f *serverFlags) register(fs *flag.FlagSet, withIdentity bool) {
 		fs.StringVar(&f.dataDir, "data-dir", "", "directory for this node's Raft log, snapshots and id (required)")
 		fs.StringVar(&f.peers, "peers", "", "initial voters id=host:port,... — identical on every node, used only on first start; empty: a single-node cluster")
 		fs.StringVar(&f.peerDial, "peer-dial", "", "id=host:port,... addresses to dial instead of peers' advertised ones (proxies, tests)")
+		fs.StringVar(&f.debugAddr, "debug-addr", "", "host:port to serve Go's profiler on (/debug/pprof/); off when empty. Keep it on loopback or a private network")
 		fs.StringVar(&f.journal, "journal", "", "append every applied log entry to this file as a JSON line (testing, forensics)")
 		fs.StringVar(&f.backend, "backend", "raft", "store: raft (built-in Raft cluster) or etcd (stateless front end over an etcd v3 cluster)")
 		fs.StringVar(&f.etcdEndpoints, "etcd-endpoints", "", "with -backend etcd: etcd client URLs, comma-separated (e.g. http://127.0.0.1:2379)")
@@ -159,6 +160,11 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	stopClock := make(chan struct{})
 	defer close(stopClock)
 	cfg.Clock = faultClock(log, stopClock)
+	stopDebug, err := startDebug(f.debugAddr, log)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	defer stopDebug()
 	srv, err := server.Start(cfg)
 	if err != nil {
 		return err
@@ -216,6 +222,11 @@ func runEtcdServer(ctx context.Context, f *serverFlags, stderr io.Writer) error 
 		return usageErr("-etcd-dial-timeout must be positive")
 	}
 	cfg.Etcd = etcdstore.Config{Endpoints: endpoints, Prefix: f.etcdPrefix, NodeID: id, Addr: advertise, DialTimeout: f.etcdDialTimeout}
+	stopDebug, err := startDebug(f.debugAddr, log)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	defer stopDebug()
 	srv, err := server.Start(cfg)
 	if err != nil {
 		return err
