@@ -73,6 +73,11 @@ func TestEtcd_CLIAgainstEtcdFrontEnds(t *testing.T) {
 	fronts[1].kill9(t)
 	reg2 := h.start("register2", "register", "-servers", addrs[0], "web", "10.0.0.2:80")
 	up := change("up", "10.0.0.2:80", "", 15*time.Second)
+	// The watch can see the registration before the command has read its
+	// answer: wait for the command to say it registered.
+	poll(t, 10*time.Second, 20*time.Millisecond, "register2 to report its registration", func() (bool, string) {
+		return reg2.logContains("registered web 10.0.0.2:80"), fmt.Sprintf("exited=%v", reg2.exited())
+	})
 
 	// SIGINT: the register command unregisters on its way out.
 	reg2.signal(t, syscall.SIGINT)

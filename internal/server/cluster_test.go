@@ -516,6 +516,7 @@ func TestCluster_ThousandWatchersOnAServiceWithThousandsOfInstances(t *testing.T
 		full   bool // started from nothing
 		online map[string]bool
 		order  []uint64 // indices of the change events, in arrival order
+		resync int      // resyncs seen (the state was sent again)
 		err    error
 	}
 	results := make(chan result, watchers)
@@ -547,6 +548,7 @@ func TestCluster_ThousandWatchersOnAServiceWithThousandsOfInstances(t *testing.T
 				switch {
 				case e.Kind == client.EventResync:
 					r.online, inState = map[string]bool{}, true
+					r.resync++
 				case e.Kind == client.EventCurrent:
 					inState = false
 				case e.Kind == client.EventUp && inState:
@@ -579,8 +581,16 @@ func TestCluster_ThousandWatchersOnAServiceWithThousandsOfInstances(t *testing.T
 		if r.err != nil {
 			t.Fatalf("watcher: %v", r.err)
 		}
-		if !slices.Equal(r.order, want) {
-			t.Fatalf("watcher %d saw change indices %v, want %v", i, r.order, want)
+		// A stream left silent for 6 s (a starved machine) is resumed by
+		// the client; one that had not finished reading the state yet gets
+		// it again (a resync). Changes applied before that arrive as state,
+		// so only the ones after it arrive as changes — still in order.
+		suffix := len(r.order) <= len(want) && slices.Equal(r.order, want[len(want)-len(r.order):])
+		if !slices.Equal(r.order, want) && (r.resync == 0 || !suffix) {
+			t.Fatalf("watcher %d saw change indices %v, want %v (resyncs: %d)", i, r.order, want, r.resync)
+		}
+		if r.resync > 0 {
+			t.Logf("a watcher (full state: %v) was resynced %d times; its changes after that: %v", r.full, r.resync, r.order)
 		}
 		wantOnline := changes
 		if r.full {
