@@ -33,13 +33,13 @@ type discoverdCluster struct {
 }
 
 func (s discoverdSystem) start(ctx context.Context, b *bench, tag string) (cluster, error) {
-	ports, err := b.ports.pick(3)
+	ports, err := b.ports.pick(6)
 	if err != nil {
 		return nil, err
 	}
 	c := &discoverdCluster{b: b, dataDir: filepath.Join(b.dataDir, tag), admin: rpcconn.NewPool(rpcconn.Options{})}
 	var peers []string
-	for i, p := range ports {
+	for i, p := range ports[:3] {
 		c.ids = append(c.ids, fmt.Sprintf("n%d", i+1))
 		c.addrs = append(c.addrs, fmt.Sprintf("127.0.0.1:%d", p))
 		peers = append(peers, c.ids[i]+"="+c.addrs[i])
@@ -51,7 +51,9 @@ func (s discoverdSystem) start(ctx context.Context, b *bench, tag string) (clust
 			return nil, err
 		}
 		args := []string{"server", "-id", c.ids[i], "-addr", c.addrs[i], "-data-dir", dir,
-			"-peers", strings.Join(peers, ","), "-log-level", "warn"}
+			"-peers", strings.Join(peers, ","), "-log-level", "warn",
+			"-debug-addr", fmt.Sprintf("127.0.0.1:%d", ports[3+i])}
+		b.vlogf("[discoverd] %s-%s: profiler at http://127.0.0.1:%d/debug/pprof/", tag, c.ids[i], ports[3+i])
 		p, err := b.procs.start(tag+"-"+c.ids[i], b.discoverdBin, args, filepath.Join(b.logDir, tag+"-"+c.ids[i]+".log"))
 		if err != nil {
 			c.stop()

@@ -290,3 +290,45 @@ func rssBytes(pid int) (uint64, error) {
 	}
 	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
 }
+
+// cpuMeter measures the CPU the processes of a cluster use over a span.
+type cpuMeter struct {
+	ps    []*proc
+	start time.Time
+	ticks []uint64
+	self  uint64 // this command's own ticks (the clients)
+}
+
+func startCPU(ps []*proc) *cpuMeter {
+	m := &cpuMeter{ps: ps, start: time.Now(), ticks: make([]uint64, len(ps))}
+	for i, p := range ps {
+		m.ticks[i], _ = cpuTicks(p.pid())
+	}
+	m.self, _ = cpuTicks(os.Getpid())
+	return m
+}
+
+// clientPct returns this command's CPU since start (the benchmark's
+// clients), in % of one core.
+func (m *cpuMeter) clientPct() float64 {
+	t, err := cpuTicks(os.Getpid())
+	if err != nil || t < m.self {
+		return 0
+	}
+	return float64(int64((float64(t-m.self)/clockTicks/time.Since(m.start).Seconds()*100)*10+0.5)) / 10
+}
+
+// pct returns each process's CPU since start, in % of one core, and their sum.
+func (m *cpuMeter) pct() (each []float64, total float64) {
+	secs := time.Since(m.start).Seconds()
+	each = make([]float64, len(m.ps))
+	for i, p := range m.ps {
+		t, err := cpuTicks(p.pid())
+		if err != nil || t < m.ticks[i] {
+			continue
+		}
+		each[i] = float64(int64((float64(t-m.ticks[i])/clockTicks/secs*100)*10+0.5)) / 10
+		total += each[i]
+	}
+	return each, total
+}

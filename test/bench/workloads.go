@@ -117,6 +117,7 @@ func (b *bench) registration(ctx context.Context, sys string, cl cluster) error 
 	for _, C := range []int{1, 16, 64, 256} {
 		lat := &latencies{}
 		var wg sync.WaitGroup
+		cpu := startCPU(cl.procs())
 		start := time.Now()
 		deadline := start.Add(dur)
 		for w := range C {
@@ -152,8 +153,11 @@ func (b *bench) registration(ctx context.Context, sys string, cl cluster) error 
 		row.Extra["ops"] = s.n
 		row.Extra["seconds"] = round2(elapsed.Seconds())
 		row.Extra["connections"] = min(C, len(clients))
+		each, total := cpu.pct()
+		row.Extra["node_cpu_pct"], row.Extra["cluster_cpu_pct"], row.Extra["client_cpu_pct"] = each, total, cpu.clientPct()
 		b.add(row)
-		b.logf("[%s] registration C=%d: %d ops in %.1fs = %.0f ops/s, %v", sys, C, s.n, elapsed.Seconds(), row.OpsPerS, s)
+		b.logf("[%s] registration C=%d: %d ops in %.1fs = %.0f ops/s, %v; CPU %% of a core: servers %v, clients %v",
+			sys, C, s.n, elapsed.Seconds(), row.OpsPerS, s, each, row.Extra["client_cpu_pct"])
 	}
 	return nil
 }
@@ -192,6 +196,7 @@ func (b *bench) heartbeat(ctx context.Context, sys string, cl cluster) error {
 		lat := &latencies{}
 		var acked atomic.Int64
 		var wg sync.WaitGroup
+		cpu := startCPU(cl.procs())
 		start := time.Now()
 		deadline := start.Add(dur)
 		for w := range W {
@@ -225,8 +230,10 @@ func (b *bench) heartbeat(ctx context.Context, sys string, cl cluster) error {
 		rw.Extra["instances"] = N
 		rw.Extra["requests_per_s"] = round2(float64(s.n) / elapsed.Seconds())
 		rw.Extra["instance_heartbeats"] = acked.Load()
-		b.logf("[%s] %s W=%d: %d instance heartbeats in %d requests in %.1fs = %.0f/s, per request %v",
-			sys, name, W, acked.Load(), s.n, elapsed.Seconds(), rw.OpsPerS, s)
+		each, total := cpu.pct()
+		rw.Extra["node_cpu_pct"], rw.Extra["cluster_cpu_pct"], rw.Extra["client_cpu_pct"] = each, total, cpu.clientPct()
+		b.logf("[%s] %s W=%d: %d instance heartbeats in %d requests in %.1fs = %.0f/s, per request %v; CPU %% of a core: servers %v, clients %v",
+			sys, name, W, acked.Load(), s.n, elapsed.Seconds(), rw.OpsPerS, s, each, rw.Extra["client_cpu_pct"])
 		return rw, nil
 	}
 
