@@ -95,6 +95,13 @@ type Config struct {
 	MaxAppendEntries int
 	// BarrierTimeout bounds the barrier a new leader runs before serving.
 	BarrierTimeout time.Duration
+	// MaxApplyGroups is how many groups of writes may be in flight (proposed,
+	// not yet applied) before new writes queue and go to Raft together
+	// (groupcommit.go). 0 hands every write to Raft at once.
+	MaxApplyGroups int
+	// ApplyLinger is the longest a group of writes waits to grow to the size
+	// of the last group (writers of the last group coming back). 0: never.
+	ApplyLinger time.Duration
 	// NoCommitNotify turns off the leader's immediate commit notices to
 	// followers (commitnotify.go); followers then learn of a commit with the
 	// next entries or after CommitTimeout. For tests and comparisons.
@@ -121,6 +128,8 @@ func DefaultConfig() Config {
 		TrailingLogs:       10240,
 		SnapshotRetain:     2,
 		MaxAppendEntries:   256,
+		MaxApplyGroups:     1,
+		ApplyLinger:        time.Millisecond,
 		BarrierTimeout:     10 * time.Second,
 		Logger:             slog.Default(),
 	}

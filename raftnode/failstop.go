@@ -3,6 +3,8 @@ package raftnode
 import (
 	"fmt"
 	"os"
+	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
@@ -18,7 +20,14 @@ import (
 // panics when it cannot save its term or vote.)
 type failStopStore struct {
 	*raftboltdb.BoltStore
-	fail func(error)
+	fail  func(error)
+	stats *appendStats
+}
+
+// appendStats counts the log's appends (each one bbolt transaction with its
+// fsyncs): how many, how many entries they carried, how long they took.
+type appendStats struct {
+	appends, entries, micros atomic.Uint64
 }
 
 var (
@@ -38,7 +47,14 @@ func (s failStopStore) StoreLog(l *raft.Log) error {
 }
 
 func (s failStopStore) StoreLogs(ls []*raft.Log) error {
-	return s.check("StoreLogs", s.BoltStore.StoreLogs(ls))
+	start := time.Now()
+	err := s.check("StoreLogs", s.BoltStore.StoreLogs(ls))
+	if s.stats != nil {
+		s.stats.appends.Add(1)
+		s.stats.entries.Add(uint64(len(ls)))
+		s.stats.micros.Add(uint64(time.Since(start).Microseconds()))
+	}
+	return err
 }
 
 func (s failStopStore) DeleteRange(min, max uint64) error {

@@ -57,6 +57,8 @@ type Node struct {
 	cancelTerm context.CancelFunc
 
 	notifier *commitNotifier // nil if cfg.NoCommitNotify
+	group    *groupCommit    // nil if cfg.MaxApplyGroups == 0
+	appends  appendStats
 
 	verifyMu      sync.Mutex // guards the two fields below
 	verifyWaiting []chan error
@@ -154,7 +156,7 @@ func Open(cfg Config, f *fsm.FSM, ln net.Listener, observers ...LeadershipObserv
 	if fail == nil {
 		fail = exitOnDiskFailure(cfg)
 	}
-	fs := failStopStore{BoltStore: store, fail: fail}
+	fs := failStopStore{BoltStore: store, fail: fail, stats: &n.appends}
 	hasState, err := raft.HasExistingState(fs, fs, snaps)
 	if err != nil {
 		n.closeStores()
@@ -194,6 +196,14 @@ func Open(cfg Config, f *fsm.FSM, ln net.Listener, observers ...LeadershipObserv
 	}
 	n.wg.Add(1)
 	go n.leadershipLoop()
+	if cfg.MaxApplyGroups > 0 {
+		n.group = newGroupCommit(r, cfg.MaxApplyGroups, cfg.MaxAppendEntries, cfg.ApplyLinger)
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.group.run(n.done)
+		}()
+	}
 	if n.notifier != nil {
 		n.wg.Add(1)
 		go func() {
@@ -372,14 +382,38 @@ func (n *Node) Apply(ctx context.Context, t fsm.MessageType, cmd any) (*fsm.Resu
 	if dl, ok := ctx.Deadline(); ok {
 		enqueue = max(time.Until(dl), time.Millisecond)
 	}
-	fut := n.raft.Apply(b, enqueue)
-	done := make(chan error, 1)
-	go func() { done <- fut.Error() }()
-	select {
-	case err = <-done:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("%s: waiting for commit: %v: %w", t, ctx.Err(), codes.ErrUnknownOutcome)
+	var r applyResult
+	if n.group == nil {
+		fut := n.raft.Apply(b, enqueue)
+		done := make(chan applyResult, 1)
+		go func() { done <- wait(fut) }()
+		select {
+		case r = <-done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%s: waiting for commit: %v: %w", t, ctx.Err(), codes.ErrUnknownOutcome)
+		}
+	} else {
+		p := &proposal{data: b, deadline: time.Now().Add(enqueue), result: make(chan applyResult, 1)}
+		select {
+		case n.group.queue <- p:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%s: not proposed, the write queue stayed full: %v: %w", t, ctx.Err(), codes.ErrOverloaded)
+		case <-n.done:
+			return nil, fmt.Errorf("%s: %w", t, codes.ErrShuttingDown)
+		}
+		select {
+		case r = <-p.result:
+		case <-ctx.Done():
+			p.abandoned.Store(true) // it may have been proposed already
+			return nil, fmt.Errorf("%s: waiting for commit: %v: %w", t, ctx.Err(), codes.ErrUnknownOutcome)
+		case <-n.done:
+			return nil, fmt.Errorf("%s: node shut down while the write waited: %w", t, codes.ErrUnknownOutcome)
+		}
+		if !r.proposed {
+			return nil, fmt.Errorf("%s: not proposed: %w", t, codes.ErrShuttingDown)
+		}
 	}
+	err = r.err
 	switch {
 	case err == nil:
 	case errors.Is(err, raft.ErrNotLeader):
@@ -396,9 +430,9 @@ func (n *Node) Apply(ctx context.Context, t fsm.MessageType, cmd any) (*fsm.Resu
 	if n.notifier != nil {
 		n.notifier.poke()
 	}
-	res, ok := fut.Response().(*fsm.Result)
+	res, ok := r.resp.(*fsm.Result)
 	if !ok {
-		return nil, fmt.Errorf("%s: unexpected apply response %T: %w", t, fut.Response(), codes.ErrInternal)
+		return nil, fmt.Errorf("%s: unexpected apply response %T: %w", t, r.resp, codes.ErrInternal)
 	}
 	return res, nil
 }
@@ -478,6 +512,9 @@ func (n *Node) Status() wire.NodeStatus {
 		SnapshotIndex: n.snapshotIndex(),
 		Leader:        leaderID,
 		Voter:         n.isVoter(),
+		LogAppends:    n.appends.appends.Load(),
+		LogEntries:    n.appends.entries.Load(),
+		LogAppendUS:   n.appends.micros.Load(),
 	}
 }
 

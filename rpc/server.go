@@ -80,6 +80,8 @@ type Server struct {
 	ctx    context.Context // cancelled on Shutdown: ends streams
 	cancel context.CancelFunc
 
+	workers *workers // run request handlers
+
 	mu    sync.Mutex
 	conns map[*conn]struct{}
 	lns   []net.Listener
@@ -90,7 +92,7 @@ type Server struct {
 func New(cfg Config, be backend.DiscoveryBackend) *Server {
 	cfg = cfg.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{cfg: cfg, be: be, log: cfg.Logger, ctx: ctx, cancel: cancel, conns: map[*conn]struct{}{}}
+	return &Server{cfg: cfg, be: be, log: cfg.Logger, ctx: ctx, cancel: cancel, conns: map[*conn]struct{}{}, workers: newWorkers(ctx)}
 }
 
 // Serve accepts connections from ln (whose first protocol byte has already
@@ -231,11 +233,11 @@ func (c *conn) serve() {
 			break
 		}
 		c.wg.Add(1)
-		go func() {
+		c.s.workers.run(func() {
 			defer c.wg.Done()
 			defer func() { <-c.sem }()
 			c.handle(ctx, f)
-		}()
+		})
 	}
 	// Let in-flight requests answer; streams end with the context.
 	c.mu.Lock()

@@ -26,6 +26,8 @@ type serverFlags struct {
 	heartbeat, election, lease, commit            time.Duration
 	snapInterval                                  time.Duration
 	snapThreshold, trailing                       uint64
+	applyGroups                                   int
+	applyLinger                                   time.Duration
 	grace, shutdownTimeout                        time.Duration
 	maxFrame                                      int
 	logLevel, logFormat                           string
@@ -54,6 +56,8 @@ func (f *serverFlags) register(fs *flag.FlagSet, withIdentity bool) {
 	fs.DurationVar(&f.snapInterval, "snapshot-interval", d.SnapshotInterval, "how often to check whether to snapshot")
 	fs.Uint64Var(&f.snapThreshold, "snapshot-threshold", d.SnapshotThreshold, "new log entries that trigger a snapshot")
 	fs.Uint64Var(&f.trailing, "trailing-logs", d.TrailingLogs, "log entries kept after a snapshot")
+	fs.IntVar(&f.applyGroups, "raft-apply-groups", d.MaxApplyGroups, "group commit: groups of writes in flight before new writes queue and go to Raft together (0: off)")
+	fs.DurationVar(&f.applyLinger, "raft-apply-linger", d.ApplyLinger, "group commit: longest a group waits to grow to the size of the last one (0: never)")
 	fs.DurationVar(&f.grace, "ttl-grace", 2*time.Second, "extra time a new leader gives every instance before expiring it")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a stop waits for requests in flight")
 	fs.IntVar(&f.maxFrame, "max-frame", wire.DefaultMaxFrame, "largest client request frame in bytes")
@@ -67,6 +71,13 @@ func (f *serverFlags) config(log *slog.Logger) (server.Config, error) {
 	rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout, rc.CommitTimeout = f.heartbeat, f.election, f.lease, f.commit
 	rc.SnapshotInterval, rc.SnapshotThreshold, rc.TrailingLogs = f.snapInterval, f.snapThreshold, f.trailing
 	rc.Logger = log
+	if f.applyGroups < 0 || f.applyGroups > 64 {
+		return server.Config{}, usageErr("-raft-apply-groups %d: want 0 (off) to 64", f.applyGroups)
+	}
+	if f.applyLinger < 0 || f.applyLinger > time.Second {
+		return server.Config{}, usageErr("-raft-apply-linger %v: want 0 to 1s", f.applyLinger)
+	}
+	rc.MaxApplyGroups, rc.ApplyLinger = f.applyGroups, f.applyLinger
 	if f.grace <= 0 {
 		return server.Config{}, usageErr("-ttl-grace %v must be positive", f.grace)
 	}

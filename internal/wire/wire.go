@@ -199,6 +199,11 @@ type NodeStatus struct {
 	Voter         bool   `codec:"voter"`
 	Error         string `codec:"error,omitempty"`
 	HeapInuse     uint64 `codec:"heap_inuse_bytes,omitempty"` // this process's Go heap in use (NodeInfo only)
+	// Raft log appends since the node started (each one write of the log
+	// store with its fsyncs), the entries they carried, and their total time.
+	LogAppends  uint64 `codec:"log_appends,omitempty"`
+	LogEntries  uint64 `codec:"log_entries,omitempty"`
+	LogAppendUS uint64 `codec:"log_append_us,omitempty"`
 	// Only when asked for with NodeInfoRequest.StateHash:
 	FSMApplied uint64 `codec:"fsm_applied,omitempty"` // the state machine's applied index
 	StateHash  string `codec:"state_hash,omitempty"`  // SHA-256 of the replicated state at FSMApplied

@@ -27,6 +27,7 @@ type discoverdCluster struct {
 	b       *bench
 	ids     []string
 	addrs   []string
+	debug   []string // profiler base URLs
 	ps      []*proc
 	dataDir string
 	admin   *rpcconn.Pool // NodeInfo, counts
@@ -53,6 +54,8 @@ func (s discoverdSystem) start(ctx context.Context, b *bench, tag string) (clust
 		args := []string{"server", "-id", c.ids[i], "-addr", c.addrs[i], "-data-dir", dir,
 			"-peers", strings.Join(peers, ","), "-log-level", "warn",
 			"-debug-addr", fmt.Sprintf("127.0.0.1:%d", ports[3+i])}
+		args = append(args, b.discoverdArgs...)
+		c.debug = append(c.debug, fmt.Sprintf("http://127.0.0.1:%d", ports[3+i]))
 		b.vlogf("[discoverd] %s-%s: profiler at http://127.0.0.1:%d/debug/pprof/", tag, c.ids[i], ports[3+i])
 		p, err := b.procs.start(tag+"-"+c.ids[i], b.discoverdBin, args, filepath.Join(b.logDir, tag+"-"+c.ids[i]+".log"))
 		if err != nil {
@@ -133,6 +136,15 @@ func (c *discoverdCluster) nodeInfo(ctx context.Context, i int) (*wire.NodeStatu
 
 func (c *discoverdCluster) procs() []*proc { return c.ps }
 
+func (c *discoverdCluster) restart(ctx context.Context, i int) error {
+	p, err := c.b.procs.restart(c.ps[i])
+	if err != nil {
+		return err
+	}
+	c.ps[i] = p
+	return c.waitReady(ctx)
+}
+
 func (c *discoverdCluster) leader(ctx context.Context) (int, error) {
 	var errs []error
 	for i := range c.addrs {
@@ -152,6 +164,9 @@ func (c *discoverdCluster) leader(ctx context.Context) (int, error) {
 }
 
 func (c *discoverdCluster) heapInuse(ctx context.Context, i int) (uint64, error) {
+	if err := forceGC(ctx, c.debug[i]); err != nil {
+		return 0, err
+	}
 	st, err := c.nodeInfo(ctx, i)
 	if err != nil {
 		return 0, err
@@ -356,3 +371,29 @@ func (w *dwatcher) next(ctx context.Context) (string, error) {
 }
 
 func (w *dwatcher) close() { w.st.Close() }
+
+// logAppends reads every node's Raft log append counters.
+func (c *discoverdCluster) logAppends(ctx context.Context) [][3]uint64 {
+	out := make([][3]uint64, len(c.addrs))
+	for i := range c.addrs {
+		if st, err := c.nodeInfo(ctx, i); err == nil {
+			out[i] = [3]uint64{st.LogAppends, st.LogEntries, st.LogAppendUS}
+		}
+	}
+	return out
+}
+
+// appendExtra describes the log appends between two readings: per node,
+// entries per append and mean append time.
+func appendExtra(before, after [][3]uint64) (entriesPerAppend, msPerAppend []float64) {
+	for i := range before {
+		n := float64(after[i][0] - before[i][0])
+		if n == 0 {
+			entriesPerAppend, msPerAppend = append(entriesPerAppend, 0), append(msPerAppend, 0)
+			continue
+		}
+		entriesPerAppend = append(entriesPerAppend, round2(float64(after[i][1]-before[i][1])/n))
+		msPerAppend = append(msPerAppend, round2(float64(after[i][2]-before[i][2])/n/1000))
+	}
+	return entriesPerAppend, msPerAppend
+}

@@ -75,7 +75,7 @@ func (s etcdSystem) start(ctx context.Context, b *bench, tag string) (cluster, e
 			"--listen-client-urls", c.clientURLs[i], "--advertise-client-urls", c.clientURLs[i],
 			"--listen-peer-urls", peerURLs[i], "--initial-advertise-peer-urls", peerURLs[i],
 			"--initial-cluster", strings.Join(initial, ","), "--initial-cluster-state", "new",
-			"--log-level", "error"}
+			"--log-level", "error", "--enable-pprof"}
 		p, err := b.procs.start(tag+"-"+c.names[i], b.etcdBin, args, filepath.Join(b.logDir, tag+"-"+c.names[i]+".log"))
 		if err != nil {
 			c.stop()
@@ -141,6 +141,15 @@ func (c *etcdCluster) probe(ctx context.Context) error {
 
 func (c *etcdCluster) procs() []*proc { return c.ps }
 
+func (c *etcdCluster) restart(ctx context.Context, i int) error {
+	p, err := c.b.procs.restart(c.ps[i])
+	if err != nil {
+		return err
+	}
+	c.ps[i] = p
+	return c.waitReady(ctx)
+}
+
 func (c *etcdCluster) leader(ctx context.Context) (int, error) {
 	var errs []error
 	for i, ep := range c.clientURLs {
@@ -161,9 +170,13 @@ func (c *etcdCluster) leader(ctx context.Context) (int, error) {
 	return -1, fmt.Errorf("no member reports itself leader: %w", errors.Join(errs...))
 }
 
-// heapInuse reads go_memstats_heap_inuse_bytes from the member's /metrics
-// (served on its client URL).
+// heapInuse collects garbage on the member (--enable-pprof serves the
+// profiler on its client URL) and reads go_memstats_heap_inuse_bytes from
+// its /metrics.
 func (c *etcdCluster) heapInuse(ctx context.Context, i int) (uint64, error) {
+	if err := forceGC(ctx, c.clientURLs[i]); err != nil {
+		return 0, err
+	}
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(cctx, http.MethodGet, c.clientURLs[i]+"/metrics", nil)

@@ -41,9 +41,10 @@ var allWorkloads = []string{"registration", "heartbeat", "heartbeat100k", "watch
 
 // bench is one run of the command.
 type bench struct {
-	quick   bool
-	verbose bool
-	out     io.Writer
+	quick         bool
+	verbose       bool
+	discoverdArgs []string // extra flags for every discoverd server
+	out           io.Writer
 
 	dir, binDir, dataDir, logDir string
 	discoverdBin, etcdBin        string
@@ -95,6 +96,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	systemsFlag := fs.String("systems", "discoverd,etcd", "systems to benchmark, comma-separated")
 	workloadsFlag := fs.String("workloads", strings.Join(allWorkloads, ","), "workloads to run, comma-separated")
 	verbose := fs.Bool("v", false, "more progress output")
+	dArgs := fs.String("discoverd-args", "", "extra flags for every `discoverd server`, space-separated (e.g. \"-raft-apply-groups 1\")")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -127,7 +129,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
-	b := &bench{quick: *quick, verbose: *verbose, out: stdout}
+	b := &bench{quick: *quick, verbose: *verbose, out: stdout, discoverdArgs: strings.Fields(*dArgs)}
 	// However the run ends (an error, Ctrl-C), stop every server started.
 	defer b.procs.stopAll()
 	if err := b.setup(ctx, *out, systems); err != nil {

@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -95,6 +97,8 @@ func (p *ports) pick(n int) ([]int, error) {
 // group. It is only ever signalled by its own PID.
 type proc struct {
 	name    string
+	bin     string
+	args    []string
 	cmd     *exec.Cmd
 	logPath string
 	done    chan struct{} // closed once reaped
@@ -128,7 +132,7 @@ func (ps *procs) start(name, bin string, args []string, logPath string) (*proc, 
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &proc{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	p := &proc{name: name, bin: bin, args: args, cmd: cmd, logPath: logPath, done: make(chan struct{})}
 	ps.mu.Lock()
 	if ps.all == nil {
 		ps.all = map[*proc]bool{}
@@ -331,4 +335,35 @@ func (m *cpuMeter) pct() (each []float64, total float64) {
 		total += each[i]
 	}
 	return each, total
+}
+
+// restart starts p's command again (same binary, flags and log), once p has
+// exited.
+func (ps *procs) restart(p *proc) (*proc, error) {
+	if !p.exited() {
+		return nil, fmt.Errorf("%s (pid %d) is still running", p.name, p.pid())
+	}
+	ps.forget(p)
+	return ps.start(p.name, p.bin, p.args, p.logPath)
+}
+
+// forceGC asks a Go server to collect garbage now, through its profiler
+// (net/http/pprof runs a GC before a heap profile when asked with gc=1).
+func forceGC(ctx context.Context, debugURL string) error {
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(cctx, http.MethodGet, debugURL+"/debug/pprof/heap?gc=1", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("force GC: %w", err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("force GC: %s answered %s", debugURL, resp.Status)
+	}
+	return nil
 }

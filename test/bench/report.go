@@ -49,7 +49,8 @@ func cell(r *row) string {
 	case "watch":
 		s = fmt.Sprintf("%.1f/%.1f/%.1f ms, missing %.0f", r.P50, r.P99, r.Max, num(r.Extra["missing"]))
 	case "failover":
-		s = fmt.Sprintf("outage %.0f ms, max gap %.0f ms (steady %.0f ops/s)", num(r.Extra["outage_ms"]), num(r.Extra["max_gap_ms"]), r.OpsPerS)
+		s = fmt.Sprintf("outage %.0f ms (median of %.0f kills, worst %.0f), max gap %.0f ms (steady %.0f ops/s)",
+			num(r.Extra["outage_ms"]), num(r.Extra["kills"]), r.Max, num(r.Extra["max_gap_ms"]), r.OpsPerS)
 	case "memory":
 		s = fmt.Sprintf("heap %.0f B/inst, RSS %.0f B/inst", num(r.Extra["heap_bytes_per_instance"]), num(r.Extra["rss_bytes_per_instance"]))
 	default:

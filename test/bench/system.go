@@ -25,8 +25,12 @@ type cluster interface {
 	// calls go to one node (home) like the Go client's single connection,
 	// else each registration goes to a random node.
 	newClient(ctx context.Context, home int, sticky bool) (client, error)
-	// heapInuse returns node i's Go heap in use, in bytes.
+	// heapInuse runs a garbage collection on node i (through its
+	// profiler endpoint) and returns its Go heap in use after it, in bytes.
 	heapInuse(ctx context.Context, i int) (uint64, error)
+	// restart starts node i again (same flags, same data dir) after it was
+	// killed, and returns once the cluster has a leader and answers.
+	restart(ctx context.Context, i int) error
 	// count returns how many instances the services hold (a linearizable read).
 	count(ctx context.Context, services []string) (int, error)
 	// stop stops the processes (SIGTERM, then SIGKILL) and closes clients.
