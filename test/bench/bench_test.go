@@ -1,0 +1,89 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/discoverd/discoverd/internal/validate"
+)
+
+func TestPct_NearestRank(t *testing.T) {
+	var d []time.Duration
+	for i := 1; i <= 100; i++ {
+		d = append(d, time.Duration(i)*time.Millisecond)
+	}
+	for _, c := range []struct {
+		p    float64
+		want time.Duration
+	}{{0.5, 50 * time.Millisecond}, {0.99, 99 * time.Millisecond}, {1, 100 * time.Millisecond}, {0, time.Millisecond}} {
+		if got := pct(d, c.p); got != c.want {
+			t.Errorf("pct(1..100 ms, %v) = %v, want %v", c.p, got, c.want)
+		}
+	}
+	if got := pct([]time.Duration{7}, 0.99); got != 7 {
+		t.Errorf("pct of one = %v", got)
+	}
+}
+
+// TestRatio_GreaterMeansDiscoverdBetter: throughput divides discoverd by
+// etcd, latencies, outages and memory divide etcd by discoverd.
+func TestRatio_GreaterMeansDiscoverdBetter(t *testing.T) {
+	d := &row{Workload: "registration", OpsPerS: 200, Extra: map[string]any{}}
+	e := &row{Workload: "registration", OpsPerS: 100, Extra: map[string]any{}}
+	if r, _ := ratio(d, e); r != "2.00" {
+		t.Errorf("registration ratio %s, want 2.00", r)
+	}
+	d = &row{Workload: "watch", P99: 5, Extra: map[string]any{}}
+	e = &row{Workload: "watch", P99: 10, Extra: map[string]any{}}
+	if r, _ := ratio(d, e); r != "2.00" {
+		t.Errorf("watch ratio %s, want 2.00 (discoverd's p99 half etcd's)", r)
+	}
+	d = &row{Workload: "failover", Extra: map[string]any{"outage_ms": 3000.0}}
+	e = &row{Workload: "failover", Extra: map[string]any{"outage_ms": 1500.0}}
+	if r, _ := ratio(d, e); r != "0.50" {
+		t.Errorf("failover ratio %s, want 0.50 (discoverd's outage twice etcd's)", r)
+	}
+	d = &row{Workload: "memory", Extra: map[string]any{"heap_bytes_per_instance": 1000.0}}
+	e = &row{Workload: "memory", Extra: map[string]any{"heap_bytes_per_instance": 3000.0}}
+	if r, _ := ratio(d, e); r != "3.00" {
+		t.Errorf("memory ratio %s, want 3.00", r)
+	}
+	if r, _ := ratio(d, nil); r != "" {
+		t.Errorf("ratio without etcd row = %q", r)
+	}
+}
+
+// TestAddrOf_ValidAndDistinct: the instance addresses the benchmark makes
+// pass discoverd's validation and do not repeat.
+func TestAddrOf_ValidAndDistinct(t *testing.T) {
+	seen := map[string]bool{}
+	for _, n := range []int{0, 1, 255, 256, 65535, 65536, 1 << 20, 5_000_000, 16_777_215, 16_777_216, 40_000_000} {
+		a := addrOf(n)
+		if err := validate.Addr(a); err != nil {
+			t.Errorf("addrOf(%d) = %q: %v", n, a, err)
+		}
+		if seen[a] {
+			t.Errorf("addrOf(%d) = %q repeats", n, a)
+		}
+		seen[a] = true
+	}
+}
+
+func TestRun_BadFlagsAreUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"-systems", "consul"},
+		{"-workloads", "registration,nope"},
+		{"-systems", ""},
+		{"extra"},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(t.Context(), args, &out, &errb); code != 2 {
+			t.Errorf("run %q = %d, want 2 (stderr %q)", args, code, errb.String())
+		}
+		if !strings.Contains(errb.String(), "bench:") && !strings.Contains(errb.String(), "flag") {
+			t.Errorf("run %q: stderr %q does not say what is wrong", args, errb.String())
+		}
+	}
+}
