@@ -146,6 +146,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		b.logf("bench: heartbeat100k runs in full mode only; skipped")
 		delete(workloads, "heartbeat100k")
 	}
+	if workloads["heartbeat100k"] && slices.ContainsFunc(systems, func(s system) bool { return s.name() == "etcd" }) {
+		b.logf("bench: heartbeat100k runs against discoverd only (etcd, a lease and KeepAliveOnce per instance, registered 40 294 of 100 000 in 5 minutes and lost them all; README)")
+	}
 	for _, sys := range systems {
 		if ctx.Err() != nil {
 			break
@@ -249,6 +252,9 @@ func (b *bench) runSystem(ctx context.Context, sys system, workloads map[string]
 	}
 	shared := []step{{"registration", b.registration}, {"heartbeat", b.heartbeat}, {"watch", b.watch}}
 	fresh := []step{{"heartbeat100k", b.heartbeat100k}, {"failover", b.failover}, {"memory", b.memory}}
+	if sys.name() != "discoverd" {
+		fresh = fresh[1:] // heartbeat100k is discoverd's alone (see run)
+	}
 
 	var cl cluster
 	defer func() {

@@ -58,15 +58,32 @@ func closeClients(cs []client) {
 
 // fill registers ins with workers concurrent registrations over clients
 // (worker w uses clients[w mod len]); each registration is retried across
-// nodes for up to 30 s. onDone, if set, runs after each success. It returns
+// nodes for up to 30 s. onDone, if set, runs after each success; progress,
+// if set, is called every 10 s. It returns
 // the latencies of the successful registrations and how long it took.
-func fill(ctx context.Context, clients []client, ins []*instance, workers int, bound time.Duration, onDone func(*instance)) (*latencies, time.Duration, error) {
+func fill(ctx context.Context, clients []client, ins []*instance, workers int, bound time.Duration, onDone func(*instance), progress func(done, total int, took time.Duration)) (*latencies, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, bound)
 	defer cancel()
 	lat := &latencies{}
-	var next atomic.Int64
+	var next, done atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
+	if progress != nil {
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			tick := time.NewTicker(10 * time.Second)
+			defer tick.Stop()
+			for {
+				select {
+				case <-tick.C:
+					progress(int(done.Load()), len(ins), time.Since(start))
+				case <-stop:
+					return
+				}
+			}
+		}()
+	}
 	for w := range workers {
 		wg.Add(1)
 		go func() {
@@ -85,6 +102,7 @@ func fill(ctx context.Context, clients []client, ins []*instance, workers int, b
 					continue
 				}
 				r.ok(time.Since(t0))
+				done.Add(1)
 				if onDone != nil {
 					onDone(ins[i])
 				}
@@ -194,7 +212,7 @@ func (b *bench) heartbeat(ctx context.Context, sys string, cl cluster) error {
 		n := b.nextID()
 		ins[i] = &instance{service: fmt.Sprintf("hb-%02d", n%16), addr: addrOf(n), ttl: time.Hour, ownLease: true}
 	}
-	flat, took, err := fill(ctx, clients, ins, W, 5*time.Minute, nil)
+	flat, took, err := fill(ctx, clients, ins, W, 5*time.Minute, nil, b.progress(sys, "heartbeat"))
 	if err != nil {
 		return err
 	}
@@ -305,6 +323,13 @@ func (b *bench) heartbeat(ctx context.Context, sys string, cl cluster) error {
 	rw.Extra["routing"] = "each worker on one node (w mod 3)"
 	b.add(rw)
 	return nil
+}
+
+// progress returns a fill progress reporter for a workload.
+func (b *bench) progress(sys, what string) func(done, total int, took time.Duration) {
+	return func(done, total int, took time.Duration) {
+		b.logf("[%s] %s: registered %d of %d (%.0fs)", sys, what, done, total, took.Seconds())
+	}
 }
 
 // runRow passes a row and its error through (it lets a call site read as
@@ -469,10 +494,24 @@ func (b *bench) heartbeat100k(ctx context.Context, sys string, cl cluster) error
 				in.next = time.Now().Add(jitter(ttl / 3))
 				registered.Add(1)
 				queues[k].push(in)
-			})
+			}, nil)
 		}()
 	}
+	regDone := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(10 * time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+				b.logf("[%s] heartbeat100k: registered %d of %d (%.0fs), all heartbeating", sys, registered.Load(), nClients*perClient, time.Since(regStart).Seconds())
+			case <-regDone:
+				return
+			}
+		}
+	}()
 	regWG.Wait()
+	close(regDone)
 	regTook := time.Since(regStart)
 	if err := ctx.Err(); err != nil {
 		return err
@@ -989,7 +1028,7 @@ func (b *bench) memory(ctx context.Context, sys string, cl cluster) error {
 			// does: the same thing stored in both systems.
 			ins[i] = &instance{service: fmt.Sprintf("mem-%02d", n%16), addr: addrOf(n), ttl: time.Hour, ownLease: true}
 		}
-		lat, took, err := fill(ctx, clients, ins, 64, 10*time.Minute, nil)
+		lat, took, err := fill(ctx, clients, ins, 64, 10*time.Minute, nil, b.progress(sys, fmt.Sprintf("memory %d", target)))
 		if err != nil {
 			return err
 		}
