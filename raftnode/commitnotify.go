@@ -17,10 +17,12 @@ import (
 // leader. Lowering CommitTimeout instead costs a steady stream of empty
 // appends (a 2 ms timeout took ~30 % of a core on an idle 3-node cluster).
 //
-// So the leader tells followers of a commit itself when nothing newer is on
-// its way to carry it (checked once more 1 ms later, so that a client
-// writing in a loop, whose next append carries the commit, costs no
-// notices). It wraps its Raft transport to see every
+// So the leader tells followers of a commit itself, at once, when nothing
+// newer is on its way to carry it. (Waiting 1 ms first, for a looping
+// writer's next append to carry the commit instead, saved ~15 % of one
+// client's write rate but left watchers on followers 2 ms behind at the
+// median and 12 ms at p99; without the wait they see a change 0.3 ms after
+// the write's acknowledgement.) It wraps its Raft transport to see every
 // answered append: a successful answer to an append in term T proves the
 // follower's log equals the leader's up to the last entry of that append
 // (Raft's log matching) and says which commit index the follower was given.
@@ -37,7 +39,6 @@ import (
 // a missing notice is only the old CommitTimeout delay.
 
 const (
-	notifyDelay      = time.Millisecond
 	notifyBackoffMin = time.Second
 	notifyBackoffMax = 30 * time.Second
 )
@@ -145,19 +146,6 @@ func (c *commitNotifier) run(done <-chan struct{}) {
 			continue
 		}
 		c.syncPeers(done)
-		if c.n.raft.LastIndex() > c.n.raft.CommitIndex() {
-			continue // an append in flight will carry a newer commit index; its commit pokes again
-		}
-		// A client that writes in a loop sends its next write within a
-		// moment, and that append carries the commit index: wait that
-		// moment before spending a notice.
-		t := time.NewTimer(notifyDelay)
-		select {
-		case <-done:
-			t.Stop()
-			return
-		case <-t.C:
-		}
 		commit := c.n.raft.CommitIndex()
 		if commit == 0 || c.n.raft.LastIndex() > commit {
 			continue

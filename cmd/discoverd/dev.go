@@ -23,9 +23,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	addr := fs.String("addr", "127.0.0.1:1111", "address of the first node; the others take the next ports")
 	dataDir := fs.String("data-dir", "", "keep the nodes' data under this directory (default: a temporary one, removed on exit)")
 	f.register(fs, false)
-	// Development clusters elect in half a second and log only warnings.
-	for name, v := range map[string]string{"raft-heartbeat-timeout": "500ms", "raft-election-timeout": "500ms",
-		"raft-leader-lease-timeout": "250ms", "log-level": "warn"} {
+	// Development clusters log only warnings.
+	for name, v := range map[string]string{"log-level": "warn"} {
 		_ = fs.Set(name, v)
 		fs.Lookup(name).DefValue = v
 	}

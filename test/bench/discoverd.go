@@ -18,7 +18,7 @@ import (
 )
 
 // discoverdSystem runs `discoverd server` processes with their production
-// defaults (1 s Raft timings, fsync on every log write).
+// defaults (500 ms Raft timings, fsync on every log write).
 type discoverdSystem struct{}
 
 func (discoverdSystem) name() string { return "discoverd" }
