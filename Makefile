@@ -20,7 +20,7 @@ lint: ## gofmt and go vet must be clean
 	$(GO) vet ./...
 	$(GO) vet -tags faultroot,faultbugs,faultclock ./...
 
-bench: ## discoverd vs etcd, 3-node clusters of real processes, full run (~15 min; report in test/reports/)
+bench: ## discoverd vs etcd, 3-node clusters of real processes, full run (~10 min; report in test/reports/)
 	$(GO) run ./test/bench
 
 bench-quick: ## discoverd vs etcd, quick mode (~2 min)

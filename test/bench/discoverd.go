@@ -71,30 +71,11 @@ func (s discoverdSystem) start(ctx context.Context, b *bench, tag string) (clust
 	return c, nil
 }
 
-// waitReady polls every node's NodeInfo until all three answer and agree on
-// a leader, then makes a consistent read through that leader (which fails
-// until the leader has taken office).
+// waitReady waits until all three nodes answer and agree on a leader, and a
+// consistent read through that leader (which fails until the leader has
+// taken office) succeeds.
 func (c *discoverdCluster) waitReady(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 45*time.Second)
-	defer cancel()
-	var last error
-	for ctx.Err() == nil {
-		for _, p := range c.ps {
-			if p.exited() {
-				return fmt.Errorf("discoverd node %s exited during start:\n%s", p.name, p.describe())
-			}
-		}
-		last = c.probe(ctx)
-		if last == nil {
-			return nil
-		}
-		sleepCtx(ctx, 200*time.Millisecond)
-	}
-	var tails []string
-	for _, p := range c.ps {
-		tails = append(tails, p.describe())
-	}
-	return fmt.Errorf("discoverd cluster not ready after 45s (last: %v):\n%s", last, strings.Join(tails, "\n"))
+	return waitReady(ctx, "discoverd cluster", c.ps, c.probe)
 }
 
 func (c *discoverdCluster) probe(ctx context.Context) error {

@@ -94,29 +94,10 @@ func (s etcdSystem) start(ctx context.Context, b *bench, tag string) (cluster, e
 	return c, nil
 }
 
-// waitReady polls every member's Status until all answer and agree on a
-// leader, then makes a linearizable read.
+// waitReady waits until every member answers Status and they agree on a
+// leader, and a linearizable read succeeds.
 func (c *etcdCluster) waitReady(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 45*time.Second)
-	defer cancel()
-	var last error
-	for ctx.Err() == nil {
-		for _, p := range c.ps {
-			if p.exited() {
-				return fmt.Errorf("etcd member %s exited during start:\n%s", p.name, p.describe())
-			}
-		}
-		last = c.probe(ctx)
-		if last == nil {
-			return nil
-		}
-		sleepCtx(ctx, 200*time.Millisecond)
-	}
-	var tails []string
-	for _, p := range c.ps {
-		tails = append(tails, p.describe())
-	}
-	return fmt.Errorf("etcd cluster not ready after 45s (last: %v):\n%s", last, strings.Join(tails, "\n"))
+	return waitReady(ctx, "etcd cluster", c.ps, c.probe)
 }
 
 func (c *etcdCluster) probe(ctx context.Context) error {

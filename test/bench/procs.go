@@ -155,30 +155,52 @@ func (ps *procs) stopAll() {
 	}
 	ps.all = nil
 	ps.mu.Unlock()
+	stopParallel(all, nil)
+}
+
+// stopProcs stops a cluster's processes in parallel (SIGTERM, SIGKILL after
+// 3 s) and forgets them.
+func stopProcs(b *bench, all []*proc) { stopParallel(all, b.procs.forget) }
+
+// stopParallel stops every process at once (SIGTERM, SIGKILL after 3 s),
+// then calls after for each, if set.
+func stopParallel(all []*proc, after func(*proc)) {
 	var wg sync.WaitGroup
 	for _, p := range all {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			p.stop(3 * time.Second)
+			if after != nil {
+				after(p)
+			}
 		}()
 	}
 	wg.Wait()
 }
 
-// stopProcs stops a cluster's processes in parallel (SIGTERM, SIGKILL after
-// 3 s) and forgets them.
-func stopProcs(b *bench, all []*proc) {
-	var wg sync.WaitGroup
-	for _, p := range all {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			p.stop(3 * time.Second)
-			b.procs.forget(p)
-		}()
+// waitReady polls probe every 200 ms until it succeeds, for at most 45 s,
+// and fails at once if one of ps exits.
+func waitReady(ctx context.Context, what string, ps []*proc, probe func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, 45*time.Second)
+	defer cancel()
+	var last error
+	for ctx.Err() == nil {
+		for _, p := range ps {
+			if p.exited() {
+				return fmt.Errorf("%s: %s exited during start:\n%s", what, p.name, p.describe())
+			}
+		}
+		if last = probe(ctx); last == nil {
+			return nil
+		}
+		sleepCtx(ctx, 200*time.Millisecond)
 	}
-	wg.Wait()
+	var tails []string
+	for _, p := range ps {
+		tails = append(tails, p.describe())
+	}
+	return fmt.Errorf("%s not ready after 45s (last: %v):\n%s", what, last, strings.Join(tails, "\n"))
 }
 
 func (ps *procs) forget(p *proc) {

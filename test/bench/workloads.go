@@ -56,6 +56,41 @@ func closeClients(cs []client) {
 	}
 }
 
+// timedLoop calls op from workers goroutines (worker w's i-th call is op(ctx,
+// w, i), bounded by opTimeout) until dur has passed, and returns the
+// latencies of the calls that succeeded, the sum of what they returned, and
+// how long it all took.
+func timedLoop(ctx context.Context, workers int, dur time.Duration, op func(ctx context.Context, w, i int) (int, error)) (*latencies, int64, time.Duration) {
+	lat := &latencies{}
+	var sum atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	deadline := start.Add(dur)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := lat.worker()
+			defer r.flush()
+			for i := 0; i < 100_000_000 && ctx.Err() == nil && time.Now().Before(deadline); i++ {
+				octx, cancel := context.WithTimeout(ctx, opTimeout)
+				t0 := time.Now()
+				n, err := op(octx, w, i)
+				d := time.Since(t0)
+				cancel()
+				if err != nil {
+					r.fail(err)
+					continue
+				}
+				r.ok(d)
+				sum.Add(int64(n))
+			}
+		}()
+	}
+	wg.Wait()
+	return lat, sum.Load(), time.Since(start)
+}
+
 // fill registers ins with workers concurrent registrations over clients
 // (worker w uses clients[w mod len]); each registration is retried across
 // nodes for up to 30 s. onDone, if set, runs after each success; progress,
@@ -134,44 +169,20 @@ func (b *bench) registration(ctx context.Context, sys string, cl cluster) error 
 	}
 	defer closeClients(clients)
 	for _, C := range []int{1, 16, 64, 256} {
-		lat := &latencies{}
-		var wg sync.WaitGroup
 		dc, isD := cl.(*discoverdCluster)
 		var logs0 [][3]uint64
 		if isD {
 			logs0 = dc.logAppends(ctx)
 		}
 		cpu := startCPU(cl.procs())
-		start := time.Now()
-		deadline := start.Add(dur)
-		for w := range C {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				r := lat.worker()
-				defer r.flush()
-				cli := clients[w%len(clients)]
-				for i := 0; i < 10_000_000 && ctx.Err() == nil && time.Now().Before(deadline); i++ {
-					n := b.nextID()
-					in := &instance{service: fmt.Sprintf("reg-%02d", n%16), addr: addrOf(n), ttl: time.Hour}
-					octx, cancel := context.WithTimeout(ctx, opTimeout)
-					t0 := time.Now()
-					err := cli.register(octx, in, 0)
-					d := time.Since(t0)
-					cancel()
-					if err != nil {
-						r.fail(err)
-						continue
-					}
-					r.ok(d)
-				}
-			}()
-		}
-		wg.Wait()
+		lat, _, elapsed := timedLoop(ctx, C, dur, func(octx context.Context, w, i int) (int, error) {
+			n := b.nextID()
+			in := &instance{service: fmt.Sprintf("reg-%02d", n%16), addr: addrOf(n), ttl: time.Hour}
+			return 1, clients[w%len(clients)].register(octx, in, 0)
+		})
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		elapsed := time.Since(start)
 		s := lat.summary()
 		row := newRow("registration", C, sys, float64(s.n)/elapsed.Seconds(), s)
 		row.Extra["ops"] = s.n
@@ -221,47 +232,20 @@ func (b *bench) heartbeat(ctx context.Context, sys string, cl cluster) error {
 	// run has every worker call beat in a loop for dur; beat returns how
 	// many instance heartbeats were acknowledged.
 	run := func(name string, beat func(ctx context.Context, w, i int) (int, error)) (row, error) {
-		lat := &latencies{}
-		var acked atomic.Int64
-		var wg sync.WaitGroup
 		cpu := startCPU(cl.procs())
-		start := time.Now()
-		deadline := start.Add(dur)
-		for w := range W {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				r := lat.worker()
-				defer r.flush()
-				for i := 0; i < 100_000_000 && ctx.Err() == nil && time.Now().Before(deadline); i++ {
-					octx, cancel := context.WithTimeout(ctx, opTimeout)
-					t0 := time.Now()
-					n, err := beat(octx, w, i)
-					d := time.Since(t0)
-					cancel()
-					if err != nil {
-						r.fail(err)
-						continue
-					}
-					r.ok(d)
-					acked.Add(int64(n))
-				}
-			}()
-		}
-		wg.Wait()
+		lat, acked, elapsed := timedLoop(ctx, W, dur, beat)
 		if err := ctx.Err(); err != nil {
 			return row{}, err
 		}
-		elapsed := time.Since(start)
 		s := lat.summary()
-		rw := newRow(name, W, sys, float64(acked.Load())/elapsed.Seconds(), s)
+		rw := newRow(name, W, sys, float64(acked)/elapsed.Seconds(), s)
 		rw.Extra["instances"] = N
 		rw.Extra["requests_per_s"] = round2(float64(s.n) / elapsed.Seconds())
-		rw.Extra["instance_heartbeats"] = acked.Load()
+		rw.Extra["instance_heartbeats"] = acked
 		each, total := cpu.pct()
 		rw.Extra["node_cpu_pct"], rw.Extra["cluster_cpu_pct"], rw.Extra["client_cpu_pct"] = each, total, cpu.clientPct()
 		b.logf("[%s] %s W=%d: %d instance heartbeats in %d requests in %.1fs = %.0f/s, per request %v; CPU %% of a core: servers %v, clients %v",
-			sys, name, W, acked.Load(), s.n, elapsed.Seconds(), rw.OpsPerS, s, each, rw.Extra["client_cpu_pct"])
+			sys, name, W, acked, s.n, elapsed.Seconds(), rw.OpsPerS, s, each, rw.Extra["client_cpu_pct"])
 		return rw, nil
 	}
 
