@@ -171,6 +171,12 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	stopClock := make(chan struct{})
 	defer close(stopClock)
 	cfg.Clock = faultClock(log, stopClock)
+	return serve(ctx, &f, cfg, log)
+}
+
+// serve runs a node (either backend) with its profiler, if asked for, until
+// ctx ends, then shuts it down in order within -shutdown-timeout.
+func serve(ctx context.Context, f *serverFlags, cfg server.Config, log *slog.Logger) error {
 	stopDebug, err := startDebug(f.debugAddr, log)
 	if err != nil {
 		return usageErr("%v", err)
@@ -233,20 +239,5 @@ func runEtcdServer(ctx context.Context, f *serverFlags, stderr io.Writer) error 
 		return usageErr("-etcd-dial-timeout must be positive")
 	}
 	cfg.Etcd = etcdstore.Config{Endpoints: endpoints, Prefix: f.etcdPrefix, NodeID: id, Addr: advertise, DialTimeout: f.etcdDialTimeout}
-	stopDebug, err := startDebug(f.debugAddr, log)
-	if err != nil {
-		return usageErr("%v", err)
-	}
-	defer stopDebug()
-	srv, err := server.Start(cfg)
-	if err != nil {
-		return err
-	}
-	<-ctx.Done()
-	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
-	}
-	return nil
+	return serve(ctx, f, cfg, log)
 }
