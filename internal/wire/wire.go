@@ -254,7 +254,9 @@ func encodeFrame(hdr *Header, body any, limit int) (*bytes.Buffer, error) {
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()
 	buf.Write([]byte{0, 0, 0, 0})
-	enc := codec.NewEncoder(buf, Handle)
+	enc := encoders.Get().(*codec.Encoder)
+	defer encoders.Put(enc)
+	enc.Reset(buf)
 	if err := enc.Encode(hdr); err != nil {
 		releaseFrame(buf)
 		return nil, fmt.Errorf("header: %v: %w", err, ErrEncode)
@@ -333,7 +335,7 @@ type Frame struct {
 
 // Decode decodes the frame's body into v.
 func (f *Frame) Decode(v any) error {
-	if err := codec.NewDecoderBytes(f.body, Handle).Decode(v); err != nil {
+	if err := decodeBytes(f.body, v); err != nil {
 		what := "response"
 		if f.Header.Method != "" {
 			what = f.Header.Method
@@ -401,11 +403,34 @@ func ReadFrame(r *bufio.Reader, max int) (*Frame, error) {
 		return nil, err
 	}
 	f := &Frame{}
-	dec := codec.NewDecoderBytes(b, Handle)
+	dec := decoders.Get().(*codec.Decoder)
+	defer putDecoder(dec)
+	dec.ResetBytes(b)
 	if err := dec.Decode(&f.Header); err != nil {
 		return nil, fmt.Errorf("malformed frame header: %v: %w", err, codes.ErrInvalidArgument)
 	}
 	// The body is whatever follows the header.
 	f.body = b[dec.NumBytesRead():]
 	return f, nil
+}
+
+// Encoders and decoders are reused: a new one per frame was the largest
+// single source of allocations on a busy node.
+var (
+	encoders = sync.Pool{New: func() any { return codec.NewEncoder(nil, Handle) }}
+	decoders = sync.Pool{New: func() any { return codec.NewDecoderBytes(nil, Handle) }}
+	noBytes  = []byte{}
+)
+
+func putDecoder(d *codec.Decoder) {
+	d.ResetBytes(noBytes) // do not keep the frame alive
+	decoders.Put(d)
+}
+
+// decodeBytes decodes b into v with a pooled decoder.
+func decodeBytes(b []byte, v any) error {
+	dec := decoders.Get().(*codec.Decoder)
+	defer putDecoder(dec)
+	dec.ResetBytes(b)
+	return dec.Decode(v)
 }
