@@ -226,30 +226,42 @@ func (f *FSM) Apply(l *raft.Log) any {
 	return f.ApplyBatch([]*raft.Log{l})[0]
 }
 
-// ApplyBatch applies committed entries in order, under one lock.
+// ApplyBatch applies committed entries in order, under one lock. A command
+// entry returns its *Result; a batch entry (BatchType) returns a []*Result,
+// one per command in it; anything else returns nil.
+//
+// Indices. Every applied write (and configuration entry) gets its own index:
+// the entry's Raft index, or one past the previous index if that is higher —
+// which happens only after a batch entry, whose commands took consecutive
+// indices from the entry's own. So indices are unique, increase with the
+// log, depend on the log alone (every node assigns the same ones), and equal
+// the Raft index for as long as no batch entry was applied.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for i, l := range logs {
-		if l.Type == raft.LogCommand {
-			r, je := f.applyCommandLocked(l.Index, l.Data)
-			out[i] = r
-			// Per entry, never per batch: batches differ between nodes, and
-			// what is forgotten must depend on the log alone.
-			f.evictEmptyLocked()
-			if f.journal != nil {
-				// A retried request id is answered with the first result (whose
-				// Index is the first entry's): this entry itself changed nothing.
-				je.Index, je.Term, je.Err = l.Index, l.Term, r.Err
-				je.Changed = r.Changed && r.Index == l.Index
-				f.journal.Applied(je)
+		switch l.Type {
+		case raft.LogCommand:
+			if len(l.Data) > 0 && MessageType(l.Data[0]) == BatchType {
+				cmds, err := decodeBatch(l.Data[1:])
+				if err != nil {
+					panic(fmt.Sprintf("fsm: cannot decode batch entry at index %d: %v", l.Index, err))
+				}
+				rs := make([]*Result, len(cmds))
+				for j, c := range cmds {
+					rs[j] = f.applyOneLocked(l, c)
+				}
+				out[i] = rs
+			} else {
+				out[i] = f.applyOneLocked(l, l.Data)
 			}
-		} else if f.journal != nil && l.Type == raft.LogConfiguration {
-			f.journal.Applied(JournalEntry{Index: l.Index, Term: l.Term})
-		}
-		if l.Index > f.st.applied {
-			f.st.applied = l.Index
+		case raft.LogConfiguration:
+			idx := f.nextIndexLocked(l.Index)
+			f.st.applied = idx
+			if f.journal != nil {
+				f.journal.Applied(JournalEntry{Index: idx, Term: l.Term})
+			}
 		}
 	}
 	if f.journal != nil {
@@ -258,6 +270,30 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	close(f.appliedCh)
 	f.appliedCh = make(chan struct{})
 	return out
+}
+
+// nextIndexLocked returns the index of the next thing applied from the entry
+// at raftIndex (see ApplyBatch). Lock must be held.
+func (f *FSM) nextIndexLocked(raftIndex uint64) uint64 {
+	return max(f.st.applied+1, raftIndex)
+}
+
+// applyOneLocked applies one command of entry l. Lock must be held.
+func (f *FSM) applyOneLocked(l *raft.Log, data []byte) *Result {
+	idx := f.nextIndexLocked(l.Index)
+	r, je := f.applyCommandLocked(idx, data) // panics, changing nothing, on an entry it cannot decode
+	f.st.applied = idx
+	// Per command, never per batch of entries: those differ between nodes,
+	// and what is forgotten must depend on the log alone.
+	f.evictEmptyLocked()
+	if f.journal != nil {
+		// A retried request id is answered with the first result (whose
+		// Index is the first write's): this command itself changed nothing.
+		je.Index, je.Term, je.Err = idx, l.Term, r.Err
+		je.Changed = r.Changed && r.Index == idx
+		f.journal.Applied(je)
+	}
+	return r
 }
 
 // applyCommandLocked applies one command. An entry that cannot be decoded
