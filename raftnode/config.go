@@ -105,6 +105,10 @@ type Config struct {
 	// ApplyLinger is the longest a group of writes waits to grow to the size
 	// of the last group (writers of the last group coming back). 0: never.
 	ApplyLinger time.Duration
+	// NoBatchEntries makes group commit propose each write of a group as its
+	// own log entry instead of the group as one entry (groupcommit.go). For
+	// comparisons, and for a cluster with nodes older than batch entries.
+	NoBatchEntries bool
 	// NoCommitNotify turns off the leader's immediate commit notices to
 	// followers (commitnotify.go); followers then learn of a commit with the
 	// next entries or after CommitTimeout. For tests and comparisons.
@@ -132,7 +136,7 @@ func DefaultConfig() Config {
 		SnapshotRetain:     2,
 		MaxAppendEntries:   256,
 		MaxApplyGroups:     1,
-		ApplyLinger:        time.Millisecond,
+		ApplyLinger:        3 * time.Millisecond,
 		BarrierTimeout:     10 * time.Second,
 		Logger:             slog.Default(),
 	}

@@ -1,10 +1,14 @@
 package raftnode
 
 import (
+	"errors"
+	"fmt"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/discoverd/discoverd/fsm"
 )
 
 // Group commit.
@@ -23,7 +27,17 @@ import (
 // raft at once, where it becomes one append on the leader and, replicated
 // together, one append on each follower. A lone write finds a free slot and
 // goes at once, so group commit costs nothing when there is no contention.
-// Each write stays its own log entry (its own index).
+//
+// A group of several writes goes to raft as one log entry (fsm.BatchType):
+// raft-boltdb encodes and stores every entry as its own key and the
+// transport encodes each one again, which at 100+ writes per group cost more
+// than the writes themselves. The FSM gives each write of the entry its own
+// index, so clients see no difference. Config.NoBatchEntries turns this off
+// (each write its own entry, as before).
+
+// maxGroupBytes ends a group early: a batch entry stays a modest message
+// for raft's transport and log however large the registrations are.
+const maxGroupBytes = 1 << 20
 
 // proposal is one write waiting to be handed to raft.
 type proposal struct {
@@ -54,13 +68,23 @@ type groupCommit struct {
 	r      *raft.Raft
 	queue  chan *proposal
 	slots  chan struct{} // one token per group in flight
-	max    int           // entries per group
+	max    int           // writes per group
 	linger time.Duration // longest wait for a group to fill up
 	last   int           // size of the last group
+	batch  bool          // propose a group as one entry
+	start  time.Time
+	doneAt atomic.Int64 // when the last group was answered, as time since start
 }
 
-func newGroupCommit(r *raft.Raft, groups, maxEntries int, linger time.Duration) *groupCommit {
-	return &groupCommit{r: r, queue: make(chan *proposal, 4*maxEntries), slots: make(chan struct{}, groups), max: maxEntries, linger: linger}
+// release frees a group's slot once all its writes are answered.
+func (g *groupCommit) release() {
+	g.doneAt.Store(int64(time.Since(g.start)))
+	<-g.slots
+}
+
+func newGroupCommit(r *raft.Raft, groups, maxEntries int, linger time.Duration, batch bool) *groupCommit {
+	return &groupCommit{r: r, queue: make(chan *proposal, 4*maxEntries), slots: make(chan struct{}, groups),
+		max: maxEntries, linger: linger, batch: batch, start: time.Now()}
 }
 
 // run hands queued proposals to raft in groups until done closes; what is
@@ -90,10 +114,13 @@ func (g *groupCommit) run(done <-chan struct{}) {
 			return
 		}
 		group := []*proposal{first}
-		for len(group) < g.max {
+		size := len(first.data)
+		room := func() bool { return len(group) < g.max && size < maxGroupBytes }
+		for room() {
 			select {
 			case p := <-g.queue:
 				group = append(group, p)
+				size += len(p.data)
 				continue
 			default:
 			}
@@ -104,13 +131,19 @@ func (g *groupCommit) run(done <-chan struct{}) {
 		// for them too, so that one group, and its fsyncs, is shared by all
 		// the writers instead of two groups taking turns (the writers that
 		// queued meanwhile, then those of the last group).
-		if want := min(g.last+queued, g.max); len(group) < want && g.linger > 0 {
+		//
+		// Only while they can still be on their way: a write that comes
+		// long after the last group finished (a lone write after a burst)
+		// goes at once.
+		recent := time.Since(g.start)-time.Duration(g.doneAt.Load()) < g.linger
+		if want := min(g.last+queued, g.max); len(group) < want && g.linger > 0 && recent {
 			t := time.NewTimer(g.linger)
 		linger:
-			for len(group) < want {
+			for len(group) < want && room() {
 				select {
 				case p := <-g.queue:
 					group = append(group, p)
+					size += len(p.data)
 				case <-t.C:
 					break linger
 				case <-done:
@@ -121,15 +154,26 @@ func (g *groupCommit) run(done <-chan struct{}) {
 			t.Stop()
 		}
 		g.last = len(group)
+		live := group[:0]
+		for _, p := range group {
+			if !p.abandoned.Load() {
+				live = append(live, p)
+			}
+		}
+		if len(live) == 0 {
+			<-g.slots
+			continue
+		}
+		if g.batch && len(live) > 1 {
+			g.proposeBatch(live)
+			continue
+		}
 		type sent struct {
 			p *proposal
 			f raft.ApplyFuture
 		}
-		var batch []sent
-		for _, p := range group {
-			if p.abandoned.Load() {
-				continue
-			}
+		batch := make([]sent, 0, len(live))
+		for _, p := range live {
 			batch = append(batch, sent{p, g.r.Apply(p.data, max(time.Until(p.deadline), time.Millisecond))})
 		}
 		// Raft answers every future (also on leadership loss or shutdown),
@@ -138,7 +182,56 @@ func (g *groupCommit) run(done <-chan struct{}) {
 			for _, s := range batch {
 				s.p.result <- wait(s.f)
 			}
-			<-g.slots
+			g.release()
 		}()
 	}
 }
+
+// proposeBatch proposes a group as one log entry (fsm.BatchType): one entry
+// to store, replicate and apply instead of one per write. Each write still
+// gets its own index (the FSM numbers them) and its own result.
+func (g *groupCommit) proposeBatch(group []*proposal) {
+	cmds := make([][]byte, len(group))
+	var deadline time.Time
+	for i, p := range group {
+		cmds[i] = p.data
+		if p.deadline.After(deadline) {
+			deadline = p.deadline
+		}
+	}
+	data, err := fsm.EncodeBatch(cmds)
+	if err != nil {
+		// Proposals come from fsm.Encode: this is a bug, not bad input.
+		for _, p := range group {
+			p.result <- applyResult{proposed: true, err: fmt.Errorf("%w: %v", errBatch, err)}
+		}
+		<-g.slots
+		return
+	}
+	f := g.r.Apply(data, max(time.Until(deadline), time.Millisecond))
+	go func() {
+		defer g.release()
+		r := wait(f)
+		if r.err != nil {
+			for _, p := range group {
+				p.result <- r
+			}
+			return
+		}
+		rs, ok := r.resp.([]*fsm.Result)
+		if !ok || len(rs) != len(group) {
+			err := fmt.Errorf("%w: a batch of %d writes was answered with %T", errBatch, len(group), r.resp)
+			for _, p := range group {
+				p.result <- applyResult{proposed: true, err: err}
+			}
+			return
+		}
+		for i, p := range group {
+			p.result <- applyResult{proposed: true, resp: rs[i]}
+		}
+	}()
+}
+
+// errBatch marks a batch the FSM answered in an unexpected way: the writes
+// were proposed, so their outcome is unknown.
+var errBatch = errors.New("group commit batch")

@@ -197,7 +197,7 @@ func Open(cfg Config, f *fsm.FSM, ln net.Listener, observers ...LeadershipObserv
 	n.wg.Add(1)
 	go n.leadershipLoop()
 	if cfg.MaxApplyGroups > 0 {
-		n.group = newGroupCommit(r, cfg.MaxApplyGroups, cfg.MaxAppendEntries, cfg.ApplyLinger)
+		n.group = newGroupCommit(r, cfg.MaxApplyGroups, cfg.MaxAppendEntries, cfg.ApplyLinger, !cfg.NoBatchEntries)
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()

@@ -28,6 +28,7 @@ type serverFlags struct {
 	snapThreshold, trailing                       uint64
 	applyGroups                                   int
 	applyLinger                                   time.Duration
+	applyBatch                                    bool
 	grace, shutdownTimeout                        time.Duration
 	maxFrame                                      int
 	logLevel, logFormat                           string
@@ -58,6 +59,7 @@ func (f *serverFlags) register(fs *flag.FlagSet, withIdentity bool) {
 	fs.Uint64Var(&f.trailing, "trailing-logs", d.TrailingLogs, "log entries kept after a snapshot")
 	fs.IntVar(&f.applyGroups, "raft-apply-groups", d.MaxApplyGroups, "group commit: groups of writes in flight before new writes queue and go to Raft together (0: off)")
 	fs.DurationVar(&f.applyLinger, "raft-apply-linger", d.ApplyLinger, "group commit: longest a group waits to grow to the size of the last one (0: never)")
+	fs.BoolVar(&f.applyBatch, "raft-apply-batch", !d.NoBatchEntries, "group commit: a group of writes is one Raft entry (false: one entry per write, for clusters with nodes older than batch entries)")
 	fs.DurationVar(&f.grace, "ttl-grace", 2*time.Second, "extra time a new leader gives every instance before expiring it")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a stop waits for requests in flight")
 	fs.IntVar(&f.maxFrame, "max-frame", wire.DefaultMaxFrame, "largest client request frame in bytes")
@@ -77,7 +79,7 @@ func (f *serverFlags) config(log *slog.Logger) (server.Config, error) {
 	if f.applyLinger < 0 || f.applyLinger > time.Second {
 		return server.Config{}, usageErr("-raft-apply-linger %v: want 0 to 1s", f.applyLinger)
 	}
-	rc.MaxApplyGroups, rc.ApplyLinger = f.applyGroups, f.applyLinger
+	rc.MaxApplyGroups, rc.ApplyLinger, rc.NoBatchEntries = f.applyGroups, f.applyLinger, !f.applyBatch
 	if f.grace <= 0 {
 		return server.Config{}, usageErr("-ttl-grace %v must be positive", f.grace)
 	}
