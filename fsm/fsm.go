@@ -205,9 +205,13 @@ type Journal interface {
 	Flush()
 }
 
-// JournalEntry describes one applied entry. Type 0 is a Raft configuration entry.
+// JournalEntry describes one applied change (one command, or a Raft
+// configuration entry: Type 0). Index is the change's index; RaftIndex the
+// index of the log entry that carried it (different only after a batch
+// entry, see ApplyBatch).
 type JournalEntry struct {
 	Index, Term uint64
+	RaftIndex   uint64
 	Type        MessageType
 	RequestID   string
 	Name, Addr  string
@@ -260,7 +264,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 			idx := f.nextIndexLocked(l.Index)
 			f.st.applied = idx
 			if f.journal != nil {
-				f.journal.Applied(JournalEntry{Index: idx, Term: l.Term})
+				f.journal.Applied(JournalEntry{Index: idx, Term: l.Term, RaftIndex: l.Index})
 			}
 		}
 	}
@@ -289,7 +293,7 @@ func (f *FSM) applyOneLocked(l *raft.Log, data []byte) *Result {
 	if f.journal != nil {
 		// A retried request id is answered with the first result (whose
 		// Index is the first write's): this command itself changed nothing.
-		je.Index, je.Term, je.Err = idx, l.Term, r.Err
+		je.Index, je.Term, je.RaftIndex, je.Err = idx, l.Term, l.Index, r.Err
 		je.Changed = r.Changed && r.Index == idx
 		f.journal.Applied(je)
 	}

@@ -40,6 +40,7 @@ func Open(path string, log *slog.Logger) (*Writer, error) {
 type line struct {
 	Index       uint64 `json:"index"`
 	Term        uint64 `json:"term"`
+	RaftIndex   uint64 `json:"raft_index"`
 	Type        string `json:"type"`
 	RequestID   string `json:"request_id,omitempty"`
 	Name        string `json:"name,omitempty"`
@@ -57,7 +58,7 @@ func (w *Writer) Applied(e fsm.JournalEntry) {
 	if w.err != nil {
 		return
 	}
-	l := line{Index: e.Index, Term: e.Term, Type: "config", RequestID: e.RequestID, Name: e.Name, Addr: e.Addr,
+	l := line{Index: e.Index, Term: e.Term, RaftIndex: e.RaftIndex, Type: "config", RequestID: e.RequestID, Name: e.Name, Addr: e.Addr,
 		TTLMillis: e.TTL.Milliseconds(), ExpireIndex: e.ExpireIndex, DecidedAt: e.DecidedAt, Changed: e.Changed,
 		At: time.Now().UnixNano()}
 	if e.Type != 0 {

@@ -13,7 +13,7 @@ import (
 //
 // Journals: for every index that two journal lines hold — on two nodes, or
 // twice on one node (a restart applies entries again) — the lines must agree
-// on Term, Type, RequestID, Name, Addr, TTLMillis, ExpireIndex, DecidedAt,
+// on Term, RaftIndex, Type, RequestID, Name, Addr, TTLMillis, ExpireIndex, DecidedAt,
 // Changed and Err (everything but the apply time At). Each index is compared
 // against the line of the first node by name that holds it; every node with
 // a differing line is one violation naming both nodes (Node "ref,other"),
@@ -137,6 +137,7 @@ func entryDiff(a, b history.Entry) string {
 			}
 		}
 	}
+	add("raft_index", a.RaftIndex, b.RaftIndex)
 	add("term", a.Term, b.Term)
 	add("type", a.Type, b.Type)
 	add("request_id", a.RequestID, b.RequestID)
