@@ -253,22 +253,25 @@ func WriteFrame(w io.Writer, hdr *Header, body any, limit int) error {
 func encodeFrame(hdr *Header, body any, limit int) (*bytes.Buffer, error) {
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()
-	buf.Write([]byte{0, 0, 0, 0})
-	enc := encoders.Get().(*codec.Encoder)
-	defer encoders.Put(enc)
-	enc.Reset(buf)
-	if err := enc.Encode(hdr); err != nil {
-		releaseFrame(buf)
-		return nil, fmt.Errorf("header: %v: %w", err, ErrEncode)
+	b := append(buf.AvailableBuffer(), 0, 0, 0, 0)
+	b = appendHeader(b, hdr)
+	if fb, ok := body.(fastBody); ok {
+		buf.Write(fb.appendMsgpack(b))
+	} else {
+		buf.Write(b)
+		if body == nil {
+			body = Empty{}
+		}
+		enc := encoders.Get().(*codec.Encoder)
+		enc.Reset(buf)
+		err := enc.Encode(body)
+		encoders.Put(enc)
+		if err != nil {
+			releaseFrame(buf)
+			return nil, fmt.Errorf("body: %v: %w", err, ErrEncode)
+		}
 	}
-	if body == nil {
-		body = Empty{}
-	}
-	if err := enc.Encode(body); err != nil {
-		releaseFrame(buf)
-		return nil, fmt.Errorf("body: %v: %w", err, ErrEncode)
-	}
-	b := buf.Bytes()
+	b = buf.Bytes()
 	if limit > 0 && len(b)-4 > limit {
 		releaseFrame(buf)
 		return nil, &TooLargeError{Size: int64(len(b) - 4), Limit: limit}
@@ -335,7 +338,13 @@ type Frame struct {
 
 // Decode decodes the frame's body into v.
 func (f *Frame) Decode(v any) error {
-	if err := decodeBytes(f.body, v); err != nil {
+	var err error
+	if fd, ok := v.(fastDecoder); ok {
+		err = fd.decodeMsgpack(f.body)
+	} else {
+		err = decodeBytes(f.body, v)
+	}
+	if err != nil {
 		what := "response"
 		if f.Header.Method != "" {
 			what = f.Header.Method
@@ -373,7 +382,7 @@ func SkipFrame(r *bufio.Reader, size int64, max int64) (uint64, error) {
 		return 0, err
 	}
 	var hdr Header
-	_ = codec.NewDecoderBytes(head, Handle).Decode(&hdr)
+	_, _ = decodeHeader(head, &hdr) // the seq comes first: usually there even if the head is cut short
 	if _, err := io.CopyN(io.Discard, r, size-int64(len(head))); err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
@@ -403,14 +412,12 @@ func ReadFrame(r *bufio.Reader, max int) (*Frame, error) {
 		return nil, err
 	}
 	f := &Frame{}
-	dec := decoders.Get().(*codec.Decoder)
-	defer putDecoder(dec)
-	dec.ResetBytes(b)
-	if err := dec.Decode(&f.Header); err != nil {
+	hn, err := decodeHeader(b, &f.Header)
+	if err != nil {
 		return nil, fmt.Errorf("malformed frame header: %v: %w", err, codes.ErrInvalidArgument)
 	}
 	// The body is whatever follows the header.
-	f.body = b[dec.NumBytesRead():]
+	f.body = b[hn:]
 	return f, nil
 }
 
