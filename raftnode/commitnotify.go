@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/discoverd/discoverd/fsm"
 )
 
 // Commit notices.
@@ -88,8 +90,28 @@ func newCommitNotifier(n *Node, t *raft.NetworkTransport) (*commitNotifier, raft
 	return c, c.trans
 }
 
-// poke asks the notifier to look for notices to send: after a write was
-// applied here, or a follower's log advanced.
+// pokingFSM pokes the notifier whenever Raft hands entries to the FSM: they
+// were just committed, so on the leader the notices can go out now, while
+// the FSM applies them and wakes the leader's own watchers — not after,
+// when those hundreds of watcher goroutines compete with the notifier for
+// the CPU (at 1000 watchers that kept followers' p50 at 1.5-5 ms).
+type pokingFSM struct {
+	*fsm.FSM
+	n *commitNotifier
+}
+
+func (p pokingFSM) Apply(l *raft.Log) any {
+	p.n.poke()
+	return p.FSM.Apply(l)
+}
+
+func (p pokingFSM) ApplyBatch(logs []*raft.Log) []any {
+	p.n.poke()
+	return p.FSM.ApplyBatch(logs)
+}
+
+// poke asks the notifier to look for notices to send: entries were
+// committed, a write was applied here, or a follower's log advanced.
 func (c *commitNotifier) poke() {
 	select {
 	case c.kick <- struct{}{}:

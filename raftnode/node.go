@@ -171,7 +171,11 @@ func Open(cfg Config, f *fsm.FSM, ln net.Listener, observers ...LeadershipObserv
 		return nil, err
 	}
 	n.logs = logs
-	r, err := raft.NewRaft(rc, f, logs, fs, snaps, trans)
+	var rf raft.FSM = f
+	if n.notifier != nil {
+		rf = pokingFSM{FSM: f, n: n.notifier}
+	}
+	r, err := raft.NewRaft(rc, rf, logs, fs, snaps, trans)
 	if err != nil {
 		n.closeStores()
 		return nil, fmt.Errorf("start raft: %w", err)
