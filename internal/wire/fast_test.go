@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/go-msgpack/v2/codec"
 
 	"github.com/discoverd/discoverd/internal/codes"
+	"github.com/discoverd/discoverd/internal/mpack"
 )
 
 func codecEncode(t testing.TB, v any) []byte {
@@ -115,7 +116,7 @@ func mp(parts ...any) []byte {
 	for _, p := range parts {
 		switch v := p.(type) {
 		case string:
-			b = appendStr(b, v)
+			b = mpack.AppendStr(b, v)
 		case []byte:
 			b = append(b, v...)
 		case int:
@@ -254,5 +255,117 @@ func FuzzFast_WatchEvents(f *testing.F) {
 		if serr == nil && ferr == nil && fh != sh {
 			t.Fatalf("header: codec %+v, fast %+v", sh, fh)
 		}
+	})
+}
+
+// fastCase is a value of every type with a hand-written codec, and a fresh
+// zero value of its type to decode into.
+type fastCase struct {
+	v   interface{ appendMsgpack([]byte) []byte }
+	new func() fastDecoder
+}
+
+func writePathCases() []fastCase {
+	reg := func() fastDecoder { return new(RegisterRequest) }
+	unreg := func() fastDecoder { return new(UnregisterRequest) }
+	wr := func() fastDecoder { return new(WriteResponse) }
+	hb := func() fastDecoder { return new(HeartbeatRequest) }
+	hbr := func() fastDecoder { return new(HeartbeatResponse) }
+	var cs []fastCase
+	for _, s := range fastStrings {
+		cs = append(cs,
+			fastCase{&RegisterRequest{Name: s, Addr: s, Attrs: map[string]string{s: s}, RequestID: s}, reg},
+			fastCase{&UnregisterRequest{Name: s, Addr: s, RequestID: s}, unreg},
+			fastCase{&HeartbeatRequest{Instances: []InstanceKey{{Name: s, Addr: s}, {}}}, hb},
+			fastCase{&HeartbeatResponse{Results: []Result{{Code: s, Error: s}, {}, {Code: s}}}, hbr})
+	}
+	for _, i := range fastInts {
+		cs = append(cs, fastCase{&RegisterRequest{TTLMillis: i}, reg})
+	}
+	for _, u := range fastUints {
+		cs = append(cs, fastCase{&WriteResponse{Index: u}, wr})
+	}
+	for _, n := range []int{0, 15, 16, 65536} {
+		cs = append(cs, fastCase{&HeartbeatRequest{Instances: make([]InstanceKey, n)}, hb},
+			fastCase{&HeartbeatResponse{Results: make([]Result, n)}, hbr})
+	}
+	return append(cs, fastCase{&RegisterRequest{}, reg}, fastCase{&HeartbeatRequest{}, hb}, fastCase{&HeartbeatResponse{}, hbr},
+		fastCase{&RegisterRequest{Attrs: map[string]string{}}, reg})
+}
+
+// TestFast_WritePathMatchesTheCodec: requests and answers of the write path
+// encode to the codec's bytes and round-trip through both decoders.
+func TestFast_WritePathMatchesTheCodec(t *testing.T) {
+	for _, c := range writePathCases() {
+		want := codecEncode(t, c.v)
+		if got := c.v.appendMsgpack(nil); !bytes.Equal(got, want) {
+			t.Fatalf("%T %+v:\n fast  %x\n codec %x", c.v, c.v, got[:min(len(got), 80)], want[:min(len(want), 80)])
+		}
+		fast := c.new()
+		if err := fast.decodeMsgpack(want); err != nil || !reflect.DeepEqual(fast, c.v) {
+			t.Fatalf("fast decode of %T: %v\n got  %+v\n want %+v", c.v, err, fast, c.v)
+		}
+	}
+	// Several attributes (in map order, so compare values, not bytes).
+	q := &RegisterRequest{Name: "web", Addr: "a:1", Attrs: map[string]string{"a": "1", "b": "2", "c": strings.Repeat("3", 300)}, TTLMillis: 10000, RequestID: "r"}
+	var viaCodec, viaFast RegisterRequest
+	if err := codecDecode(q.appendMsgpack(nil), &viaCodec); err != nil || !reflect.DeepEqual(&viaCodec, q) {
+		t.Errorf("codec decode of fast bytes: %+v %v", viaCodec, err)
+	}
+	if err := viaFast.decodeMsgpack(codecEncode(t, q)); err != nil || !reflect.DeepEqual(&viaFast, q) {
+		t.Errorf("fast decode of codec bytes: %+v %v", viaFast, err)
+	}
+	// A long array (its slice grows as elements arrive: the header's count
+	// alone reserves at most Handle.MaxInitLen), then bad input.
+	long := mp([]byte{0x81}, "instances", []byte{0xdd, 0x00, 0x0f, 0xff, 0xff})
+	long = append(long, bytes.Repeat([]byte{0x80}, 1<<20-1)...)
+	var hbq HeartbeatRequest
+	if err := hbq.decodeMsgpack(long); err != nil || len(hbq.Instances) != 1<<20-1 {
+		t.Errorf("1M empty instances: %d, %v", len(hbq.Instances), err)
+	}
+	if err := hbq.decodeMsgpack(long[:len(long)-1]); err == nil {
+		t.Error("an array one element short decoded")
+	}
+	for name, b := range map[string][]byte{
+		"negative index":  mp([]byte{0x81}, "index", []byte{0xd0, 0xff}),
+		"string ttl":      mp([]byte{0x81}, "ttl_ms", "10"),
+		"array attrs":     mp([]byte{0x81}, "attrs", []byte{0x91, 0x01}),
+		"cut short":       mp([]byte{0x82}, "name", "web"),
+		"int in instance": mp([]byte{0x81}, "instances", []byte{0x91, 0x01}),
+	} {
+		for _, c := range []fastDecoder{new(RegisterRequest), new(WriteResponse), new(HeartbeatRequest)} {
+			_ = c.decodeMsgpack(b) // must not panic
+		}
+		var reg RegisterRequest
+		var wr WriteResponse
+		var hb HeartbeatRequest
+		if reg.decodeMsgpack(b) == nil && wr.decodeMsgpack(b) == nil && hb.decodeMsgpack(b) == nil {
+			t.Errorf("%s: every decoder accepted it", name)
+		}
+	}
+}
+
+// FuzzFast_WritePath: the write path's decoders agree with the codec on
+// whatever the codec accepts, and never panic.
+func FuzzFast_WritePath(f *testing.F) {
+	for _, c := range writePathCases()[:12] {
+		f.Add(c.v.appendMsgpack(nil))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		check := func(fast, slow any, ferr, serr error) {
+			if ferr == nil && serr == nil && !reflect.DeepEqual(fast, slow) {
+				t.Fatalf("%T: codec %+v, fast %+v", fast, slow, fast)
+			}
+		}
+		var r1, r2 RegisterRequest
+		check(&r1, &r2, r1.decodeMsgpack(b), codecDecode(b, &r2))
+		var u1, u2 UnregisterRequest
+		check(&u1, &u2, u1.decodeMsgpack(b), codecDecode(b, &u2))
+		var w1, w2 WriteResponse
+		check(&w1, &w2, w1.decodeMsgpack(b), codecDecode(b, &w2))
+		var h1, h2 HeartbeatRequest
+		check(&h1, &h2, h1.decodeMsgpack(b), codecDecode(b, &h2))
+		var s1, s2 HeartbeatResponse
+		check(&s1, &s2, s1.decodeMsgpack(b), codecDecode(b, &s2))
 	})
 }

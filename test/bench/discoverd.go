@@ -366,15 +366,16 @@ func (c *discoverdCluster) logAppends(ctx context.Context) [][3]uint64 {
 
 // appendExtra describes the log appends between two readings: per node,
 // entries per append and mean append time.
-func appendExtra(before, after [][3]uint64) (entriesPerAppend, msPerAppend []float64) {
+func appendExtra(before, after [][3]uint64, writes int) (entriesPerAppend, writesPerAppend, msPerAppend []float64) {
 	for i := range before {
 		n := float64(after[i][0] - before[i][0])
 		if n == 0 {
-			entriesPerAppend, msPerAppend = append(entriesPerAppend, 0), append(msPerAppend, 0)
+			entriesPerAppend, writesPerAppend, msPerAppend = append(entriesPerAppend, 0), append(writesPerAppend, 0), append(msPerAppend, 0)
 			continue
 		}
 		entriesPerAppend = append(entriesPerAppend, round2(float64(after[i][1]-before[i][1])/n))
+		writesPerAppend = append(writesPerAppend, round2(float64(writes)/n))
 		msPerAppend = append(msPerAppend, round2(float64(after[i][2]-before[i][2])/n/1000))
 	}
-	return entriesPerAppend, msPerAppend
+	return entriesPerAppend, writesPerAppend, msPerAppend
 }

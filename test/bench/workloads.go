@@ -191,8 +191,9 @@ func (b *bench) registration(ctx context.Context, sys string, cl cluster) error 
 		each, total := cpu.pct()
 		row.Extra["node_cpu_pct"], row.Extra["cluster_cpu_pct"], row.Extra["client_cpu_pct"] = each, total, cpu.clientPct()
 		if isD {
-			row.Extra["log_entries_per_append"], row.Extra["log_append_ms"] = appendExtra(logs0, dc.logAppends(ctx))
-			b.vlogf("[%s] registration C=%d: log entries per append %v, ms per append %v", sys, C, row.Extra["log_entries_per_append"], row.Extra["log_append_ms"])
+			row.Extra["log_entries_per_append"], row.Extra["writes_per_append"], row.Extra["log_append_ms"] = appendExtra(logs0, dc.logAppends(ctx), s.n)
+			b.vlogf("[%s] registration C=%d: log entries per append %v, writes per append %v, ms per append %v",
+				sys, C, row.Extra["log_entries_per_append"], row.Extra["writes_per_append"], row.Extra["log_append_ms"])
 		}
 		b.add(row)
 		b.logf("[%s] registration C=%d: %d ops in %.1fs = %.0f ops/s, %v; CPU %% of a core: servers %v, clients %v",

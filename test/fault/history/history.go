@@ -92,7 +92,7 @@ type Entry struct {
 	Index       uint64 `json:"index"`
 	Term        uint64 `json:"term"`
 	RaftIndex   uint64 `json:"raft_index,omitempty"` // the log entry that carried it (a batch entry carries several)
-	Type        string `json:"type"` // register, unregister, expire, config
+	Type        string `json:"type"`                 // register, unregister, expire, config
 	RequestID   string `json:"request_id,omitempty"`
 	Name        string `json:"name,omitempty"`
 	Addr        string `json:"addr,omitempty"`
