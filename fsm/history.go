@@ -53,7 +53,8 @@ func (h *history) all() []Event {
 	return out
 }
 
-// after appends to dst up to max events with an index greater than idx.
+// after appends to dst up to max events with an index greater than idx; a
+// nil dst is allocated at the exact size (a watcher usually takes one event).
 func (h *history) after(dst []Event, idx uint64, max int) []Event {
 	// Binary search the first event with Index > idx.
 	lo, hi := 0, h.n
@@ -64,6 +65,9 @@ func (h *history) after(dst []Event, idx uint64, max int) []Event {
 		} else {
 			hi = mid
 		}
+	}
+	if dst == nil {
+		dst = make([]Event, 0, min(h.n-lo, max))
 	}
 	for i := lo; i < h.n && max > 0; i++ {
 		dst = append(dst, h.at(i))

@@ -148,7 +148,7 @@ func (w *Watcher) Next(ctx context.Context, max int) ([]Event, error) {
 			continue
 		}
 		if svc := f.st.services[w.name]; svc != nil && svc.lastIndex > w.cursor {
-			evs := svc.history.after(make([]Event, 0, min(max, 64)), w.cursor, max)
+			evs := svc.history.after(nil, w.cursor, max)
 			f.mu.RUnlock()
 			w.cursor = evs[len(evs)-1].Index
 			if faultbugs.On("drop-watch-event") && len(evs) > 0 && evs[0].Index%7 == 0 {

@@ -434,10 +434,34 @@ func (c *conn) watch(ctx context.Context, f *wire.Frame) {
 		return
 	}
 	defer st.Close()
+	// Each Next is bounded by the keepalive interval. One context and one
+	// timer serve every Next until the timer fires (an idle stream): a new
+	// context per event was a tenth of a busy fan-out's CPU.
+	var (
+		nctx    context.Context
+		ncancel context.CancelFunc
+		timer   *time.Timer
+	)
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+			ncancel()
+		}
+	}()
 	for {
-		nctx, ncancel := context.WithTimeout(ctx, c.s.cfg.StreamKeepalive)
+		if timer == nil {
+			nctx, ncancel = context.WithCancel(ctx)
+			timer = time.AfterFunc(c.s.cfg.StreamKeepalive, ncancel)
+		} else {
+			timer.Reset(c.s.cfg.StreamKeepalive)
+		}
 		evs, err := st.Next(nctx)
-		ncancel()
+		if !timer.Stop() {
+			// The interval ran out (perhaps just as Next returned): this
+			// context is done; the next Next gets a fresh one.
+			timer = nil
+			ncancel()
+		}
 		if err != nil && ctx.Err() == nil && nctx.Err() != nil {
 			evs, err = nil, nil // idle: send a keepalive
 		}
