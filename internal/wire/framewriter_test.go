@@ -110,3 +110,50 @@ func TestFrameWriter_EncodingErrorWritesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestFrameWriter_WritersWokenTogetherShareWrites: goroutines woken at once
+// (a change's watchers on one connection) each write one frame without
+// overlapping in the lock; their frames still leave in a few writes, not one
+// each.
+func TestFrameWriter_WritersWokenTogetherShareWrites(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	cc := &countingConn{Conn: a}
+	w := NewFrameWriter(cc, 5*time.Second)
+	const writers = 100
+	read := make(chan int, 1)
+	go func() {
+		br := bufio.NewReader(b)
+		n := 0
+		for ; n < writers; n++ {
+			if _, err := ReadFrame(br, DefaultMaxFrame); err != nil {
+				t.Errorf("read: %v", err)
+				break
+			}
+		}
+		read <- n
+	}()
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			if err := w.WriteFrame(&Header{Seq: uint64(g), More: true}, &WatchEvents{Events: []Event{{Kind: KindUp, Index: 9, Name: "web", Addr: "a:1"}}}, 0); err != nil {
+				t.Errorf("write: %v", err)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if n := <-read; n != writers {
+		t.Fatalf("%d of %d frames arrived", n, writers)
+	}
+	n := cc.writes.Load()
+	t.Logf("%d frames in %d writes", writers, n)
+	if n > writers/4 {
+		t.Errorf("%d writes for %d frames of writers woken together", n, writers)
+	}
+}
