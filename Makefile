@@ -26,8 +26,9 @@ bench: ## discoverd vs etcd, 3-node clusters of real processes, full run (~10 mi
 bench-quick: ## discoverd vs etcd, quick mode (~2 min)
 	$(GO) run ./test/bench -quick
 
-bench-inproc: ## in-process Go benchmarks: registrations/s, heartbeats/s, memory per instance
+bench-inproc: ## in-process Go benchmarks: registrations/s, heartbeats/s, watch fan-out, memory per instance
 	$(GO) test -run '^$$' -bench 'Register|Heartbeat' -benchtime 5000x ./internal/server/
+	$(GO) test -run '^$$' -bench 'WatchFanout' -benchtime 300x ./internal/server/
 	$(GO) test -run '^$$' -bench 'Memory' -benchtime 1x ./internal/server/
 
 fault: ## the fault suite's CI tier: 8 scenarios of real processes under faults (~6-7 min)
