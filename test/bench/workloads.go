@@ -764,7 +764,7 @@ func (b *bench) watchOnce(ctx context.Context, sys string, cl cluster, nw int) e
 // 5. failover
 
 func (b *bench) failover(ctx context.Context, sys string, cl cluster) error {
-	rounds := 3
+	rounds := 5
 	if b.quick {
 		rounds = 1
 	}
@@ -904,6 +904,7 @@ func (b *bench) failoverRound(ctx context.Context, sys string, cl cluster) (fail
 		return res, err
 	}
 	res.victim, res.killed = li, victim.name
+	b.vlogf("[%s] failover: SIGKILL %s at %s (compare with the servers' logs)", sys, victim.name, kill.UTC().Format("15:04:05.000"))
 
 	// ops[w] is only read after the writers stop.
 	done := make(chan struct{})
