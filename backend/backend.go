@@ -9,8 +9,9 @@
 // Subscribe, Register, Unregister, Heartbeat — with modern signatures: every
 // call takes a context; Register carries a TTL and a request id that makes a
 // retried write idempotent; Subscribe takes the index to resume after (0 for
-// the current state first). Every index is the store's own commit index
-// (the Raft log index for the Raft store).
+// the current state first). Every index is the store's own: the index of a
+// change in the Raft store's log (docs/protocol.md, "Indices"), the etcd
+// revision for the etcd store.
 package backend
 
 import (

@@ -30,7 +30,7 @@ const (
 // Event is one event of a Watch.
 type Event struct {
 	Kind    EventKind
-	Index   uint64   // the Raft index that produced it (for markers: the state's index)
+	Index   uint64   // the index of the change (for markers: the state's index); see docs/protocol.md, "Indices"
 	Service *Service // nil for current and resync
 	Reason  string   // for down: "unregister" or "expire"
 }

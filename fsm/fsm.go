@@ -86,7 +86,7 @@ type Event struct {
 
 // Result is what applying a command returns through raft's ApplyFuture.
 type Result struct {
-	Index   uint64 // the log index of the entry (of the first one, for a duplicate request id)
+	Index   uint64 // the write's index (see ApplyBatch; of the first write, for a duplicate request id)
 	Changed bool   // whether the state changed
 	Err     error  // a business failure, e.g. codes.ErrNotFound; nil on success
 }

@@ -6,7 +6,7 @@
 //	                             can tell "unregister" from "expire" (same revision as the delete)
 //	<prefix>/r/<request id>      the result of a write, for idempotent retries (leased, ~10 min)
 //
-// The etcd revision plays the role of the Raft index: every write returns
+// The etcd revision plays the role of the Raft store's index: every write returns
 // it, every event carries it, and watches resume from it. Heartbeats renew
 // the instance's lease (KeepAliveOnce); etcd expires the lease, and with it
 // the key, when they stop. A watch that resumes from a compacted revision
