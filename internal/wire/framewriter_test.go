@@ -153,7 +153,7 @@ func TestFrameWriter_WritersWokenTogetherShareWrites(t *testing.T) {
 	}
 	n := cc.writes.Load()
 	t.Logf("%d frames in %d writes", writers, n)
-	if n > writers/4 {
+	if n > writers/2 { // without the yield: 74-100
 		t.Errorf("%d writes for %d frames of writers woken together", n, writers)
 	}
 }
