@@ -96,7 +96,7 @@ func Encode(t MessageType, cmd any) ([]byte, error) {
 	if t == BatchType {
 		return nil, errors.New("encode batch: use EncodeBatch")
 	}
-	if b, ok := appendCommand([]byte{byte(t)}, t, cmd); ok {
+	if b, ok := appendCommand(append(make([]byte, 0, 128), byte(t)), t, cmd); ok {
 		return b, nil
 	}
 	var buf bytes.Buffer
@@ -186,32 +186,21 @@ type fastCommand interface {
 	decodeMsgpack(r *mpack.Reader) error
 }
 
-// appendCommand appends cmd's encoding if it is one of the hand-encoded
-// commands (as a value or pointer) of type t.
+// appendCommand appends cmd's encoding if it is a pointer to the
+// hand-encoded command of type t (anything else goes through the codec,
+// which writes the same bytes).
 func appendCommand(b []byte, t MessageType, cmd any) ([]byte, bool) {
 	switch c := cmd.(type) {
 	case *RegisterCommand:
 		if t == RegisterType && c != nil {
 			return c.appendMsgpack(b), true
 		}
-	case RegisterCommand:
-		if t == RegisterType {
-			return c.appendMsgpack(b), true
-		}
 	case *UnregisterCommand:
 		if t == UnregisterType && c != nil {
 			return c.appendMsgpack(b), true
 		}
-	case UnregisterCommand:
-		if t == UnregisterType {
-			return c.appendMsgpack(b), true
-		}
 	case *ExpireCommand:
 		if t == ExpireType && c != nil {
-			return c.appendMsgpack(b), true
-		}
-	case ExpireCommand:
-		if t == ExpireType {
 			return c.appendMsgpack(b), true
 		}
 	}

@@ -56,16 +56,7 @@ func appendHeader(b []byte, h *Header) []byte {
 }
 
 func (w *WatchEvents) appendMsgpack(b []byte) []byte {
-	b = mpack.AppendMapHeader(b, 1)
-	b = mpack.AppendStr(b, "events")
-	if w.Events == nil {
-		return append(b, 0xc0)
-	}
-	b = mpack.AppendArrayHeader(b, len(w.Events))
-	for i := range w.Events {
-		b = w.Events[i].appendMsgpack(b)
-	}
-	return b
+	return appendList(b, "events", w.Events, (*Event).appendMsgpack)
 }
 
 func (e *Event) appendMsgpack(b []byte) []byte {
@@ -125,27 +116,7 @@ func decodeHeader(b []byte, h *Header) (int, error) {
 }
 
 func (w *WatchEvents) decodeMsgpack(b []byte) error {
-	*w = WatchEvents{}
-	r := newReader(b)
-	return r.Fields(func(k string) (bool, error) {
-		if k != "events" {
-			return false, nil
-		}
-		n, isNil, err := r.Array()
-		if err != nil || isNil {
-			w.Events = nil
-			return true, err
-		}
-		w.Events = make([]Event, 0, min(n, r.MaxInitLen))
-		for range n {
-			var e Event
-			if err := e.decode(r); err != nil {
-				return true, err
-			}
-			w.Events = append(w.Events, e)
-		}
-		return true, nil
-	})
+	return decodeList(b, "events", &w.Events, (*Event).decode)
 }
 
 func (e *Event) decode(r *mpack.Reader) error {
@@ -255,109 +226,114 @@ func (w *WriteResponse) decodeMsgpack(b []byte) error {
 }
 
 func (q *HeartbeatRequest) appendMsgpack(b []byte) []byte {
-	b = mpack.AppendStr(mpack.AppendMapHeader(b, 1), "instances")
-	if q.Instances == nil {
-		return append(b, 0xc0)
-	}
-	b = mpack.AppendArrayHeader(b, len(q.Instances))
-	for _, k := range q.Instances {
-		b = mpack.AppendStr(mpack.AppendStr(mpack.AppendMapHeader(b, 2), "addr"), k.Addr)
-		b = mpack.AppendStr(mpack.AppendStr(b, "name"), k.Name)
-	}
-	return b
+	return appendList(b, "instances", q.Instances, (*InstanceKey).appendMsgpack)
 }
 
 func (q *HeartbeatRequest) decodeMsgpack(b []byte) error {
-	*q = HeartbeatRequest{}
-	r := newReader(b)
-	return r.Fields(func(k string) (bool, error) {
-		if k != "instances" {
+	return decodeList(b, "instances", &q.Instances, (*InstanceKey).decode)
+}
+
+func (k *InstanceKey) appendMsgpack(b []byte) []byte {
+	b = mpack.AppendStr(mpack.AppendStr(mpack.AppendMapHeader(b, 2), "addr"), k.Addr)
+	return mpack.AppendStr(mpack.AppendStr(b, "name"), k.Name)
+}
+
+func (k *InstanceKey) decode(r *mpack.Reader) error {
+	*k = InstanceKey{}
+	return r.Fields(func(key string) (bool, error) {
+		var err error
+		switch key {
+		case "addr":
+			k.Addr, err = r.Str()
+		case "name":
+			k.Name, err = r.Str()
+		default:
 			return false, nil
 		}
-		n, isNil, err := r.Array()
-		if err != nil || isNil {
-			return true, err
-		}
-		q.Instances = make([]InstanceKey, 0, min(n, r.MaxInitLen))
-		for range n {
-			var in InstanceKey
-			err := r.Fields(func(k string) (bool, error) {
-				var err error
-				switch k {
-				case "addr":
-					in.Addr, err = r.Str()
-				case "name":
-					in.Name, err = r.Str()
-				default:
-					return false, nil
-				}
-				return true, err
-			})
-			if err != nil {
-				return true, err
-			}
-			q.Instances = append(q.Instances, in)
-		}
-		return true, nil
+		return true, err
 	})
 }
 
 func (h *HeartbeatResponse) appendMsgpack(b []byte) []byte {
-	b = mpack.AppendStr(mpack.AppendMapHeader(b, 1), "results")
-	if h.Results == nil {
-		return append(b, 0xc0)
+	return appendList(b, "results", h.Results, (*Result).appendMsgpack)
+}
+
+func (h *HeartbeatResponse) decodeMsgpack(b []byte) error {
+	return decodeList(b, "results", &h.Results, (*Result).decode)
+}
+
+func (res *Result) appendMsgpack(b []byte) []byte {
+	n := 0
+	if res.Code != "" {
+		n++
 	}
-	b = mpack.AppendArrayHeader(b, len(h.Results))
-	for _, res := range h.Results {
-		n := 0
-		if res.Code != "" {
-			n++
-		}
-		if res.Error != "" {
-			n++
-		}
-		b = mpack.AppendMapHeader(b, n)
-		if res.Code != "" {
-			b = mpack.AppendStr(mpack.AppendStr(b, "code"), res.Code)
-		}
-		if res.Error != "" {
-			b = mpack.AppendStr(mpack.AppendStr(b, "error"), res.Error)
-		}
+	if res.Error != "" {
+		n++
+	}
+	b = mpack.AppendMapHeader(b, n)
+	if res.Code != "" {
+		b = mpack.AppendStr(mpack.AppendStr(b, "code"), res.Code)
+	}
+	if res.Error != "" {
+		b = mpack.AppendStr(mpack.AppendStr(b, "error"), res.Error)
 	}
 	return b
 }
 
-func (h *HeartbeatResponse) decodeMsgpack(b []byte) error {
-	*h = HeartbeatResponse{}
+func (res *Result) decode(r *mpack.Reader) error {
+	*res = Result{}
+	return r.Fields(func(k string) (bool, error) {
+		var err error
+		switch k {
+		case "code":
+			res.Code, err = r.Str()
+		case "error":
+			res.Error, err = r.Str()
+		default:
+			return false, nil
+		}
+		return true, err
+	})
+}
+
+// appendList writes a body that is a map of one key holding a list (nil:
+// nil), as the codec writes such a struct.
+func appendList[T any](b []byte, key string, list []T, elem func(*T, []byte) []byte) []byte {
+	b = mpack.AppendStr(mpack.AppendMapHeader(b, 1), key)
+	if list == nil {
+		return append(b, 0xc0)
+	}
+	b = mpack.AppendArrayHeader(b, len(list))
+	for i := range list {
+		b = elem(&list[i], b)
+	}
+	return b
+}
+
+// decodeList reads such a body into *list; other keys are skipped. The
+// slice grows as elements arrive: the array's count alone reserves at most
+// MaxInitLen.
+func decodeList[T any](b []byte, key string, list *[]T, elem func(*T, *mpack.Reader) error) error {
+	*list = nil
 	r := newReader(b)
 	return r.Fields(func(k string) (bool, error) {
-		if k != "results" {
+		if k != key {
 			return false, nil
 		}
 		n, isNil, err := r.Array()
 		if err != nil || isNil {
+			*list = nil
 			return true, err
 		}
-		h.Results = make([]Result, 0, min(n, r.MaxInitLen))
+		out := make([]T, 0, min(n, r.MaxInitLen))
 		for range n {
-			var res Result
-			err := r.Fields(func(k string) (bool, error) {
-				var err error
-				switch k {
-				case "code":
-					res.Code, err = r.Str()
-				case "error":
-					res.Error, err = r.Str()
-				default:
-					return false, nil
-				}
-				return true, err
-			})
-			if err != nil {
+			var v T
+			if err := elem(&v, r); err != nil {
 				return true, err
 			}
-			h.Results = append(h.Results, res)
+			out = append(out, v)
 		}
+		*list = out
 		return true, nil
 	})
 }
