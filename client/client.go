@@ -356,7 +356,11 @@ func (c *Client) call(ctx context.Context, method string, req, resp any) error {
 				c.log.Debug("discoverd call failed, trying another server", "method", method, "server", conn.Addr(), "err", err)
 			}
 		}
-		last = err
+		if last == nil || !errors.Is(err, ctx.Err()) {
+			// An attempt cut short by the caller's deadline says less than
+			// the failure before it.
+			last = err
+		}
 		if !codes.Retryable(err) || ctx.Err() != nil {
 			break
 		}

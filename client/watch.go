@@ -77,8 +77,12 @@ func (c *Client) Watch(ctx context.Context, name string, fromIndex uint64) (*Wat
 func (w *Watch) LastIndex() uint64 { return w.from }
 
 func (w *Watch) connect(ctx context.Context) error {
+	var last error // why the last attempt failed: an error at the deadline says it
 	for {
 		if err := ctx.Err(); err != nil {
+			if last != nil {
+				return fmt.Errorf("watch %s: %w (gave up: %w)", w.name, last, err)
+			}
 			return fmt.Errorf("watch %s not opened: %w", w.name, err)
 		}
 		conn, err := w.c.getConn(ctx)
@@ -101,12 +105,14 @@ func (w *Watch) connect(ctx context.Context) error {
 			}
 			w.c.dropConn(conn)
 		}
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			continue // cut short by the caller's deadline: the loop's top says why it gave up
+		}
 		if !codes.Retryable(err) {
 			return err
 		}
-		if serr := sleep(ctx, retryDelay()); serr != nil {
-			return fmt.Errorf("watch %s: %w (gave up: %w)", w.name, err, serr)
-		}
+		last = err
+		_ = sleep(ctx, retryDelay())
 	}
 }
 
