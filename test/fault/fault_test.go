@@ -62,8 +62,11 @@ func TestFault_PlantedBugsAreCaught(t *testing.T) {
 		nemeses []string
 		tune    func(*run.Scenario)
 	}{
-		// Consistent reads answered from a minority's stale state.
-		{"stale-read", check.NameLinearizable, []string{"partition-halves"}, func(s *run.Scenario) { s.Workload.FollowerOnly = 0.75 }},
+		// Consistent reads answered from a minority's stale state. The
+		// minority is a follower, where most clients are pinned: cutting off
+		// the leader instead (partition-halves did in a third of the runs)
+		// left too few reads on the stale side to be caught every time.
+		{"stale-read", check.NameLinearizable, []string{"partition-follower"}, func(s *run.Scenario) { s.Workload.FollowerOnly = 0.75 }},
 		// Writes acknowledged by a leader cut off from its followers, never committed.
 		{"ack-before-commit", check.NameDurability, []string{"partition-leader"}, nil},
 		// The leader expires instances after a third of their TTL.

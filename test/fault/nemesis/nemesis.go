@@ -45,6 +45,8 @@ func ByName(name string) (Nemesis, error) {
 		return &pause{}, nil
 	case "partition-leader":
 		return &partition{name: name, plan: isolateLeader}, nil
+	case "partition-follower":
+		return &partition{name: name, plan: isolateFollower}, nil
 	case "partition-halves":
 		return &partition{name: name, plan: halves}, nil
 	case "partition-bridge":
@@ -68,7 +70,7 @@ func ByName(name string) (Nemesis, error) {
 // Names lists every nemesis (the disk ones are added by the runner, which owns the FUSE mounts).
 func Names() []string {
 	return []string{"kill-leader", "kill-random", "kill-majority", "pause-leader", "partition-leader",
-		"partition-halves", "partition-bridge", "partition-one-way", "partition-flapping", "link-delay",
+		"partition-follower", "partition-halves", "partition-bridge", "partition-one-way", "partition-flapping", "link-delay",
 		"link-loss", "snapshot-catchup", "clock-fast"}
 }
 
@@ -172,6 +174,19 @@ func isolateLeader(ctx context.Context, c *harness.Cluster, _ *rand.Rand) ([][2]
 		return nil, "", nil, err
 	}
 	return between([]int{l}, others(len(c.Nodes), l)), "leader cut off from every peer (clients still reach it)", []int{l}, nil
+}
+
+// isolateFollower cuts a random follower off from every peer; its clients
+// still reach it. What it answers then must not pass for the cluster's
+// current state.
+func isolateFollower(ctx context.Context, c *harness.Cluster, rng *rand.Rand) ([][2]int, string, []int, error) {
+	l, err := leader(ctx, c)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	fs := others(len(c.Nodes), l)
+	f := fs[rng.IntN(len(fs))]
+	return between([]int{f}, others(len(c.Nodes), f)), "follower cut off from every peer (clients still reach it)", []int{f}, nil
 }
 
 func halves(_ context.Context, c *harness.Cluster, rng *rand.Rand) ([][2]int, string, []int, error) {
