@@ -78,13 +78,13 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	var srvs []*server.Server
 	stopAll := func() error {
-		sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
-		defer cancel()
-		var errs []error
-		for i := len(srvs) - 1; i >= 0; i-- {
-			errs = append(errs, srvs[i].Shutdown(sctx))
-		}
-		return errors.Join(errs...)
+		return shutdown(func(sctx context.Context) error {
+			var errs []error
+			for i := len(srvs) - 1; i >= 0; i-- {
+				errs = append(errs, srvs[i].Shutdown(sctx))
+			}
+			return errors.Join(errs...)
+		}, f.shutdownTimeout, stopGrace, log)
 	}
 	for i, p := range peers {
 		cfg, err := f.config(log.With("node", p.ID))

@@ -61,7 +61,7 @@ func (f *serverFlags) register(fs *flag.FlagSet, withIdentity bool) {
 	fs.DurationVar(&f.applyLinger, "raft-apply-linger", d.ApplyLinger, "group commit: longest a group waits to grow to the size of the last one (0: never)")
 	fs.BoolVar(&f.applyBatch, "raft-apply-batch", !d.NoBatchEntries, "group commit: a group of writes is one Raft entry (false: one entry per write, for clusters with nodes older than batch entries)")
 	fs.DurationVar(&f.grace, "ttl-grace", 2*time.Second, "extra time a new leader gives every instance before expiring it")
-	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a stop waits for requests in flight")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a stop waits for requests in flight and the leader's handover (Raft then gets 15s more before the process exits anyway)")
 	fs.IntVar(&f.maxFrame, "max-frame", wire.DefaultMaxFrame, "largest client request frame in bytes")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
@@ -189,12 +189,34 @@ func serve(ctx context.Context, f *serverFlags, cfg server.Config, log *slog.Log
 		return err
 	}
 	<-ctx.Done()
-	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
+	return shutdown(srv.Shutdown, f.shutdownTimeout, stopGrace, log)
+}
+
+// stopGrace is how long a stop may run past -shutdown-timeout (stopping
+// Raft and closing its stores) before the process gives up waiting.
+const stopGrace = 15 * time.Second
+
+// shutdown runs stop with timeout for requests in flight, and returns an
+// error if it has not finished timeout+grace later: a stop that hangs must
+// not keep the process from exiting. Exiting then is as safe as a crash —
+// every acknowledged write is already on disk.
+func shutdown(stop func(context.Context) error, timeout, grace time.Duration, log *slog.Logger) error {
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+	done := make(chan error, 1)
+	go func() { done <- stop(sctx) }()
+	t := time.NewTimer(timeout + grace)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("shutdown: %w", err)
+		}
+		return nil
+	case <-t.C:
+		log.Error("shutdown did not finish; exiting without it", "waited", timeout+grace)
+		return fmt.Errorf("shutdown did not finish within %v (-shutdown-timeout %v plus %v to stop raft): exiting anyway; the data dir is safe to restart from", timeout+grace, timeout, grace)
 	}
-	return nil
 }
 
 // runEtcdServer runs a stateless front end over etcd.

@@ -242,9 +242,20 @@ func (s *Server) stop(ctx context.Context, graceful bool) error {
 		}
 		s.stopTracker()
 		if graceful && s.node.IsLeader() {
-			// A graceful handover shortens the write outage to one round trip.
-			if terr := s.node.Raft().LeadershipTransfer().Error(); terr != nil {
-				s.log.Info("leadership transfer before shutdown failed", "err", terr)
+			// A graceful handover shortens the write outage to one round
+			// trip. Raft bounds it by its election timeout; the wait is
+			// bounded here too, so that no transfer can hold a stop past
+			// its deadline.
+			fut := s.node.Raft().LeadershipTransfer()
+			done := make(chan error, 1)
+			go func() { done <- fut.Error() }()
+			select {
+			case terr := <-done:
+				if terr != nil {
+					s.log.Info("leadership transfer before shutdown failed", "err", terr)
+				}
+			case <-ctx.Done():
+				s.log.Warn("leadership transfer before shutdown did not finish in time; stopping without it", "err", ctx.Err())
 			}
 		}
 		err = s.node.Shutdown()
