@@ -33,14 +33,27 @@ func register(t testing.TB, c *tc.Cluster, ctx context.Context, reg backend.Regi
 		reg.RequestID = fmt.Sprintf("t-%s-%s-%d", reg.Name, reg.Addr, time.Now().UnixNano())
 	}
 	for {
-		idx, err := c.Leader().Srv.Store().Register(ctx, reg)
-		if err == nil {
-			return idx
+		// Whichever node is a ready leader now: waiting for every node to
+		// know it (c.Leader) would fail a starved run that only needs a
+		// leader to write through.
+		var leader *tc.Node
+		for _, n := range c.Running() {
+			if n.Srv.Node().Ready() {
+				leader = n
+			}
+		}
+		var err error = codes.ErrNoLeader
+		if leader != nil {
+			var idx uint64
+			if idx, err = leader.Srv.Store().Register(ctx, reg); err == nil {
+				return idx
+			}
 		}
 		if !codes.Retryable(err) || ctx.Err() != nil {
 			t.Errorf("register %s %s: %v", reg.Name, reg.Addr, err) // may run outside the test goroutine
 			return 0
 		}
+		time.Sleep(20 * time.Millisecond) // an election is under way
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -156,7 +157,7 @@ func (c *Cluster) take(i int) *server.Server {
 // Kill stops node i abruptly (no leadership handover).
 func (c *Cluster) Kill(i int) {
 	if srv := c.take(i); srv != nil {
-		_ = srv.Kill()
+		c.bounded("kill "+c.Nodes[i].ID, stopWait, func() { _ = srv.Kill() })
 	}
 }
 
@@ -164,12 +165,59 @@ func (c *Cluster) Kill(i int) {
 func (c *Cluster) Stop(i int) {
 	c.t.Helper()
 	if srv := c.take(i); srv != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			c.t.Logf("stop %s: %v", c.Nodes[i].ID, err)
-		}
+		c.bounded("stop "+c.Nodes[i].ID, stopWait, func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := srv.Shutdown(ctx); err != nil {
+				c.t.Logf("stop %s: %v", c.Nodes[i].ID, err)
+			}
+		})
 	}
+}
+
+// stopWait bounds a node's stop: a stop hanging past it fails the test with
+// the stacks of discoverd's goroutines, instead of the whole package
+// running into go test's timeout with no word of which node hung, or where.
+const stopWait = 30 * time.Second
+
+func (c *Cluster) bounded(what string, wait time.Duration, stop func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		stop()
+	}()
+	select {
+	case <-done:
+	case <-time.After(wait):
+		c.t.Errorf("%s did not return within %v (left running); discoverd's goroutines:\n%s", what, wait, ownStacks(64<<10))
+	}
+}
+
+// ownStacks returns the stacks of the goroutines running discoverd code,
+// at most limit bytes of them.
+func ownStacks(limit int) string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	var out strings.Builder
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if !strings.Contains(g, "github.com/discoverd/discoverd/") {
+			continue
+		}
+		if out.Len()+len(g) > limit {
+			out.WriteString("[more stacks cut]\n")
+			break
+		}
+		out.WriteString(g)
+		out.WriteString("\n\n")
+	}
+	return out.String()
 }
 
 // StopAll stops every running node.
