@@ -28,7 +28,6 @@ import (
 	"github.com/discoverd/discoverd/fsm"
 	"github.com/discoverd/discoverd/internal/codes"
 	"github.com/discoverd/discoverd/internal/logging"
-	"github.com/discoverd/discoverd/internal/mux"
 	"github.com/discoverd/discoverd/internal/wire"
 )
 
@@ -124,7 +123,7 @@ func Open(cfg Config, f *fsm.FSM, ln net.Listener, observers ...LeadershipObserv
 		return nil, fmt.Errorf("open snapshot store: %w", err)
 	}
 	tcfg := &raft.NetworkTransportConfig{
-		Stream:  &streamLayer{ln: ln, addr: cfg.Addr},
+		Stream:  newStreamLayer(ln, cfg.Addr),
 		MaxPool: 3,
 		Timeout: 10 * time.Second,
 		Logger:  hlog.Named("transport"),
@@ -567,21 +566,3 @@ func (n *Node) Shutdown() error {
 	n.closeStores()
 	return err
 }
-
-// streamLayer is raft's StreamLayer over the node's shared port.
-type streamLayer struct {
-	ln   net.Listener
-	addr string
-}
-
-func (s *streamLayer) Accept() (net.Conn, error) { return s.ln.Accept() }
-func (s *streamLayer) Close() error              { return s.ln.Close() }
-func (s *streamLayer) Addr() net.Addr            { return advertised(s.addr) }
-func (s *streamLayer) Dial(a raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return mux.Dial(string(a), wire.ConnRaft, timeout)
-}
-
-type advertised string
-
-func (a advertised) Network() string { return "tcp" }
-func (a advertised) String() string  { return string(a) }
