@@ -6,7 +6,6 @@ package etcdtest
 
 import (
 	"fmt"
-	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -14,6 +13,8 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+
+	"github.com/discoverd/discoverd/internal/testport"
 )
 
 // Cluster is a running etcd cluster.
@@ -36,16 +37,6 @@ type Etcd struct {
 	Endpoint string
 }
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // Start starts a single-member etcd, stopped at cleanup.
 func Start(t testing.TB) *Etcd {
 	t.Helper()
@@ -60,10 +51,16 @@ func StartCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
 	c := &Cluster{t: t}
 	var initial []string
+	// Members restart on their ports: ports from below the ephemeral range,
+	// which no client connection can take while a member is stopped.
+	ports, err := testport.Pick(2 * n)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i := range n {
 		m := &member{name: fmt.Sprintf("etcd%d", i), dir: t.TempDir(),
-			client: url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", freePort(t))},
-			peer:   url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", freePort(t))}}
+			client: url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i])},
+			peer:   url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i+1])}}
 		c.members = append(c.members, m)
 		initial = append(initial, m.name+"="+m.peer.String())
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/discoverd/discoverd/internal/codes"
 	"github.com/discoverd/discoverd/internal/rpcconn"
+	"github.com/discoverd/discoverd/internal/testport"
 	"github.com/discoverd/discoverd/internal/wire"
 )
 
@@ -34,7 +35,7 @@ type discoverdCluster struct {
 }
 
 func (s discoverdSystem) start(ctx context.Context, b *bench, tag string) (cluster, error) {
-	ports, err := b.ports.pick(6)
+	ports, err := testport.Pick(6)
 	if err != nil {
 		return nil, err
 	}

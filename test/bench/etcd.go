@@ -17,6 +17,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/discoverd/discoverd/internal/testport"
 )
 
 // etcdSystem runs the etcd server of go.mod (built from
@@ -53,7 +55,7 @@ func newEtcdClient(endpoints []string) (*clientv3.Client, error) {
 }
 
 func (s etcdSystem) start(ctx context.Context, b *bench, tag string) (cluster, error) {
-	ports, err := b.ports.pick(6)
+	ports, err := testport.Pick(6)
 	if err != nil {
 		return nil, err
 	}

@@ -50,7 +50,6 @@ type bench struct {
 	dir, binDir, dataDir, logDir string
 	discoverdBin, etcdBin        string
 
-	ports ports
 	procs procs
 	id    atomic.Int64 // instance numbers, unique in the run
 

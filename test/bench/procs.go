@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -50,47 +48,6 @@ func goBuild(ctx context.Context, root, pkg, out string) error {
 		return fmt.Errorf("go build -o %s %s: %v\n%s", out, pkg, err, b)
 	}
 	return nil
-}
-
-// ports hands out loopback ports from 20000–32000: below the kernel's
-// ephemeral range (32768+ here), so a port we picked is not taken meanwhile
-// by some outgoing connection, and never the same port twice in one run
-// (a killed node's port may linger in TIME_WAIT).
-type ports struct {
-	mu   sync.Mutex
-	used map[int]bool
-}
-
-const (
-	portLo = 20000
-	portHi = 32000
-)
-
-// pick returns n distinct ports that were free a moment ago.
-func (p *ports) pick(n int) ([]int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.used == nil {
-		p.used = map[int]bool{}
-	}
-	var out []int
-	for attempt := 0; attempt < 2000 && len(out) < n; attempt++ {
-		port := portLo + rand.IntN(portHi-portLo)
-		if p.used[port] {
-			continue
-		}
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			continue
-		}
-		_ = ln.Close()
-		p.used[port] = true
-		out = append(out, port)
-	}
-	if len(out) < n {
-		return nil, fmt.Errorf("found only %d free ports in %d-%d", len(out), portLo, portHi)
-	}
-	return out, nil
 }
 
 // proc is one server process this command started, in its own process

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/discoverd/discoverd/internal/rpcconn"
+	"github.com/discoverd/discoverd/internal/testport"
 	"github.com/discoverd/discoverd/internal/wire"
 	"github.com/discoverd/discoverd/test/fault/history"
 )
@@ -484,42 +485,18 @@ func (Loopback) Heal(int, int) error { return nil }
 func (Loopback) HealAll() error      { return nil }
 func (Loopback) Close() error        { return nil }
 
-// Node ports come from below the kernel's ephemeral range (32768-60999 by
-// default), which proxies, clients and every outgoing connection draw from:
-// a node restarting on its port must never find it taken by one of those.
-const (
-	nodePortLow  = 20000
-	nodePortHigh = 32000
-)
-
-var usedPorts = struct {
-	sync.Mutex
-	m map[int]bool
-}{m: map[int]bool{}}
-
-// freeLoopback picks n free ports on 127.0.0.1 below the ephemeral range,
-// never the same one twice in this process.
+// freeLoopback picks n free ports on 127.0.0.1 below the ephemeral range
+// (testport): a node restarting on its port must never find it taken by a
+// proxy's, a client's or any other outgoing connection.
 func freeLoopback(n int) ([]Addrs, error) {
-	usedPorts.Lock()
-	defer usedPorts.Unlock()
-	var out []Addrs
-	start := nodePortLow + int(time.Now().UnixNano()%int64(nodePortHigh-nodePortLow))
-	for i := 0; i < nodePortHigh-nodePortLow && len(out) < n; i++ {
-		port := nodePortLow + (start-nodePortLow+i*7)%(nodePortHigh-nodePortLow)
-		if usedPorts.m[port] {
-			continue
-		}
-		a := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		l, err := net.Listen("tcp", a)
-		if err != nil {
-			continue
-		}
-		l.Close()
-		usedPorts.m[port] = true
-		out = append(out, Addrs{Listen: a, Advertise: a, Client: a})
+	ports, err := testport.Pick(n)
+	if err != nil {
+		return nil, err
 	}
-	if len(out) < n {
-		return nil, fmt.Errorf("found only %d free loopback ports in %d-%d", len(out), nodePortLow, nodePortHigh)
+	out := make([]Addrs, n)
+	for i, port := range ports {
+		a := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		out[i] = Addrs{Listen: a, Advertise: a, Client: a}
 	}
 	return out, nil
 }
