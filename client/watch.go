@@ -79,6 +79,9 @@ func (w *Watch) LastIndex() uint64 { return w.from }
 func (w *Watch) connect(ctx context.Context) error {
 	var last error // why the last attempt failed: an error at the deadline says it
 	for {
+		if w.ctx.Err() != nil {
+			return ErrClosed // the watch or its client was closed
+		}
 		if err := ctx.Err(); err != nil {
 			if last != nil {
 				return fmt.Errorf("watch %s: %w (gave up: %w)", w.name, last, err)
