@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +22,7 @@ import (
 	"github.com/discoverd/discoverd/client"
 	"github.com/discoverd/discoverd/internal/logging"
 	"github.com/discoverd/discoverd/internal/server"
+	"github.com/discoverd/discoverd/internal/testport"
 	"github.com/discoverd/discoverd/raftnode"
 )
 
@@ -75,8 +77,14 @@ func New(t testing.TB, opts Options) *Cluster {
 	c.log, _ = logging.New(w, "text", slog.LevelInfo)
 	base := t.TempDir()
 	lns := make([]net.Listener, opts.Nodes)
+	// Nodes restart on their ports: ports from below the ephemeral range,
+	// which no outgoing connection can take while a node is stopped.
+	ports, err := testport.Pick(opts.Nodes)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i := range opts.Nodes {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[i])))
 		if err != nil {
 			t.Fatalf("listen: %v", err)
 		}
