@@ -41,36 +41,29 @@ func readFails(t *testing.T, c net.Conn, what string) {
 	}
 }
 
+// connect has from dial to, and returns both ends of the connection.
+func connect(t *testing.T, from, to *streamLayer) (dialled, accepted net.Conn) {
+	t.Helper()
+	dialled, err := from.Dial(raft.ServerAddress(to.addr), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if accepted, err = to.Accept(); err != nil {
+		t.Fatal(err)
+	}
+	return dialled, accepted
+}
+
 // TestStreamLayer_CloseClosesEveryRaftConnection: a stopped node's Raft
 // connections end, dialled and accepted alike, so its peers see it gone.
 func TestStreamLayer_CloseClosesEveryRaftConnection(t *testing.T) {
 	a, b := testLayer(t), testLayer(t)
 	defer b.Close()
 	// a dials b; b dials a.
-	out, err := a.Dial(raft.ServerAddress(b.addr), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	outAtB, err := b.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := b.Dial(raft.ServerAddress(a.addr), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	inAtA, err := a.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	out, outAtB := connect(t, a, b)
+	in, inAtA := connect(t, b, a)
 	// A connection a closes itself is forgotten, not closed twice later.
-	extra, err := a.Dial(raft.ServerAddress(b.addr), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Accept(); err != nil {
-		t.Fatal(err)
-	}
+	extra, _ := connect(t, a, b)
 	_ = extra.Close()
 	a.mu.Lock()
 	open := len(a.conns)
