@@ -27,9 +27,9 @@ bench-quick: ## discoverd vs etcd, quick mode (~2 min)
 	$(GO) run ./test/bench -quick
 
 bench-inproc: ## in-process Go benchmarks: registrations/s, heartbeats/s, watch fan-out, memory per instance
-	$(GO) test -run '^$$' -bench 'Register|Heartbeat' -benchtime 5000x ./internal/server/
-	$(GO) test -run '^$$' -bench 'WatchFanout' -benchtime 300x ./internal/server/
-	$(GO) test -run '^$$' -bench 'Memory' -benchtime 1x ./internal/server/
+	$(GO) test -run '^$$' -bench 'Register|Heartbeat' -benchtime 5000x ./server/
+	$(GO) test -run '^$$' -bench 'WatchFanout' -benchtime 300x ./server/
+	$(GO) test -run '^$$' -bench 'Memory' -benchtime 1x ./server/
 
 fault: ## the fault suite's CI tier: 8 scenarios of real processes under faults (~6-7 min)
 	$(GO) run ./test/fault/cmd/fault -tier ci -q

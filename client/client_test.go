@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/discoverd/discoverd/client"
-	tc "github.com/discoverd/discoverd/internal/testcluster"
+	tc "github.com/discoverd/discoverd/server/servertest"
 )
 
 // ---------------------------------------------------------------------------

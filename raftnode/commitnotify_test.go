@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/discoverd/discoverd/fsm"
-	"github.com/discoverd/discoverd/internal/server"
-	"github.com/discoverd/discoverd/internal/testcluster"
+	"github.com/discoverd/discoverd/server"
+	"github.com/discoverd/discoverd/server/servertest"
 )
 
 // followersApply registers one instance through the leader of a cluster
@@ -16,7 +16,7 @@ import (
 // it within within.
 func followersApply(t *testing.T, noCommitNotify bool, within time.Duration) bool {
 	t.Helper()
-	c := testcluster.New(t, testcluster.Options{Configure: func(i int, cfg *server.Config) {
+	c := servertest.New(t, servertest.Options{Configure: func(i int, cfg *server.Config) {
 		cfg.Raft.CommitTimeout = 1500 * time.Millisecond
 		cfg.Raft.NoCommitNotify = noCommitNotify
 	}})
@@ -24,7 +24,7 @@ func followersApply(t *testing.T, noCommitNotify bool, within time.Duration) boo
 	// Let the entries of the leader's start (its barrier) reach everyone,
 	// so that the write below is the only thing in flight.
 	last := leader.Srv.Node().Raft().LastIndex()
-	testcluster.WaitFor(t, 15*time.Second, "followers to apply the leader's start", func() bool {
+	servertest.WaitFor(t, 15*time.Second, "followers to apply the leader's start", func() bool {
 		for _, f := range c.Followers() {
 			if f.Srv.Node().Raft().AppliedIndex() < last {
 				return false

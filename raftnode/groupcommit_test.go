@@ -10,8 +10,8 @@ import (
 
 	"github.com/discoverd/discoverd/fsm"
 	"github.com/discoverd/discoverd/internal/codes"
-	"github.com/discoverd/discoverd/internal/server"
-	"github.com/discoverd/discoverd/internal/testcluster"
+	"github.com/discoverd/discoverd/server"
+	"github.com/discoverd/discoverd/server/servertest"
 )
 
 // TestGroupCommit_ConcurrentWritesShareAppends: 64 writers, 10 writes each,
@@ -21,7 +21,7 @@ import (
 func TestGroupCommit_ConcurrentWritesShareAppends(t *testing.T) {
 	for _, batch := range []bool{true, false} {
 		t.Run(fmt.Sprintf("batch=%v", batch), func(t *testing.T) {
-			c := testcluster.New(t, testcluster.Options{Configure: func(i int, cfg *server.Config) {
+			c := servertest.New(t, servertest.Options{Configure: func(i int, cfg *server.Config) {
 				cfg.Raft.NoBatchEntries = !batch
 			}})
 			leader := c.WaitLeader().Srv.Node()
@@ -93,7 +93,7 @@ func TestGroupCommit_ConcurrentWritesShareAppends(t *testing.T) {
 // may not have happened, or that it was not proposed — and the writes
 // after them still go through.
 func TestGroupCommit_GivenUpWritesDoNotStallLaterOnes(t *testing.T) {
-	c := testcluster.New(t, testcluster.Options{Configure: func(i int, cfg *server.Config) {
+	c := servertest.New(t, servertest.Options{Configure: func(i int, cfg *server.Config) {
 		cfg.Raft.ApplyLinger = 50 * time.Millisecond // keep writes queued a while
 	}})
 	leader := c.WaitLeader().Srv.Node()
@@ -140,7 +140,7 @@ func TestGroupCommit_GivenUpWritesDoNotStallLaterOnes(t *testing.T) {
 // milliseconds.)
 func TestGroupCommit_LoneWriteAfterBurstDoesNotLinger(t *testing.T) {
 	const linger = 1500 * time.Millisecond
-	c := testcluster.New(t, testcluster.Options{Configure: func(i int, cfg *server.Config) {
+	c := servertest.New(t, servertest.Options{Configure: func(i int, cfg *server.Config) {
 		cfg.Raft.ApplyLinger = linger
 	}})
 	leader := c.WaitLeader().Srv.Node()

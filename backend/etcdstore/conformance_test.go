@@ -11,7 +11,7 @@ import (
 	"github.com/discoverd/discoverd/backend/etcdstore"
 	"github.com/discoverd/discoverd/internal/etcdtest"
 	"github.com/discoverd/discoverd/internal/logging"
-	"github.com/discoverd/discoverd/internal/server"
+	"github.com/discoverd/discoverd/server"
 )
 
 // startFrontEnds starts n discoverd front ends over one real etcd.

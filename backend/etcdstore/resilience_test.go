@@ -12,7 +12,7 @@ import (
 	"github.com/discoverd/discoverd/client"
 	"github.com/discoverd/discoverd/internal/etcdtest"
 	"github.com/discoverd/discoverd/internal/logging"
-	"github.com/discoverd/discoverd/internal/server"
+	"github.com/discoverd/discoverd/server"
 )
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {

@@ -8,8 +8,8 @@ import (
 
 	"github.com/discoverd/discoverd/backend/conformance"
 	"github.com/discoverd/discoverd/client"
-	"github.com/discoverd/discoverd/internal/server"
-	tc "github.com/discoverd/discoverd/internal/testcluster"
+	"github.com/discoverd/discoverd/server"
+	tc "github.com/discoverd/discoverd/server/servertest"
 )
 
 // TestRaftStore_Conformance runs the DiscoveryBackend conformance suite

@@ -12,8 +12,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/discoverd/discoverd/internal/server"
 	"github.com/discoverd/discoverd/raftnode"
+	"github.com/discoverd/discoverd/server"
 )
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -12,9 +12,9 @@ import (
 
 	"github.com/discoverd/discoverd/backend/etcdstore"
 	"github.com/discoverd/discoverd/internal/logging"
-	"github.com/discoverd/discoverd/internal/server"
 	"github.com/discoverd/discoverd/internal/wire"
 	"github.com/discoverd/discoverd/raftnode"
+	"github.com/discoverd/discoverd/server"
 )
 
 // serverFlags are the flags of `discoverd server`; dev reuses the tuning ones.

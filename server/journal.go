@@ -1,9 +1,10 @@
-// Package journal writes a node's applied log entries as JSON lines (flag
+package server
+
+// The journal writes a node's applied log entries as JSON lines (flag
 // -journal of discoverd server). It is a testing and forensics aid: the fault
 // suite reads every node's journal to check that replicas applied the same
 // entries and to resolve writes whose outcome a client never learned. The
 // line format is test/fault/history.Entry.
-package journal
 
 import (
 	"bufio"
@@ -16,10 +17,10 @@ import (
 	"github.com/discoverd/discoverd/fsm"
 )
 
-// Writer implements fsm.Journal over an append-only file. Lines are
+// journalWriter implements fsm.Journal over an append-only file. Lines are
 // buffered during an applied batch and written with one write per batch, so
 // a node killed with SIGKILL loses at most the batch it was applying.
-type Writer struct {
+type journalWriter struct {
 	f   *os.File
 	bw  *bufio.Writer
 	enc *json.Encoder
@@ -27,17 +28,17 @@ type Writer struct {
 	err error
 }
 
-// Open appends to path, creating it if needed.
-func Open(path string, log *slog.Logger) (*Writer, error) {
+// openJournal appends to path, creating it if needed.
+func openJournal(path string, log *slog.Logger) (*journalWriter, error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 	if err != nil {
 		return nil, fmt.Errorf("open journal: %w", err)
 	}
 	bw := bufio.NewWriterSize(f, 64<<10)
-	return &Writer{f: f, bw: bw, enc: json.NewEncoder(bw), log: log}, nil
+	return &journalWriter{f: f, bw: bw, enc: json.NewEncoder(bw), log: log}, nil
 }
 
-type line struct {
+type journalLine struct {
 	Index       uint64 `json:"index"`
 	Term        uint64 `json:"term"`
 	RaftIndex   uint64 `json:"raft_index"`
@@ -54,11 +55,11 @@ type line struct {
 }
 
 // Applied implements fsm.Journal.
-func (w *Writer) Applied(e fsm.JournalEntry) {
+func (w *journalWriter) Applied(e fsm.JournalEntry) {
 	if w.err != nil {
 		return
 	}
-	l := line{Index: e.Index, Term: e.Term, RaftIndex: e.RaftIndex, Type: "config", RequestID: e.RequestID, Name: e.Name, Addr: e.Addr,
+	l := journalLine{Index: e.Index, Term: e.Term, RaftIndex: e.RaftIndex, Type: "config", RequestID: e.RequestID, Name: e.Name, Addr: e.Addr,
 		TTLMillis: e.TTL.Milliseconds(), ExpireIndex: e.ExpireIndex, DecidedAt: e.DecidedAt, Changed: e.Changed,
 		At: time.Now().UnixNano()}
 	if e.Type != 0 {
@@ -71,13 +72,13 @@ func (w *Writer) Applied(e fsm.JournalEntry) {
 }
 
 // Flush implements fsm.Journal: one write for the batch.
-func (w *Writer) Flush() {
+func (w *journalWriter) Flush() {
 	if w.err == nil {
 		w.fail(w.bw.Flush())
 	}
 }
 
-func (w *Writer) fail(err error) {
+func (w *journalWriter) fail(err error) {
 	if err != nil && w.err == nil {
 		w.err = err
 		w.log.Error("journal write failed; journaling stops", "err", err)
@@ -85,7 +86,7 @@ func (w *Writer) fail(err error) {
 }
 
 // Close flushes and closes the file.
-func (w *Writer) Close() error {
+func (w *journalWriter) Close() error {
 	w.Flush()
 	return w.f.Close()
 }

@@ -1,4 +1,4 @@
-package testcluster
+package servertest
 
 import (
 	"fmt"
@@ -29,7 +29,7 @@ func TestBounded_AHangingStopFailsWithItsStack(t *testing.T) {
 		t.Fatalf("reported %d errors, want 1", len(rec.errs))
 	}
 	msg := rec.errs[0]
-	if !strings.Contains(msg, "stop n9 did not return within 50ms") || !strings.Contains(msg, "testcluster.stuckStopForTest") {
+	if !strings.Contains(msg, "stop n9 did not return within 50ms") || !strings.Contains(msg, "servertest.stuckStopForTest") {
 		t.Fatalf("report does not name the stop and show where it hangs:\n%s", msg)
 	}
 }

@@ -13,8 +13,8 @@ import (
 	"github.com/discoverd/discoverd/backend"
 	"github.com/discoverd/discoverd/client"
 	"github.com/discoverd/discoverd/internal/rpcconn"
-	tc "github.com/discoverd/discoverd/internal/testcluster"
 	"github.com/discoverd/discoverd/internal/wire"
+	tc "github.com/discoverd/discoverd/server/servertest"
 )
 
 // latencies collects per-operation durations and reports percentiles.

@@ -1,8 +1,9 @@
-// Package testcluster runs discoverd clusters inside one test process, over
-// loopback, with tight Raft timings and temporary data dirs. Scenario tests
+// Package servertest runs discoverd clusters inside one test process, over
+// loopback, with tight Raft timings and temporary data dirs — a kit in the
+// manner of net/http/httptest, beside the package it runs. Scenario tests
 // and benchmarks use it; it waits for states (a leader, an applied index)
 // instead of sleeping.
-package testcluster
+package servertest
 
 import (
 	"context"
@@ -21,9 +22,9 @@ import (
 
 	"github.com/discoverd/discoverd/client"
 	"github.com/discoverd/discoverd/internal/logging"
-	"github.com/discoverd/discoverd/internal/server"
 	"github.com/discoverd/discoverd/internal/testport"
 	"github.com/discoverd/discoverd/raftnode"
+	"github.com/discoverd/discoverd/server"
 )
 
 // Options shape a cluster.

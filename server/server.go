@@ -1,8 +1,9 @@
-// Package server wires one discoverd node together: the shared listener and
-// its protocol mux, the FSM, the Raft node, the TTL tracker, the Raft-backed
-// DiscoveryBackend and the RPC server — and takes them down again in order.
-// cmd/discoverd builds a Config from flags and calls Start; in-process
-// cluster tests call Start directly.
+// Package server is the composition root of one discoverd node: it wires
+// the shared listener and its protocol mux, the FSM, the Raft node, the TTL
+// tracker, the Raft-backed DiscoveryBackend and the RPC server together —
+// or, with the etcd backend, the RPC server over etcd — and takes them down
+// again in order. cmd/discoverd builds a Config from flags and calls Start;
+// in-process cluster tests call Start through server/servertest.
 package server
 
 import (
@@ -18,7 +19,6 @@ import (
 	"github.com/discoverd/discoverd/backend/etcdstore"
 	"github.com/discoverd/discoverd/backend/raftstore"
 	"github.com/discoverd/discoverd/fsm"
-	"github.com/discoverd/discoverd/internal/journal"
 	"github.com/discoverd/discoverd/internal/mux"
 	"github.com/discoverd/discoverd/internal/rpcconn"
 	"github.com/discoverd/discoverd/internal/wire"
@@ -44,7 +44,7 @@ type Config struct {
 	// RPC tunes the protocol server.
 	RPC rpc.Config
 	// Journal, if set, is a file every applied entry is appended to as a
-	// JSON line (testing and forensics; see internal/journal).
+	// JSON line (testing and forensics; see journal.go).
 	Journal string
 	// Clock, if set, replaces the TTL tracker's clock (fault-injection builds).
 	Clock ttl.Clock
@@ -75,7 +75,7 @@ type Server struct {
 	store   *raftstore.Store
 	rpc     *rpc.Server
 	pool    *rpcconn.Pool
-	journal *journal.Writer
+	journal *journalWriter
 	etcd    *etcdstore.Store // the etcd backend, instead of all of the above but rpc
 
 	stopTracker context.CancelFunc
@@ -154,7 +154,7 @@ func Start(cfg Config) (*Server, error) {
 
 	s.fsm = fsm.New(cfg.FSM)
 	if cfg.Journal != "" {
-		j, err := journal.Open(cfg.Journal, log.With("component", "journal"))
+		j, err := openJournal(cfg.Journal, log.With("component", "journal"))
 		if err != nil {
 			_ = ln.Close()
 			return nil, err

@@ -13,8 +13,8 @@ import (
 	"github.com/discoverd/discoverd/backend"
 	"github.com/discoverd/discoverd/client"
 	"github.com/discoverd/discoverd/internal/codes"
-	"github.com/discoverd/discoverd/internal/server"
-	tc "github.com/discoverd/discoverd/internal/testcluster"
+	"github.com/discoverd/discoverd/server"
+	tc "github.com/discoverd/discoverd/server/servertest"
 )
 
 func ctxT(t *testing.T, d time.Duration) context.Context {
