@@ -29,7 +29,7 @@ func (s *countingServer) serve(t *testing.T) string {
 		t.Fatal(err)
 	}
 	m := mux.New(ln, logging.Discard())
-	rl := m.Listen(wire.ConnRPC)
+	rl := m.Listen(mux.ConnRPC)
 	go func() { _ = m.Serve() }()
 	t.Cleanup(func() { _ = m.Close() })
 	go func() {

@@ -8,7 +8,6 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/discoverd/discoverd/internal/mux"
-	"github.com/discoverd/discoverd/internal/wire"
 )
 
 // streamLayer is raft's StreamLayer over the node's shared port. It closes
@@ -40,7 +39,7 @@ func (s *streamLayer) Accept() (net.Conn, error) {
 }
 
 func (s *streamLayer) Dial(a raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	c, err := mux.Dial(string(a), wire.ConnRaft, timeout)
+	c, err := mux.Dial(string(a), mux.ConnRaft, timeout)
 	if err != nil {
 		return nil, err
 	}

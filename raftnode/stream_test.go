@@ -11,7 +11,6 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/discoverd/discoverd/internal/mux"
-	"github.com/discoverd/discoverd/internal/wire"
 )
 
 // testLayer is a stream layer on its own loopback port, behind a mux as in
@@ -23,7 +22,7 @@ func testLayer(t *testing.T) *streamLayer {
 		t.Fatal(err)
 	}
 	m := mux.New(ln, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	raftLn := m.Listen(wire.ConnRaft)
+	raftLn := m.Listen(mux.ConnRaft)
 	go func() { _ = m.Serve() }()
 	t.Cleanup(func() { _ = m.Close() })
 	return newStreamLayer(raftLn, ln.Addr().String())

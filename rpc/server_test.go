@@ -89,7 +89,7 @@ func startServer(t *testing.T, cfg Config) (string, *fakeBackend) {
 		t.Fatal(err)
 	}
 	m := mux.New(ln, logging.Discard())
-	rl := m.Listen(wire.ConnRPC)
+	rl := m.Listen(mux.ConnRPC)
 	go func() { _ = m.Serve() }()
 	fb := &fakeBackend{watch: make(chan struct{}, 16)}
 	cfg.Logger = logging.Discard()
@@ -204,7 +204,7 @@ type rawConn struct {
 
 func dialRaw(t *testing.T, addr string) *rawConn {
 	t.Helper()
-	nc, err := mux.Dial(addr, wire.ConnRPC, time.Second)
+	nc, err := mux.Dial(addr, mux.ConnRPC, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,6 @@ import (
 	"github.com/discoverd/discoverd/fsm"
 	"github.com/discoverd/discoverd/internal/mux"
 	"github.com/discoverd/discoverd/internal/rpcconn"
-	"github.com/discoverd/discoverd/internal/wire"
 	"github.com/discoverd/discoverd/raftnode"
 	"github.com/discoverd/discoverd/rpc"
 	"github.com/discoverd/discoverd/ttl"
@@ -149,8 +148,8 @@ func Start(cfg Config) (*Server, error) {
 	}
 	s.ln = ln
 	s.mux = mux.New(ln, log.With("component", "mux"))
-	raftLn := s.mux.Listen(wire.ConnRaft)
-	rpcLn := s.mux.Listen(wire.ConnRPC)
+	raftLn := s.mux.Listen(mux.ConnRaft)
+	rpcLn := s.mux.Listen(mux.ConnRPC)
 
 	s.fsm = fsm.New(cfg.FSM)
 	if cfg.Journal != "" {
@@ -297,7 +296,7 @@ func startEtcd(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.ln, s.etcd = ln, st
 	s.mux = mux.New(ln, log.With("component", "mux"))
-	rpcLn := s.mux.Listen(wire.ConnRPC)
+	rpcLn := s.mux.Listen(mux.ConnRPC)
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()

@@ -13,6 +13,13 @@ import (
 	"time"
 )
 
+// The first byte of a connection to a node's single port: which protocol
+// the connection is for. docs/protocol.md lists them for implementers.
+const (
+	ConnRaft byte = 1 // hashicorp/raft's transport (raftnode)
+	ConnRPC  byte = 2 // discoverd's native protocol (internal/wire)
+)
+
 // ErrClosed is returned by Accept on a closed listener.
 var ErrClosed = errors.New("mux: listener closed")
 

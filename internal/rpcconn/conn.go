@@ -74,7 +74,7 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 	if timeout <= 0 {
 		return nil, fmt.Errorf("dial %s: %w", addr, codes.ErrUnavailable)
 	}
-	nc, err := mux.Dial(addr, wire.ConnRPC, timeout)
+	nc, err := mux.Dial(addr, mux.ConnRPC, timeout)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %v: %w", addr, err, codes.ErrUnavailable)
 	}

@@ -40,7 +40,7 @@ func newServer(t *testing.T, handle func(*serverConn, *wire.Frame)) *fakeServer 
 		t.Fatal(err)
 	}
 	m := mux.New(ln, logging.Discard())
-	rl := m.Listen(wire.ConnRPC)
+	rl := m.Listen(mux.ConnRPC)
 	go func() { _ = m.Serve() }()
 	s := &fakeServer{addr: ln.Addr().String(), conns: make(chan *serverConn, 16)}
 	go func() {

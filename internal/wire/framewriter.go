@@ -1,0 +1,76 @@
+package wire
+
+import (
+	"bufio"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// FrameWriter writes the frames of many goroutines to one connection. Each
+// frame is encoded before the lock is taken, and frames written together
+// leave in one write(2): a writer with others queued behind it leaves the
+// flush to them, and a writer with none first yields the processor once,
+// so that goroutines already runnable — a change's hundred watchers on one
+// connection, woken together — add their frames before it flushes. (Without
+// the yield, on two cores each of them found no one queued and flushed
+// alone: one write(2) per watcher, a third of a fan-out's CPU.)
+type FrameWriter struct {
+	conn    net.Conn
+	timeout time.Duration
+	waiting atomic.Int64 // writers between encoding and the lock
+	mu      sync.Mutex
+	bw      *bufio.Writer
+	written uint64 // frames written to bw (guarded by mu)
+	flushed uint64 // frames flushed, or failed to (guarded by mu)
+}
+
+// NewFrameWriter returns a writer to conn that bounds each flush by timeout.
+func NewFrameWriter(conn net.Conn, timeout time.Duration) *FrameWriter {
+	return &FrameWriter{conn: conn, timeout: timeout, bw: bufio.NewWriterSize(conn, 32<<10)}
+}
+
+// WriteFrame writes one frame. An encoding error (wrapping ErrEncode, or a
+// *TooLargeError past limit) means nothing was written and the connection
+// is fine. Any other error means the connection is broken. A nil error means
+// the frame is on its way: written, or buffered for a writer queued right
+// behind this one, which flushes it (a failed flush breaks the connection,
+// and every later write fails).
+func (w *FrameWriter) WriteFrame(hdr *Header, body any, limit int) error {
+	buf, err := encodeFrame(hdr, body, limit)
+	if err != nil {
+		return err
+	}
+	defer releaseFrame(buf)
+	w.waiting.Add(1)
+	w.mu.Lock()
+	w.waiting.Add(-1)
+	_ = w.conn.SetWriteDeadline(time.Now().Add(w.timeout))
+	if _, err := w.bw.Write(buf.Bytes()); err != nil {
+		w.mu.Unlock()
+		return err
+	}
+	w.written++
+	mine := w.written
+	if w.waiting.Load() > 0 {
+		w.mu.Unlock()
+		return nil // the writer queued behind us flushes
+	}
+	w.mu.Unlock()
+	runtime.Gosched()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case w.flushed >= mine:
+		// A writer that came meanwhile flushed ours too; a failure there
+		// stays in bw and fails every later write.
+		return nil
+	case w.waiting.Load() > 0:
+		return nil
+	}
+	w.flushed = w.written
+	_ = w.conn.SetWriteDeadline(time.Now().Add(w.timeout))
+	return w.bw.Flush()
+}

@@ -1,0 +1,190 @@
+package wire
+
+import "github.com/discoverd/discoverd/internal/codes"
+
+// Methods.
+const (
+	MethodRegister   = "Register"
+	MethodUnregister = "Unregister"
+	MethodHeartbeat  = "Heartbeat"
+	MethodList       = "List"
+	MethodWatch      = "Watch"
+	MethodCancel     = "Cancel"
+	MethodStatus     = "Status"
+	MethodNodeInfo   = "NodeInfo"
+)
+
+// Event kinds.
+const (
+	KindUp      = "up"      // an instance appeared (also: each instance of an initial state)
+	KindUpdate  = "update"  // an instance was registered again (attributes or TTL may differ)
+	KindDown    = "down"    // an instance went away (Reason says unregister or expire)
+	KindCurrent = "current" // the initial (or resynced) state is complete as of Index
+	KindResync  = "resync"  // history was lost: drop what you hold, a full state follows
+)
+
+// Down reasons.
+const (
+	ReasonUnregister = "unregister"
+	ReasonExpire     = "expire"
+)
+
+// Header opens every frame.
+type Header struct {
+	Seq       uint64 `codec:"seq"`                 // request number chosen by the client, echoed in responses
+	Method    string `codec:"method,omitempty"`    // requests only
+	Forwarded bool   `codec:"forwarded,omitempty"` // set by a node forwarding to the leader; never forwarded again
+	Code      string `codec:"code,omitempty"`      // responses: error code, empty on success
+	Error     string `codec:"error,omitempty"`     // responses: error message
+	More      bool   `codec:"more,omitempty"`      // responses: more frames follow for this Seq (streams)
+}
+
+// Err turns a response header's code and message back into an error.
+func (h *Header) Err() error { return codes.FromWire(codes.Code(h.Code), h.Error) }
+
+// RegisterRequest registers an instance, or registers it again with new attributes or TTL.
+type RegisterRequest struct {
+	Name      string            `codec:"name"`
+	Addr      string            `codec:"addr"`
+	Attrs     map[string]string `codec:"attrs"`
+	TTLMillis int64             `codec:"ttl_ms"`     // 0: the default (10 s)
+	RequestID string            `codec:"request_id"` // same id on every retry of one write
+}
+
+// UnregisterRequest removes an instance.
+type UnregisterRequest struct {
+	Name      string `codec:"name"`
+	Addr      string `codec:"addr"`
+	RequestID string `codec:"request_id"`
+}
+
+// WriteResponse answers Register and Unregister with the index of the committed entry.
+type WriteResponse struct {
+	Index uint64 `codec:"index"`
+}
+
+// InstanceKey names one instance.
+type InstanceKey struct {
+	Name string `codec:"name"`
+	Addr string `codec:"addr"`
+}
+
+// HeartbeatRequest keeps instances alive. It never enters the Raft log.
+type HeartbeatRequest struct {
+	Instances []InstanceKey `codec:"instances"`
+}
+
+// Result is one per-item outcome; an empty Code is success.
+type Result struct {
+	Code  string `codec:"code,omitempty"`
+	Error string `codec:"error,omitempty"`
+}
+
+// Err returns the item's error or nil.
+func (r Result) Err() error { return codes.FromWire(codes.Code(r.Code), r.Error) }
+
+// ResultOf encodes an error as a Result.
+func ResultOf(err error) Result {
+	if err == nil {
+		return Result{}
+	}
+	return Result{Code: string(codes.Of(err)), Error: err.Error()}
+}
+
+// HeartbeatResponse has one Result per requested instance, in order.
+type HeartbeatResponse struct {
+	Results []Result `codec:"results"`
+}
+
+// ListRequest reads the instances of a service.
+type ListRequest struct {
+	Name       string            `codec:"name"`
+	Attrs      map[string]string `codec:"attrs,omitempty"`      // only instances with all of these
+	Consistent bool              `codec:"consistent,omitempty"` // linearizable: served by a confirmed leader
+	MinIndex   uint64            `codec:"min_index,omitempty"`  // do not answer from state older than this
+}
+
+// Instance is one registered instance.
+type Instance struct {
+	Name        string            `codec:"name"`
+	Addr        string            `codec:"addr"`
+	Attrs       map[string]string `codec:"attrs"`
+	TTLMillis   int64             `codec:"ttl_ms"`
+	CreateIndex uint64            `codec:"create_index"` // index of its first registration (fencing token)
+	Index       uint64            `codec:"index"`        // index of its last registration
+}
+
+// ListResponse is the state of one service at Index.
+type ListResponse struct {
+	Index     uint64     `codec:"index"`
+	Instances []Instance `codec:"instances"`
+}
+
+// WatchRequest opens a stream of events for a service. FromIndex 0 starts with
+// the current state; otherwise the stream resumes after FromIndex.
+type WatchRequest struct {
+	Name      string `codec:"name"`
+	FromIndex uint64 `codec:"from_index,omitempty"`
+	MinIndex  uint64 `codec:"min_index,omitempty"` // do not serve from a state older than this
+}
+
+// Event is one change (or a state marker) on a watch stream.
+type Event struct {
+	Kind        string            `codec:"kind"`
+	Index       uint64            `codec:"index"`
+	Name        string            `codec:"name"`
+	Addr        string            `codec:"addr,omitempty"`
+	Attrs       map[string]string `codec:"attrs,omitempty"`
+	TTLMillis   int64             `codec:"ttl_ms,omitempty"`
+	CreateIndex uint64            `codec:"create_index,omitempty"`
+	Reason      string            `codec:"reason,omitempty"`
+}
+
+// WatchEvents is one frame of a watch stream.
+type WatchEvents struct {
+	Events []Event `codec:"events"`
+}
+
+// CancelRequest ends the stream opened by request Seq.
+type CancelRequest struct {
+	Seq uint64 `codec:"seq"`
+}
+
+// Empty is the body of requests and responses that carry nothing.
+type Empty struct{}
+
+// NodeStatus describes one node of the cluster.
+type NodeStatus struct {
+	ID            string `codec:"id"`
+	Addr          string `codec:"addr"`
+	State         string `codec:"state"` // Leader, Follower, Candidate, Shutdown, or unreachable
+	Term          uint64 `codec:"term"`
+	AppliedIndex  uint64 `codec:"applied_index"`
+	CommitIndex   uint64 `codec:"commit_index"`
+	LastIndex     uint64 `codec:"last_index"`
+	SnapshotIndex uint64 `codec:"snapshot_index"` // index of the latest snapshot on this node
+	Leader        string `codec:"leader"`         // the leader this node knows of
+	Voter         bool   `codec:"voter"`
+	Error         string `codec:"error,omitempty"`
+	HeapInuse     uint64 `codec:"heap_inuse_bytes,omitempty"` // this process's Go heap in use (NodeInfo only)
+	// Raft log appends since the node started (each one write of the log
+	// store with its fsyncs), the entries they carried, and their total time.
+	LogAppends  uint64 `codec:"log_appends,omitempty"`
+	LogEntries  uint64 `codec:"log_entries,omitempty"`
+	LogAppendUS uint64 `codec:"log_append_us,omitempty"`
+	// Only when asked for with NodeInfoRequest.StateHash:
+	FSMApplied uint64 `codec:"fsm_applied,omitempty"` // the state machine's applied index
+	StateHash  string `codec:"state_hash,omitempty"`  // SHA-256 of the replicated state at FSMApplied
+}
+
+// NodeInfoRequest asks one node about itself.
+type NodeInfoRequest struct {
+	// StateHash asks for a hash of the replicated state (walks it all: for checks).
+	StateHash bool `codec:"state_hash,omitempty"`
+}
+
+// StatusResponse is the whole cluster as seen from the node asked.
+type StatusResponse struct {
+	Leader string       `codec:"leader"`
+	Nodes  []NodeStatus `codec:"nodes"`
+}
