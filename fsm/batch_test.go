@@ -34,6 +34,23 @@ func unreg(t testing.TB, name, addr, id string) []byte {
 // are applied in order with consecutive indices starting at the entry's Raft
 // index; later entries continue after them; events, instances, lists and
 // journal lines carry those indices.
+// batchResults checks that a batch entry was answered as raftnode.Machine
+// requires (a []any, one response per command) and returns the results.
+func batchResults(t *testing.T, out any, n int) []*Result {
+	t.Helper()
+	resps, ok := out.([]any)
+	if !ok || len(resps) != n {
+		t.Fatalf("batch apply returned %T(%v), want %d results", out, out, n)
+	}
+	rs := make([]*Result, n)
+	for i, r := range resps {
+		if rs[i], ok = r.(*Result); !ok {
+			t.Fatalf("batch apply answered write %d with %T(%v), want a *Result", i, r, r)
+		}
+	}
+	return rs
+}
+
 func TestFSM_BatchEntryGivesEachWriteItsOwnIndex(t *testing.T) {
 	h := newHarness(t, Config{})
 	j := &memJournal{}
@@ -44,10 +61,7 @@ func TestFSM_BatchEntryGivesEachWriteItsOwnIndex(t *testing.T) {
 	// Raft index 2 carries four writes: indices 2, 3, 4, 5.
 	out := h.f.Apply(h.batchLog(reg(t, "web", "b:1", "rb"), reg(t, "web", "c:1", ""), unreg(t, "web", "a:1", ""),
 		unreg(t, "web", "zz:1", "")))
-	rs, ok := out.([]*Result)
-	if !ok || len(rs) != 4 {
-		t.Fatalf("batch apply returned %T(%v), want 4 results", out, out)
-	}
+	rs := batchResults(t, out, 4)
 	for i, r := range rs {
 		if r.Index != uint64(2+i) {
 			t.Errorf("write %d of the batch: index %d, want %d", i, r.Index, 2+i)
@@ -112,7 +126,7 @@ func TestFSM_BatchDuplicateRequestIDWithinOneEntry(t *testing.T) {
 	h := newHarness(t, Config{})
 	j := &memJournal{}
 	h.f.SetJournal(j)
-	rs := h.f.Apply(h.batchLog(reg(t, "web", "a:1", "r1"), unreg(t, "web", "a:1", ""), reg(t, "web", "a:1", "r1"))).([]*Result)
+	rs := batchResults(t, h.f.Apply(h.batchLog(reg(t, "web", "a:1", "r1"), unreg(t, "web", "a:1", ""), reg(t, "web", "a:1", "r1"))), 3)
 	if rs[2].Index != 1 || rs[2] != rs[0] {
 		t.Errorf("repeated id answered %+v, want the first result %+v", rs[2], rs[0])
 	}

@@ -150,6 +150,10 @@ func EncodeBatch(cmds [][]byte) ([]byte, error) {
 	return b, nil
 }
 
+// JoinEntries implements raftnode.Machine: the leader's group commit
+// proposes several encoded commands as one batch entry (EncodeBatch).
+func (f *FSM) JoinEntries(entries [][]byte) ([]byte, error) { return EncodeBatch(entries) }
+
 // decodeBatch splits a batch entry's body into its commands (sharing body's
 // memory).
 func decodeBatch(body []byte) ([][]byte, error) {

@@ -231,8 +231,8 @@ func (f *FSM) Apply(l *raft.Log) any {
 }
 
 // ApplyBatch applies committed entries in order, under one lock. A command
-// entry returns its *Result; a batch entry (BatchType) returns a []*Result,
-// one per command in it; anything else returns nil.
+// entry returns its *Result; a batch entry (BatchType) returns a []any
+// holding one *Result per command in it; anything else returns nil.
 //
 // Indices. Every applied write (and configuration entry) gets its own index:
 // the entry's Raft index, or one past the previous index if that is higher —
@@ -252,7 +252,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 				if err != nil {
 					panic(fmt.Sprintf("fsm: cannot decode batch entry at index %d: %v", l.Index, err))
 				}
-				rs := make([]*Result, len(cmds))
+				rs := make([]any, len(cmds))
 				for j, c := range cmds {
 					rs[j] = f.applyOneLocked(l, c)
 				}

@@ -5,8 +5,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-
-	"github.com/discoverd/discoverd/fsm"
 )
 
 // Commit notices.
@@ -96,18 +94,18 @@ func newCommitNotifier(n *Node, t *raft.NetworkTransport) (*commitNotifier, raft
 // when those hundreds of watcher goroutines compete with the notifier for
 // the CPU (at 1000 watchers that kept followers' p50 at 1.5-5 ms).
 type pokingFSM struct {
-	*fsm.FSM
+	Machine
 	n *commitNotifier
 }
 
 func (p pokingFSM) Apply(l *raft.Log) any {
 	p.n.poke()
-	return p.FSM.Apply(l)
+	return p.Machine.Apply(l)
 }
 
 func (p pokingFSM) ApplyBatch(logs []*raft.Log) []any {
 	p.n.poke()
-	return p.FSM.ApplyBatch(logs)
+	return p.Machine.ApplyBatch(logs)
 }
 
 // poke asks the notifier to look for notices to send: entries were

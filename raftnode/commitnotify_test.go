@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/discoverd/discoverd/backend/raftstore"
 	"github.com/discoverd/discoverd/fsm"
 	"github.com/discoverd/discoverd/server"
 	"github.com/discoverd/discoverd/server/servertest"
@@ -23,10 +24,10 @@ func followersApply(t *testing.T, noCommitNotify bool, within time.Duration) boo
 	leader := c.WaitLeader()
 	// Let the entries of the leader's start (its barrier) reach everyone,
 	// so that the write below is the only thing in flight.
-	last := leader.Srv.Node().Raft().LastIndex()
+	last := leader.Srv.Node().Status().LastIndex
 	servertest.WaitFor(t, 15*time.Second, "followers to apply the leader's start", func() bool {
 		for _, f := range c.Followers() {
-			if f.Srv.Node().Raft().AppliedIndex() < last {
+			if f.Srv.Node().Status().AppliedIndex < last {
 				return false
 			}
 		}
@@ -35,7 +36,7 @@ func followersApply(t *testing.T, noCommitNotify bool, within time.Duration) boo
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for i := range 3 { // a few isolated writes, each announced on its own
-		if _, err := leader.Srv.Node().Apply(ctx, fsm.RegisterType, &fsm.RegisterCommand{
+		if _, err := raftstore.NewProposer(leader.Srv.Node()).Apply(ctx, fsm.RegisterType, &fsm.RegisterCommand{
 			Name: "web", Addr: fmt.Sprintf("10.0.0.%d:80", i+1), TTL: time.Hour}); err != nil {
 			t.Fatal(err)
 		}

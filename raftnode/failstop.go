@@ -2,6 +2,7 @@ package raftnode
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"sync/atomic"
 	"time"
@@ -68,9 +69,9 @@ func (s failStopStore) SetUint64(k []byte, v uint64) error {
 }
 
 // exitOnDiskFailure is the default Config.OnDiskFailure: log and exit.
-func exitOnDiskFailure(cfg Config) func(error) {
+func exitOnDiskFailure(log *slog.Logger) func(error) {
 	return func(err error) {
-		cfg.Logger.Error("stopping: the Raft log could not be written durably; restart the node to recover from disk", "err", err)
+		log.Error("stopping: the Raft log could not be written durably; restart the node to recover from disk", "err", err)
 		os.Exit(70)
 	}
 }

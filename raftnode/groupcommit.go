@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-
-	"github.com/discoverd/discoverd/fsm"
 )
 
 // Group commit.
@@ -28,7 +26,8 @@ import (
 // together, one append on each follower. A lone write finds a free slot and
 // goes at once, so group commit costs nothing when there is no contention.
 //
-// A group of several writes goes to raft as one log entry (fsm.BatchType):
+// A group of several writes goes to raft as one log entry, made by the
+// state machine's JoinEntries (in discoverd an fsm.BatchType entry):
 // raft-boltdb encodes and stores every entry as its own key and the
 // transport encodes each one again, which at 100+ writes per group cost more
 // than the writes themselves. The FSM gives each write of the entry its own
@@ -53,6 +52,7 @@ type applyResult struct {
 	proposed bool
 	err      error
 	resp     any
+	index    uint64 // of the log entry that carried it
 }
 
 // wait waits for a raft future. (A raft future may be waited on by one
@@ -61,17 +61,17 @@ func wait(f raft.ApplyFuture) applyResult {
 	if err := f.Error(); err != nil {
 		return applyResult{proposed: true, err: err}
 	}
-	return applyResult{proposed: true, resp: f.Response()}
+	return applyResult{proposed: true, resp: f.Response(), index: f.Index()}
 }
 
 type groupCommit struct {
 	r      *raft.Raft
 	queue  chan *proposal
-	slots  chan struct{} // one token per group in flight
-	max    int           // writes per group
-	linger time.Duration // longest wait for a group to fill up
-	last   int           // size of the last group
-	batch  bool          // propose a group as one entry
+	slots  chan struct{}                          // one token per group in flight
+	max    int                                    // writes per group
+	linger time.Duration                          // longest wait for a group to fill up
+	last   int                                    // size of the last group
+	join   func(entries [][]byte) ([]byte, error) // makes a group one entry; nil: one entry per write
 	start  time.Time
 	doneAt atomic.Int64 // when the last group was answered, as time since start
 }
@@ -82,9 +82,9 @@ func (g *groupCommit) release() {
 	<-g.slots
 }
 
-func newGroupCommit(r *raft.Raft, groups, maxEntries int, linger time.Duration, batch bool) *groupCommit {
+func newGroupCommit(r *raft.Raft, groups, maxEntries int, linger time.Duration, join func([][]byte) ([]byte, error)) *groupCommit {
 	return &groupCommit{r: r, queue: make(chan *proposal, 4*maxEntries), slots: make(chan struct{}, groups),
-		max: maxEntries, linger: linger, batch: batch, start: time.Now()}
+		max: maxEntries, linger: linger, join: join, start: time.Now()}
 }
 
 // run hands queued proposals to raft in groups until done closes; what is
@@ -164,7 +164,7 @@ func (g *groupCommit) run(done <-chan struct{}) {
 			<-g.slots
 			continue
 		}
-		if g.batch && len(live) > 1 {
+		if g.join != nil && len(live) > 1 {
 			g.proposeBatch(live)
 			continue
 		}
@@ -187,9 +187,10 @@ func (g *groupCommit) run(done <-chan struct{}) {
 	}
 }
 
-// proposeBatch proposes a group as one log entry (fsm.BatchType): one entry
+// proposeBatch proposes a group as one log entry (made by join): one entry
 // to store, replicate and apply instead of one per write. Each write still
-// gets its own index (the FSM numbers them) and its own result.
+// gets its own index (the FSM numbers them) and its own result: the state
+// machine answers the entry with one response per write.
 func (g *groupCommit) proposeBatch(group []*proposal) {
 	cmds := make([][]byte, len(group))
 	var deadline time.Time
@@ -199,9 +200,9 @@ func (g *groupCommit) proposeBatch(group []*proposal) {
 			deadline = p.deadline
 		}
 	}
-	data, err := fsm.EncodeBatch(cmds)
+	data, err := g.join(cmds)
 	if err != nil {
-		// Proposals come from fsm.Encode: this is a bug, not bad input.
+		// Proposals are well-formed entries: this is a bug, not bad input.
 		for _, p := range group {
 			p.result <- applyResult{proposed: true, err: fmt.Errorf("%w: %v", errBatch, err)}
 		}
@@ -218,7 +219,7 @@ func (g *groupCommit) proposeBatch(group []*proposal) {
 			}
 			return
 		}
-		rs, ok := r.resp.([]*fsm.Result)
+		rs, ok := r.resp.([]any)
 		if !ok || len(rs) != len(group) {
 			err := fmt.Errorf("%w: a batch of %d writes was answered with %T", errBatch, len(group), r.resp)
 			for _, p := range group {
@@ -227,7 +228,7 @@ func (g *groupCommit) proposeBatch(group []*proposal) {
 			return
 		}
 		for i, p := range group {
-			p.result <- applyResult{proposed: true, resp: rs[i]}
+			p.result <- applyResult{proposed: true, resp: rs[i], index: r.index}
 		}
 	}()
 }

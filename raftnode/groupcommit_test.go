@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/discoverd/discoverd/backend/raftstore"
 	"github.com/discoverd/discoverd/fsm"
 	"github.com/discoverd/discoverd/internal/codes"
 	"github.com/discoverd/discoverd/server"
@@ -25,6 +26,7 @@ func TestGroupCommit_ConcurrentWritesShareAppends(t *testing.T) {
 				cfg.Raft.NoBatchEntries = !batch
 			}})
 			leader := c.WaitLeader().Srv.Node()
+			propose := raftstore.NewProposer(leader) // entries encoded as the store encodes them
 			before := leader.Status()
 			const writers, each = 64, 10
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -38,7 +40,7 @@ func TestGroupCommit_ConcurrentWritesShareAppends(t *testing.T) {
 					defer wg.Done()
 					for i := range each {
 						addr := fmt.Sprintf("10.1.%d.%d:80", w, i)
-						res, err := leader.Apply(ctx, fsm.RegisterType, &fsm.RegisterCommand{Name: "web", Addr: addr, TTL: time.Hour})
+						res, err := propose.Apply(ctx, fsm.RegisterType, &fsm.RegisterCommand{Name: "web", Addr: addr, TTL: time.Hour})
 						if err != nil || res.Err != nil {
 							t.Errorf("write %d/%d: %v %v", w, i, err, res)
 							return
@@ -96,7 +98,7 @@ func TestGroupCommit_GivenUpWritesDoNotStallLaterOnes(t *testing.T) {
 	c := servertest.New(t, servertest.Options{Configure: func(i int, cfg *server.Config) {
 		cfg.Raft.ApplyLinger = 50 * time.Millisecond // keep writes queued a while
 	}})
-	leader := c.WaitLeader().Srv.Node()
+	propose := raftstore.NewProposer(c.WaitLeader().Srv.Node())
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	outcomes := map[string]int{}
@@ -106,7 +108,7 @@ func TestGroupCommit_GivenUpWritesDoNotStallLaterOnes(t *testing.T) {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(w%5)*time.Millisecond)
 			defer cancel()
-			_, err := leader.Apply(ctx, fsm.RegisterType, &fsm.RegisterCommand{Name: "web", Addr: fmt.Sprintf("10.2.0.%d:80", w), TTL: time.Hour})
+			_, err := propose.Apply(ctx, fsm.RegisterType, &fsm.RegisterCommand{Name: "web", Addr: fmt.Sprintf("10.2.0.%d:80", w), TTL: time.Hour})
 			kind := "ok"
 			switch {
 			case err == nil:
@@ -127,7 +129,7 @@ func TestGroupCommit_GivenUpWritesDoNotStallLaterOnes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for i := range 20 {
-		if _, err := leader.Apply(ctx, fsm.RegisterType, &fsm.RegisterCommand{Name: "web", Addr: fmt.Sprintf("10.3.0.%d:80", i), TTL: time.Hour}); err != nil {
+		if _, err := propose.Apply(ctx, fsm.RegisterType, &fsm.RegisterCommand{Name: "web", Addr: fmt.Sprintf("10.3.0.%d:80", i), TTL: time.Hour}); err != nil {
 			t.Fatalf("write %d after the given-up ones: %v", i, err)
 		}
 	}
@@ -143,7 +145,7 @@ func TestGroupCommit_LoneWriteAfterBurstDoesNotLinger(t *testing.T) {
 	c := servertest.New(t, servertest.Options{Configure: func(i int, cfg *server.Config) {
 		cfg.Raft.ApplyLinger = linger
 	}})
-	leader := c.WaitLeader().Srv.Node()
+	propose := raftstore.NewProposer(c.WaitLeader().Srv.Node())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// A burst: one write holds the slot while 32 more queue behind it, so
@@ -153,7 +155,7 @@ func TestGroupCommit_LoneWriteAfterBurstDoesNotLinger(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := leader.Apply(ctx, fsm.RegisterType, &fsm.RegisterCommand{Name: "web", Addr: fmt.Sprintf("10.4.0.%d:80", w), TTL: time.Hour}); err != nil {
+			if _, err := propose.Apply(ctx, fsm.RegisterType, &fsm.RegisterCommand{Name: "web", Addr: fmt.Sprintf("10.4.0.%d:80", w), TTL: time.Hour}); err != nil {
 				t.Errorf("burst write %d: %v", w, err)
 			}
 		}()
@@ -162,7 +164,7 @@ func TestGroupCommit_LoneWriteAfterBurstDoesNotLinger(t *testing.T) {
 	// Let the burst be over for longer than the linger.
 	time.Sleep(linger + 100*time.Millisecond)
 	start := time.Now()
-	if _, err := leader.Apply(ctx, fsm.RegisterType, &fsm.RegisterCommand{Name: "web", Addr: "10.4.1.1:80", TTL: time.Hour}); err != nil {
+	if _, err := propose.Apply(ctx, fsm.RegisterType, &fsm.RegisterCommand{Name: "web", Addr: "10.4.1.1:80", TTL: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
 	if took := time.Since(start); took >= linger {

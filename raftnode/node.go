@@ -1,35 +1,53 @@
 // Package raftnode owns this node's hashicorp/raft instance: the bbolt log
 // and stable store, file snapshots, the TCP transport (over the node's shared
-// port), bootstrap from a static peer list, and leadership notifications.
+// port), bootstrap from a static peer list, leadership notifications, group
+// commit and the leader's commit notices.
 //
-// It sits between the RPC/backend layer above, which proposes commands
-// through Apply, and the fsm below, which every committed entry reaches. On
-// gaining leadership it runs a barrier and only then tells its observers (the
-// TTL tracker), so they see every entry the previous leader committed.
-// DESIGN.md has the reasons.
+// It knows no commands. Above it, backend/raftstore encodes the FSM's
+// commands and proposes them as opaque entries through Apply, which answers
+// with what the state machine returned for them and their Raft index. Below
+// it, the state machine (a Machine: fsm.FSM in discoverd) receives every
+// committed entry on every node. On gaining leadership the node runs a
+// barrier and only then tells its observers (the TTL tracker), so they see
+// every entry the previous leader committed.
+//
+// A node starts in two steps, so that nothing needs wiring after the fact:
+// Open prepares the stores and the transport, then the caller builds what
+// needs the node (the TTL tracker proposes through it), and Start runs Raft
+// with the state machine and the leadership observers. DESIGN.md has the
+// reasons for the rest.
 package raftnode
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
 
-	"github.com/discoverd/discoverd/fsm"
-	"github.com/discoverd/discoverd/internal/codes"
 	"github.com/discoverd/discoverd/internal/logging"
-	"github.com/discoverd/discoverd/internal/wire"
 )
+
+// Machine is the state machine a node replicates: hashicorp/raft's
+// BatchingFSM, which can also carry several entries in one log entry (group
+// commit, groupcommit.go).
+type Machine interface {
+	raft.BatchingFSM
+	// JoinEntries returns one log entry that carries entries (each as it
+	// would have been proposed alone), to be applied in order. The machine
+	// must answer that entry with a []any holding one response per entry.
+	JoinEntries(entries [][]byte) ([]byte, error)
+}
 
 // LeadershipObserver is told when this node becomes a ready leader (after the
 // barrier) and when it stops being leader. Calls are serialized.
@@ -39,25 +57,38 @@ type LeadershipObserver interface {
 }
 
 // Node is one discoverd Raft member.
+//
+// Lock order: leaderMu is taken before the observers' own locks (the TTL
+// tracker's); Raft calls the Machine, which takes its own lock (the FSM's)
+// and calls its observer with it held (the tracker again). So across
+// packages: raftnode → fsm → ttl, never the other way.
 type Node struct {
-	cfg       Config
-	raft      *raft.Raft
-	fsm       *fsm.FSM
-	store     *raftboltdb.BoltStore
-	logs      raft.LogStore // store behind a cache of the newest entries
+	cfg Config
+	log *slog.Logger
+
+	// Set by Open.
+	bolt      *raftboltdb.BoltStore
+	stable    failStopStore // bolt, stopping the node on a failed write
+	logs      raft.LogStore // stable behind a cache of the newest entries
+	snaps     raft.SnapshotStore
+	hasState  bool // the data dir held Raft state when opened: never bootstrap
 	transport *raft.NetworkTransport
-	notifyCh  chan bool
+	trans     raft.Transport  // transport, wrapped by the notifier if any
+	notifier  *commitNotifier // nil if cfg.NoCommitNotify
+	peers     map[string]string
+	appends   appendStats
+	hlog      hclog.Logger // hashicorp/raft's logs, into the node's logger
+
+	// Set by Start; read-only after.
+	raft      *raft.Raft
 	observers []LeadershipObserver
-	peers     map[string]string // initial peers, id -> addr
+	group     *groupCommit // nil if cfg.MaxApplyGroups == 0
+	notifyCh  chan bool
 
 	leaderMu   sync.Mutex // serializes observer calls and guards the fields below
 	leaderGen  uint64     // bumped on every leadership change
 	readyTerm  uint64     // term in which this node finished its leader barrier; 0 if none
 	cancelTerm context.CancelFunc
-
-	notifier *commitNotifier // nil if cfg.NoCommitNotify
-	group    *groupCommit    // nil if cfg.MaxApplyGroups == 0
-	appends  appendStats
 
 	verifyMu      sync.Mutex // guards the two fields below
 	verifyWaiting []chan error
@@ -77,11 +108,13 @@ const (
 	nodeIDFile   = "node-id"
 )
 
-// Open opens (or creates) the node's state in cfg.DataDir and starts Raft on
-// ln, a listener that yields the node's incoming Raft connections. It
-// bootstraps the cluster from cfg.Peers only if the data dir has no Raft
-// state yet; a restarted node never bootstraps again.
-func Open(cfg Config, f *fsm.FSM, ln net.Listener, observers ...LeadershipObserver) (*Node, error) {
+// Open opens (or creates) the node's state in cfg.DataDir and its Raft
+// transport on ln, a listener that yields the node's incoming Raft
+// connections. Raft does not run until Start; a node that is never started
+// must be Shutdown to release its data dir.
+func Open(cfg Config, ln net.Listener) (*Node, error) {
+	// 1. The configuration, and the data dir claimed for this node id:
+	// two nodes sharing one Raft state would corrupt the cluster.
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -91,7 +124,7 @@ func Open(cfg Config, f *fsm.FSM, ln net.Listener, observers ...LeadershipObserv
 	if err := checkNodeID(cfg.DataDir, cfg.ID); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, fsm: f, observers: observers, notifyCh: make(chan bool, 16),
+	n := &Node{cfg: cfg, log: cfg.Logger.With("component", "raftnode"), hlog: logging.HCLog(cfg.Logger, "raft"),
 		peers: map[string]string{}, done: make(chan struct{})}
 	for _, p := range cfg.Peers {
 		n.peers[p.ID] = p.Addr
@@ -100,11 +133,13 @@ func Open(cfg Config, f *fsm.FSM, ln net.Listener, observers ...LeadershipObserv
 		n.peers[cfg.ID] = cfg.Addr
 	}
 
-	// bbolt: the hashmap freelist and no freelist sync. The array freelist
-	// degrades badly after write bursts (a root cause of a long Consul outage),
-	// and syncing the freelist only slows every commit.
-	store, err := raftboltdb.New(raftboltdb.Options{
-		Path: filepath.Join(cfg.DataDir, raftDBFile),
+	// 2. The log and stable store: bbolt with the hashmap freelist and no
+	// freelist sync. The array freelist degrades badly after write bursts
+	// (a root cause of a long Consul outage), and syncing the freelist
+	// only slows every commit.
+	path := filepath.Join(cfg.DataDir, raftDBFile)
+	bolt, err := raftboltdb.New(raftboltdb.Options{
+		Path: path,
 		BoltOptions: &bbolt.Options{
 			Timeout:        5 * time.Second,
 			FreelistType:   bbolt.FreelistMapType,
@@ -112,95 +147,125 @@ func Open(cfg Config, f *fsm.FSM, ln net.Listener, observers ...LeadershipObserv
 		},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("open raft log %s (is another discoverd using this data dir?): %w", filepath.Join(cfg.DataDir, raftDBFile), err)
+		return nil, fmt.Errorf("open raft log %s (is another discoverd using this data dir?): %w", path, err)
 	}
-	n.store = store
-	hlog := logging.HCLog(cfg.Logger, "raft")
-	cfg.Logger = cfg.Logger.With("component", "raftnode")
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, snapshotsDir), cfg.SnapshotRetain, hlog)
-	if err != nil {
-		store.Close()
+	n.bolt = bolt
+
+	// 3. A failed write to the store stops the node (failstop.go).
+	fail := cfg.OnDiskFailure
+	if fail == nil {
+		fail = exitOnDiskFailure(n.log)
+	}
+	n.stable = failStopStore{BoltStore: bolt, fail: fail, stats: &n.appends}
+
+	// 4. The newest entries stay in memory: replication reads every entry
+	// it sends back from the log store, and decoding it again from bbolt
+	// cost the leader a tenth of its CPU under write load.
+	if n.logs, err = raft.NewLogCache(logCacheSize, n.stable); err != nil {
+		n.closeStores()
+		return nil, err
+	}
+
+	// 5. File snapshots, the newest SnapshotRetain of them kept.
+	if n.snaps, err = raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, snapshotsDir), cfg.SnapshotRetain, n.hlog); err != nil {
+		n.closeStores()
 		return nil, fmt.Errorf("open snapshot store: %w", err)
 	}
+
+	// 6. Whether this data dir already holds Raft state: only one that
+	// does not is bootstrapped (Start), so a restarted node never is.
+	if n.hasState, err = raft.HasExistingState(n.stable, n.stable, n.snaps); err != nil {
+		n.closeStores()
+		return nil, fmt.Errorf("inspect raft state: %w", err)
+	}
+
+	// 7. The transport over the shared port, dialling peers at their dial
+	// overrides if any; on the leader, the commit notices watch it
+	// (commitnotify.go).
 	tcfg := &raft.NetworkTransportConfig{
 		Stream:  newStreamLayer(ln, cfg.Addr),
 		MaxPool: 3,
 		Timeout: 10 * time.Second,
-		Logger:  hlog.Named("transport"),
+		Logger:  n.hlog.Named("transport"),
 	}
 	if len(cfg.DialOverrides) > 0 {
 		tcfg.ServerAddressProvider = addrProvider{n}
 	}
 	n.transport = raft.NewNetworkTransportWithConfig(tcfg)
-	var trans raft.Transport = n.transport
+	n.trans = n.transport
 	if !cfg.NoCommitNotify {
-		n.notifier, trans = newCommitNotifier(n, n.transport)
+		n.notifier, n.trans = newCommitNotifier(n, n.transport)
 	}
+	return n, nil
+}
 
+// Start runs Raft with m as the state machine, telling observers of every
+// leadership change, and bootstraps the cluster from the configured peers if
+// the data dir had no Raft state. It may be called once. If it fails, call
+// Shutdown to release the data dir.
+func (n *Node) Start(m Machine, observers ...LeadershipObserver) error {
+	if n.raft != nil {
+		return errors.New("raft node already started")
+	}
+	n.observers = observers
+	n.notifyCh = make(chan bool, 16)
+
+	// 1. Raft's configuration from the node's.
 	rc := raft.DefaultConfig()
-	rc.LocalID = raft.ServerID(cfg.ID)
-	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
-	rc.ElectionTimeout = cfg.ElectionTimeout
-	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
-	rc.CommitTimeout = cfg.CommitTimeout
-	rc.SnapshotInterval = cfg.SnapshotInterval
-	rc.SnapshotThreshold = cfg.SnapshotThreshold
-	rc.TrailingLogs = cfg.TrailingLogs
-	rc.MaxAppendEntries = cfg.MaxAppendEntries
+	rc.LocalID = raft.ServerID(n.cfg.ID)
+	rc.HeartbeatTimeout = n.cfg.HeartbeatTimeout
+	rc.ElectionTimeout = n.cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = n.cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = n.cfg.CommitTimeout
+	rc.SnapshotInterval = n.cfg.SnapshotInterval
+	rc.SnapshotThreshold = n.cfg.SnapshotThreshold
+	rc.TrailingLogs = n.cfg.TrailingLogs
+	rc.MaxAppendEntries = n.cfg.MaxAppendEntries
 	rc.BatchApplyCh = true
-	rc.NotifyCh = n.notifyCh
-	rc.Logger = hlog
+	rc.NotifyCh = n.notifyCh // leadership changes, drained by leadershipLoop
+	rc.Logger = n.hlog
 
-	fail := cfg.OnDiskFailure
-	if fail == nil {
-		fail = exitOnDiskFailure(cfg)
-	}
-	fs := failStopStore{BoltStore: store, fail: fail, stats: &n.appends}
-	hasState, err := raft.HasExistingState(fs, fs, snaps)
-	if err != nil {
-		n.closeStores()
-		return nil, fmt.Errorf("inspect raft state: %w", err)
-	}
-	// The newest entries stay in memory: replication reads every entry it
-	// sends back from the log store, and decoding it again from bbolt cost
-	// the leader a tenth of its CPU under write load.
-	logs, err := raft.NewLogCache(logCacheSize, fs)
-	if err != nil {
-		n.closeStores()
-		return nil, err
-	}
-	n.logs = logs
-	var rf raft.FSM = f
+	// 2. Raft itself. With commit notices, the machine is wrapped to poke
+	// the notifier whenever committed entries reach it.
+	var fsm raft.FSM = m
 	if n.notifier != nil {
-		rf = pokingFSM{FSM: f, n: n.notifier}
+		fsm = pokingFSM{Machine: m, n: n.notifier}
 	}
-	r, err := raft.NewRaft(rc, rf, logs, fs, snaps, trans)
+	r, err := raft.NewRaft(rc, fsm, n.logs, n.stable, n.snaps, n.trans)
 	if err != nil {
-		n.closeStores()
-		return nil, fmt.Errorf("start raft: %w", err)
+		return fmt.Errorf("start raft: %w", err)
 	}
 	n.raft = r
-	if !hasState {
+
+	// 3. Bootstrap, only from a data dir without Raft state. Every node
+	// bootstraps with the same configuration, which hashicorp/raft
+	// allows.
+	if !n.hasState {
 		var servers []raft.Server
-		for _, p := range cfg.Peers {
+		for _, p := range n.cfg.Peers {
 			servers = append(servers, raft.Server{ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Addr), Suffrage: raft.Voter})
 		}
 		if len(servers) == 0 {
-			servers = []raft.Server{{ID: rc.LocalID, Address: raft.ServerAddress(cfg.Addr), Suffrage: raft.Voter}}
+			servers = []raft.Server{{ID: rc.LocalID, Address: raft.ServerAddress(n.cfg.Addr), Suffrage: raft.Voter}}
 		}
 		if err := r.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
-			_ = r.Shutdown().Error()
-			n.closeStores()
-			return nil, fmt.Errorf("bootstrap cluster: %w", err)
+			return fmt.Errorf("bootstrap cluster: %w", err)
 		}
-		cfg.Logger.Info("bootstrapped new cluster", "voters", len(servers))
+		n.log.Info("bootstrapped new cluster", "voters", len(servers))
 	} else {
-		cfg.Logger.Info("found existing raft state, not bootstrapping", "data_dir", cfg.DataDir)
+		n.log.Info("found existing raft state, not bootstrapping", "data_dir", n.cfg.DataDir)
 	}
+
+	// 4. The node's own loops: leadership notifications, group commit,
+	// commit notices.
 	n.wg.Add(1)
 	go n.leadershipLoop()
-	if cfg.MaxApplyGroups > 0 {
-		n.group = newGroupCommit(r, cfg.MaxApplyGroups, cfg.MaxAppendEntries, cfg.ApplyLinger, !cfg.NoBatchEntries)
+	if n.cfg.MaxApplyGroups > 0 {
+		join := m.JoinEntries
+		if n.cfg.NoBatchEntries {
+			join = nil
+		}
+		n.group = newGroupCommit(r, n.cfg.MaxApplyGroups, n.cfg.MaxAppendEntries, n.cfg.ApplyLinger, join)
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
@@ -214,7 +279,7 @@ func Open(cfg Config, f *fsm.FSM, ln net.Listener, observers ...LeadershipObserv
 			n.notifier.run(n.done)
 		}()
 	}
-	return n, nil
+	return nil
 }
 
 // checkNodeID records the node id in a fresh data dir and refuses a data dir
@@ -238,88 +303,21 @@ func (n *Node) closeStores() {
 	if n.transport != nil {
 		_ = n.transport.Close()
 	}
-	if n.store != nil {
-		_ = n.store.Close()
+	if n.bolt != nil {
+		_ = n.bolt.Close()
 	}
 }
 
-// leadershipLoop turns Raft's leadership notifications into observer calls.
-// On gaining leadership it runs a barrier first (MUST: observers arm TTLs
-// from the FSM, which must hold every entry committed before this term).
-func (n *Node) leadershipLoop() {
-	defer n.wg.Done()
-	for {
-		select {
-		case <-n.done:
-			n.leaderLost()
-			return
-		case isLeader := <-n.notifyCh:
-			if isLeader {
-				n.leaderGained()
-			} else {
-				n.leaderLost()
-			}
-		}
+// Shutdown stops Raft (if started) and closes the stores. Safe to call once.
+func (n *Node) Shutdown() error {
+	var err error
+	if n.raft != nil {
+		err = n.raft.Shutdown().Error()
 	}
-}
-
-func (n *Node) leaderGained() {
-	n.leaderMu.Lock()
-	defer n.leaderMu.Unlock()
-	if n.cancelTerm != nil {
-		n.cancelTerm()
-	}
-	n.leaderGen++
-	gen := n.leaderGen
-	ctx, cancel := context.WithCancel(context.Background())
-	n.cancelTerm = cancel
-	term := n.raft.CurrentTerm()
-	n.cfg.Logger.Info("became leader, running barrier", "term", term)
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		for ctx.Err() == nil {
-			err := n.raft.Barrier(n.cfg.BarrierTimeout).Error()
-			if err == nil {
-				break
-			}
-			n.cfg.Logger.Warn("leader barrier failed", "err", err)
-			if n.raft.State() != raft.Leader {
-				return
-			}
-		}
-		n.leaderMu.Lock()
-		defer n.leaderMu.Unlock()
-		if n.leaderGen != gen || ctx.Err() != nil || n.raft.State() != raft.Leader {
-			return
-		}
-		n.readyTerm = term
-		n.cfg.Logger.Info("leader ready", "term", term)
-		if n.notifier != nil {
-			n.notifier.poke() // announce the barrier's commit
-		}
-		for _, o := range n.observers {
-			o.BecomeLeader()
-		}
-	}()
-}
-
-func (n *Node) leaderLost() {
-	n.leaderMu.Lock()
-	defer n.leaderMu.Unlock()
-	if n.cancelTerm != nil {
-		n.cancelTerm()
-		n.cancelTerm = nil
-	}
-	n.leaderGen++
-	wasReady := n.readyTerm != 0
-	n.readyTerm = 0
-	for _, o := range n.observers {
-		o.StepDown()
-	}
-	if wasReady {
-		n.cfg.Logger.Info("lost leadership")
-	}
+	close(n.done)
+	n.wg.Wait()
+	n.closeStores()
+	return err
 }
 
 // ID returns this node's id.
@@ -327,25 +325,6 @@ func (n *Node) ID() string { return n.cfg.ID }
 
 // Addr returns this node's advertised address.
 func (n *Node) Addr() string { return n.cfg.Addr }
-
-// IsLeader reports whether Raft considers this node the leader right now.
-func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
-
-// Ready reports whether this node is the leader and has finished its
-// leadership barrier in the current term.
-func (n *Node) Ready() bool {
-	n.leaderMu.Lock()
-	t := n.readyTerm
-	n.leaderMu.Unlock()
-	return t != 0 && t == n.raft.CurrentTerm() && n.raft.State() == raft.Leader
-}
-
-// Leader returns the id and advertised address of the leader this node knows
-// of, or empty strings.
-func (n *Node) Leader() (id, addr string) {
-	a, i := n.raft.LeaderWithID()
-	return string(i), string(a)
-}
 
 // DialAddr returns the address this node dials to reach peer id, which
 // advertises addr: the override if one is configured, else addr. Raft's
@@ -367,202 +346,4 @@ func (p addrProvider) ServerAddr(id raft.ServerID) (raft.ServerAddress, error) {
 		return raft.ServerAddress(a), nil
 	}
 	return "", fmt.Errorf("no address known for %s", id)
-}
-
-// Apply proposes one command and waits until it is committed and applied
-// here. Errors say what happened to the write: codes.ErrNotLeader (not
-// proposed), codes.ErrShuttingDown, or codes.ErrUnknownOutcome (proposed, fate
-// unknown: leadership lost, or ctx ended while waiting for the commit).
-func (n *Node) Apply(ctx context.Context, t fsm.MessageType, cmd any) (*fsm.Result, error) {
-	b, err := fsm.Encode(t, cmd)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", codes.ErrInternal, err)
-	}
-	if n.raft.State() != raft.Leader {
-		return nil, fmt.Errorf("%s: %w", t, codes.ErrNotLeader)
-	}
-	enqueue := 5 * time.Second
-	if dl, ok := ctx.Deadline(); ok {
-		enqueue = max(time.Until(dl), time.Millisecond)
-	}
-	var r applyResult
-	if n.group == nil {
-		fut := n.raft.Apply(b, enqueue)
-		done := make(chan applyResult, 1)
-		go func() { done <- wait(fut) }()
-		select {
-		case r = <-done:
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%s: waiting for commit: %v: %w", t, ctx.Err(), codes.ErrUnknownOutcome)
-		}
-	} else {
-		p := &proposal{data: b, deadline: time.Now().Add(enqueue), result: make(chan applyResult, 1)}
-		select {
-		case n.group.queue <- p:
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%s: not proposed, the write queue stayed full: %v: %w", t, ctx.Err(), codes.ErrOverloaded)
-		case <-n.done:
-			return nil, fmt.Errorf("%s: %w", t, codes.ErrShuttingDown)
-		}
-		select {
-		case r = <-p.result:
-		case <-ctx.Done():
-			p.abandoned.Store(true) // it may have been proposed already
-			return nil, fmt.Errorf("%s: waiting for commit: %v: %w", t, ctx.Err(), codes.ErrUnknownOutcome)
-		case <-n.done:
-			return nil, fmt.Errorf("%s: node shut down while the write waited: %w", t, codes.ErrUnknownOutcome)
-		}
-		if !r.proposed {
-			return nil, fmt.Errorf("%s: not proposed: %w", t, codes.ErrShuttingDown)
-		}
-	}
-	err = r.err
-	switch {
-	case err == nil:
-	case errors.Is(err, raft.ErrNotLeader):
-		return nil, fmt.Errorf("%s: %w", t, codes.ErrNotLeader)
-	case errors.Is(err, raft.ErrEnqueueTimeout):
-		return nil, fmt.Errorf("%s: raft did not accept the entry in time: %w", t, codes.ErrOverloaded)
-	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrAbortedByRestore):
-		return nil, fmt.Errorf("%s: %v: %w", t, err, codes.ErrUnknownOutcome)
-	case errors.Is(err, raft.ErrRaftShutdown):
-		return nil, fmt.Errorf("%s: %v: %w", t, err, codes.ErrUnknownOutcome)
-	default:
-		return nil, fmt.Errorf("%s: %v: %w", t, err, codes.ErrUnknownOutcome)
-	}
-	if n.notifier != nil {
-		n.notifier.poke()
-	}
-	res, ok := r.resp.(*fsm.Result)
-	if !ok {
-		return nil, fmt.Errorf("%s: unexpected apply response %T: %w", t, r.resp, codes.ErrInternal)
-	}
-	return res, nil
-}
-
-// ProposeExpire implements ttl.Proposer.
-func (n *Node) ProposeExpire(ctx context.Context, name, addr string, index uint64) (bool, error) {
-	res, err := n.Apply(ctx, fsm.ExpireType, &fsm.ExpireCommand{Name: name, Addr: addr, Index: index, DecidedAt: time.Now().UnixNano()})
-	if err != nil {
-		return false, err
-	}
-	return res.Changed, res.Err
-}
-
-// VerifyLeader confirms with a quorum that this node is still the leader and
-// has applied everything committed before its term, so that reading its FSM
-// right after is linearizable, and an acknowledgement given after it cannot
-// come from a leader already replaced. Concurrent callers share rounds: each
-// caller waits for a round that started after it called, so one quorum round
-// trip serves a whole batch of reads and heartbeats.
-func (n *Node) VerifyLeader(ctx context.Context) error {
-	if !n.Ready() {
-		if n.IsLeader() {
-			return fmt.Errorf("leader is still starting up: %w", codes.ErrNoLeader)
-		}
-		return codes.ErrNotLeader
-	}
-	ch := make(chan error, 1)
-	n.verifyMu.Lock()
-	n.verifyWaiting = append(n.verifyWaiting, ch)
-	if !n.verifyRunning {
-		n.verifyRunning = true
-		go n.verifyRounds()
-	}
-	n.verifyMu.Unlock()
-	select {
-	case err := <-ch:
-		if err != nil {
-			return fmt.Errorf("verify leadership: %v: %w", err, codes.ErrNotLeader)
-		}
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("verify leadership: %w", codes.ErrTimeout)
-	}
-}
-
-// verifyRounds runs quorum rounds while callers wait. Every round answers only
-// the callers that were waiting when it started.
-func (n *Node) verifyRounds() {
-	for {
-		n.verifyMu.Lock()
-		batch := n.verifyWaiting
-		n.verifyWaiting = nil
-		if len(batch) == 0 {
-			n.verifyRunning = false
-			n.verifyMu.Unlock()
-			return
-		}
-		n.verifyMu.Unlock()
-		err := n.raft.VerifyLeader().Error()
-		for _, ch := range batch {
-			ch <- err
-		}
-	}
-}
-
-// Status returns this node's view of itself.
-func (n *Node) Status() wire.NodeStatus {
-	leaderID, _ := n.Leader()
-	return wire.NodeStatus{
-		ID:            n.cfg.ID,
-		Addr:          n.cfg.Addr,
-		State:         n.raft.State().String(),
-		Term:          n.raft.CurrentTerm(),
-		AppliedIndex:  n.raft.AppliedIndex(),
-		CommitIndex:   n.raft.CommitIndex(),
-		LastIndex:     n.raft.LastIndex(),
-		SnapshotIndex: n.snapshotIndex(),
-		Leader:        leaderID,
-		Voter:         n.isVoter(),
-		LogAppends:    n.appends.appends.Load(),
-		LogEntries:    n.appends.entries.Load(),
-		LogAppendUS:   n.appends.micros.Load(),
-	}
-}
-
-func (n *Node) snapshotIndex() uint64 {
-	v, _ := strconv.ParseUint(n.raft.Stats()["last_snapshot_index"], 10, 64)
-	return v
-}
-
-func (n *Node) isVoter() bool {
-	f := n.raft.GetConfiguration()
-	if f.Error() != nil {
-		return false
-	}
-	for _, s := range f.Configuration().Servers {
-		if string(s.ID) == n.cfg.ID {
-			return s.Suffrage == raft.Voter
-		}
-	}
-	return false
-}
-
-// Servers returns the current Raft configuration.
-func (n *Node) Servers() ([]Peer, error) {
-	f := n.raft.GetConfiguration()
-	if err := f.Error(); err != nil {
-		return nil, err
-	}
-	var out []Peer
-	for _, s := range f.Configuration().Servers {
-		out = append(out, Peer{ID: string(s.ID), Addr: string(s.Address)})
-	}
-	return out, nil
-}
-
-// Snapshot takes a snapshot now (tests, operators).
-func (n *Node) Snapshot() error { return n.raft.Snapshot().Error() }
-
-// Raft exposes the raft instance to tests in this module.
-func (n *Node) Raft() *raft.Raft { return n.raft }
-
-// Shutdown stops Raft and closes the stores. Safe to call once.
-func (n *Node) Shutdown() error {
-	err := n.raft.Shutdown().Error()
-	close(n.done)
-	n.wg.Wait()
-	n.closeStores()
-	return err
 }

@@ -186,9 +186,8 @@ func TestCluster_LaggingNodeCaughtUpBySnapshot(t *testing.T) {
 		t.Fatalf("snapshot: %v", err)
 	}
 	// The leader has compacted its log past what the lagging node holds.
-	first, err := leader.Srv.Node().Raft().Stats()["last_snapshot_index"], error(nil)
-	if first == "0" || err != nil {
-		t.Fatalf("leader did not snapshot: %v", leader.Srv.Node().Raft().Stats())
+	if st := leader.Srv.Node().Status(); st.SnapshotIndex == 0 {
+		t.Fatalf("leader did not snapshot: %+v", st)
 	}
 	c.Restart(lagging.Index)
 	c.WaitApplied(cl.LastIndex())
@@ -197,7 +196,7 @@ func TestCluster_LaggingNodeCaughtUpBySnapshot(t *testing.T) {
 	}
 	// Raft records the installed snapshot just after the FSM restored it.
 	tc.WaitFor(t, 5*time.Second, "the lagging node to record an installed snapshot", func() bool {
-		return c.Nodes[lagging.Index].Srv.Node().Raft().Stats()["last_snapshot_index"] != "0"
+		return c.Nodes[lagging.Index].Srv.Node().Status().SnapshotIndex != 0
 	})
 }
 

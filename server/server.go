@@ -82,40 +82,6 @@ type Server struct {
 	once        sync.Once
 }
 
-// leadership adapts the tracker to raftnode's observer; it exists because the
-// tracker must be created after the node (it proposes through it) while the
-// node needs its observers when it opens.
-type leadership struct {
-	mu sync.Mutex
-	t  *ttl.Tracker
-}
-
-func (l *leadership) get() *ttl.Tracker {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.t
-}
-
-func (l *leadership) BecomeLeader() {
-	if t := l.get(); t != nil {
-		t.BecomeLeader()
-	}
-}
-
-func (l *leadership) StepDown() {
-	if t := l.get(); t != nil {
-		t.StepDown()
-	}
-}
-
-// proposer defers to the node once it exists.
-type proposer struct{ n func() *raftnode.Node }
-
-func (p proposer) IsLeader() bool { return p.n().IsLeader() }
-func (p proposer) ProposeExpire(ctx context.Context, name, addr string, index uint64) (bool, error) {
-	return p.n().ProposeExpire(ctx, name, addr, index)
-}
-
 // Start opens the node and starts serving.
 func Start(cfg Config) (*Server, error) {
 	log := cfg.Logger
@@ -151,6 +117,10 @@ func Start(cfg Config) (*Server, error) {
 	raftLn := s.mux.Listen(mux.ConnRaft)
 	rpcLn := s.mux.Listen(mux.ConnRPC)
 
+	// The steps below run in this order because each needs the one before;
+	// nothing is wired after the fact.
+	//
+	// 1. The state machine, with its journal if asked for.
 	s.fsm = fsm.New(cfg.FSM)
 	if cfg.Journal != "" {
 		j, err := openJournal(cfg.Journal, log.With("component", "journal"))
@@ -161,20 +131,14 @@ func Start(cfg Config) (*Server, error) {
 		s.journal = j
 		s.fsm.SetJournal(j)
 	}
-	if cfg.Clock != nil {
-		cfg.TTL.Clock = cfg.Clock
-	}
-	lead := &leadership{}
-	s.tracker = ttl.New(cfg.TTL, proposer{func() *raftnode.Node { return s.node }}, s.fsm)
-	s.fsm.SetObserver(s.tracker)
-	// Start the mux before raft: raft may dial itself or be dialled at once.
+	// 2. The port's mux, serving before Raft starts: Raft may dial itself,
+	// or be dialled, at once.
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		_ = s.mux.Serve()
 	}()
-	node, err := raftnode.Open(cfg.Raft, s.fsm, raftLn, lead)
-	if err != nil {
+	fail := func(err error) (*Server, error) {
 		_ = s.mux.Close()
 		s.wg.Wait()
 		if s.journal != nil {
@@ -182,15 +146,25 @@ func Start(cfg Config) (*Server, error) {
 		}
 		return nil, err
 	}
-	s.node = node
-	lead.mu.Lock()
-	lead.t = s.tracker
-	lead.mu.Unlock()
-	// If leadership arrived before the tracker was attached, arm it now.
-	if node.Ready() {
-		s.tracker.BecomeLeader()
+	// 3. The Raft node's stores and transport; Raft does not run yet.
+	node, err := raftnode.Open(cfg.Raft, raftLn)
+	if err != nil {
+		return fail(err)
 	}
-
+	s.node = node
+	// 4. The TTL tracker: it proposes expiries through the node, arms its
+	// deadlines from the FSM, and hears from the FSM of every change.
+	if cfg.Clock != nil {
+		cfg.TTL.Clock = cfg.Clock
+	}
+	s.tracker = ttl.New(cfg.TTL, raftstore.NewProposer(node), s.fsm)
+	s.fsm.SetObserver(s.tracker)
+	// 5. Raft, applying to the FSM and telling the tracker of leadership.
+	if err := node.Start(s.fsm, s.tracker); err != nil {
+		_ = node.Shutdown()
+		return fail(err)
+	}
+	// 6. Expiry, the store over all of the above, and the RPC server.
 	tctx, cancel := context.WithCancel(context.Background())
 	s.stopTracker = cancel
 	s.wg.Add(1)
@@ -243,18 +217,14 @@ func (s *Server) stop(ctx context.Context, graceful bool) error {
 		if graceful && s.node.IsLeader() {
 			// A graceful handover shortens the write outage to one round
 			// trip. Raft bounds it by its election timeout; the wait is
-			// bounded here too, so that no transfer can hold a stop past
-			// its deadline.
-			fut := s.node.Raft().LeadershipTransfer()
-			done := make(chan error, 1)
-			go func() { done <- fut.Error() }()
-			select {
-			case terr := <-done:
-				if terr != nil {
+			// bounded by the stop's deadline too, so that no transfer can
+			// hold a stop past it.
+			if terr := s.node.TransferLeadership(ctx); terr != nil {
+				if ctx.Err() != nil {
+					s.log.Warn("leadership transfer before shutdown did not finish in time; stopping without it", "err", ctx.Err())
+				} else {
 					s.log.Info("leadership transfer before shutdown failed", "err", terr)
 				}
-			case <-ctx.Done():
-				s.log.Warn("leadership transfer before shutdown did not finish in time; stopping without it", "err", ctx.Err())
 			}
 		}
 		err = s.node.Shutdown()

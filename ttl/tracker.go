@@ -101,9 +101,10 @@ type entry struct {
 // running (the node is not the leader): the caller forwards to the leader.
 var ErrNotActive = fmt.Errorf("heartbeat tracker not active on this node: %w", codes.ErrNotLeader)
 
-// Tracker holds the leader's deadlines. Lock order: the FSM's lock, then
-// Tracker.mu (Observer calls arrive with the FSM locked). The tracker never
-// calls into the FSM or Raft while holding mu.
+// Tracker holds the leader's deadlines. Its mu comes last in the lock order
+// across packages (raftnode → fsm → ttl, written on raftnode.Node): Observer
+// calls arrive with the FSM locked, and the tracker never calls into the FSM
+// or Raft while holding mu.
 type Tracker struct {
 	cfg      Config
 	proposer Proposer

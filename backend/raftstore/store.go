@@ -6,10 +6,8 @@ package raftstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"time"
 
 	"github.com/discoverd/discoverd/backend"
@@ -21,11 +19,6 @@ import (
 	"github.com/discoverd/discoverd/raftnode"
 	"github.com/discoverd/discoverd/ttl"
 )
-
-// Forwarder sends a request to another node (implemented by rpcconn.Pool).
-type Forwarder interface {
-	Call(ctx context.Context, addr, method string, forwarded bool, req, resp any) error
-}
 
 // Config tunes the store.
 type Config struct {
@@ -63,95 +56,40 @@ func (c Config) withDefaults() Config {
 
 // Store implements backend.DiscoveryBackend over Raft.
 type Store struct {
-	cfg     Config
-	node    *raftnode.Node
-	fsm     *fsm.FSM
-	tracker *ttl.Tracker
-	fwd     Forwarder
+	cfg      Config
+	node     *raftnode.Node
+	proposer *Proposer
+	fsm      *fsm.FSM
+	tracker  *ttl.Tracker
+	fwd      Forwarder
 }
 
 var _ backend.DiscoveryBackend = (*Store)(nil)
 
-// New returns a store over a running node.
+// New returns a store over a started node whose state machine is f.
 func New(cfg Config, node *raftnode.Node, f *fsm.FSM, tracker *ttl.Tracker, fwd Forwarder) *Store {
-	return &Store{cfg: cfg.withDefaults(), node: node, fsm: f, tracker: tracker, fwd: fwd}
-}
-
-// leaderAddr waits (up to LeaderWait) for a known leader other than this node
-// and returns the address to dial it at. It returns "" when this node is the leader.
-func (s *Store) leaderAddr(ctx context.Context) (string, error) {
-	deadline := time.Now().Add(s.cfg.LeaderWait)
-	tick := time.NewTicker(25 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if s.node.IsLeader() {
-			return "", nil
-		}
-		if id, addr := s.node.Leader(); addr != "" {
-			return s.node.DialAddr(id, addr), nil
-		}
-		if time.Now().After(deadline) {
-			return "", fmt.Errorf("no leader elected after %v: %w", s.cfg.LeaderWait, codes.ErrNoLeader)
-		}
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			return "", fmt.Errorf("waiting for a leader: %w", codes.ErrNoLeader)
-		}
-	}
+	return &Store{cfg: cfg.withDefaults(), node: node, proposer: NewProposer(node), fsm: f, tracker: tracker, fwd: fwd}
 }
 
 // write applies cmd on the leader: here when this node leads, otherwise by
-// forwarding req to the leader. A forwarded request is never forwarded again.
+// forwarding req to the leader as method.
 func (s *Store) write(ctx context.Context, t fsm.MessageType, cmd any, method string, req any) (uint64, error) {
-	for {
-		if s.node.IsLeader() {
-			if faultbugs.On("ack-before-commit") {
-				// Planted bug: acknowledge, then commit in the background.
-				go func() { _, _ = s.node.Apply(context.Background(), t, cmd) }()
-				return s.fsm.AppliedIndex() + 1, nil
-			}
-			res, err := s.node.Apply(ctx, t, cmd)
-			if errors.Is(err, codes.ErrNotLeader) && !backend.IsForwarded(ctx) && ctx.Err() == nil {
-				continue // lost leadership before proposing: find the new leader
-			}
-			if err != nil {
-				return 0, err
-			}
-			return res.Index, res.Err
+	var res *fsm.Result
+	var fwd wire.WriteResponse
+	remote, err := s.onLeader(ctx, method, method, req, &fwd, func() (err error) {
+		if faultbugs.On("ack-before-commit") {
+			// Planted bug: acknowledge, then commit in the background.
+			go func() { _, _ = s.proposer.Apply(context.Background(), t, cmd) }()
+			res = &fsm.Result{Index: s.fsm.AppliedIndex() + 1}
+			return nil
 		}
-		if backend.IsForwarded(ctx) {
-			return 0, fmt.Errorf("%s forwarded to %s, which is not the leader: %w", method, s.node.ID(), codes.ErrNotLeader)
-		}
-		addr, err := s.leaderAddr(ctx)
-		if err != nil {
-			return 0, err
-		}
-		if addr == "" {
-			continue
-		}
-		var resp wire.WriteResponse
-		err = s.fwd.Call(ctx, addr, method, true, req, &resp)
-		if errors.Is(err, codes.ErrNotLeader) && ctx.Err() == nil {
-			// Leadership moved before the request arrived; nothing was proposed.
-			if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
-				return 0, codes.ErrNoLeader
-			}
-			continue
-		}
-		return resp.Index, err
+		res, err = s.proposer.Apply(ctx, t, cmd)
+		return err
+	})
+	if remote || err != nil {
+		return fwd.Index, err
 	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return res.Index, res.Err
 }
 
 // Register implements backend.DiscoveryBackend.
@@ -175,55 +113,38 @@ func (s *Store) Unregister(ctx context.Context, name, addr, requestID string) (u
 // Heartbeat implements backend.DiscoveryBackend: the leader's tracker answers;
 // a follower relays to the leader.
 func (s *Store) Heartbeat(ctx context.Context, keys []backend.InstanceKey) ([]error, error) {
-	for {
-		if s.node.IsLeader() {
-			tk := make([]ttl.Key, len(keys))
-			for i, k := range keys {
-				tk[i] = ttl.Key{Name: k.Name, Addr: k.Addr}
-			}
-			res, err := s.tracker.Heartbeat(ctx, tk)
-			if err == nil {
-				// Acknowledge only once a quorum confirms this node still
-				// leads: a deposed leader that has not noticed yet (paused,
-				// partitioned) must not tell a client its heartbeat counted,
-				// because the new leader never saw it.
-				err = s.node.VerifyLeader(ctx)
-			}
-			if errors.Is(err, codes.ErrNotLeader) && !backend.IsForwarded(ctx) && ctx.Err() == nil {
-				continue
-			}
-			return res, err
+	var results []error
+	var fwd wire.HeartbeatResponse
+	remote, err := s.onLeader(ctx, "heartbeat", wire.MethodHeartbeat, &wire.HeartbeatRequest{Instances: keys}, &fwd, func() error {
+		tk := make([]ttl.Key, len(keys))
+		for i, k := range keys {
+			tk[i] = ttl.Key{Name: k.Name, Addr: k.Addr}
 		}
-		if backend.IsForwarded(ctx) {
-			return nil, fmt.Errorf("heartbeat forwarded to %s, which is not the leader: %w", s.node.ID(), codes.ErrNotLeader)
+		res, err := s.tracker.Heartbeat(ctx, tk)
+		if err == nil {
+			// Acknowledge only once a quorum confirms this node still
+			// leads: a deposed leader that has not noticed yet (paused,
+			// partitioned) must not tell a client its heartbeat counted,
+			// because the new leader never saw it.
+			err = s.node.VerifyLeader(ctx)
 		}
-		addr, err := s.leaderAddr(ctx)
-		if err != nil {
-			return nil, err
-		}
-		if addr == "" {
-			continue
-		}
-		var resp wire.HeartbeatResponse
-		err = s.fwd.Call(ctx, addr, wire.MethodHeartbeat, true, &wire.HeartbeatRequest{Instances: keys}, &resp)
-		if errors.Is(err, codes.ErrNotLeader) && ctx.Err() == nil {
-			if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
-				return nil, codes.ErrNoLeader
-			}
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if len(resp.Results) != len(keys) {
-			return nil, fmt.Errorf("leader answered %d heartbeat results for %d instances: %w", len(resp.Results), len(keys), codes.ErrInternal)
-		}
-		out := make([]error, len(keys))
-		for i, r := range resp.Results {
-			out[i] = r.Err()
-		}
-		return out, nil
+		results = res
+		return err
+	})
+	if !remote {
+		return results, err
 	}
+	if err != nil {
+		return nil, err
+	}
+	if len(fwd.Results) != len(keys) {
+		return nil, fmt.Errorf("leader answered %d heartbeat results for %d instances: %w", len(fwd.Results), len(keys), codes.ErrInternal)
+	}
+	out := make([]error, len(keys))
+	for i, r := range fwd.Results {
+		out[i] = r.Err()
+	}
+	return out, nil
 }
 
 // waitIndex waits (bounded) until the local FSM has applied index.
@@ -242,24 +163,12 @@ func (s *Store) List(ctx context.Context, name string, opts backend.ListOptions)
 	if faultbugs.On("stale-read") {
 		opts.Consistent = false // planted bug: "consistent" reads served from local state
 	}
-	if opts.Consistent && !s.node.IsLeader() {
-		if backend.IsForwarded(ctx) {
-			return 0, nil, fmt.Errorf("consistent read forwarded to %s, which is not the leader: %w", s.node.ID(), codes.ErrNotLeader)
-		}
-		addr, err := s.leaderAddr(ctx)
-		if err != nil {
-			return 0, nil, err
-		}
-		if addr != "" {
-			var resp wire.ListResponse
-			err := s.fwd.Call(ctx, addr, wire.MethodList, true,
-				&wire.ListRequest{Name: name, Attrs: opts.Attrs, Consistent: true, MinIndex: opts.MinIndex}, &resp)
-			return resp.Index, resp.Instances, err
-		}
-	}
 	if opts.Consistent {
-		if err := s.node.VerifyLeader(ctx); err != nil {
-			return 0, nil, err
+		var fwd wire.ListResponse
+		req := &wire.ListRequest{Name: name, Attrs: opts.Attrs, Consistent: true, MinIndex: opts.MinIndex}
+		remote, err := s.onLeader(ctx, "consistent read", wire.MethodList, req, &fwd, func() error { return s.node.VerifyLeader(ctx) })
+		if remote || err != nil {
+			return fwd.Index, fwd.Instances, err
 		}
 	}
 	if err := s.waitIndex(ctx, opts.MinIndex); err != nil {
@@ -321,48 +230,4 @@ func toWireEvent(e fsm.Event) wire.Event {
 		we.Reason = wire.ReasonExpire
 	}
 	return we
-}
-
-// NodeInfo implements backend.DiscoveryBackend.
-func (s *Store) NodeInfo(_ context.Context, stateHash bool) (wire.NodeStatus, error) {
-	st := s.node.Status()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	st.HeapInuse = ms.HeapInuse
-	if stateHash {
-		st.FSMApplied, st.StateHash = s.fsm.Hash()
-	}
-	return st, nil
-}
-
-// Status implements backend.DiscoveryBackend: this node's view plus each
-// peer's own answer (a peer that does not answer in time is "unreachable").
-func (s *Store) Status(ctx context.Context) (wire.StatusResponse, error) {
-	servers, err := s.node.Servers()
-	if err != nil {
-		return wire.StatusResponse{}, fmt.Errorf("read cluster configuration: %v: %w", err, codes.ErrInternal)
-	}
-	leaderID, _ := s.node.Leader()
-	resp := wire.StatusResponse{Leader: leaderID, Nodes: make([]wire.NodeStatus, len(servers))}
-	done := make(chan struct{}, len(servers))
-	for i, p := range servers {
-		go func() {
-			defer func() { done <- struct{}{} }()
-			if p.ID == s.node.ID() {
-				resp.Nodes[i] = s.node.Status()
-				return
-			}
-			pctx, cancel := context.WithTimeout(ctx, s.cfg.PeerTimeout)
-			defer cancel()
-			var ns wire.NodeStatus
-			if err := s.fwd.Call(pctx, s.node.DialAddr(p.ID, p.Addr), wire.MethodNodeInfo, true, &wire.Empty{}, &ns); err != nil {
-				ns = wire.NodeStatus{ID: p.ID, Addr: p.Addr, State: "unreachable", Error: err.Error()}
-			}
-			resp.Nodes[i] = ns
-		}()
-	}
-	for range servers {
-		<-done
-	}
-	return resp, nil
 }

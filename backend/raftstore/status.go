@@ -1,0 +1,74 @@
+package raftstore
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+
+	"github.com/discoverd/discoverd/internal/codes"
+	"github.com/discoverd/discoverd/internal/wire"
+	"github.com/discoverd/discoverd/raftnode"
+)
+
+// NodeInfo implements backend.DiscoveryBackend.
+func (s *Store) NodeInfo(_ context.Context, stateHash bool) (wire.NodeStatus, error) {
+	st := nodeStatus(s.node.Status())
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	st.HeapInuse = ms.HeapInuse
+	if stateHash {
+		st.FSMApplied, st.StateHash = s.fsm.Hash()
+	}
+	return st, nil
+}
+
+// Status implements backend.DiscoveryBackend: this node's view plus each
+// peer's own answer (a peer that does not answer in time is "unreachable").
+func (s *Store) Status(ctx context.Context) (wire.StatusResponse, error) {
+	servers, err := s.node.Servers()
+	if err != nil {
+		return wire.StatusResponse{}, fmt.Errorf("read cluster configuration: %v: %w", err, codes.ErrInternal)
+	}
+	leaderID, _ := s.node.Leader()
+	resp := wire.StatusResponse{Leader: leaderID, Nodes: make([]wire.NodeStatus, len(servers))}
+	done := make(chan struct{}, len(servers))
+	for i, p := range servers {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			if p.ID == s.node.ID() {
+				resp.Nodes[i] = nodeStatus(s.node.Status())
+				return
+			}
+			pctx, cancel := context.WithTimeout(ctx, s.cfg.PeerTimeout)
+			defer cancel()
+			var ns wire.NodeStatus
+			if err := s.fwd.Call(pctx, s.node.DialAddr(p.ID, p.Addr), wire.MethodNodeInfo, true, &wire.Empty{}, &ns); err != nil {
+				ns = wire.NodeStatus{ID: p.ID, Addr: p.Addr, State: "unreachable", Error: err.Error()}
+			}
+			resp.Nodes[i] = ns
+		}()
+	}
+	for range servers {
+		<-done
+	}
+	return resp, nil
+}
+
+// nodeStatus is the protocol's form of the Raft node's status.
+func nodeStatus(st raftnode.Status) wire.NodeStatus {
+	return wire.NodeStatus{
+		ID:            st.ID,
+		Addr:          st.Addr,
+		State:         st.State,
+		Term:          st.Term,
+		AppliedIndex:  st.AppliedIndex,
+		CommitIndex:   st.CommitIndex,
+		LastIndex:     st.LastIndex,
+		SnapshotIndex: st.SnapshotIndex,
+		Leader:        st.Leader,
+		Voter:         st.Voter,
+		LogAppends:    st.LogAppends,
+		LogEntries:    st.LogEntries,
+		LogAppendUS:   st.LogAppendUS,
+	}
+}
