@@ -1,9 +1,9 @@
 // Package check holds the fault suite's checkers. Each one takes a recorded
 // run (test/fault/history) — client operations, watch sessions, every node's
 // journal of applied entries, state hashes, the fault timeline and the final
-// state — and returns a Verdict: whether the guarantee of DESIGN.md §3 it
-// stands for held, and if not, each violation with the service, instance,
-// index and node it concerns.
+// state — and returns a Verdict: whether the guarantee it stands for
+// (docs/DESIGN.md, "Guarantees") held, and if not, each violation with the
+// service, instance, index and node it concerns.
 //
 // The checkers read nothing but the history, so they are unit tested on
 // hand-made good and bad histories (check_test.go and friends), and the
