@@ -15,10 +15,11 @@ test: ## run every test (quick, without the race detector)
 test-race: ## run every test with the race detector (what CI and the README run)
 	$(GO) test -race -count=1 ./...
 
-lint: ## gofmt and go vet must be clean
+lint: ## gofmt, go vet (also with the fault build tags) and go mod tidy must be clean
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags faultroot,faultbugs,faultclock ./...
+	@$(GO) mod tidy -diff || (echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1)
 
 bench: ## discoverd vs etcd, 3-node clusters of real processes, full run (~10 min; report in test/reports/)
 	$(GO) run ./test/bench
