@@ -20,14 +20,6 @@ import (
 // ---------------------------------------------------------------------------
 // Helpers
 
-// ctxT returns a context that ends after d or when the test ends.
-func ctxT(t *testing.T, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // cancelledCtx returns a context that is already cancelled.
 func cancelledCtx() context.Context {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -94,7 +86,7 @@ func offlineAddrs(s *client.ServiceSet) []string {
 // instances lists name's instances through cl, failing the test on error.
 func instances(t *testing.T, cl *client.Client, name string) []*client.Service {
 	t.Helper()
-	list, _, err := cl.Instances(ctxT(t, 10*time.Second), name, client.ListOptions{})
+	list, _, err := cl.Instances(tc.Context(t, 10*time.Second), name, client.ListOptions{})
 	if err != nil {
 		t.Fatalf("Instances(%s): %v", name, err)
 	}
@@ -145,7 +137,7 @@ func streamEvents(t *testing.T, w *client.Watch) <-chan *client.Event {
 // up to the current marker, which it returns.
 func watchService(t *testing.T, cl *client.Client, name string) (<-chan *client.Event, *client.Event) {
 	t.Helper()
-	w, err := cl.Watch(ctxT(t, 10*time.Second), name, 0)
+	w, err := cl.Watch(tc.Context(t, 10*time.Second), name, 0)
 	if err != nil {
 		t.Fatalf("Watch(%s, 0): %v", name, err)
 	}
@@ -233,14 +225,14 @@ func expectNoUpdate(t *testing.T, ch <-chan *client.ServiceUpdate) {
 
 func register(t *testing.T, cl *client.Client, name, addr string, attrs map[string]string, ttl time.Duration) {
 	t.Helper()
-	if err := cl.RegisterAddr(ctxT(t, 10*time.Second), name, addr, attrs, ttl); err != nil {
+	if err := cl.RegisterAddr(tc.Context(t, 10*time.Second), name, addr, attrs, ttl); err != nil {
 		t.Fatalf("RegisterAddr(%s, %s): %v", name, addr, err)
 	}
 }
 
 func unregister(t *testing.T, cl *client.Client, name, addr string) {
 	t.Helper()
-	if err := cl.UnregisterAddr(ctxT(t, 10*time.Second), name, addr); err != nil {
+	if err := cl.UnregisterAddr(tc.Context(t, 10*time.Second), name, addr); err != nil {
 		t.Fatalf("UnregisterAddr(%s, %s): %v", name, addr, err)
 	}
 }
@@ -578,7 +570,7 @@ func TestClient_ClosedClientReturnsErrClosed(t *testing.T) {
 	if err := cl.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	ctx := ctxT(t, 5*time.Second)
+	ctx := tc.Context(t, 5*time.Second)
 	checks := map[string]error{}
 	checks["Register"] = cl.Register("cache", 80, nil)
 	checks["RegisterAddr"] = cl.RegisterAddr(ctx, "cache", "10.0.0.1:80", nil, 0)
@@ -733,7 +725,7 @@ func TestClient_RegisterSeedAPI(t *testing.T) {
 		if err := cl.RegisterWithHost("cache-wh", "10.0.0.5", 9876, map[string]string{"id": "cache2"}); err != nil {
 			t.Fatal(err)
 		}
-		if err := cl.RegisterWithHostContext(ctxT(t, 10*time.Second), "cache-wh", "cache-host.example", 9877, nil); err != nil {
+		if err := cl.RegisterWithHostContext(tc.Context(t, 10*time.Second), "cache-wh", "cache-host.example", 9877, nil); err != nil {
 			t.Fatal(err)
 		}
 		list := instances(t, cl, "cache-wh")
@@ -743,7 +735,7 @@ func TestClient_RegisterSeedAPI(t *testing.T) {
 		if list[0].Attrs["id"] != "cache2" {
 			t.Fatalf("attrs %v", list[0].Attrs)
 		}
-		if err := cl.UnregisterAddr(ctxT(t, 10*time.Second), "cache-wh", "10.0.0.5:9876"); err != nil {
+		if err := cl.UnregisterAddr(tc.Context(t, 10*time.Second), "cache-wh", "10.0.0.5:9876"); err != nil {
 			t.Fatal(err)
 		}
 		if got := serviceAddrs(instances(t, cl, "cache-wh")); !slices.Equal(got, []string{"cache-host.example:9877"}) {
@@ -753,7 +745,7 @@ func TestClient_RegisterSeedAPI(t *testing.T) {
 
 	t.Run("ContextVariants", func(t *testing.T) {
 		cl := newClient(t, client.Config{Servers: servers, Host: "10.3.3.3"})
-		ctx := ctxT(t, 20*time.Second)
+		ctx := tc.Context(t, 20*time.Second)
 		set, err := cl.ServicesContext(ctx, "cache-ctx")
 		if err != nil {
 			t.Fatal(err)
@@ -787,7 +779,7 @@ func TestClient_RegisterSeedAPI(t *testing.T) {
 	t.Run("AlreadyCancelledContext", func(t *testing.T) {
 		cl := newClient(t, client.Config{Servers: servers, Host: "10.5.5.5"})
 		// Have an open connection, so a cancelled call has every chance to go through.
-		if _, err := cl.Status(ctxT(t, 10*time.Second)); err != nil {
+		if _, err := cl.Status(tc.Context(t, 10*time.Second)); err != nil {
 			t.Fatal(err)
 		}
 		ctx := cancelledCtx()
@@ -816,7 +808,7 @@ func TestClient_RegisterSeedAPI(t *testing.T) {
 
 	t.Run("UnregisterUnknownIsNotFound", func(t *testing.T) {
 		cl := newClient(t, client.Config{Servers: servers, Host: "10.6.6.6"})
-		err := cl.UnregisterAddr(ctxT(t, 10*time.Second), "cache", "10.200.0.1:1")
+		err := cl.UnregisterAddr(tc.Context(t, 10*time.Second), "cache", "10.200.0.1:1")
 		if !errors.Is(err, client.ErrNotFound) {
 			t.Fatalf("UnregisterAddr of an unknown instance: err = %v, want ErrNotFound", err)
 		}
@@ -830,7 +822,7 @@ func TestClient_RegisterSeedAPI(t *testing.T) {
 
 	t.Run("Status", func(t *testing.T) {
 		leader := c.Leader()
-		st, err := reader.Status(ctxT(t, 10*time.Second))
+		st, err := reader.Status(tc.Context(t, 10*time.Second))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -872,7 +864,7 @@ func TestClient_Failover(t *testing.T) {
 		t.Run(strconv.Itoa(i), func(t *testing.T) {
 			cl := newClient(t, client.Config{Servers: servers})
 			name := fmt.Sprintf("failover-%d", i)
-			w, err := cl.Watch(ctxT(t, 10*time.Second), name, 0)
+			w, err := cl.Watch(tc.Context(t, 10*time.Second), name, 0)
 			if err != nil {
 				t.Fatalf("Watch: %v", err)
 			}
@@ -889,7 +881,7 @@ func TestClient_Failover(t *testing.T) {
 			if got := onlineAddrs(set); !slices.Equal(got, []string{"10.0.0.1:80"}) {
 				t.Fatalf("Online() = %v", got)
 			}
-			if _, err := cl.Status(ctxT(t, 10*time.Second)); err != nil {
+			if _, err := cl.Status(tc.Context(t, 10*time.Second)); err != nil {
 				t.Fatalf("Status: %v", err)
 			}
 		})
@@ -1304,7 +1296,7 @@ func TestClient_Watch(t *testing.T) {
 		register(t, cl, name, "10.0.9.1:80", map[string]string{"n": "1"}, time.Hour)
 		register(t, cl, name, "10.0.9.2:80", nil, time.Hour)
 		last := cl.LastIndex()
-		w, err := cl.Watch(ctxT(t, 10*time.Second), name, 0)
+		w, err := cl.Watch(tc.Context(t, 10*time.Second), name, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1342,14 +1334,14 @@ func TestClient_Watch(t *testing.T) {
 		unregister(t, cl, name, "10.0.10.2:80")
 		last := cl.LastIndex()
 
-		w, err := cl.Watch(ctxT(t, 10*time.Second), name, from)
+		w, err := cl.Watch(tc.Context(t, 10*time.Second), name, from)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if w.LastIndex() != from {
 			t.Fatalf("LastIndex() = %d, want the resume point %d", w.LastIndex(), from)
 		}
-		ctx := ctxT(t, 10*time.Second)
+		ctx := tc.Context(t, 10*time.Second)
 		want := []struct {
 			kind client.EventKind
 			addr string
@@ -1387,11 +1379,11 @@ func TestClient_Watch(t *testing.T) {
 	})
 
 	t.Run("CloseUnblocksNext", func(t *testing.T) {
-		w, err := cl.Watch(ctxT(t, 10*time.Second), "watch-close", 0)
+		w, err := cl.Watch(tc.Context(t, 10*time.Second), "watch-close", 0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if e, err := w.Next(ctxT(t, 10*time.Second)); err != nil || e.Kind != client.EventCurrent {
+		if e, err := w.Next(tc.Context(t, 10*time.Second)); err != nil || e.Kind != client.EventCurrent {
 			t.Fatalf("Next = %+v, %v", e, err)
 		}
 		errc := make(chan error, 1)
@@ -1416,11 +1408,11 @@ func TestClient_Watch(t *testing.T) {
 
 	t.Run("ClientCloseUnblocksNext", func(t *testing.T) {
 		other := c.Client()
-		w, err := other.Watch(ctxT(t, 10*time.Second), "watch-client-close", 0)
+		w, err := other.Watch(tc.Context(t, 10*time.Second), "watch-client-close", 0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := w.Next(ctxT(t, 10*time.Second)); err != nil {
+		if _, err := w.Next(tc.Context(t, 10*time.Second)); err != nil {
 			t.Fatal(err)
 		}
 		errc := make(chan error, 1)
@@ -1457,7 +1449,7 @@ func TestClient_LastIndexAndReadYourWrites(t *testing.T) {
 		if cl.LastIndex() != 0 {
 			t.Fatalf("LastIndex() of a new client = %d", cl.LastIndex())
 		}
-		ctx := ctxT(t, 30*time.Second)
+		ctx := tc.Context(t, 30*time.Second)
 		for i := range 20 {
 			addr := fmt.Sprintf("10.0.11.%d:80", i+1)
 			prev := cl.LastIndex()
@@ -1491,7 +1483,7 @@ func TestClient_LastIndexAndReadYourWrites(t *testing.T) {
 	t.Run("OtherFollowerAfterLoss", func(t *testing.T) {
 		const name = "ryw-other"
 		cl := c.Client(fs[0], fs[1])
-		ctx := ctxT(t, 30*time.Second)
+		ctx := tc.Context(t, 30*time.Second)
 		register(t, cl, name, "10.0.12.1:80", nil, time.Hour)
 		c.Kill(fs[0].Index) // reads must now come from the other follower
 		for i := range 5 {
@@ -1516,7 +1508,7 @@ func TestClient_CancelledContextSendsNothing(t *testing.T) {
 	c := tc.New(t, tc.Options{Nodes: 3})
 	cl := c.Client()
 	observer := c.Client()
-	if _, err := cl.Status(ctxT(t, 10*time.Second)); err != nil { // an open connection
+	if _, err := cl.Status(tc.Context(t, 10*time.Second)); err != nil { // an open connection
 		t.Fatal(err)
 	}
 	const name, addr = "bug-cancelled", "10.0.13.1:80"
@@ -1530,7 +1522,7 @@ func TestClient_CancelledContextSendsNothing(t *testing.T) {
 		tick := time.NewTicker(50 * time.Millisecond)
 		defer tick.Stop()
 		for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); <-tick.C {
-			list, _, err := observer.Instances(ctxT(t, 5*time.Second), name, client.ListOptions{Consistent: true})
+			list, _, err := observer.Instances(tc.Context(t, 5*time.Second), name, client.ListOptions{Consistent: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -1598,7 +1590,7 @@ func TestClient_UnreadWatchDoesNotBlockOtherCalls(t *testing.T) {
 	leader := c.Leader()
 	cl := newClient(t, client.Config{Servers: []string{leader.Addr}})
 	writer := c.Client()
-	w, err := cl.Watch(ctxT(t, 10*time.Second), name, 0)
+	w, err := cl.Watch(tc.Context(t, 10*time.Second), name, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1620,7 +1612,7 @@ func TestClient_UnreadWatchDoesNotBlockOtherCalls(t *testing.T) {
 		t.Fatalf("Instances on the same client failed after %v while one of its watches was not being read: %v", time.Since(start), err)
 	}
 	// Read the slow watch now: the state, then every change in order.
-	ctx := ctxT(t, 20*time.Second)
+	ctx := tc.Context(t, 20*time.Second)
 	if e, err := w.Next(ctx); err != nil || e.Kind != client.EventCurrent {
 		t.Fatalf("first event %+v, %v; want current", e, err)
 	}

@@ -112,17 +112,9 @@ func BenchmarkHeartbeat(b *testing.B) {
 	leader := c.Leader()
 	ctx := context.Background()
 	const instances = 10000
-	var wg sync.WaitGroup
-	for g := range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := g; i < instances; i += 16 {
-				register(b, c, ctx, backend.Registration{Name: "hb", Addr: fmt.Sprintf("10.0.%d.%d:1", i/250, i%250), TTL: time.Hour})
-			}
-		}()
-	}
-	wg.Wait()
+	registerAll(b, c, ctx, instances, 16, func(i int) backend.Registration {
+		return backend.Registration{Name: "hb", Addr: fmt.Sprintf("10.0.%d.%d:1", i/250, i%250), TTL: time.Hour}
+	})
 	const workers = 64
 	conns := make([]*rpcconn.Conn, workers)
 	for i := range conns {
@@ -165,18 +157,10 @@ func BenchmarkMemory_100kInstances(b *testing.B) {
 		ctx := context.Background()
 		const n = 100000
 		before := heapInUse()
-		var wg sync.WaitGroup
-		for g := range 64 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := g; i < n; i += 64 {
-					register(b, c, ctx, backend.Registration{Name: fmt.Sprintf("svc%d", i%1000),
-						Addr: fmt.Sprintf("10.%d.%d.%d:8080", i/62500, i/250%250, i%250), Attrs: map[string]string{"zone": "eu-1", "version": "1.2.3"}, TTL: time.Hour})
-				}
-			}()
-		}
-		wg.Wait()
+		registerAll(b, c, ctx, n, 64, func(i int) backend.Registration {
+			return backend.Registration{Name: fmt.Sprintf("svc%d", i%1000),
+				Addr: fmt.Sprintf("10.%d.%d.%d:8080", i/62500, i/250%250, i%250), Attrs: map[string]string{"zone": "eu-1", "version": "1.2.3"}, TTL: time.Hour}
+		})
 		leader := c.Leader()
 		c.WaitApplied(leader.Srv.FSM().AppliedIndex())
 		after := heapInUse()

@@ -17,13 +17,6 @@ import (
 	tc "github.com/discoverd/discoverd/server/servertest"
 )
 
-func ctxT(t *testing.T, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // register writes through the backend of whichever node leads, retrying
 // (with one request id, so at most once) across leader changes, as a client
 // would. Tests use it where no client heartbeats are wanted.
@@ -57,6 +50,23 @@ func register(t testing.TB, c *tc.Cluster, ctx context.Context, reg backend.Regi
 	}
 }
 
+// registerAll registers the n registrations reg(0) … reg(n-1) through
+// register, from workers goroutines at once.
+func registerAll(t testing.TB, c *tc.Cluster, ctx context.Context, n, workers int, reg func(i int) backend.Registration) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for g := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := g; i < n; i += workers {
+				register(t, c, ctx, reg(i))
+			}
+		}()
+	}
+	wg.Wait()
+}
+
 // addrsOf lists a node's instances of name, from its own FSM.
 func addrsOf(n *tc.Node, name string) []string {
 	_, ins := n.Srv.FSM().List(name, nil)
@@ -74,7 +84,7 @@ func TestCluster_ReplicationAndWriteThroughFollower(t *testing.T) {
 			c := tc.New(t, tc.Options{Nodes: size})
 			f := c.Followers()[0]
 			cl := c.Client(f) // talks to a follower only: writes are forwarded
-			ctx := ctxT(t, 20*time.Second)
+			ctx := tc.Context(t, 20*time.Second)
 			for i := range 5 {
 				if err := cl.RegisterAddr(ctx, "web", fmt.Sprintf("10.0.0.%d:80", i+1), map[string]string{"i": strconv.Itoa(i)}, 0); err != nil {
 					t.Fatalf("register via follower: %v", err)
@@ -101,7 +111,7 @@ func TestCluster_KillLeaderNewLeaderWritesResume(t *testing.T) {
 		t.Run(strconv.Itoa(size), func(t *testing.T) {
 			c := tc.New(t, tc.Options{Nodes: size})
 			cl := c.Client()
-			ctx := ctxT(t, 30*time.Second)
+			ctx := tc.Context(t, 30*time.Second)
 			if err := cl.RegisterAddr(ctx, "db", "10.0.0.1:5432", nil, 0); err != nil {
 				t.Fatal(err)
 			}
@@ -135,7 +145,7 @@ func TestCluster_RestartFromDataDirKeepsState(t *testing.T) {
 		cfg.Raft.SnapshotInterval = 100 * time.Millisecond
 	}})
 	cl := c.Client()
-	ctx := ctxT(t, 30*time.Second)
+	ctx := tc.Context(t, 30*time.Second)
 	for i := range 60 {
 		if err := cl.RegisterAddr(ctx, "api", fmt.Sprintf("10.1.0.%d:80", i), map[string]string{"n": strconv.Itoa(i)}, time.Hour); err != nil {
 			t.Fatal(err)
@@ -175,7 +185,7 @@ func TestCluster_LaggingNodeCaughtUpBySnapshot(t *testing.T) {
 	lagging := c.Followers()[0]
 	c.Stop(lagging.Index)
 	cl := c.Client(c.Running()...)
-	ctx := ctxT(t, 30*time.Second)
+	ctx := tc.Context(t, 30*time.Second)
 	for i := range 100 {
 		if err := cl.RegisterAddr(ctx, "q", fmt.Sprintf("10.2.0.%d:1", i), nil, time.Hour); err != nil {
 			t.Fatal(err)
@@ -241,7 +251,7 @@ func waitEvent(t *testing.T, ch <-chan *client.Event, timeout time.Duration, wha
 func TestCluster_ExpiryAfterHeartbeatsStop(t *testing.T) {
 	c := tc.New(t, tc.Options{})
 	cl := c.Client()
-	ctx := ctxT(t, 30*time.Second)
+	ctx := tc.Context(t, 30*time.Second)
 	w, err := cl.Watch(ctx, "jobs", 0)
 	if err != nil {
 		t.Fatal(err)
@@ -276,7 +286,7 @@ func TestCluster_NoExpiryOfHeartbeatingInstanceAcrossFailover(t *testing.T) {
 			others = append(others, n)
 		}
 	}
-	ctx := ctxT(t, 40*time.Second)
+	ctx := tc.Context(t, 40*time.Second)
 	// The registering client knows every node; the observer only survivors.
 	reg := c.Client()
 	const ttl = time.Second // the shortest TTL allowed: the tightest case
@@ -320,7 +330,7 @@ func TestCluster_NoExpiryOfHeartbeatingInstanceAcrossFailover(t *testing.T) {
 
 func TestCluster_WatchResumesOnAnotherNodeWithoutGap(t *testing.T) {
 	c := tc.New(t, tc.Options{})
-	ctx := ctxT(t, 40*time.Second)
+	ctx := tc.Context(t, 40*time.Second)
 	f := c.Followers()
 	// The watcher starts on follower f[0], and may fail over to the others.
 	var order []*tc.Node
@@ -373,7 +383,7 @@ func TestCluster_SlowConsumersDoNotStallTheNode(t *testing.T) {
 		cfg.FSM.HistoryPerService = 64
 		cfg.RPC.WriteTimeout = 2 * time.Second
 	}})
-	ctx := ctxT(t, 60*time.Second)
+	ctx := tc.Context(t, 60*time.Second)
 	f := c.Followers()[0]
 
 	// A ServiceSet subscriber that never reads its channel.
@@ -469,7 +479,7 @@ func TestCluster_SlowConsumersDoNotStallTheNode(t *testing.T) {
 
 func TestCluster_WritesWithSameRequestIDAppliedOnceAcrossNodes(t *testing.T) {
 	c := tc.New(t, tc.Options{})
-	ctx := ctxT(t, 20*time.Second)
+	ctx := tc.Context(t, 20*time.Second)
 	reg := backend.Registration{Name: "idem", Addr: "10.7.0.1:1", TTL: time.Hour, RequestID: "req-1"}
 	var idxs []uint64
 	for _, n := range c.Running() {
@@ -499,19 +509,11 @@ func TestCluster_ThousandWatchersOnAServiceWithThousandsOfInstances(t *testing.T
 	c := tc.New(t, tc.Options{Configure: func(i int, cfg *server.Config) {
 		cfg.Raft.HeartbeatTimeout, cfg.Raft.ElectionTimeout = time.Second, time.Second
 	}})
-	ctx := ctxT(t, 120*time.Second)
+	ctx := tc.Context(t, 120*time.Second)
 	const instances, watchers, fullState, conns, changes = 2000, 1000, 100, 10, 5
-	var wg sync.WaitGroup
-	for g := range 32 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := g; i < instances; i += 32 {
-				register(t, c, ctx, backend.Registration{Name: "big", Addr: fmt.Sprintf("10.8.%d.%d:1", i/250, i%250), TTL: time.Hour})
-			}
-		}()
-	}
-	wg.Wait()
+	registerAll(t, c, ctx, instances, 32, func(i int) backend.Registration {
+		return backend.Registration{Name: "big", Addr: fmt.Sprintf("10.8.%d.%d:1", i/250, i%250), TTL: time.Hour}
+	})
 	f := c.Followers()[0]
 	base := c.Leader().Srv.FSM().AppliedIndex()
 	c.WaitApplied(base)

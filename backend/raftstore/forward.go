@@ -47,11 +47,14 @@ func (s *Store) onLeader(ctx context.Context, what, method string, req, resp any
 		}
 		err = s.fwd.Call(ctx, addr, method, true, req, resp)
 		if errors.Is(err, codes.ErrNotLeader) && ctx.Err() == nil {
-			// Leadership moved before the request arrived; nothing was done.
-			if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+			// Leadership moved before the request arrived; nothing was
+			// done. Give the election a moment.
+			select {
+			case <-time.After(50 * time.Millisecond):
+				continue
+			case <-ctx.Done():
 				return false, codes.ErrNoLeader
 			}
-			continue
 		}
 		return true, err
 	}
@@ -78,16 +81,5 @@ func (s *Store) leaderAddr(ctx context.Context) (string, error) {
 		case <-ctx.Done():
 			return "", fmt.Errorf("waiting for a leader: %w", codes.ErrNoLeader)
 		}
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
