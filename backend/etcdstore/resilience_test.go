@@ -13,18 +13,8 @@ import (
 	"github.com/discoverd/discoverd/internal/etcdtest"
 	"github.com/discoverd/discoverd/internal/logging"
 	"github.com/discoverd/discoverd/server"
+	"github.com/discoverd/discoverd/server/servertest"
 )
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // TestEtcdStore_SurvivesEtcdLeaderChangeAndOutage: a front end over a
 // 3-member etcd keeps serving when etcd's leader is killed (writes go on, a
@@ -108,7 +98,7 @@ func TestEtcdStore_SurvivesEtcdLeaderChangeAndOutage(t *testing.T) {
 	// Kill etcd's leader: a new one is elected, and discoverd goes on.
 	old := ec.Leader()
 	ec.Stop(old)
-	waitFor(t, 20*time.Second, "a new etcd leader", func() bool { l := ec.Leader(); return l >= 0 && l != old })
+	servertest.WaitFor(t, 20*time.Second, "a new etcd leader", func() bool { l := ec.Leader(); return l >= 0 && l != old })
 	if err := writer.RegisterAddr(ctx, "web", "10.0.0.2:80", nil, time.Hour); err != nil {
 		t.Fatalf("write after etcd's leader change: %v", err)
 	}
@@ -129,7 +119,7 @@ func TestEtcdStore_SurvivesEtcdLeaderChangeAndOutage(t *testing.T) {
 	// is back (its own request deadline is longer than the client's).
 	known["10.0.0.3:80"] = true
 	ec.Restart(0, 1, 2)
-	waitFor(t, 30*time.Second, "etcd to elect a leader again", func() bool { return ec.Leader() >= 0 })
+	servertest.WaitFor(t, 30*time.Second, "etcd to elect a leader again", func() bool { return ec.Leader() >= 0 })
 	if err := writer.RegisterAddr(ctx, "web", "10.0.0.4:80", nil, time.Hour); err != nil {
 		t.Fatalf("write after etcd came back: %v", err)
 	}
