@@ -2,9 +2,9 @@
 // binary, run it as real processes on loopback and drive it only through its
 // CLI, the way an operator would.
 //
-// This file is the reusable harness: building the binary once, starting and
-// stopping processes (each in its own process group, stopped by its own PID),
-// a three-node cluster, CLI calls with parsed JSON output, a watch stream
+// This file is the reusable harness: the binary built once and processes
+// started and stopped by their own PIDs (both through test/prockit), a
+// three-node cluster, CLI calls with parsed JSON output, a watch stream
 // reader, and polling with deadlines. The scenarios live in *_test.go files
 // beside it.
 package test
@@ -26,133 +26,34 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/discoverd/discoverd/internal/testport"
+	"github.com/discoverd/discoverd/test/prockit"
 )
 
-// Raft timings every test cluster uses: tight enough for fast elections,
-// loose enough not to starve a 2-core machine (see /work/shared/FAULTS.md).
-var raftTimingFlags = []string{
-	"-raft-heartbeat-timeout", "500ms",
-	"-raft-election-timeout", "500ms",
-	"-raft-leader-lease-timeout", "250ms",
-}
-
 // ---------------------------------------------------------------------------
-// Building the binary once per test binary run.
-
-// build holds the one build of cmd/discoverd shared by every test.
-var build struct {
-	once sync.Once
-	dir  string // removed by TestMain
-	bin  string
-	err  error
-}
-
-// pidDir records every process the harness starts ("<pid>" files holding
-// "<owner pid> <binary path>"), so that a later run can kill the leftovers of
-// a run that died before its cleanups ran (a -timeout panic, a SIGKILL).
-var pidDir = filepath.Join(os.TempDir(), "discoverd-test-pids")
-
-// buildDirPrefix names the build directories; the owner's PID follows it.
-const buildDirPrefix = "discoverd-test-bin-"
+// Building the binary once per test binary run (test/prockit), and cleaning
+// up after runs that died before their cleanups ran.
 
 func TestMain(m *testing.M) {
-	cleanLeftovers()
+	prockit.CleanLeftovers()
 	code := m.Run()
-	if build.dir != "" {
-		_ = os.RemoveAll(build.dir)
-	}
+	prockit.Cleanup()
 	os.Exit(code)
 }
 
 // discoverdBin returns the path of the discoverd binary, building it on first use.
 func discoverdBin(t testing.TB) string {
 	t.Helper()
-	build.once.Do(func() {
-		root, err := moduleRoot()
-		if err != nil {
-			build.err = err
-			return
-		}
-		dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", buildDirPrefix, os.Getpid()))
-		if err != nil {
-			build.err = fmt.Errorf("create build dir: %w", err)
-			return
-		}
-		build.dir = dir
-		bin := filepath.Join(dir, "discoverd")
-		cmd := exec.Command("go", "build", "-o", bin, "./cmd/discoverd")
-		cmd.Dir = root
-		start := time.Now()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			build.err = fmt.Errorf("go build ./cmd/discoverd in %s: %v\n%s", root, err, out)
-			return
-		}
-		build.bin = bin
-		t.Logf("built %s in %v", bin, time.Since(start).Round(time.Millisecond))
-	})
-	if build.err != nil {
-		t.Fatalf("build discoverd: %v", build.err)
-	}
-	return build.bin
-}
-
-// moduleRoot walks up from the working directory to the go.mod of the
-// discoverd module.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
+	start := time.Now()
+	bin, err := prockit.Build()
 	if err != nil {
-		return "", err
+		t.Fatalf("build discoverd: %v", err)
 	}
-	for {
-		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && bytes.Contains(data, []byte("module github.com/discoverd/discoverd\n")) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod of github.com/discoverd/discoverd above the working directory")
-		}
-		dir = parent
+	if d := time.Since(start); d > time.Second {
+		t.Logf("built %s in %v", bin, d.Round(time.Millisecond))
 	}
-}
-
-// cleanLeftovers kills processes started by earlier runs whose test binary is
-// gone, and removes those runs' build directories. A process is killed only
-// if its recorded owner is dead and its executable is still the recorded
-// discoverd binary, so a concurrent run and a reused PID are both left alone.
-func cleanLeftovers() {
-	entries, _ := os.ReadDir(pidDir)
-	for _, e := range entries {
-		path := filepath.Join(pidDir, e.Name())
-		pid, err1 := strconv.Atoi(e.Name())
-		data, err2 := os.ReadFile(path)
-		owner, bin, ok := strings.Cut(strings.TrimSpace(string(data)), " ")
-		ownerPID, err3 := strconv.Atoi(owner)
-		if err1 != nil || err2 != nil || err3 != nil || !ok {
-			_ = os.Remove(path)
-			continue
-		}
-		if alive(ownerPID) {
-			continue
-		}
-		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err == nil &&
-			(exe == bin || exe == bin+" (deleted)") {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-		_ = os.Remove(path)
-	}
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), buildDirPrefix+"*"))
-	for _, d := range dirs {
-		owner, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(d), buildDirPrefix), "-")
-		if pid, err := strconv.Atoi(owner); err == nil && !alive(pid) {
-			_ = os.RemoveAll(d)
-		}
-	}
-}
-
-func alive(pid int) bool {
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
+	return bin
 }
 
 // ---------------------------------------------------------------------------
@@ -217,14 +118,7 @@ func (h *harness) logFile(name string) (*os.File, string) {
 }
 
 // proc is a discoverd process started in the background.
-type proc struct {
-	name    string
-	cmd     *exec.Cmd
-	logPath string
-	pidFile string
-	done    chan struct{} // closed once the process has been reaped
-	state   *os.ProcessState
-}
+type proc struct{ *prockit.Proc }
 
 // start runs `discoverd args...` in its own process group with stdout and
 // stderr appended to <name>.log, and stops it in cleanup.
@@ -237,62 +131,31 @@ func (h *harness) start(name string, args ...string) *proc {
 // caller reads) instead of the log. The caller keeps ownership of w.
 func (h *harness) startWithStdout(name string, w *os.File, args ...string) *proc {
 	h.t.Helper()
-	logf, logPath := h.logFile(name)
-	defer logf.Close() // the child holds its own copy
-	fmt.Fprintf(logf, "=== %s: discoverd %s\n", time.Now().Format("15:04:05.000"), strings.Join(args, " "))
-	cmd := exec.Command(h.bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
+	_, logPath := h.logFile(name)
+	spec := prockit.Spec{Name: name, Cmd: exec.Command(h.bin, args...), Log: logPath}
 	if w != nil {
-		cmd.Stdout = w
+		spec.Stdout = w
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	kp, err := prockit.Start(spec)
+	if err != nil {
 		h.t.Fatalf("start %s: %v", name, err)
 	}
-	p := &proc{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	p.pidFile = recordPID(h.bin, cmd.Process.Pid)
-	go func() {
-		_ = cmd.Wait()
-		p.state = cmd.ProcessState
-		if p.pidFile != "" {
-			_ = os.Remove(p.pidFile)
-		}
-		close(p.done)
-	}()
+	p := &proc{kp}
 	h.t.Cleanup(func() { p.stop(h.t, 5*time.Second) })
 	return p
 }
 
-func recordPID(bin string, pid int) string {
-	if err := os.MkdirAll(pidDir, 0o755); err != nil {
-		return ""
-	}
-	path := filepath.Join(pidDir, strconv.Itoa(pid))
-	if err := os.WriteFile(path, fmt.Appendf(nil, "%d %s\n", os.Getpid(), bin), 0o644); err != nil {
-		return ""
-	}
-	return path
-}
-
 // pid returns the process's own PID.
-func (p *proc) pid() int { return p.cmd.Process.Pid }
+func (p *proc) pid() int { return p.PID() }
 
 // exited reports whether the process has ended.
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
+func (p *proc) exited() bool { return p.Exited() }
 
-// signal sends sig to the process itself (by PID; os.Process guards against
-// a reused PID once the process has been reaped).
+// signal sends sig to the process itself.
 func (p *proc) signal(t testing.TB, sig syscall.Signal) {
 	t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		t.Fatalf("signal %v to %s (pid %d): %v", sig, p.name, p.pid(), err)
+	if err := p.Signal(sig); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -300,48 +163,35 @@ func (p *proc) signal(t testing.TB, sig syscall.Signal) {
 // (-1 if a signal ended it).
 func (p *proc) wait(t testing.TB, timeout time.Duration) int {
 	t.Helper()
-	select {
-	case <-p.done:
-		return p.state.ExitCode()
-	case <-time.After(timeout):
-		t.Fatalf("%s (pid %d) still running %v after it was asked to end", p.name, p.pid(), timeout)
-		return 0
+	if err := p.Wait(timeout); err != nil {
+		t.Fatalf("%v after it was asked to end", err)
 	}
+	return p.ExitCode()
 }
 
 // kill9 SIGKILLs the process and waits until it is reaped.
 func (p *proc) kill9(t testing.TB) {
 	t.Helper()
-	p.signal(t, syscall.SIGKILL)
-	p.wait(t, 5*time.Second)
+	if err := p.Kill(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // stop sends SIGTERM, then SIGKILL if the process is still running after
-// bound. It is the cleanup of every process and never fails the test.
+// bound. It is the cleanup of every process and fails the test only if the
+// process survives SIGKILL.
 func (p *proc) stop(t testing.TB, bound time.Duration) {
-	if p.exited() {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return
-	case <-time.After(bound):
-	}
-	t.Logf("%s (pid %d) ignored SIGTERM for %v; sending SIGKILL", p.name, p.pid(), bound)
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	select {
-	case <-p.done:
-	case <-time.After(5 * time.Second):
-		t.Errorf("%s (pid %d) survived SIGKILL", p.name, p.pid())
+	err := p.Stop(bound)
+	switch {
+	case errors.Is(err, prockit.ErrKilled):
+		t.Logf("%v", err)
+	case err != nil:
+		t.Errorf("%v", err)
 	}
 }
 
 // logContains reports whether the process's log holds s.
-func (p *proc) logContains(s string) bool {
-	data, err := os.ReadFile(p.logPath)
-	return err == nil && bytes.Contains(data, []byte(s))
-}
+func (p *proc) logContains(s string) bool { return p.LogContains(s) }
 
 // ---------------------------------------------------------------------------
 // A cluster of discoverd server processes.
@@ -358,24 +208,14 @@ type cluster struct {
 	peers string // -peers, identical on every node
 }
 
-// freePorts returns n distinct loopback ports that were free a moment ago
-// (listen on 127.0.0.1:0, note the port, close).
+// freePorts returns n distinct loopback ports that were free a moment ago,
+// from below the ephemeral range (internal/testport): a node restarting on
+// its port must not find it taken by an outgoing connection.
 func freePorts(t testing.TB, n int) []int {
 	t.Helper()
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}()
-	ports := make([]int, 0, n)
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("pick a free port: %v", err)
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	ports, err := testport.Pick(n)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return ports
 }
@@ -402,7 +242,7 @@ func (h *harness) startCluster(n int) *cluster {
 func (c *cluster) startNode(nd *node) {
 	c.h.t.Helper()
 	nd.starts++
-	args := append([]string{"server", "-id", nd.id, "-addr", nd.addr, "-data-dir", nd.dataDir, "-peers", c.peers}, raftTimingFlags...)
+	args := append(prockit.ServerArgs(nd.id, nd.addr, nd.dataDir, c.peers), prockit.RaftFlags()...)
 	nd.p = c.h.start("server-"+nd.id, args...)
 }
 
@@ -741,14 +581,14 @@ func (w *watcher) next(t testing.TB, timeout time.Duration) watchEvent {
 	select {
 	case e, ok := <-w.events:
 		if !ok {
-			t.Fatalf("watch %s ended (exited=%v) while an event was expected", w.p.name, w.p.exited())
+			t.Fatalf("watch %s ended (exited=%v) while an event was expected", w.p.Name(), w.p.exited())
 		}
 		if strings.HasPrefix(e.Kind, "!") {
 			t.Fatalf("watch printed a line that is not a JSON event: %q (%s)", e.line, e.Kind)
 		}
 		return e
 	case <-time.After(timeout):
-		t.Fatalf("watch %s printed nothing for %v", w.p.name, timeout)
+		t.Fatalf("watch %s printed nothing for %v", w.p.Name(), timeout)
 		return watchEvent{}
 	}
 }
@@ -817,7 +657,7 @@ func parseProcAddr(s string) (string, error) {
 func (c *cluster) connectedNode(p *proc, timeout time.Duration) string {
 	c.h.t.Helper()
 	var id string
-	poll(c.h.t, timeout, 50*time.Millisecond, p.name+" to be connected to one node", func() (bool, string) {
+	poll(c.h.t, timeout, 50*time.Millisecond, p.Name()+" to be connected to one node", func() (bool, string) {
 		addrs, err := remoteAddrs(p.pid())
 		if err != nil {
 			return false, err.Error()

@@ -38,12 +38,12 @@ func TestSmoke_ThreeProcessesCLI(t *testing.T) {
 	var reg80 *proc
 	for attempt := 1; ; attempt++ {
 		reg80 = h.start(fmt.Sprintf("register-web-80-%d", attempt), "register", "-servers", all, "-ttl", "2s", "web", web80, "zone=a")
-		poll(t, 15*time.Second, 50*time.Millisecond, reg80.name+" to register", func() (bool, string) {
+		poll(t, 15*time.Second, 50*time.Millisecond, reg80.Name()+" to register", func() (bool, string) {
 			return reg80.logContains("registered web " + web80), fmt.Sprintf("exited=%v", reg80.exited())
 		})
 		on := c.connectedNode(reg80, 5*time.Second)
 		if on == leader || attempt == 20 {
-			phase("%s heartbeats through %s (leader %s)", reg80.name, on, leader)
+			phase("%s heartbeats through %s (leader %s)", reg80.Name(), on, leader)
 			break
 		}
 		reg80.kill9(t)
@@ -163,7 +163,7 @@ func TestSmoke_ThreeProcessesCLI(t *testing.T) {
 	}
 	for _, p := range []*proc{reg80, reg81, w.p} {
 		if p.exited() {
-			t.Fatalf("%s exited during the failover: %v", p.name, p.state)
+			t.Fatalf("%s exited during the failover: %v", p.Name(), p.State())
 		}
 	}
 	phase("%s stayed registered for %v after the new leader (%d checks)", web80, time.Since(electedAt).Round(time.Millisecond), checks)
@@ -205,7 +205,7 @@ func TestSmoke_ThreeProcessesCLI(t *testing.T) {
 		h.waitServices(nd.addr, "web", func(list []instance) bool { return len(list) == 0 }, "[]")
 	}
 	if w.p.exited() {
-		t.Fatalf("watch exited: %v", w.p.state)
+		t.Fatalf("watch exited: %v", w.p.State())
 	}
 	phase("SIGINT unregistered %s", web80)
 

@@ -1,8 +1,0 @@
-package harness
-
-import "syscall"
-
-const (
-	syscallSIGSTOP = syscall.SIGSTOP
-	syscallSIGCONT = syscall.SIGCONT
-)
