@@ -23,6 +23,7 @@ import (
 	"github.com/discoverd/discoverd/internal/testport"
 	"github.com/discoverd/discoverd/internal/wire"
 	"github.com/discoverd/discoverd/test/fault/history"
+	"github.com/discoverd/discoverd/test/prockit"
 )
 
 // Addrs are one node's addresses.
@@ -65,14 +66,6 @@ type Options struct {
 	BeforeStart func(nodes []*Node) error
 }
 
-// Raft timings of fault-suite clusters: 500 ms, the tightest that does not
-// starve a 2-core machine (FAULTS.md).
-var RaftFlags = []string{
-	"-raft-heartbeat-timeout", "500ms",
-	"-raft-election-timeout", "500ms",
-	"-raft-leader-lease-timeout", "250ms",
-}
-
 // Node is one member.
 type Node struct {
 	Index   int
@@ -91,14 +84,14 @@ type Cluster struct {
 	Nodes []*Node
 
 	mu     sync.Mutex
-	procs  []*Proc // nil while a node is stopped
+	procs  []*prockit.Proc // nil while a node is stopped
 	paused []bool
 	pool   *rpcconn.Pool
 }
 
 // Start lays out and starts every node and waits until the cluster is stable.
 func Start(ctx context.Context, opts Options) (*Cluster, error) {
-	CleanLeftovers()
+	prockit.CleanLeftovers()
 	if opts.Nodes == 0 {
 		opts.Nodes = 3
 	}
@@ -112,7 +105,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("network layout: %w", err)
 	}
-	c := &Cluster{opts: opts, procs: make([]*Proc, opts.Nodes), paused: make([]bool, opts.Nodes),
+	c := &Cluster{opts: opts, procs: make([]*prockit.Proc, opts.Nodes), paused: make([]bool, opts.Nodes),
 		pool: rpcconn.NewPool(rpcconn.Options{DialTimeout: time.Second})}
 	ids := make([]string, opts.Nodes)
 	for i := range opts.Nodes {
@@ -163,15 +156,16 @@ func (c *Cluster) StartNode(i int) error {
 		return fmt.Errorf("start %s: already running", c.Nodes[i].ID)
 	}
 	n := c.Nodes[i]
-	args := []string{"server", "-id", n.ID, "-addr", n.Addrs.Listen, "-advertise", n.Addrs.Advertise,
-		"-data-dir", n.DataDir, "-peers", c.peers(), "-journal", n.Journal, "-fault-clock", n.Clock,
-		"-ttl-grace", "1s", "-log-level", "info"}
-	args = append(args, RaftFlags...)
+	args := append(prockit.ServerArgs(n.ID, n.Addrs.Listen, n.DataDir, c.peers()), "-advertise", n.Addrs.Advertise,
+		"-journal", n.Journal, "-fault-clock", n.Clock, "-ttl-grace", "1s", "-log-level", "info")
+	args = append(args, prockit.RaftFlags()...)
 	args = append(args, c.opts.Network.NodeArgs(i)...)
 	args = append(args, c.opts.Args...)
 	cmd := c.opts.Network.Command(i, c.opts.Bin, args...)
 	cmd.Env = append(os.Environ(), c.opts.Env...)
-	p, err := startProc(n.ID, cmd, n.Log)
+	// The network may start the node through a launcher that replaces
+	// itself with it (ip netns exec): the pid record names the binary.
+	p, err := prockit.Start(prockit.Spec{Name: n.ID, Cmd: cmd, Log: n.Log, Exe: c.opts.Bin})
 	if err != nil {
 		return err
 	}
@@ -180,7 +174,7 @@ func (c *Cluster) StartNode(i int) error {
 	return nil
 }
 
-func (c *Cluster) proc(i int) *Proc {
+func (c *Cluster) proc(i int) *prockit.Proc {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.procs[i]
@@ -231,7 +225,7 @@ func (c *Cluster) Pause(i int) error {
 	c.mu.Lock()
 	c.paused[i] = true
 	c.mu.Unlock()
-	return p.Signal(syscallSIGSTOP)
+	return p.Pause()
 }
 
 // Resume continues a paused node.
@@ -244,7 +238,7 @@ func (c *Cluster) Resume(i int) error {
 	c.mu.Lock()
 	c.paused[i] = false
 	c.mu.Unlock()
-	return p.Signal(syscallSIGCONT)
+	return p.Resume()
 }
 
 // SetClockSpeed sets node i's TTL clock speed (1 = real time).

@@ -26,9 +26,9 @@ import (
 	"time"
 
 	"github.com/discoverd/discoverd/test/fault/check"
-	"github.com/discoverd/discoverd/test/fault/harness"
 	"github.com/discoverd/discoverd/test/fault/history"
 	"github.com/discoverd/discoverd/test/fault/run"
+	"github.com/discoverd/discoverd/test/prockit"
 )
 
 func main() {
@@ -73,7 +73,7 @@ func realMain(ctx context.Context, args []string) int {
 			return 2
 		}
 	}
-	root, err := harness.ModuleRoot()
+	root, err := prockit.ModuleRoot()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fault:", err)
 		return 1
