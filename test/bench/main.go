@@ -29,6 +29,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/discoverd/discoverd/test/prockit"
 )
 
 func main() {
@@ -198,7 +200,8 @@ func splitList(s string) []string {
 
 // setup creates the output directories and builds the binaries.
 func (b *bench) setup(ctx context.Context, out string, systems []system) error {
-	root, err := moduleRoot()
+	prockit.CleanLeftovers()
+	root, err := prockit.ModuleRoot()
 	if err != nil {
 		return err
 	}
@@ -214,15 +217,16 @@ func (b *bench) setup(ctx context.Context, out string, systems []system) error {
 			return err
 		}
 	}
+	bctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
 	for _, sys := range systems {
 		start := time.Now()
 		switch sys.name() {
 		case "discoverd":
-			b.discoverdBin = filepath.Join(b.binDir, "discoverd")
-			err = goBuild(ctx, root, "./cmd/discoverd", b.discoverdBin)
+			b.discoverdBin, err = prockit.BuildInto(b.binDir)
 		case "etcd":
 			b.etcdBin = filepath.Join(b.binDir, "etcd")
-			err = goBuild(ctx, root, "./test/bench/etcdserver", b.etcdBin)
+			err = prockit.BuildPackage(bctx, "./test/bench/etcdserver", b.etcdBin)
 		}
 		if err != nil {
 			return err

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,58 +8,18 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/discoverd/discoverd/test/prockit"
 )
 
-// moduleRoot walks up from the working directory to the go.mod of the
-// discoverd module.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for range 64 { // bounded: no path is that deep
-		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && bytes.Contains(data, []byte("module github.com/discoverd/discoverd\n")) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			break
-		}
-		dir = parent
-	}
-	return "", errors.New("no go.mod of github.com/discoverd/discoverd above the working directory")
-}
-
-// goBuild builds pkg (relative to the module root) into out.
-func goBuild(ctx context.Context, root, pkg, out string) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
-	cmd.Dir = root
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build -o %s %s: %v\n%s", out, pkg, err, b)
-	}
-	return nil
-}
-
 // proc is one server process this command started, in its own process
-// group. It is only ever signalled by its own PID.
-type proc struct {
-	name    string
-	bin     string
-	args    []string
-	cmd     *exec.Cmd
-	logPath string
-	done    chan struct{} // closed once reaped
-	waitErr error
-}
+// group (test/prockit). It is only ever signalled by its own PID.
+type proc struct{ *prockit.Proc }
 
 // procs tracks every process started, so that any exit path (an error,
 // Ctrl-C) stops them all.
@@ -71,36 +30,26 @@ type procs struct {
 
 // start runs bin with args, stdout and stderr appended to logPath.
 func (ps *procs) start(name, bin string, args []string, logPath string) (*proc, error) {
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	// Pdeathsig is the safety net if this command is itself killed with
+	// SIGKILL. (It fires when the thread that started the child exits;
+	// the Go runtime does not end threads unless a goroutine locked to one
+	// exits, which nothing here does.)
+	kp, err := prockit.Start(prockit.Spec{Name: name, Cmd: exec.Command(bin, args...), Log: logPath, Pdeathsig: syscall.SIGKILL})
 	if err != nil {
 		return nil, err
 	}
-	defer logf.Close() // the child has its own copy
-	fmt.Fprintf(logf, "=== %s: %s %s\n", time.Now().Format("15:04:05.000"), bin, strings.Join(args, " "))
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// Own process group: a Ctrl-C in the terminal reaches only this
-	// command, which then stops its servers in order (by PID). Pdeathsig
-	// is the safety net if this command is itself killed with SIGKILL.
-	// (It fires when the thread that started the child exits; the Go
-	// runtime does not end threads unless a goroutine locked to one exits,
-	// which nothing here does.)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &proc{name: name, bin: bin, args: args, cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	return ps.add(&proc{kp}), nil
+}
+
+// add tracks p, so that stopAll stops it.
+func (ps *procs) add(p *proc) *proc {
 	ps.mu.Lock()
+	defer ps.mu.Unlock()
 	if ps.all == nil {
 		ps.all = map[*proc]bool{}
 	}
 	ps.all[p] = true
-	ps.mu.Unlock()
-	go func() {
-		p.waitErr = cmd.Wait()
-		close(p.done)
-	}()
-	return p, nil
+	return p
 }
 
 // stopAll stops every process still running.
@@ -145,7 +94,7 @@ func waitReady(ctx context.Context, what string, ps []*proc, probe func(context.
 	for ctx.Err() == nil {
 		for _, p := range ps {
 			if p.exited() {
-				return fmt.Errorf("%s: %s exited during start:\n%s", what, p.name, p.describe())
+				return fmt.Errorf("%s: %s exited during start:\n%s", what, p.Name(), p.describe())
 			}
 		}
 		if last = probe(ctx); last == nil {
@@ -166,66 +115,18 @@ func (ps *procs) forget(p *proc) {
 	ps.mu.Unlock()
 }
 
-func (p *proc) pid() int { return p.cmd.Process.Pid }
+func (p *proc) pid() int { return p.PID() }
 
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
+func (p *proc) exited() bool { return p.Exited() }
 
-// kill sends SIGKILL to the process (by PID) and waits up to 5 s for it to
-// be reaped.
-func (p *proc) kill() error {
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("kill %s (pid %d): %w", p.name, p.pid(), err)
-	}
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(5 * time.Second):
-		return fmt.Errorf("%s (pid %d) survived SIGKILL for 5s", p.name, p.pid())
-	}
-}
+// kill sends SIGKILL to the process (by PID) and waits for it to be reaped.
+func (p *proc) kill() error { return p.Kill() }
 
 // stop sends SIGTERM, then SIGKILL after bound.
-func (p *proc) stop(bound time.Duration) {
-	if p.exited() {
-		return
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return
-	case <-time.After(bound):
-	}
-	_ = p.kill()
-}
-
-// logTail returns the last n lines of the process's log.
-func (p *proc) logTail(n int) string {
-	data, err := os.ReadFile(p.logPath)
-	if err != nil {
-		return fmt.Sprintf("(log %s: %v)", p.logPath, err)
-	}
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
+func (p *proc) stop(bound time.Duration) { _ = p.Stop(bound) }
 
 // describe says whether the process still runs, and its log tail.
-func (p *proc) describe() string {
-	state := "running"
-	if p.exited() {
-		state = fmt.Sprintf("exited: %v", p.waitErr)
-	}
-	return fmt.Sprintf("--- %s (pid %d, %s), log %s, last lines:\n%s", p.name, p.pid(), state, p.logPath, p.logTail(15))
-}
+func (p *proc) describe() string { return p.Describe() }
 
 // cpuTicks returns the process's user+system CPU time in clock ticks
 // (/proc/<pid>/stat fields 14 and 15).
@@ -319,11 +220,12 @@ func (m *cpuMeter) pct() (each []float64, total float64) {
 // restart starts p's command again (same binary, flags and log), once p has
 // exited.
 func (ps *procs) restart(p *proc) (*proc, error) {
-	if !p.exited() {
-		return nil, fmt.Errorf("%s (pid %d) is still running", p.name, p.pid())
+	kp, err := p.Restart()
+	if err != nil {
+		return nil, err
 	}
 	ps.forget(p)
-	return ps.start(p.name, p.bin, p.args, p.logPath)
+	return ps.add(&proc{kp}), nil
 }
 
 // forceGC asks a Go server to collect garbage now, through its profiler

@@ -1,0 +1,261 @@
+package main
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The heartbeat100k workload (README.md, "Benchmarks").
+
+// hbQueue holds one client's instances by their next heartbeat time.
+type hbQueue struct {
+	mu sync.Mutex
+	h  hbHeap
+}
+
+type hbHeap []*instance
+
+func (h hbHeap) Len() int           { return len(h) }
+func (h hbHeap) Less(i, j int) bool { return h[i].next.Before(h[j].next) }
+func (h hbHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].idx, h[j].idx = i, j
+}
+func (h *hbHeap) Push(x any) {
+	in := x.(*instance)
+	in.idx = len(*h)
+	*h = append(*h, in)
+}
+func (h *hbHeap) Pop() any {
+	old := *h
+	in := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return in
+}
+
+func (q *hbQueue) push(in *instance) {
+	q.mu.Lock()
+	heap.Push(&q.h, in)
+	q.mu.Unlock()
+}
+
+// popDue works like the Go client's dueBatch: once the earliest instance is
+// due, it takes every instance due within slack of now, most overdue first,
+// at most max; until then it says how long to wait.
+func (q *hbQueue) popDue(now time.Time, slack time.Duration, max int) ([]*instance, time.Duration) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.h.Len() == 0 {
+		return nil, 100 * time.Millisecond
+	}
+	if wait := q.h[0].next.Sub(now); wait > 0 {
+		return nil, wait
+	}
+	var out []*instance
+	for len(out) < max && q.h.Len() > 0 && q.h[0].next.Sub(now) <= slack {
+		out = append(out, heap.Pop(&q.h).(*instance))
+	}
+	return out, 0
+}
+
+func (b *bench) heartbeat100k(ctx context.Context, sys string, cl cluster) error {
+	const (
+		nClients  = 20
+		perClient = 5_000
+		ttl       = 10 * time.Second
+		window    = 60 * time.Second
+	)
+	// discoverd: like the Go client, one heartbeat loop per client, one
+	// request in flight, batching every instance due within TTL/12 (at most
+	// 1024). etcd: KeepAliveOnce per lease from 32 workers per client.
+	loops, slack, maxBatch := 1, ttl/12, 1024
+	if sys != "discoverd" {
+		loops, slack, maxBatch = 32, 0, 1
+	}
+	clients, err := newClients(ctx, cl, nClients, true)
+	if err != nil {
+		return err
+	}
+	defer closeClients(clients)
+
+	var (
+		phase      atomic.Int32 // 0 registering, 1 measuring
+		acked      atomic.Int64 // in the window
+		notFound   atomic.Int64
+		registered atomic.Int64
+		lat        = &latencies{}
+		hbWG       sync.WaitGroup
+	)
+	hbCtx, stopHB := context.WithCancel(ctx)
+	defer stopHB()
+	queues := make([]*hbQueue, nClients)
+	for k := range nClients {
+		queues[k] = &hbQueue{}
+		for range loops {
+			hbWG.Add(1)
+			go func() {
+				defer hbWG.Done()
+				r := lat.worker()
+				defer r.flush()
+				cli, q := clients[k], queues[k]
+				for i := 0; i < 100_000_000 && hbCtx.Err() == nil; i++ {
+					batch, wait := q.popDue(time.Now(), slack, maxBatch)
+					if len(batch) == 0 {
+						sleepCtx(hbCtx, min(wait, 50*time.Millisecond))
+						continue
+					}
+					rctx, cancel := context.WithTimeout(hbCtx, ttl/3)
+					t0 := time.Now()
+					nf, err := cli.heartbeat(rctx, batch)
+					now := time.Now()
+					cancel()
+					measuring := phase.Load() == 1
+					if err != nil {
+						if hbCtx.Err() != nil {
+							return
+						}
+						if measuring {
+							r.fail(err)
+						}
+						for _, in := range batch {
+							in.next = now.Add(retryDelay())
+							q.push(in)
+						}
+						continue
+					}
+					if measuring {
+						r.ok(now.Sub(t0))
+					}
+					for j, in := range batch {
+						if nf[j] {
+							in.lost = true // expired; the Go client would register it again
+							notFound.Add(1)
+							continue
+						}
+						if measuring {
+							acked.Add(1)
+						}
+						in.next = now.Add(jitter(ttl / 3))
+						q.push(in)
+					}
+				}
+			}()
+		}
+	}
+
+	// Register every client's instances (4 at a time per client); each
+	// joins its client's heartbeat queue as soon as it is registered.
+	services := make([]string, nClients)
+	regStart := time.Now()
+	var regWG sync.WaitGroup
+	regErrs := make([]error, nClients)
+	for k := range nClients {
+		services[k] = fmt.Sprintf("hb100k-%02d", k)
+		ins := make([]*instance, perClient)
+		for i := range ins {
+			ins[i] = &instance{service: services[k], addr: addrOf(b.nextID()), ttl: ttl, ownLease: true}
+		}
+		regWG.Add(1)
+		go func() {
+			defer regWG.Done()
+			_, _, regErrs[k] = fill(ctx, clients[k:k+1], ins, 4, 5*time.Minute, func(in *instance) {
+				in.next = time.Now().Add(jitter(ttl / 3))
+				registered.Add(1)
+				queues[k].push(in)
+			}, nil)
+		}()
+	}
+	regDone := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(10 * time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+				b.logf("[%s] heartbeat100k: registered %d of %d (%.0fs), all heartbeating", sys, registered.Load(), nClients*perClient, time.Since(regStart).Seconds())
+			case <-regDone:
+				return
+			}
+		}
+	}()
+	regWG.Wait()
+	close(regDone)
+	regTook := time.Since(regStart)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := errors.Join(regErrs...); err != nil {
+		b.logf("[%s] heartbeat100k: WARNING registration incomplete: %v", sys, err)
+	}
+	nReg := registered.Load()
+	b.logf("[%s] heartbeat100k: registered %d instances (TTL %v) in %.1fs (%.0f/s); heartbeating for %v",
+		sys, nReg, ttl, regTook.Seconds(), float64(nReg)/regTook.Seconds(), window)
+
+	li, err := cl.leader(ctx)
+	if err != nil {
+		return err
+	}
+	ps := cl.procs()
+	ticks0 := make([]uint64, len(ps))
+	for i, p := range ps {
+		ticks0[i], _ = cpuTicks(p.pid())
+	}
+	lostBefore := notFound.Load()
+	phase.Store(1)
+	winStart := time.Now()
+	sleepCtx(ctx, window)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	phase.Store(2)
+	elapsed := time.Since(winStart)
+	ticks1 := make([]uint64, len(ps))
+	for i, p := range ps {
+		ticks1[i], _ = cpuTicks(p.pid())
+	}
+	stopHB()
+	hbWG.Wait()
+	li2, _ := cl.leader(ctx)
+
+	alive, err := cl.count(ctx, services)
+	if err != nil {
+		return err
+	}
+	cpu := func(i int) float64 { return float64(ticks1[i]-ticks0[i]) / clockTicks / elapsed.Seconds() * 100 }
+	total := 0.0
+	for i := range ps {
+		total += cpu(i)
+	}
+	s := lat.summary()
+	rw := newRow("heartbeat100k", nClients, sys, float64(acked.Load())/elapsed.Seconds(), s)
+	rw.Extra["instances"] = nReg
+	rw.Extra["lost"] = nReg - int64(alive)
+	rw.Extra["not_found_before_window"] = lostBefore
+	rw.Extra["not_found"] = notFound.Load()
+	rw.Extra["target_heartbeats_per_s"] = round2(float64(nReg) / (ttl / 3).Seconds())
+	rw.Extra["requests_per_s"] = round2(float64(s.n) / elapsed.Seconds())
+	rw.Extra["leader_cpu_pct"] = round2(cpu(li))
+	rw.Extra["cluster_cpu_pct"] = round2(total)
+	rw.Extra["register_s"] = round2(regTook.Seconds())
+	rw.Extra["window_s"] = round2(elapsed.Seconds())
+	if li2 != li {
+		rw.Extra["leader_changed"] = 1
+	}
+	if sys == "discoverd" {
+		rw.Extra["method"] = "protocol, Go client's batching (<=1024, due within TTL/12), one request in flight per client"
+	} else {
+		rw.Extra["method"] = fmt.Sprintf("KeepAliveOnce per lease every ~TTL/3, %d workers", nClients*loops)
+	}
+	b.add(rw)
+	b.logf("[%s] heartbeat100k: %.0f heartbeats/s (target %.0f), %d requests, %v; lost %d of %d; leader CPU %.0f%%, cluster CPU %.0f%%",
+		sys, rw.OpsPerS, rw.Extra["target_heartbeats_per_s"], s.n, s, nReg-int64(alive), nReg, cpu(li), total)
+	if lost := nReg - int64(alive); lost > 0 {
+		b.logf("[%s] heartbeat100k: NOTE %d instances expired although the benchmark kept heartbeating", sys, lost)
+	}
+	return nil
+}
