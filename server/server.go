@@ -117,8 +117,8 @@ func Start(cfg Config) (*Server, error) {
 	raftLn := s.mux.Listen(mux.ConnRaft)
 	rpcLn := s.mux.Listen(mux.ConnRPC)
 
-	// The steps below run in this order because each needs the one before;
-	// nothing is wired after the fact.
+	// The steps below run in order, each using only what the ones before
+	// it built: nothing is wired after the fact.
 	//
 	// 1. The state machine, with its journal if asked for.
 	s.fsm = fsm.New(cfg.FSM)
