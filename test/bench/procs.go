@@ -131,17 +131,10 @@ func (p *proc) describe() string { return p.Describe() }
 // cpuTicks returns the process's user+system CPU time in clock ticks
 // (/proc/<pid>/stat fields 14 and 15).
 func cpuTicks(pid int) (uint64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	f, err := prockit.StatFields(pid) // f[0] is field 3 (state)
 	if err != nil {
 		return 0, err
 	}
-	// The command name (field 2) is in parentheses and may hold spaces.
-	s := string(data)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
-	}
-	f := strings.Fields(s[i+1:]) // f[0] is field 3 (state)
 	if len(f) < 13 {
 		return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
 	}

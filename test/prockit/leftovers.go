@@ -96,15 +96,29 @@ func alive(pid int) bool {
 
 // procState returns the state letter of /proc/<pid>/stat (field 3).
 func procState(pid int) (byte, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	f, err := StatFields(pid)
 	if err != nil {
 		return 0, err
+	}
+	return f[0][0], nil
+}
+
+// StatFields returns the fields of /proc/<pid>/stat from the third (the
+// state) on: StatFields(pid)[i] is field i+3 of proc(5).
+func StatFields(pid int) ([]string, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, err
 	}
 	// The command name (field 2) is in parentheses and may hold spaces.
 	s := string(data)
 	i := strings.LastIndexByte(s, ')')
-	if i < 0 || i+2 >= len(s) {
-		return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
+	if i < 0 {
+		return nil, fmt.Errorf("unexpected /proc/%d/stat", pid)
 	}
-	return s[i+2], nil
+	f := strings.Fields(s[i+1:])
+	if len(f) == 0 || f[0] == "" {
+		return nil, fmt.Errorf("unexpected /proc/%d/stat", pid)
+	}
+	return f, nil
 }

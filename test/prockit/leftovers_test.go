@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -89,5 +90,28 @@ func TestAlive_ZombieIsDead(t *testing.T) {
 	}
 	if dead := deadPID(t); alive(dead) {
 		t.Errorf("pid %d counts as alive", dead)
+	}
+}
+
+// TestStatFields_CommandNameWithSpaces: the fields after a command name in
+// parentheses that holds spaces and a ')' are still found by position.
+func TestStatFields_CommandNameWithSpaces(t *testing.T) {
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "a b) c")
+	if err := os.Symlink(sleepBin(t), exe); err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, Spec{Name: "spaced", Cmd: exec.Command(exe, "600")})
+	waitState(t, p.PID(), "S")
+	f, err := StatFields(p.PID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Field 4 is the parent's PID: this test process.
+	if len(f) < 13 || f[0] != "S" || f[1] != strconv.Itoa(os.Getpid()) {
+		t.Errorf("fields %q: want state S and parent %d first", f, os.Getpid())
+	}
+	if _, err := StatFields(deadPID(t)); err == nil {
+		t.Error("fields of a PID no process has")
 	}
 }
