@@ -21,6 +21,7 @@ package client
 import (
 	"context"
 	crand "crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -92,6 +93,11 @@ type Config struct {
 	// Host is the address registered by Register(name, port, ...). Default:
 	// $DISCOVERD_HOST, else the local IP this machine uses to reach the first server.
 	Host string
+	// TLS, if set, makes every connection TLS. Servers are verified by the
+	// host dialled (per server address) unless TLS.ServerName is set; give
+	// Certificates when the servers require client certificates (their
+	// default). The CLI builds one from -ca, -cert and -key.
+	TLS *tls.Config
 	// Logger receives heartbeat failures and failovers. Default: discard.
 	Logger *slog.Logger
 }
@@ -291,7 +297,7 @@ func (c *Client) getConn(ctx context.Context) (*rpcconn.Conn, error) {
 		addr := c.servers[c.next]
 		c.next = (c.next + 1) % len(c.servers)
 		c.mu.Unlock()
-		conn, err := rpcconn.Dial(ctx, addr, rpcconn.Options{DialTimeout: c.cfg.DialTimeout})
+		conn, err := rpcconn.Dial(ctx, addr, rpcconn.Options{DialTimeout: c.cfg.DialTimeout, TLS: rpcconn.ForServer(c.cfg.TLS)})
 		if err != nil {
 			errs = append(errs, err.Error())
 			if ctx.Err() != nil {

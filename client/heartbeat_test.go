@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/discoverd/discoverd/internal/logging"
 	"github.com/discoverd/discoverd/internal/mux"
 	"github.com/discoverd/discoverd/internal/wire"
 )
@@ -28,7 +27,7 @@ func (s *countingServer) serve(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := mux.New(ln, logging.Discard())
+	m := mux.New(ln, mux.Config{})
 	rl := m.Listen(mux.ConnRPC)
 	go func() { _ = m.Serve() }()
 	t.Cleanup(func() { _ = m.Close() })

@@ -1,6 +1,7 @@
 package raftnode
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -75,6 +76,10 @@ type Config struct {
 	// DialOverrides maps a peer id to the address this node dials instead of
 	// the peer's advertised one, for Raft and for forwarding (tests, proxies).
 	DialOverrides map[string]string
+	// PeerTLS, if set, gives the TLS configuration of each Raft connection
+	// this node dials (called per connection, so reloaded certificates
+	// apply). Nil: plaintext. Incoming connections are the port's (mux).
+	PeerTLS func() *tls.Config
 
 	// Raft timings. The defaults are half of hashicorp/raft's (500 ms): a
 	// follower checks for a silent leader every 1-2 heartbeat timeouts, so

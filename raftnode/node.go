@@ -180,10 +180,11 @@ func Open(cfg Config, ln net.Listener) (*Node, error) {
 	}
 
 	// 7. The transport over the shared port, dialling peers at their dial
-	// overrides if any; on the leader, the commit notices watch it
+	// overrides if any, over TLS if configured (the port's mux checks what
+	// dials in); on the leader, the commit notices watch it
 	// (commitnotify.go).
 	tcfg := &raft.NetworkTransportConfig{
-		Stream:  newStreamLayer(ln, cfg.Addr),
+		Stream:  newStreamLayer(ln, cfg.Addr, cfg.PeerTLS),
 		MaxPool: 3,
 		Timeout: 10 * time.Second,
 		Logger:  n.hlog.Named("transport"),

@@ -1,6 +1,7 @@
 package raftnode
 
 import (
+	"crypto/tls"
 	"net"
 	"sync"
 	"time"
@@ -20,14 +21,15 @@ import (
 type streamLayer struct {
 	ln   net.Listener
 	addr string
+	tls  func() *tls.Config // nil: plaintext
 
 	mu     sync.Mutex
 	conns  map[*trackedConn]struct{}
 	closed bool
 }
 
-func newStreamLayer(ln net.Listener, addr string) *streamLayer {
-	return &streamLayer{ln: ln, addr: addr, conns: map[*trackedConn]struct{}{}}
+func newStreamLayer(ln net.Listener, addr string, tlsCfg func() *tls.Config) *streamLayer {
+	return &streamLayer{ln: ln, addr: addr, tls: tlsCfg, conns: map[*trackedConn]struct{}{}}
 }
 
 func (s *streamLayer) Accept() (net.Conn, error) {
@@ -39,7 +41,11 @@ func (s *streamLayer) Accept() (net.Conn, error) {
 }
 
 func (s *streamLayer) Dial(a raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	c, err := mux.Dial(string(a), mux.ConnRaft, timeout)
+	var cfg *tls.Config
+	if s.tls != nil {
+		cfg = s.tls()
+	}
+	c, err := mux.Dial(string(a), mux.ConnRaft, timeout, cfg)
 	if err != nil {
 		return nil, err
 	}

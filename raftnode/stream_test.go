@@ -2,8 +2,6 @@ package raftnode
 
 import (
 	"errors"
-	"io"
-	"log/slog"
 	"net"
 	"testing"
 	"time"
@@ -21,11 +19,11 @@ func testLayer(t *testing.T) *streamLayer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := mux.New(ln, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	m := mux.New(ln, mux.Config{})
 	raftLn := m.Listen(mux.ConnRaft)
 	go func() { _ = m.Serve() }()
 	t.Cleanup(func() { _ = m.Close() })
-	return newStreamLayer(raftLn, ln.Addr().String())
+	return newStreamLayer(raftLn, ln.Addr().String(), nil)
 }
 
 // readFails waits (bounded) for a read on c to fail, as it does once the

@@ -88,7 +88,7 @@ func startServer(t *testing.T, cfg Config) (string, *fakeBackend) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := mux.New(ln, logging.Discard())
+	m := mux.New(ln, mux.Config{})
 	rl := m.Listen(mux.ConnRPC)
 	go func() { _ = m.Serve() }()
 	fb := &fakeBackend{watch: make(chan struct{}, 16)}
@@ -204,7 +204,7 @@ type rawConn struct {
 
 func dialRaw(t *testing.T, addr string) *rawConn {
 	t.Helper()
-	nc, err := mux.Dial(addr, mux.ConnRPC, time.Second)
+	nc, err := mux.Dial(addr, mux.ConnRPC, time.Second, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	"github.com/discoverd/discoverd/fsm"
 	"github.com/discoverd/discoverd/internal/mux"
 	"github.com/discoverd/discoverd/internal/rpcconn"
+	"github.com/discoverd/discoverd/internal/tlsutil"
 	"github.com/discoverd/discoverd/raftnode"
 	"github.com/discoverd/discoverd/rpc"
 	"github.com/discoverd/discoverd/ttl"
@@ -52,7 +54,17 @@ type Config struct {
 	// Raft, FSM, TTL and Journal settings do not apply).
 	Backend string
 	// Etcd configures the etcd backend.
-	Etcd   etcdstore.Config
+	Etcd etcdstore.Config
+	// TLS, if set, makes the port TLS and the node's connections to its
+	// peers (Raft, forwarding, status) mutual TLS; a Raft connection is
+	// accepted only from a certificate naming a server of the cluster.
+	// Nil: plaintext (cmd/discoverd allows it on loopback, or with -insecure).
+	TLS *tlsutil.Store
+	// TLSReload is how often the TLS files are checked for a change (they
+	// are reloaded when one changed). Default 5 s.
+	TLSReload time.Duration
+	// Mux bounds the port's connections (its TLS and Authorize come from TLS).
+	Mux    mux.Config
 	Logger *slog.Logger
 }
 
@@ -78,8 +90,59 @@ type Server struct {
 	etcd    *etcdstore.Store // the etcd backend, instead of all of the above but rpc
 
 	stopTracker context.CancelFunc
+	stopTLS     context.CancelFunc // ends the TLS files' watch
 	wg          sync.WaitGroup
 	once        sync.Once
+}
+
+// listen opens the node's port (or takes cfg.Listener) and its mux, with the
+// TLS and limits of cfg, and starts watching the TLS files.
+func (s *Server) listen(bind string) error {
+	ln := s.cfg.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", bind); err != nil {
+			return fmt.Errorf("listen on %s: %w", bind, err)
+		}
+	}
+	mcfg := s.cfg.Mux
+	mcfg.Logger = s.log.With("component", "mux")
+	s.stopTLS = func() {}
+	if st := s.cfg.TLS; st != nil {
+		mcfg.TLS = st.ServerConfig()
+		cluster := st.Cluster()
+		mcfg.Authorize = func(proto byte, cs *tls.ConnectionState) error {
+			if proto != mux.ConnRaft {
+				return nil
+			}
+			if cs == nil {
+				return tlsutil.ErrNotServer
+			}
+			return tlsutil.IsServer(*cs, cluster)
+		}
+		interval := s.cfg.TLSReload
+		if interval <= 0 {
+			interval = 5 * time.Second
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		s.stopTLS = cancel
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			st.Watch(ctx, interval)
+		}()
+	}
+	s.ln = ln
+	s.mux = mux.New(ln, mcfg)
+	return nil
+}
+
+// peerTLS is the TLS option of the node's connections to its peers.
+func (s *Server) peerTLS() func(string) *tls.Config {
+	if s.cfg.TLS == nil {
+		return nil
+	}
+	return func(string) *tls.Config { return s.cfg.TLS.PeerConfig() }
 }
 
 // Start opens the node and starts serving.
@@ -99,21 +162,18 @@ func Start(cfg Config) (*Server, error) {
 	cfg.TTL.Logger = log.With("component", "ttl")
 	cfg.Store.Logger = log.With("component", "store")
 	cfg.RPC.Logger = log.With("component", "rpc")
-	s := &Server{cfg: cfg, log: log}
-
-	ln := cfg.Listener
-	if ln == nil {
-		bind := cfg.BindAddr
-		if bind == "" {
-			bind = cfg.Raft.Addr
-		}
-		var err error
-		if ln, err = net.Listen("tcp", bind); err != nil {
-			return nil, fmt.Errorf("listen on %s: %w", bind, err)
-		}
+	if cfg.TLS != nil {
+		cfg.Raft.PeerTLS = cfg.TLS.PeerConfig
 	}
-	s.ln = ln
-	s.mux = mux.New(ln, log.With("component", "mux"))
+	s := &Server{cfg: cfg, log: log}
+	bind := cfg.BindAddr
+	if bind == "" {
+		bind = cfg.Raft.Addr
+	}
+	if err := s.listen(bind); err != nil {
+		return nil, err
+	}
+	ln := s.ln
 	raftLn := s.mux.Listen(mux.ConnRaft)
 	rpcLn := s.mux.Listen(mux.ConnRPC)
 
@@ -125,7 +185,9 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.Journal != "" {
 		j, err := openJournal(cfg.Journal, log.With("component", "journal"))
 		if err != nil {
+			s.stopTLS()
 			_ = ln.Close()
+			s.wg.Wait()
 			return nil, err
 		}
 		s.journal = j
@@ -139,6 +201,7 @@ func Start(cfg Config) (*Server, error) {
 		_ = s.mux.Serve()
 	}()
 	fail := func(err error) (*Server, error) {
+		s.stopTLS()
 		_ = s.mux.Close()
 		s.wg.Wait()
 		if s.journal != nil {
@@ -173,7 +236,7 @@ func Start(cfg Config) (*Server, error) {
 		s.tracker.Run(tctx)
 	}()
 
-	s.pool = rpcconn.NewPool(rpcconn.Options{})
+	s.pool = rpcconn.NewPool(rpcconn.Options{TLS: s.peerTLS()})
 	s.store = raftstore.New(cfg.Store, node, s.fsm, s.tracker, s.pool)
 	s.rpc = rpc.New(cfg.RPC, s.store)
 	s.wg.Add(1)
@@ -206,6 +269,7 @@ func (s *Server) stop(ctx context.Context, graceful bool) error {
 			_ = s.ln.Close()
 		}
 		s.rpc.Shutdown(ctx)
+		s.stopTLS()
 		if s.etcd != nil {
 			err = s.etcd.Close()
 			_ = s.mux.Close()
@@ -247,13 +311,10 @@ func startEtcd(cfg Config, log *slog.Logger) (*Server, error) {
 	cfg.RPC.Logger = log.With("component", "rpc")
 	cfg.Etcd.Logger = log.With("component", "etcd")
 	s := &Server{cfg: cfg, log: log}
-	ln := cfg.Listener
-	if ln == nil {
-		var err error
-		if ln, err = net.Listen("tcp", cfg.BindAddr); err != nil {
-			return nil, fmt.Errorf("listen on %s: %w", cfg.BindAddr, err)
-		}
+	if err := s.listen(cfg.BindAddr); err != nil {
+		return nil, err
 	}
+	ln := s.ln
 	if cfg.Etcd.Addr == "" {
 		cfg.Etcd.Addr = ln.Addr().String()
 	}
@@ -261,11 +322,12 @@ func startEtcd(cfg Config, log *slog.Logger) (*Server, error) {
 	defer cancel()
 	st, err := etcdstore.Open(ctx, cfg.Etcd)
 	if err != nil {
+		s.stopTLS()
 		_ = ln.Close()
+		s.wg.Wait()
 		return nil, err
 	}
-	s.ln, s.etcd = ln, st
-	s.mux = mux.New(ln, log.With("component", "mux"))
+	s.etcd = st
 	rpcLn := s.mux.Listen(mux.ConnRPC)
 	s.wg.Add(2)
 	go func() {

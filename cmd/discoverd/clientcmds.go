@@ -6,24 +6,30 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/discoverd/discoverd/client"
+	"github.com/discoverd/discoverd/internal/tlsutil"
 	"github.com/discoverd/discoverd/internal/validate"
 )
 
 // clientFlags are shared by the client commands.
 type clientFlags struct {
-	servers string
-	timeout time.Duration
+	servers       string
+	timeout       time.Duration
+	ca, cert, key string
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.servers, "servers", "", "discoverd servers host:port,... (default $DISCOVERD, else 127.0.0.1:1111)")
 	fs.DurationVar(&c.timeout, "timeout", 15*time.Second, "how long a request may take, failovers included")
+	fs.StringVar(&c.ca, "ca", os.Getenv("DISCOVERD_CA"), "TLS: the cluster's CA certificate (default $DISCOVERD_CA); without it, no TLS")
+	fs.StringVar(&c.cert, "cert", os.Getenv("DISCOVERD_CERT"), "TLS: this client's certificate (default $DISCOVERD_CERT), made with `discoverd tls cert create -client`")
+	fs.StringVar(&c.key, "key", os.Getenv("DISCOVERD_KEY"), "TLS: the key of -cert (default $DISCOVERD_KEY)")
 }
 
 func (c *clientFlags) client(ttl time.Duration) (*client.Client, error) {
@@ -34,6 +40,11 @@ func (c *clientFlags) client(ttl time.Duration) (*client.Client, error) {
 	if c.timeout <= 0 {
 		return nil, usageErr("-timeout must be positive")
 	}
+	tc, err := tlsutil.ClientConfig(tlsutil.ClientFiles{CA: c.ca, Cert: c.cert, Key: c.key})
+	if err != nil {
+		return nil, err
+	}
+	cfg.TLS = tc
 	cl, err := client.NewWithConfig(cfg)
 	if err != nil {
 		return nil, usageErr("%v", err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/discoverd/discoverd/internal/tlsutil"
 	"github.com/discoverd/discoverd/raftnode"
 	"github.com/discoverd/discoverd/server"
 )
@@ -22,6 +24,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	nodes := fs.Int("nodes", 3, "number of nodes (1, 3 or 5)")
 	addr := fs.String("addr", "127.0.0.1:1111", "address of the first node; the others take the next ports")
 	dataDir := fs.String("data-dir", "", "keep the nodes' data under this directory (default: a temporary one, removed on exit)")
+	withTLS := fs.Bool("tls", false, "TLS: make a throw-away CA and certificates (under the data dir, in tls/) and print the client flags to use")
 	f.register(fs, false)
 	// Development clusters log only warnings.
 	for name, v := range map[string]string{"log-level": "warn"} {
@@ -55,6 +58,17 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return fmt.Errorf("create temporary data dir: %w", err)
 		}
 		defer os.RemoveAll(dir)
+	}
+	if !loopback(*addr) {
+		return usageErr("-addr %s: dev runs on loopback only (run `discoverd server` for anything else)", *addr)
+	}
+	var store func(id string) (*tlsutil.Store, error)
+	var clientEnv string
+	if *withTLS {
+		tdir := filepath.Join(dir, "tls")
+		if store, clientEnv, err = devTLS(tdir, host, *nodes, log); err != nil {
+			return err
+		}
 	}
 
 	var peers []raftnode.Peer
@@ -94,6 +108,11 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		cfg.Raft.ID, cfg.Raft.Addr, cfg.Raft.Peers = p.ID, p.Addr, peers
 		cfg.Raft.DataDir = filepath.Join(dir, p.ID)
 		cfg.Listener = lns[i]
+		if store != nil {
+			if cfg.TLS, err = store(p.ID); err != nil {
+				return errors.Join(err, stopAll())
+			}
+		}
 		srv, err := server.Start(cfg)
 		if err != nil {
 			for _, l := range lns[i:] {
@@ -110,9 +129,52 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return errors.Join(err, stopAll())
 	}
 	fmt.Fprintf(stdout, "discoverd dev cluster: %d nodes, leader %s, data in %s\n", *nodes, leader, dir)
-	fmt.Fprintf(stdout, "export DISCOVERD=%s\n", strings.Join(addrs, ","))
+	fmt.Fprintf(stdout, "export DISCOVERD=%s%s\n", strings.Join(addrs, ","), clientEnv)
 	fmt.Fprintf(stdout, "Press Ctrl-C to stop.\n")
 	<-ctx.Done()
 	fmt.Fprintf(stdout, "stopping\n")
 	return stopAll()
+}
+
+// devTLS makes (or, in a kept data dir, reuses) a CA, a server certificate
+// per node for host and a client certificate "dev" in dir, and returns how
+// to load each node's certificates and the client's environment.
+func devTLS(dir, host string, nodes int, log *slog.Logger) (func(id string) (*tlsutil.Store, error), string, error) {
+	caCert, caKey := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca-key.pem")
+	ca, err := tlsutil.LoadCA(caCert, caKey)
+	if err != nil {
+		if ca, err = tlsutil.NewCA(tlsutil.DefaultCluster, 30); err != nil {
+			return nil, "", err
+		}
+		if err := writePair(caCert, caKey, ca.CertPEM, ca.KeyPEM); err != nil {
+			return nil, "", err
+		}
+	}
+	issue := func(base string, r tlsutil.CertRequest) error {
+		cert, key := filepath.Join(dir, base+".pem"), filepath.Join(dir, base+"-key.pem")
+		if _, err := os.Stat(cert); err == nil {
+			return nil // made by an earlier run with this data dir
+		}
+		p, err := ca.Issue(r)
+		if err != nil {
+			return err
+		}
+		return writePair(cert, key, p.CertPEM, p.KeyPEM)
+	}
+	for i := range nodes {
+		id := fmt.Sprintf("n%d", i+1)
+		if err := issue("server-"+id, tlsutil.CertRequest{Server: true, Name: id, Hosts: []string{host, "localhost"}, Days: 30}); err != nil {
+			return nil, "", err
+		}
+	}
+	if err := issue("client-dev", tlsutil.CertRequest{Name: "dev", Days: 30}); err != nil {
+		return nil, "", err
+	}
+	load := func(id string) (*tlsutil.Store, error) {
+		return tlsutil.Load(tlsutil.Files{CA: caCert, Cert: filepath.Join(dir, "server-"+id+".pem"), Key: filepath.Join(dir, "server-"+id+"-key.pem")},
+			tlsutil.Options{VerifyClients: true, Logger: log.With("node", id, "component", "tls")})
+	}
+	env := fmt.Sprintf(" DISCOVERD_CA=%s DISCOVERD_CERT=%s DISCOVERD_KEY=%s", caCert,
+		filepath.Join(dir, "client-dev.pem"), filepath.Join(dir, "client-dev-key.pem"))
+	return load, env, nil
 }

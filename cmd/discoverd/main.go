@@ -42,6 +42,7 @@ func commands() []command {
 		{"services", "list a service's instances", runServices},
 		{"watch", "follow a service's changes", runWatch},
 		{"status", "show the cluster's nodes and leader", runStatus},
+		{"tls", "make a cluster's CA and its servers' and clients' certificates", runTLS},
 	}
 }
 

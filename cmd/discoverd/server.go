@@ -7,11 +7,15 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/discoverd/discoverd/backend/etcdstore"
 	"github.com/discoverd/discoverd/internal/logging"
+	"github.com/discoverd/discoverd/internal/mux"
 	"github.com/discoverd/discoverd/internal/wire"
 	"github.com/discoverd/discoverd/raftnode"
 	"github.com/discoverd/discoverd/server"
@@ -32,6 +36,9 @@ type serverFlags struct {
 	grace, shutdownTimeout                        time.Duration
 	maxFrame                                      int
 	logLevel, logFormat                           string
+	tls                                           serverTLSFlags
+	maxConns, maxConnsPerIP, maxHandshakes        int
+	handshakeTimeout                              time.Duration
 }
 
 func (f *serverFlags) register(fs *flag.FlagSet, withIdentity bool) {
@@ -49,7 +56,12 @@ func (f *serverFlags) register(fs *flag.FlagSet, withIdentity bool) {
 		fs.StringVar(&f.etcdEndpoints, "etcd-endpoints", "", "with -backend etcd: etcd client URLs, comma-separated (e.g. http://127.0.0.1:2379)")
 		fs.StringVar(&f.etcdPrefix, "etcd-prefix", "/discoverd", "with -backend etcd: key prefix for discoverd's data")
 		fs.DurationVar(&f.etcdDialTimeout, "etcd-dial-timeout", 5*time.Second, "with -backend etcd: how long to wait for etcd to answer at start")
+		f.tls.register(fs)
 	}
+	fs.IntVar(&f.maxConns, "max-conns", mux.DefaultMaxConns, "most connections open at once on the port (beyond it new ones are closed at once)")
+	fs.IntVar(&f.maxConnsPerIP, "max-conns-per-ip", mux.DefaultMaxConnsPerIP, "most connections open at once from one remote IP")
+	fs.IntVar(&f.maxHandshakes, "max-handshakes", mux.DefaultMaxHandshakes, "most connections at once still in their handshake (TLS and the protocol byte: not yet authenticated)")
+	fs.DurationVar(&f.handshakeTimeout, "handshake-timeout", mux.DefaultHandshakeTimeout, "how long a new connection may take for its TLS handshake and protocol byte")
 	fs.DurationVar(&f.heartbeat, "raft-heartbeat-timeout", d.HeartbeatTimeout, "Raft heartbeat timeout")
 	fs.DurationVar(&f.election, "raft-election-timeout", d.ElectionTimeout, "Raft election timeout")
 	fs.DurationVar(&f.lease, "raft-leader-lease-timeout", d.LeaderLeaseTimeout, "Raft leader lease timeout (at most the heartbeat timeout)")
@@ -89,9 +101,16 @@ func (f *serverFlags) config(log *slog.Logger) (server.Config, error) {
 	if f.snapThreshold == 0 || f.snapInterval <= 0 {
 		return server.Config{}, usageErr("-snapshot-threshold and -snapshot-interval must be positive")
 	}
+	if f.maxConns < 1 || f.maxConnsPerIP < 1 || f.maxHandshakes < 1 {
+		return server.Config{}, usageErr("-max-conns, -max-conns-per-ip and -max-handshakes must be positive")
+	}
+	if f.handshakeTimeout < 100*time.Millisecond || f.handshakeTimeout > time.Minute {
+		return server.Config{}, usageErr("-handshake-timeout %v: want 100ms to 1m", f.handshakeTimeout)
+	}
 	cfg := server.Config{Raft: rc, Logger: log}
 	cfg.TTL.Grace = f.grace
 	cfg.RPC.MaxFrame = f.maxFrame
+	cfg.Mux = mux.Config{MaxConns: f.maxConns, MaxConnsPerIP: f.maxConnsPerIP, MaxHandshakes: f.maxHandshakes, HandshakeTimeout: f.handshakeTimeout}
 	return cfg, nil
 }
 
@@ -169,6 +188,9 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := cfg.Raft.Validate(); err != nil {
 		return usageErr("%v", err)
 	}
+	if cfg.TLS, err = f.tls.store(f.addr, log); err != nil {
+		return err
+	}
 	cfg.Journal = f.journal
 	stopClock := make(chan struct{})
 	defer close(stopClock)
@@ -188,7 +210,21 @@ func serve(ctx context.Context, f *serverFlags, cfg server.Config, log *slog.Log
 	if err != nil {
 		return err
 	}
-	<-ctx.Done()
+	// SIGHUP reloads the TLS files (they are also reloaded when they change).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for ctx.Err() == nil {
+		select {
+		case <-hup:
+			if cfg.TLS == nil {
+				log.Info("SIGHUP: nothing to reload (no TLS)")
+			} else {
+				_ = cfg.TLS.Reload() // logs what it did
+			}
+		case <-ctx.Done():
+		}
+	}
 	return shutdown(srv.Shutdown, f.shutdownTimeout, stopGrace, log)
 }
 
@@ -263,5 +299,8 @@ func runEtcdServer(ctx context.Context, f *serverFlags, stderr io.Writer) error 
 		return usageErr("-etcd-dial-timeout must be positive")
 	}
 	cfg.Etcd = etcdstore.Config{Endpoints: endpoints, Prefix: f.etcdPrefix, NodeID: id, Addr: advertise, DialTimeout: f.etcdDialTimeout}
+	if cfg.TLS, err = f.tls.store(f.addr, log); err != nil {
+		return err
+	}
 	return serve(ctx, f, cfg, log)
 }

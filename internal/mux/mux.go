@@ -1,9 +1,22 @@
 // Package mux shares one TCP listener between hashicorp/raft's transport and
 // discoverd's RPC: every connection opens with one byte saying which it is
 // for, so an operator gives each node a single host:port.
+//
+// With TLS, the whole connection is TLS and the protocol byte is the first
+// byte inside it: the peer is authenticated before the node reads which
+// protocol it wants, and a protocol may demand more of it (Raft: a server
+// certificate of the cluster, see Config.Authorize) before its first byte
+// reaches the protocol's server.
+//
+// The mux bounds what strangers can hold: connections in all and per remote
+// IP, connections not yet through the handshake (TLS and the protocol
+// byte), and how long that handshake may take. A connection over a limit is
+// closed at once, before a byte is read.
 package mux
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -20,27 +33,80 @@ const (
 	ConnRPC  byte = 2 // discoverd's native protocol (internal/wire)
 )
 
+// Config shapes a Mux. Zero fields take their defaults.
+type Config struct {
+	// TLS, if set, makes every connection TLS: the handshake comes first,
+	// the protocol byte inside it.
+	TLS *tls.Config
+	// Authorize, if set, is asked about every connection once its protocol
+	// byte is read (state is nil without TLS); an error closes it.
+	Authorize func(proto byte, state *tls.ConnectionState) error
+	// HandshakeTimeout bounds the TLS handshake and the protocol byte
+	// together. Default 5 s.
+	HandshakeTimeout time.Duration
+	// MaxConns bounds the connections open at once. Default 4096.
+	MaxConns int
+	// MaxConnsPerIP bounds the connections open at once from one remote IP.
+	// Default 1024.
+	MaxConnsPerIP int
+	// MaxHandshakes bounds the connections not yet through the handshake
+	// (unauthenticated, with TLS). Default 256.
+	MaxHandshakes int
+	Logger        *slog.Logger
+}
+
+// Defaults of Config.
+const (
+	DefaultHandshakeTimeout = 5 * time.Second
+	DefaultMaxConns         = 4096
+	DefaultMaxConnsPerIP    = 1024
+	DefaultMaxHandshakes    = 256
+)
+
+func (c Config) withDefaults() Config {
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = DefaultMaxConns
+	}
+	if c.MaxConnsPerIP <= 0 {
+		c.MaxConnsPerIP = DefaultMaxConnsPerIP
+	}
+	if c.MaxHandshakes <= 0 {
+		c.MaxHandshakes = DefaultMaxHandshakes
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
 // ErrClosed is returned by Accept on a closed listener.
 var ErrClosed = errors.New("mux: listener closed")
 
 // Mux accepts connections and hands each to the sub-listener registered for
 // its first byte. Connections with an unknown first byte, or none within the
-// handshake timeout, are closed.
+// handshake timeout, or that Authorize refuses, are closed.
 type Mux struct {
-	ln               net.Listener
-	log              *slog.Logger
-	handshakeTimeout time.Duration
+	ln  net.Listener
+	cfg Config
+	log *slog.Logger
 
 	mu      sync.Mutex
 	subs    map[byte]*Listener
-	waiting map[net.Conn]struct{} // connections still sending their protocol byte
+	waiting map[net.Conn]struct{} // connections still in their handshake
+	conns   int                   // open connections (counted until closed)
+	perIP   map[string]int        // open connections by remote IP
+	refused uint64                // connections closed at once for a limit (stats)
 	closed  bool
 	wg      sync.WaitGroup
 }
 
 // New wraps ln. Call Listen for each protocol, then Serve.
-func New(ln net.Listener, log *slog.Logger) *Mux {
-	return &Mux{ln: ln, log: log, handshakeTimeout: 10 * time.Second, subs: map[byte]*Listener{}, waiting: map[net.Conn]struct{}{}}
+func New(ln net.Listener, cfg Config) *Mux {
+	cfg = cfg.withDefaults()
+	return &Mux{ln: ln, cfg: cfg, log: cfg.Logger, subs: map[byte]*Listener{}, waiting: map[net.Conn]struct{}{}, perIP: map[string]int{}}
 }
 
 // Addr is the shared listener's address.
@@ -74,41 +140,147 @@ func (m *Mux) Serve() error {
 			return err
 		}
 		backoff = 0
-		m.mu.Lock()
-		if m.closed {
-			m.mu.Unlock()
+		cc, why := m.admit(c)
+		if cc == nil {
 			_ = c.Close()
+			if why != "" {
+				m.log.Debug("connection refused at once", "remote", c.RemoteAddr(), "limit", why)
+			}
 			continue
 		}
-		m.waiting[c] = struct{}{}
-		m.mu.Unlock()
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
-			m.handoff(c)
+			m.handoff(cc)
 		}()
 	}
 }
 
-func (m *Mux) handoff(c net.Conn) {
-	_ = c.SetReadDeadline(time.Now().Add(m.handshakeTimeout))
-	var b [1]byte
-	_, err := io.ReadFull(c, b[:])
+// remoteIP is the IP a connection comes from (its whole address if it has
+// no IP, e.g. a pipe in tests).
+func remoteIP(c net.Conn) string {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	return c.RemoteAddr().String()
+}
+
+// admit counts a new connection against the limits and returns it wrapped
+// so that closing it gives its place back; nil (and the limit) if it is
+// over one, or the mux is closed.
+func (m *Mux) admit(c net.Conn) (*countedConn, string) {
+	ip := remoteIP(c)
 	m.mu.Lock()
-	delete(m.waiting, c)
+	defer m.mu.Unlock()
+	var why string
+	switch {
+	case m.closed:
+		return nil, ""
+	case m.conns >= m.cfg.MaxConns:
+		why = fmt.Sprintf("%d connections open (-max-conns)", m.conns)
+	case m.perIP[ip] >= m.cfg.MaxConnsPerIP:
+		why = fmt.Sprintf("%d connections open from %s (-max-conns-per-ip)", m.perIP[ip], ip)
+	case len(m.waiting) >= m.cfg.MaxHandshakes:
+		why = fmt.Sprintf("%d connections in their handshake (-max-handshakes)", len(m.waiting))
+	}
+	if why != "" {
+		m.refused++
+		return nil, why
+	}
+	m.conns++
+	m.perIP[ip]++
+	cc := &countedConn{Conn: c, m: m, ip: ip}
+	m.waiting[cc] = struct{}{}
+	return cc, ""
+}
+
+// release gives a closed connection's place back.
+func (m *Mux) release(ip string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.conns--
+	if m.perIP[ip]--; m.perIP[ip] <= 0 {
+		delete(m.perIP, ip)
+	}
+}
+
+// Stats is what the mux holds now.
+type Stats struct {
+	Conns      int    // open connections
+	Handshakes int    // of them, still in their handshake
+	Refused    uint64 // connections closed at once for a limit, since start
+}
+
+// Stats returns what the mux holds now.
+func (m *Mux) Stats() Stats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return Stats{Conns: m.conns, Handshakes: len(m.waiting), Refused: m.refused}
+}
+
+// countedConn is a connection the mux counts until it is closed, by
+// whoever ends up holding it.
+type countedConn struct {
+	net.Conn
+	m    *Mux
+	ip   string
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.m.release(c.ip) })
+	return err
+}
+
+func (m *Mux) handoff(cc *countedConn) {
+	var c net.Conn = cc
+	deadline := time.Now().Add(m.cfg.HandshakeTimeout)
+	_ = c.SetDeadline(deadline)
+	var state *tls.ConnectionState
+	proto, err := func() (byte, error) {
+		if m.cfg.TLS != nil {
+			tc := tls.Server(cc, m.cfg.TLS)
+			c = tc
+			ctx, cancel := context.WithDeadline(context.Background(), deadline)
+			defer cancel()
+			if err := tc.HandshakeContext(ctx); err != nil {
+				return 0, fmt.Errorf("tls handshake: %w", err)
+			}
+			st := tc.ConnectionState()
+			state = &st
+		}
+		var b [1]byte
+		if _, err := io.ReadFull(c, b[:]); err != nil {
+			return 0, fmt.Errorf("protocol byte: %w", err)
+		}
+		return b[0], nil
+	}()
+	m.mu.Lock()
+	delete(m.waiting, cc)
 	closed := m.closed
-	l := m.subs[b[0]]
+	l := m.subs[proto]
 	m.mu.Unlock()
 	if err != nil || closed {
+		if err != nil {
+			m.log.Debug("closing connection in its handshake", "remote", cc.RemoteAddr(), "err", err)
+		}
 		_ = c.Close()
 		return
 	}
-	_ = c.SetReadDeadline(time.Time{})
 	if l == nil {
-		m.log.Warn("closing connection with unknown protocol byte", "remote", c.RemoteAddr(), "byte", b[0])
+		m.log.Warn("closing connection with unknown protocol byte", "remote", cc.RemoteAddr(), "byte", proto)
 		_ = c.Close()
 		return
 	}
+	if m.cfg.Authorize != nil {
+		if err := m.cfg.Authorize(proto, state); err != nil {
+			m.log.Warn("closing connection refused for its protocol", "remote", cc.RemoteAddr(), "byte", proto, "err", err)
+			_ = c.Close()
+			return
+		}
+	}
+	_ = c.SetDeadline(time.Time{})
 	select {
 	case l.conns <- c:
 	case <-l.done:
@@ -126,10 +298,14 @@ func (m *Mux) Close() error {
 	for _, l := range m.subs {
 		_ = l.Close()
 	}
+	waiting := make([]net.Conn, 0, len(m.waiting))
 	for c := range m.waiting {
-		_ = c.Close()
+		waiting = append(waiting, c)
 	}
 	m.mu.Unlock()
+	for _, c := range waiting { // outside the lock: closing one gives its place back
+		_ = c.Close()
+	}
 	return err
 }
 
@@ -160,17 +336,30 @@ func (l *Listener) Close() error {
 // Addr is the shared listener's address.
 func (l *Listener) Addr() net.Addr { return l.addr }
 
-// Dial connects to addr and sends the protocol byte b.
-func Dial(addr string, b byte, timeout time.Duration) (net.Conn, error) {
+// Dial connects to addr and sends the protocol byte b, all within timeout;
+// with tlsCfg, over TLS (the handshake first, the byte inside it).
+func Dial(addr string, b byte, timeout time.Duration, tlsCfg *tls.Config) (net.Conn, error) {
+	deadline := time.Now().Add(timeout)
 	c, err := net.DialTimeout("tcp", addr, timeout)
 	if err != nil {
 		return nil, err
 	}
-	_ = c.SetWriteDeadline(time.Now().Add(timeout))
+	_ = c.SetDeadline(deadline)
+	if tlsCfg != nil {
+		tc := tls.Client(c, tlsCfg)
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			_ = c.Close()
+			return nil, fmt.Errorf("tls handshake with %s: %w", addr, err)
+		}
+		c = tc
+	}
 	if _, err := c.Write([]byte{b}); err != nil {
 		_ = c.Close()
 		return nil, fmt.Errorf("send protocol byte to %s: %w", addr, err)
 	}
-	_ = c.SetWriteDeadline(time.Time{})
+	_ = c.SetDeadline(time.Time{})
 	return c, nil
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"sync"
 	"testing"
@@ -25,8 +24,7 @@ func newMux(t *testing.T, hs time.Duration) (*Mux, *Listener, *Listener, <-chan 
 
 func serveMux(t *testing.T, ln net.Listener, hs time.Duration) (*Mux, *Listener, *Listener, <-chan error) {
 	t.Helper()
-	m := New(ln, slog.New(slog.DiscardHandler))
-	m.handshakeTimeout = hs
+	m := New(ln, Config{HandshakeTimeout: hs})
 	a, b := m.Listen(1), m.Listen(2)
 	served := make(chan error, 1)
 	done := make(chan struct{})
@@ -83,7 +81,7 @@ func accept(t *testing.T, l *Listener) net.Conn {
 // dial connects with protocol byte b.
 func dial(t *testing.T, addr string, b byte) net.Conn {
 	t.Helper()
-	c, err := Dial(addr, b, 2*time.Second)
+	c, err := Dial(addr, b, 2*time.Second, nil)
 	if err != nil {
 		t.Fatalf("Dial: %v", err)
 	}
@@ -260,7 +258,7 @@ func TestMux_DialSendsTheByte(t *testing.T) {
 	}
 	defer ln.Close()
 	for _, p := range []byte{1, 2, 0xff} {
-		c, err := Dial(ln.Addr().String(), p, time.Second)
+		c, err := Dial(ln.Addr().String(), p, time.Second, nil)
 		if err != nil {
 			t.Fatalf("Dial: %v", err)
 		}
@@ -288,7 +286,7 @@ func TestMux_DialClosedPort(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	_ = ln.Close()
-	if c, err := Dial(addr, 1, time.Second); err == nil {
+	if c, err := Dial(addr, 1, time.Second, nil); err == nil {
 		_ = c.Close()
 		t.Fatal("Dial to a closed port succeeded")
 	}

@@ -7,9 +7,11 @@ package rpcconn
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +28,9 @@ type Options struct {
 	MaxFrame     int           // largest frame accepted from the server, default 128 MiB
 	MaxRequest   int           // largest frame sent; larger requests fail with codes.ErrTooLarge unsent, default 1 MiB (the server's default limit)
 	StreamBuffer int           // frames buffered per stream; a stream whose reader falls further behind is ended with ErrOverflow, default 64
+	// TLS, if set, gives the TLS configuration for dialling addr (called
+	// per connection). Nil: plaintext.
+	TLS func(addr string) *tls.Config
 }
 
 func (o Options) withDefaults() Options {
@@ -64,6 +69,25 @@ type Conn struct {
 	lastRecv atomic.Int64 // when the last frame arrived (Unix ns)
 }
 
+// ForServer returns a TLS option for clients: cfg for every address, with
+// the server verified by the host dialled (unless cfg names a ServerName).
+func ForServer(cfg *tls.Config) func(addr string) *tls.Config {
+	if cfg == nil {
+		return nil
+	}
+	return func(addr string) *tls.Config {
+		c := cfg.Clone()
+		if c.ServerName == "" {
+			host, _, err := net.SplitHostPort(addr)
+			if err != nil {
+				host = addr
+			}
+			c.ServerName = host
+		}
+		return c
+	}
+}
+
 // Dial connects to a node's port and speaks the RPC protocol on it.
 func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 	opts = opts.withDefaults()
@@ -74,11 +98,19 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 	if timeout <= 0 {
 		return nil, fmt.Errorf("dial %s: %w", addr, codes.ErrUnavailable)
 	}
-	nc, err := mux.Dial(addr, mux.ConnRPC, timeout)
+	var tlsCfg *tls.Config
+	if opts.TLS != nil {
+		tlsCfg = opts.TLS(addr)
+	}
+	nc, err := mux.Dial(addr, mux.ConnRPC, timeout, tlsCfg)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %v: %w", addr, err, codes.ErrUnavailable)
 	}
-	if tc, ok := nc.(*net.TCPConn); ok {
+	tcp := nc
+	if tc, ok := nc.(*tls.Conn); ok {
+		tcp = tc.NetConn()
+	}
+	if tc, ok := tcp.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 		_ = tc.SetKeepAlive(true)
 		_ = tc.SetKeepAlivePeriod(15 * time.Second)
@@ -224,6 +256,11 @@ func (c *Conn) Call(ctx context.Context, method string, forwarded bool, req, res
 		}
 		// A partial frame may have reached the server; only a request that
 		// never left is known not to have been applied, and we cannot tell.
+		// If the connection had failed already (the server refused a TLS
+		// client certificate, say), that is the reason worth reading.
+		if cerr := c.Err(); cerr != nil && !strings.Contains(err.Error(), cerr.Error()) {
+			err = fmt.Errorf("%v (%v)", err, cerr)
+		}
 		return fmt.Errorf("%s to %s: sending failed: %v: %w", method, c.addr, err, codes.ErrUnknownOutcome)
 	}
 	answer := func(f *wire.Frame) error {

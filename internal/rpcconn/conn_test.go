@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/discoverd/discoverd/internal/codes"
-	"github.com/discoverd/discoverd/internal/logging"
 	"github.com/discoverd/discoverd/internal/mux"
 	"github.com/discoverd/discoverd/internal/wire"
 )
@@ -39,7 +38,7 @@ func newServer(t *testing.T, handle func(*serverConn, *wire.Frame)) *fakeServer 
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := mux.New(ln, logging.Discard())
+	m := mux.New(ln, mux.Config{})
 	rl := m.Listen(mux.ConnRPC)
 	go func() { _ = m.Serve() }()
 	s := &fakeServer{addr: ln.Addr().String(), conns: make(chan *serverConn, 16)}
