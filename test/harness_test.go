@@ -64,6 +64,9 @@ type harness struct {
 	t   testing.TB
 	bin string
 	dir string
+	// env is added to the environment of every process and CLI call (the
+	// TLS tests set DISCOVERD_CA, DISCOVERD_CERT and DISCOVERD_KEY).
+	env []string
 
 	mu   sync.Mutex
 	logs []string // log files, printed if the test fails
@@ -132,7 +135,9 @@ func (h *harness) start(name string, args ...string) *proc {
 func (h *harness) startWithStdout(name string, w *os.File, args ...string) *proc {
 	h.t.Helper()
 	_, logPath := h.logFile(name)
-	spec := prockit.Spec{Name: name, Cmd: exec.Command(h.bin, args...), Log: logPath}
+	cmd := exec.Command(h.bin, args...)
+	cmd.Env = append(os.Environ(), h.env...)
+	spec := prockit.Spec{Name: name, Cmd: cmd, Log: logPath}
 	if w != nil {
 		spec.Stdout = w
 	}
@@ -206,6 +211,8 @@ type cluster struct {
 	h     *harness
 	nodes []*node
 	peers string // -peers, identical on every node
+	// args, if set, gives extra server flags for a node (e.g. its TLS files).
+	args func(nd *node) []string
 }
 
 // freePorts returns n distinct loopback ports that were free a moment ago,
@@ -223,7 +230,13 @@ func freePorts(t testing.TB, n int) []int {
 // startCluster starts n server processes n1..nN with identical -peers.
 func (h *harness) startCluster(n int) *cluster {
 	h.t.Helper()
-	c := &cluster{h: h}
+	return h.startClusterWith(n, nil)
+}
+
+// startClusterWith is startCluster with extra flags for each node.
+func (h *harness) startClusterWith(n int, args func(nd *node) []string) *cluster {
+	h.t.Helper()
+	c := &cluster{h: h, args: args}
 	var peers []string
 	for i, port := range freePorts(h.t, n) {
 		nd := &node{id: fmt.Sprintf("n%d", i+1), addr: fmt.Sprintf("127.0.0.1:%d", port)}
@@ -243,6 +256,9 @@ func (c *cluster) startNode(nd *node) {
 	c.h.t.Helper()
 	nd.starts++
 	args := append(prockit.ServerArgs(nd.id, nd.addr, nd.dataDir, c.peers), prockit.RaftFlags()...)
+	if c.args != nil {
+		args = append(args, c.args(nd)...)
+	}
 	nd.p = c.h.start("server-"+nd.id, args...)
 }
 
@@ -302,6 +318,7 @@ func (h *harness) cli(timeout time.Duration, args ...string) cliResult {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, h.bin, args...)
+	cmd.Env = append(os.Environ(), h.env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

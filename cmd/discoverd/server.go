@@ -191,6 +191,7 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if cfg.TLS, err = f.tls.store(f.addr, log); err != nil {
 		return err
 	}
+	cfg.TLSReload = f.tls.reload
 	cfg.Journal = f.journal
 	stopClock := make(chan struct{})
 	defer close(stopClock)
@@ -302,5 +303,6 @@ func runEtcdServer(ctx context.Context, f *serverFlags, stderr io.Writer) error 
 	if cfg.TLS, err = f.tls.store(f.addr, log); err != nil {
 		return err
 	}
+	cfg.TLSReload = f.tls.reload
 	return serve(ctx, f, cfg, log)
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/discoverd/discoverd/internal/tlsutil"
 )
@@ -20,6 +21,7 @@ type serverTLSFlags struct {
 	verifyClients bool
 	cluster       string
 	insecure      bool
+	reload        time.Duration
 }
 
 func (t *serverTLSFlags) register(fs *flag.FlagSet) {
@@ -29,6 +31,7 @@ func (t *serverTLSFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&t.verifyClients, "tls-verify-clients", true, "with TLS: require a client certificate signed by the CA on client connections (false: verify one if given)")
 	fs.StringVar(&t.cluster, "cluster-name", tlsutil.DefaultCluster, "the cluster's name in its certificates (server.<name>.discoverd)")
 	fs.BoolVar(&t.insecure, "insecure", false, "allow listening beyond loopback without TLS: anyone who reaches the port can then take over the cluster")
+	fs.DurationVar(&t.reload, "tls-reload", 5*time.Second, "how often to check the TLS files for a change (a changed file is reloaded; SIGHUP reloads at once)")
 }
 
 func (t *serverTLSFlags) any() bool { return t.ca != "" || t.cert != "" || t.key != "" }
@@ -52,6 +55,9 @@ func (t *serverTLSFlags) store(addr string, log *slog.Logger) (*tlsutil.Store, e
 	}
 	if t.ca == "" || t.cert == "" || t.key == "" {
 		return nil, usageErr("TLS needs -tls-ca, -tls-cert and -tls-key together")
+	}
+	if t.reload < 100*time.Millisecond || t.reload > time.Hour {
+		return nil, usageErr("-tls-reload %v: want 100ms to 1h", t.reload)
 	}
 	return tlsutil.Load(tlsutil.Files{CA: t.ca, Cert: t.cert, Key: t.key},
 		tlsutil.Options{Cluster: t.cluster, VerifyClients: t.verifyClients, Logger: log.With("component", "tls")})
