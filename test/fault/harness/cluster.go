@@ -64,6 +64,10 @@ type Options struct {
 	// BeforeStart, if set, runs once the node directories exist and before
 	// any node starts (e.g. to mount a FUSE layer over a data dir).
 	BeforeStart func(nodes []*Node) error
+	// TLS runs the nodes with TLS: a CA and certificates made for the run
+	// (in Dir/tls), Raft mutual TLS, clients with a client certificate
+	// (ClientTLS). Without it, nodes beyond loopback get -insecure.
+	TLS bool
 }
 
 // Node is one member.
@@ -82,6 +86,7 @@ type Node struct {
 type Cluster struct {
 	opts  Options
 	Nodes []*Node
+	tls   *clusterTLS // nil without TLS
 
 	mu     sync.Mutex
 	procs  []*prockit.Proc // nil while a node is stopped
@@ -105,8 +110,13 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("network layout: %w", err)
 	}
-	c := &Cluster{opts: opts, procs: make([]*prockit.Proc, opts.Nodes), paused: make([]bool, opts.Nodes),
-		pool: rpcconn.NewPool(rpcconn.Options{DialTimeout: time.Second})}
+	c := &Cluster{opts: opts, procs: make([]*prockit.Proc, opts.Nodes), paused: make([]bool, opts.Nodes)}
+	if opts.TLS {
+		if c.tls, err = makeTLS(filepath.Join(opts.Dir, "tls"), addrs); err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+	}
+	c.pool = rpcconn.NewPool(rpcconn.Options{DialTimeout: time.Second, TLS: c.ClientTLS()})
 	ids := make([]string, opts.Nodes)
 	for i := range opts.Nodes {
 		ids[i] = fmt.Sprintf("n%d", i+1)
@@ -159,6 +169,7 @@ func (c *Cluster) StartNode(i int) error {
 	args := append(prockit.ServerArgs(n.ID, n.Addrs.Listen, n.DataDir, c.peers()), "-advertise", n.Addrs.Advertise,
 		"-journal", n.Journal, "-fault-clock", n.Clock, "-ttl-grace", "1s", "-log-level", "info")
 	args = append(args, prockit.RaftFlags()...)
+	args = append(args, c.tlsArgs(i)...)
 	args = append(args, c.opts.Network.NodeArgs(i)...)
 	args = append(args, c.opts.Args...)
 	cmd := c.opts.Network.Command(i, c.opts.Bin, args...)

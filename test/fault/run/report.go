@@ -51,6 +51,9 @@ func summary(res *Result, html []string) string {
 	fmt.Fprintf(&b, "# Fault run %s — %s\n\n", sc.Name, verdict)
 	fmt.Fprintf(&b, "- seed %d, %d nodes, %s network, %v of faults (quiet %v, hold %v), run took %v\n",
 		sc.Seed, sc.Nodes, orDefault(sc.Network, "proxy"), sc.Duration, sc.Quiet, sc.Hold, res.Elapsed.Round(time.Second))
+	if sc.TLS {
+		fmt.Fprintf(&b, "- TLS on: Raft mutual TLS, clients with a client certificate (nodes/tls/)\n")
+	}
 	if sc.Bug != "" {
 		fmt.Fprintf(&b, "- **planted bug: %s** (faultbugs build)\n", sc.Bug)
 	}

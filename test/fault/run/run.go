@@ -100,7 +100,7 @@ func Run(ctx context.Context, sc Scenario, opts Options) (*Result, error) {
 	}
 	nodesDir := filepath.Join(dir, "nodes")
 	c, err := harness.Start(ctx, harness.Options{Nodes: sc.Nodes, Dir: nodesDir, Bin: bin, Network: network,
-		Args: sc.Args, Env: env, Logf: logf, BeforeStart: beforeStart})
+		Args: sc.Args, Env: env, Logf: logf, BeforeStart: beforeStart, TLS: sc.TLS})
 	if err != nil {
 		if disk != nil {
 			_ = disk.Unmount()
@@ -121,7 +121,9 @@ func Run(ctx context.Context, sc Scenario, opts Options) (*Result, error) {
 	for _, n := range c.Nodes {
 		nodes = append(nodes, workload.Node{ID: n.ID, Addr: n.Addrs.Client})
 	}
-	w := workload.New(sc.Workload, nodes, leader)
+	wcfg := sc.Workload
+	wcfg.TLS = c.ClientTLS()
+	w := workload.New(wcfg, nodes, leader)
 	wctx, stopWorkload := context.WithCancel(ctx)
 	defer stopWorkload()
 	w.Start(wctx)
@@ -279,7 +281,7 @@ func finalState(ctx context.Context, c *harness.Cluster, services []string) (uin
 	if err != nil {
 		return 0, nil, err
 	}
-	pool := rpcconn.NewPool(rpcconn.Options{})
+	pool := rpcconn.NewPool(rpcconn.Options{TLS: c.ClientTLS()})
 	defer pool.Close()
 	addr := c.Nodes[l].Addrs.Client
 	call := func(method string, req, resp any) error {

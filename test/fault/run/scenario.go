@@ -27,6 +27,7 @@ type Scenario struct {
 	Args     []string // extra server flags (e.g. a low -snapshot-threshold)
 	Bug      string   // a planted bug ($DISCOVERD_BUG, faultbugs build) — proof runs only
 	Disk     bool     // put node 1's data dir on the FUSE layer (slow-fsync / fsync-error nemeses)
+	TLS      bool     // nodes and clients speak TLS (Raft mutual TLS), with certificates made for the run
 }
 
 // Tier names.
@@ -81,6 +82,18 @@ func Tier(name string, seed int64, duration time.Duration) ([]Scenario, error) {
 				// Clients pinned to followers that get cut off from the leader.
 				s := base("client-cut-off", seed, "partition-halves", "partition-leader")
 				s.Workload.FollowerOnly = 0.75
+				return s
+			}(),
+			// The same faults with TLS on: Raft reconnects over mutual TLS
+			// after every kill and partition.
+			func() Scenario {
+				s := base("kill-tls", seed, "kill-leader", "kill-random")
+				s.TLS = true
+				return s
+			}(),
+			func() Scenario {
+				s := base("partition-tls", seed, "partition-leader", "partition-one-way")
+				s.TLS = true
 				return s
 			}(),
 		)

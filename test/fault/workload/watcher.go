@@ -65,7 +65,7 @@ func (wt *watcher) session(ctx context.Context, node int) string {
 		s.Closed = now()
 		wt.sessions = append(wt.sessions, s.WatchSession)
 	}()
-	conn, err := rpcconn.Dial(ctx, wt.w.nodes[node].Addr, rpcconn.Options{DialTimeout: 500 * time.Millisecond, StreamBuffer: 1024})
+	conn, err := rpcconn.Dial(ctx, wt.w.nodes[node].Addr, rpcconn.Options{DialTimeout: 500 * time.Millisecond, StreamBuffer: 1024, TLS: wt.w.cfg.TLS})
 	if err != nil {
 		s.End = "error: " + err.Error()
 		return s.End

@@ -13,6 +13,7 @@ package workload
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -41,6 +42,8 @@ type Config struct {
 	OpTimeout         time.Duration // one attempt's deadline
 	Think             time.Duration // pause between a client's operations (randomized ±50%)
 	Seed              int64
+	// TLS gives the nodes' TLS for an address (nil: plaintext).
+	TLS func(addr string) *tls.Config
 }
 
 // DefaultConfig is a moderate load for a 3-node cluster on 2 cores.
@@ -197,8 +200,8 @@ type conns struct {
 	pool *rpcconn.Pool
 }
 
-func newConns() *conns {
-	return &conns{pool: rpcconn.NewPool(rpcconn.Options{DialTimeout: 500 * time.Millisecond})}
+func (w *Workload) newConns() *conns {
+	return &conns{pool: rpcconn.NewPool(rpcconn.Options{DialTimeout: 500 * time.Millisecond, TLS: w.cfg.TLS})}
 }
 
 func (w *Workload) call(ctx context.Context, cs *conns, node int, method string, req, resp any) error {
@@ -225,7 +228,7 @@ func requestID(client string, rng *rand.Rand) string {
 
 // linClient registers, unregisters and lists one service, one attempt per op.
 func (w *Workload) linClient(ctx context.Context, svc, base string, rng *rand.Rand, pinned int) {
-	cs := newConns()
+	cs := w.newConns()
 	defer cs.pool.Close()
 	gen := 0
 	client := fmt.Sprintf("%s#%d", base, gen)
@@ -293,7 +296,7 @@ func (w *Workload) linClient(ctx context.Context, svc, base string, rng *rand.Ra
 // nodes; it registers again when told the instance is gone, and may stop
 // heartbeating on purpose (recorded as a Stop op) and end.
 func (w *Workload) ttlClient(ctx context.Context, svc, addr, base string, rng *rand.Rand) {
-	cs := newConns()
+	cs := w.newConns()
 	defer cs.pool.Close()
 	client := base
 	ttl := w.cfg.TTL
