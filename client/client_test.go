@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/discoverd/discoverd/client"
+	"github.com/discoverd/discoverd/server"
 	tc "github.com/discoverd/discoverd/server/servertest"
 )
 
@@ -1664,5 +1665,31 @@ func TestClient_ValidationBeforeHostLookup(t *testing.T) {
 	}
 	if err := cl.Unregister("cache", 0); !errors.Is(err, client.ErrInvalidArgument) {
 		t.Errorf("Unregister(port 0): err = %v, want ErrInvalidArgument", err)
+	}
+}
+
+// TestClient_RedialsAfterTheServerClosedAnIdleConnection: a node closes a
+// connection with nothing in flight after its idle timeout; the client's
+// next call dials again and succeeds, with no error for the caller.
+func TestClient_RedialsAfterTheServerClosedAnIdleConnection(t *testing.T) {
+	c := tc.New(t, tc.Options{Configure: func(i int, cfg *server.Config) {
+		cfg.RPC.IdleTimeout = 300 * time.Millisecond
+	}})
+	leader := c.Leader()
+	cl := c.Client(leader)
+	ctx := tc.Context(t, 20*time.Second)
+	if err := cl.RegisterAddr(ctx, "idle", "10.0.0.1:80", nil, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.UnregisterAddr(ctx, "idle", "10.0.0.1:80"); err != nil {
+		t.Fatal(err)
+	}
+	tc.WaitFor(t, 10*time.Second, "the leader to close its idle client connections", func() bool {
+		return leader.Srv.RPC().Conns() == 0
+	})
+	for i := range 3 {
+		if _, _, err := cl.Instances(ctx, "idle", client.ListOptions{}); err != nil {
+			t.Fatalf("call %d after the idle close: %v", i, err)
+		}
 	}
 }

@@ -43,7 +43,15 @@ type Config struct {
 	// so clients can tell a quiet stream from a dead (paused, cut off)
 	// server. Default 2 s.
 	StreamKeepalive time.Duration
-	Logger          *slog.Logger
+	// FrameTimeout bounds how long a frame may take to arrive once its
+	// length has; a connection whose frame is not complete by then is
+	// closed. Default 10 s.
+	FrameTimeout time.Duration
+	// IdleTimeout closes a connection that has had no call in flight, no
+	// open watch stream and no frame from the client for this long (the
+	// client redials when it needs one again). Default 5 min.
+	IdleTimeout time.Duration
+	Logger      *slog.Logger
 }
 
 func (c Config) withDefaults() Config {
@@ -64,6 +72,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.StreamKeepalive <= 0 {
 		c.StreamKeepalive = 2 * time.Second
+	}
+	if c.FrameTimeout <= 0 {
+		c.FrameTimeout = 10 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 5 * time.Minute
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -127,6 +141,13 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 }
 
+// Conns is the number of client connections open now.
+func (s *Server) Conns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
 // Shutdown stops accepting, ends every stream and waits (up to ctx) for
 // in-flight requests to answer, then closes every connection.
 func (s *Server) Shutdown(ctx context.Context) {
@@ -164,20 +185,74 @@ type conn struct {
 
 	mu      sync.Mutex
 	streams map[uint64]context.CancelFunc
+	active  int  // calls in flight and open streams (guarded by mu)
+	stopped bool // stopReading was called: no deadline may move again (guarded by mu)
 	sem     chan struct{}
 	wg      sync.WaitGroup
 }
 
 // stopReading makes the read loop return; answers in flight still go out.
-func (c *conn) stopReading() { _ = c.nc.SetReadDeadline(time.Now()) }
+func (c *conn) stopReading() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stopped = true
+	_ = c.nc.SetReadDeadline(time.Now())
+}
+
+// Read deadlines. Between frames, a connection with nothing in flight
+// (no call, no stream) must send its next frame within IdleTimeout; one
+// with something in flight may stay silent. Once a frame's length has
+// arrived, the frame must be complete within FrameTimeout.
+
+// waitDeadlineLocked sets the deadline for the next frame. Lock must be held.
+func (c *conn) waitDeadlineLocked() {
+	if c.stopped {
+		return
+	}
+	var dl time.Time
+	if c.active == 0 {
+		dl = time.Now().Add(c.s.cfg.IdleTimeout)
+	}
+	_ = c.nc.SetReadDeadline(dl)
+}
+
+// frameStarted bounds the rest of a frame whose length has arrived.
+func (c *conn) frameStarted() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.stopped {
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.FrameTimeout))
+	}
+}
+
+// begin and end count a call or stream in flight; the connection's idle
+// clock runs only while nothing is.
+func (c *conn) begin() {
+	c.mu.Lock()
+	c.active++
+	c.mu.Unlock()
+}
+
+func (c *conn) end() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.active--; c.active == 0 {
+		c.waitDeadlineLocked()
+	}
+}
 
 func (c *conn) serve() {
 	defer c.nc.Close()
 	ctx, cancel := context.WithCancel(c.s.ctx)
 	defer cancel()
-	br := bufio.NewReaderSize(c.nc, 32<<10)
+	// A small read buffer: larger frames are read past it, into a buffer
+	// that grows with what arrives (wire.ReadFrameWith).
+	br := bufio.NewReaderSize(c.nc, 4<<10)
 	for {
-		f, err := wire.ReadFrame(br, c.s.cfg.MaxFrame)
+		c.mu.Lock()
+		c.waitDeadlineLocked()
+		c.mu.Unlock()
+		f, err := wire.ReadFrameWith(br, c.s.cfg.MaxFrame, c.frameStarted)
 		if err != nil {
 			switch {
 			case errors.Is(err, codes.ErrTooLarge):
@@ -197,7 +272,9 @@ func (c *conn) serve() {
 				// The frame was whole; only its header was bad. Keep serving.
 				c.writeError(0, err)
 				continue
-			case !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !isTimeout(err):
+			case isTimeout(err):
+				c.s.log.Debug("closing connection: idle, or a frame did not arrive in time", "remote", c.nc.RemoteAddr())
+			case !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed):
 				c.s.log.Debug("connection read failed", "remote", c.nc.RemoteAddr(), "err", err)
 			}
 			break
@@ -233,8 +310,10 @@ func (c *conn) serve() {
 			break
 		}
 		c.wg.Add(1)
+		c.begin()
 		c.s.workers.run(func() {
 			defer c.wg.Done()
+			defer c.end()
 			defer func() { <-c.sem }()
 			c.handle(ctx, f)
 		})
@@ -293,14 +372,18 @@ func (c *conn) openStream(ctx context.Context, seq uint64) (context.Context, con
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	c.streams[seq] = cancel
+	c.active++
 	return sctx, cancel, nil
 }
 
 func (c *conn) closeStream(seq uint64, cancel context.CancelFunc) {
 	cancel()
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	delete(c.streams, seq)
-	c.mu.Unlock()
+	if c.active--; c.active == 0 {
+		c.waitDeadlineLocked()
+	}
 }
 
 func (c *conn) cancelStream(seq uint64) {

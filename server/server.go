@@ -352,6 +352,10 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 // ID returns the node id.
 func (s *Server) ID() string { return s.cfg.Raft.ID }
 
+// RPC is the node's protocol server; Mux the port's (tests, stats).
+func (s *Server) RPC() *rpc.Server { return s.rpc }
+func (s *Server) Mux() *mux.Mux    { return s.mux }
+
 // Node, FSM, Tracker and Store expose the parts to tests in this module.
 func (s *Server) Node() *raftnode.Node    { return s.node }
 func (s *Server) FSM() *fsm.FSM           { return s.fsm }

@@ -38,7 +38,7 @@ type serverFlags struct {
 	logLevel, logFormat                           string
 	tls                                           serverTLSFlags
 	maxConns, maxConnsPerIP, maxHandshakes        int
-	handshakeTimeout                              time.Duration
+	handshakeTimeout, frameTimeout, idleTimeout   time.Duration
 }
 
 func (f *serverFlags) register(fs *flag.FlagSet, withIdentity bool) {
@@ -62,6 +62,8 @@ func (f *serverFlags) register(fs *flag.FlagSet, withIdentity bool) {
 	fs.IntVar(&f.maxConnsPerIP, "max-conns-per-ip", mux.DefaultMaxConnsPerIP, "most connections open at once from one remote IP")
 	fs.IntVar(&f.maxHandshakes, "max-handshakes", mux.DefaultMaxHandshakes, "most connections at once still in their handshake (TLS and the protocol byte: not yet authenticated)")
 	fs.DurationVar(&f.handshakeTimeout, "handshake-timeout", mux.DefaultHandshakeTimeout, "how long a new connection may take for its TLS handshake and protocol byte")
+	fs.DurationVar(&f.frameTimeout, "frame-timeout", 10*time.Second, "how long a client frame may take to arrive once its length has (then the connection is closed)")
+	fs.DurationVar(&f.idleTimeout, "idle-timeout", 5*time.Minute, "close a client connection with no call, no watch and no frame for this long (clients redial)")
 	fs.DurationVar(&f.heartbeat, "raft-heartbeat-timeout", d.HeartbeatTimeout, "Raft heartbeat timeout")
 	fs.DurationVar(&f.election, "raft-election-timeout", d.ElectionTimeout, "Raft election timeout")
 	fs.DurationVar(&f.lease, "raft-leader-lease-timeout", d.LeaderLeaseTimeout, "Raft leader lease timeout (at most the heartbeat timeout)")
@@ -107,9 +109,16 @@ func (f *serverFlags) config(log *slog.Logger) (server.Config, error) {
 	if f.handshakeTimeout < 100*time.Millisecond || f.handshakeTimeout > time.Minute {
 		return server.Config{}, usageErr("-handshake-timeout %v: want 100ms to 1m", f.handshakeTimeout)
 	}
+	if f.frameTimeout < 100*time.Millisecond || f.frameTimeout > 10*time.Minute {
+		return server.Config{}, usageErr("-frame-timeout %v: want 100ms to 10m", f.frameTimeout)
+	}
+	if f.idleTimeout < time.Second || f.idleTimeout > 24*time.Hour {
+		return server.Config{}, usageErr("-idle-timeout %v: want 1s to 24h", f.idleTimeout)
+	}
 	cfg := server.Config{Raft: rc, Logger: log}
 	cfg.TTL.Grace = f.grace
 	cfg.RPC.MaxFrame = f.maxFrame
+	cfg.RPC.FrameTimeout, cfg.RPC.IdleTimeout = f.frameTimeout, f.idleTimeout
 	cfg.Mux = mux.Config{MaxConns: f.maxConns, MaxConnsPerIP: f.maxConnsPerIP, MaxHandshakes: f.maxHandshakes, HandshakeTimeout: f.handshakeTimeout}
 	return cfg, nil
 }

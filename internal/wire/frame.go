@@ -148,20 +148,30 @@ func SkipFrame(r *bufio.Reader, size int64, max int64) (uint64, error) {
 // ReadFrame reads one frame. A frame longer than max fails with ErrTooLarge
 // (the stream cannot be trusted after that: close the connection); a frame
 // whose header does not decode fails with ErrInvalidArgument.
-func ReadFrame(r *bufio.Reader, max int) (*Frame, error) {
+func ReadFrame(r *bufio.Reader, max int) (*Frame, error) { return ReadFrameWith(r, max, nil) }
+
+// frameStep is the most a frame's buffer holds before its bytes arrive: the
+// buffer grows (doubling) with what a peer actually sends, never to the
+// length it claims, so a peer must send N bytes to make a node hold N.
+const frameStep = 4 << 10
+
+// ReadFrameWith is ReadFrame, calling started (if set) once a frame's
+// length has arrived and before its bytes are read: the caller bounds how
+// long the rest may take from there (rpc's frame timeout).
+func ReadFrameWith(r *bufio.Reader, max int, started func()) (*Frame, error) {
 	var lenBuf [4]byte
 	if _, err := io.ReadFull(r, lenBuf[:]); err != nil {
 		return nil, err
 	}
-	n := binary.BigEndian.Uint32(lenBuf[:])
-	if int64(n) > int64(max) {
-		return nil, &TooLargeError{Size: int64(n), Limit: max}
+	if started != nil {
+		started()
 	}
-	b := make([]byte, n)
-	if _, err := io.ReadFull(r, b); err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
+	n := int64(binary.BigEndian.Uint32(lenBuf[:]))
+	if n > int64(max) {
+		return nil, &TooLargeError{Size: n, Limit: max}
+	}
+	b, err := readGrowing(r, int(n))
+	if err != nil {
 		return nil, err
 	}
 	f := &Frame{}
@@ -172,6 +182,29 @@ func ReadFrame(r *bufio.Reader, max int) (*Frame, error) {
 	// The body is whatever follows the header.
 	f.body = b[hn:]
 	return f, nil
+}
+
+// readGrowing reads exactly n bytes into a buffer that starts at frameStep
+// (or n, if smaller: one allocation for a small frame) and doubles as the
+// bytes arrive.
+func readGrowing(r io.Reader, n int) ([]byte, error) {
+	b := make([]byte, 0, min(n, frameStep))
+	for len(b) < n {
+		if len(b) == cap(b) {
+			nb := make([]byte, len(b), min(n, 2*cap(b)))
+			copy(nb, b)
+			b = nb
+		}
+		m, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+m]
+		if err != nil && len(b) < n {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+	return b, nil
 }
 
 // Encoders and decoders are reused: a new one per frame was the largest

@@ -22,14 +22,18 @@ type FrameWriter struct {
 	timeout time.Duration
 	waiting atomic.Int64 // writers between encoding and the lock
 	mu      sync.Mutex
-	bw      *bufio.Writer
-	written uint64 // frames written to bw (guarded by mu)
-	flushed uint64 // frames flushed, or failed to (guarded by mu)
+	bw      *bufio.Writer // made on the first write: a connection that never gets a frame holds none (guarded by mu)
+	written uint64        // frames written to bw (guarded by mu)
+	flushed uint64        // frames flushed, or failed to (guarded by mu)
 }
+
+// writeBuffer is the size of a FrameWriter's buffer: frames written together
+// (a fan-out's events) leave in one write(2) up to this size.
+const writeBuffer = 32 << 10
 
 // NewFrameWriter returns a writer to conn that bounds each flush by timeout.
 func NewFrameWriter(conn net.Conn, timeout time.Duration) *FrameWriter {
-	return &FrameWriter{conn: conn, timeout: timeout, bw: bufio.NewWriterSize(conn, 32<<10)}
+	return &FrameWriter{conn: conn, timeout: timeout}
 }
 
 // WriteFrame writes one frame. An encoding error (wrapping ErrEncode, or a
@@ -47,6 +51,9 @@ func (w *FrameWriter) WriteFrame(hdr *Header, body any, limit int) error {
 	w.waiting.Add(1)
 	w.mu.Lock()
 	w.waiting.Add(-1)
+	if w.bw == nil {
+		w.bw = bufio.NewWriterSize(w.conn, writeBuffer)
+	}
 	_ = w.conn.SetWriteDeadline(time.Now().Add(w.timeout))
 	if _, err := w.bw.Write(buf.Bytes()); err != nil {
 		w.mu.Unlock()
