@@ -154,7 +154,19 @@ func TestRPC_BadInputIsRejectedAndChangesNothing(t *testing.T) {
 		{"heartbeat bad name", wire.MethodHeartbeat, &wire.HeartbeatRequest{Instances: []wire.InstanceKey{{Name: "a b", Addr: "h:1"}}}, "service name"},
 		{"list bad name", wire.MethodList, &wire.ListRequest{Name: "a*"}, "service name"},
 		{"list bad filter", wire.MethodList, &wire.ListRequest{Name: "a", Attrs: map[string]string{"": "x"}}, "attribute key is empty"},
-		{"register body of wrong shape", wire.MethodRegister, []string{"not", "a", "map"}, "malformed Register body"},
+		{"register body of wrong shape", wire.MethodRegister, []string{"not", "a", "map"}, "Register body is an array, not a map"},
+		// An array in the order of the fields, which the codec would take
+		// as the struct.
+		{"register body an array of its fields", wire.MethodRegister, []any{"web", "h:1", map[string]string{}, 0, ""}, "Register body is an array, not a map"},
+		{"list body a string", wire.MethodList, "web", "List body is a string, not a map"},
+		{"addr not UTF-8", wire.MethodRegister, &wire.RegisterRequest{Name: "web", Addr: "h\xff:1"}, "not UTF-8 at byte 1 of its host"},
+		{"attr key not UTF-8", wire.MethodRegister, &wire.RegisterRequest{Name: "web", Addr: "h:1", Attrs: map[string]string{"k\xc3": "v"}}, "not UTF-8 at byte 1"},
+		{"attr value not UTF-8", wire.MethodRegister, &wire.RegisterRequest{Name: "web", Addr: "h:1", Attrs: map[string]string{"k": "\xe2\x82"}}, "not UTF-8 at byte 0"},
+		{"attr key with =", wire.MethodRegister, &wire.RegisterRequest{Name: "web", Addr: "h:1", Attrs: map[string]string{"a=b": "v"}}, "has '=' at byte 1"},
+		{"attr value with a newline", wire.MethodRegister, &wire.RegisterRequest{Name: "web", Addr: "h:1", Attrs: map[string]string{"k": "a\nb"}}, "control character U+000A at byte 1"},
+		{"attr key with a C1 control", wire.MethodRegister, &wire.RegisterRequest{Name: "web", Addr: "h:1", Attrs: map[string]string{"k\u0085": "v"}}, "control character U+0085"},
+		{"list filter key with =", wire.MethodList, &wire.ListRequest{Name: "a", Attrs: map[string]string{"x=y": "1"}}, "has '='"},
+		{"request id with a control", wire.MethodRegister, &wire.RegisterRequest{Name: "web", Addr: "h:1", RequestID: "a\x00"}, "request id"},
 		{"register wrong field type", wire.MethodRegister, map[string]any{"name": 12, "addr": "h:1"}, "malformed Register body"},
 		{"unknown method", "Explode", &wire.Empty{}, `method "Explode"`},
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -52,6 +53,28 @@ func (c *clientFlags) client(ttl time.Duration) (*client.Client, error) {
 	return cl, nil
 }
 
+// ttlFlag is -ttl: a duration with a unit, 1s to 24h. A bare number gets
+// a hint ("-ttl 10": did you mean 10s?), and 0 is refused (it would mean
+// the default, which is not what someone typing 0 meant).
+type ttlFlag time.Duration
+
+func (f *ttlFlag) String() string { return time.Duration(*f).String() }
+
+func (f *ttlFlag) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		if _, nerr := strconv.ParseFloat(s, 64); nerr == nil {
+			return fmt.Errorf("%q has no unit: did you mean %ss?", s, s)
+		}
+		return fmt.Errorf("%q is not a duration (e.g. 10s, 2m)", s)
+	}
+	if err := validate.TTL(d); err != nil || d == 0 {
+		return fmt.Errorf("ttl %v is out of range: allowed 1s to 24h", d)
+	}
+	*f = ttlFlag(d)
+	return nil
+}
+
 // parseAttrs parses key=value arguments.
 func parseAttrs(args []string) (map[string]string, error) {
 	if len(args) == 0 {
@@ -78,7 +101,9 @@ func runRegister(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	var cf clientFlags
 	fs := newFlagSet("register", "NAME HOST:PORT [key=value ...]", stderr)
 	cf.register(fs)
-	ttl := fs.Duration("ttl", client.DefaultTTL, "time to live without a heartbeat (1s to 24h); heartbeats go every ~ttl/3")
+	ttl := new(time.Duration)
+	*ttl = client.DefaultTTL
+	fs.Var((*ttlFlag)(ttl), "ttl", "time to live without a heartbeat (1s to 24h, with a unit: 10s, 2m); heartbeats go every ~ttl/3")
 	if err := parse(fs, args); err != nil {
 		return err
 	}

@@ -129,3 +129,30 @@ func TestTLS_Loopback(t *testing.T) {
 		}
 	}
 }
+
+// TestCLI_TTLFlag: -ttl 0 is a usage error, a bare number gets a hint.
+func TestCLI_TTLFlag(t *testing.T) {
+	for arg, want := range map[string]string{
+		"0":     "ttl 0s is out of range: allowed 1s to 24h",
+		"10":    `"10" has no unit: did you mean 10s?`,
+		"abc":   "is not a duration",
+		"25h":   "ttl 25h0m0s is out of range",
+		"500ms": "ttl 500ms is out of range",
+	} {
+		code, _, errs := runCLI(t, "register", "-ttl", arg, "web", "10.0.0.1:80")
+		if code != 2 || !strings.Contains(errs, want) {
+			t.Errorf("-ttl %s: exit %d, %q; want 2 and %q", arg, code, errs, want)
+		}
+	}
+}
+
+// TestCLI_AttributesMustBeText: the CLI refuses what the servers refuse,
+// before sending it.
+func TestCLI_AttributesMustBeText(t *testing.T) {
+	for _, attr := range []string{"k=a\nb", "k=\xff", "a\x01=b"} {
+		code, _, errs := runCLI(t, "register", "web", "10.0.0.1:80", attr)
+		if code != 2 || !strings.Contains(errs, "invalid argument") {
+			t.Errorf("attribute %q: exit %d, %q", attr, code, errs)
+		}
+	}
+}

@@ -4,10 +4,14 @@
 package validate
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/discoverd/discoverd/internal/codes"
 )
@@ -68,6 +72,9 @@ func Addr(addr string) error {
 			return codes.Invalid("address %q has a control or space character in its host", addr)
 		}
 	}
+	if at, what := badText(host); at >= 0 { // not UTF-8, or a C1 control
+		return codes.Invalid("address %q has %s at byte %d of its host", addr, what, at)
+	}
 	// Brackets are for IPv6 literals only, so "[example.com]:80" cannot be a
 	// second name for "example.com:80".
 	if addr[0] == '[' {
@@ -100,6 +107,15 @@ func Attrs(attrs map[string]string) error {
 		if len(v) > MaxAttrValLen {
 			return codes.Invalid("attribute %q value is %d bytes, the limit is %d", k, len(v), MaxAttrValLen)
 		}
+		if at, what := badText(k); at >= 0 {
+			return codes.Invalid("attribute key %q has %s at byte %d", k, what, at)
+		}
+		if i := strings.IndexByte(k, '='); i >= 0 {
+			return codes.Invalid("attribute key %q has '=' at byte %d: keys cannot hold '=' (key=value is how they are written)", k, i)
+		}
+		if at, what := badText(v); at >= 0 {
+			return codes.Invalid("attribute %q value %q has %s at byte %d", k, v, what, at)
+		}
 		total += len(k) + len(v)
 	}
 	if total > MaxAttrsBytes {
@@ -119,12 +135,42 @@ func TTL(ttl time.Duration) error {
 	return nil
 }
 
-// RequestID checks a write's request id: optional, at most 64 bytes.
+// RequestID checks a write's request id: optional, at most 64 bytes of
+// text (UTF-8, no control characters).
 func RequestID(id string) error {
 	if len(id) > MaxRequestID {
 		return codes.Invalid("request id is %d bytes, the limit is %d", len(id), MaxRequestID)
 	}
+	if at, what := badText(id); at >= 0 {
+		return codes.Invalid("request id %q has %s at byte %d", id, what, at)
+	}
 	return nil
+}
+
+// badText returns the byte offset of the first thing in s that text may
+// not hold, and what it is: bytes that are not UTF-8, and control
+// characters (C0, DEL and C1). -1: none. JSON consumers and the CLI's
+// key=value arguments depend on it.
+func badText(s string) (int, string) {
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c < 0x7f { // printable ASCII, the usual case
+			i++
+			continue
+		}
+		if c < 0x80 {
+			return i, fmt.Sprintf("the control character %U", rune(c))
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			return i, "a byte that is not UTF-8"
+		}
+		if unicode.IsControl(r) {
+			return i, fmt.Sprintf("the control character %U", r)
+		}
+		i += size
+	}
+	return -1, ""
 }
 
 // Registration checks every field of a registration.

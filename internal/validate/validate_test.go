@@ -207,3 +207,50 @@ func TestValidate_RegistrationAndInstance(t *testing.T) {
 	check(t, "Instance(bad name)", validate.Instance("-", "h:80"), "service name")
 	check(t, "Instance(bad addr)", validate.Instance("web", "h"), "not host:port")
 }
+
+// TestValidate_TextIsUTF8WithoutControls: addresses, attribute keys and
+// values and request ids are UTF-8 text without control characters, and
+// keys hold no '='; text beyond ASCII is welcome.
+func TestValidate_TextIsUTF8WithoutControls(t *testing.T) {
+	ok := []map[string]string{
+		{"zone": "zürich"}, {"城市": "東京"}, {"emoji": "🚀"}, {"k": ""}, {"path": "/a/b?c=d"}, {"v": "a=b"},
+	}
+	for _, attrs := range ok {
+		if err := validate.Attrs(attrs); err != nil {
+			t.Errorf("validate.Attrs(%q) = %v, want nil", attrs, err)
+		}
+	}
+	bad := map[string]map[string]string{
+		"byte 0 of a value that is not UTF-8": {"k": "\xff"},
+		"a truncated sequence":                {"k": "z\xc3"},
+		"an overlong encoding":                {"k": "\xc0\xaf"},
+		"a surrogate":                         {"k": "\xed\xa0\x80"},
+		"a key that is not UTF-8":             {"\xfek": "v"},
+		"'=' in a key":                        {"a=b": "v"},
+		"a tab in a value":                    {"k": "a\tb"},
+		"DEL in a key":                        {"k\x7f": "v"},
+		"a C1 control":                        {"k": "a\u009bb"},
+		"NUL":                                 {"k": "\x00"},
+	}
+	for what, attrs := range bad {
+		if err := validate.Attrs(attrs); !errors.Is(err, codes.ErrInvalidArgument) {
+			t.Errorf("%s: validate.Attrs(%q) = %v, want invalid_argument", what, attrs, err)
+		}
+	}
+	for _, addr := range []string{"h\xff:80", "h\u0085:80", "\xe2:80"} {
+		if err := validate.Addr(addr); !errors.Is(err, codes.ErrInvalidArgument) {
+			t.Errorf("validate.Addr(%q) = %v, want invalid_argument", addr, err)
+		}
+	}
+	if err := validate.Addr("bücher.example:80"); err != nil {
+		t.Errorf("an IDN host: %v", err)
+	}
+	for _, id := range []string{"a\x00", "\xff", "x\ny"} {
+		if err := validate.RequestID(id); !errors.Is(err, codes.ErrInvalidArgument) {
+			t.Errorf("validate.RequestID(%q) = %v, want invalid_argument", id, err)
+		}
+	}
+	if err := validate.RequestID("0123456789abcdef"); err != nil {
+		t.Errorf("a hex request id: %v", err)
+	}
+}

@@ -154,11 +154,36 @@ func (w *shapeWalker) value(depth int) error {
 	return codes.Invalid("malformed MessagePack: byte 0x%02x at %d starts no value", c, w.pos-1)
 }
 
-// DecodeRequest checks the body's shape (see CheckShape) and then decodes it
-// into v. The RPC server uses it for every request body.
+// DecodeRequest checks that the body is a map (every request body is one:
+// the codec would also fill a struct from an array), then its shape (see
+// CheckShape), and decodes it into v. The RPC server uses it for every
+// request body.
 func (f *Frame) DecodeRequest(v any) error {
+	if kind := bodyKind(f.body); kind != "map" {
+		return codes.Invalid("%s body is %s, not a map", f.Header.Method, kind)
+	}
 	if err := CheckShape(f.body, MaxRequestElements, 16); err != nil {
 		return fmt.Errorf("%s body: %w", f.Header.Method, err)
 	}
 	return f.Decode(v)
+}
+
+// bodyKind names the kind of MessagePack value b starts with, as far as a
+// request's check needs it.
+func bodyKind(b []byte) string {
+	if len(b) == 0 {
+		return "empty"
+	}
+	switch c := b[0]; {
+	case c >= 0x80 && c <= 0x8f, c == 0xde, c == 0xdf:
+		return "map"
+	case c >= 0x90 && c <= 0x9f, c == 0xdc, c == 0xdd:
+		return "an array"
+	case c == 0xc0:
+		return "nil"
+	case c >= 0xa0 && c <= 0xbf, c == 0xd9, c == 0xda, c == 0xdb:
+		return "a string"
+	default:
+		return fmt.Sprintf("a value of type byte 0x%02x", c)
+	}
 }
