@@ -138,16 +138,23 @@ func Open(cfg Config, ln net.Listener) (*Node, error) {
 	// (a root cause of a long Consul outage), and syncing the freelist
 	// only slows every commit.
 	path := filepath.Join(cfg.DataDir, raftDBFile)
-	bolt, err := raftboltdb.New(raftboltdb.Options{
-		Path: path,
-		BoltOptions: &bbolt.Options{
-			Timeout:        5 * time.Second,
-			FreelistType:   bbolt.FreelistMapType,
-			NoFreelistSync: true,
-		},
+	var bolt *raftboltdb.BoltStore
+	err := guard(func() (err error) {
+		bolt, err = raftboltdb.New(raftboltdb.Options{
+			Path: path,
+			BoltOptions: &bbolt.Options{
+				Timeout:        5 * time.Second,
+				FreelistType:   bbolt.FreelistMapType,
+				NoFreelistSync: true,
+			},
+		})
+		return err
 	})
-	if err != nil {
-		return nil, fmt.Errorf("open raft log %s (is another discoverd using this data dir?): %w", path, err)
+	switch {
+	case errors.Is(err, bbolt.ErrTimeout):
+		return nil, fmt.Errorf("open raft log %s: another discoverd holds it (is one running on this data dir?): %w", path, err)
+	case err != nil:
+		return nil, damaged(cfg.DataDir, raftDBFile, err)
 	}
 	n.bolt = bolt
 
@@ -157,6 +164,13 @@ func Open(cfg Config, ln net.Listener) (*Node, error) {
 		fail = exitOnDiskFailure(n.log)
 	}
 	n.stable = failStopStore{BoltStore: bolt, fail: fail, stats: &n.appends}
+
+	// 3b. Every entry and the stable store read back: a damaged file stops
+	// the node here, with an error that says so (damage.go).
+	if err := guard(func() error { return verifyLog(bolt) }); err != nil {
+		n.closeStores()
+		return nil, damaged(cfg.DataDir, raftDBFile, err)
+	}
 
 	// 4. The newest entries stay in memory: replication reads every entry
 	// it sends back from the log store, and decoding it again from bbolt
@@ -173,7 +187,12 @@ func Open(cfg Config, ln net.Listener) (*Node, error) {
 	}
 
 	// 6. Whether this data dir already holds Raft state: only one that
-	// does not is bootstrapped (Start), so a restarted node never is.
+	// does not is bootstrapped (Start), so a restarted node never is. The
+	// snapshots must be readable and join up with the log.
+	if file, err := verifySnapshots(n.snaps, filepath.Join(cfg.DataDir, snapshotsDir, "snapshots"), bolt); err != nil {
+		n.closeStores()
+		return nil, damaged(cfg.DataDir, file, err)
+	}
 	if n.hasState, err = raft.HasExistingState(n.stable, n.stable, n.snaps); err != nil {
 		n.closeStores()
 		return nil, fmt.Errorf("inspect raft state: %w", err)
@@ -232,8 +251,19 @@ func (n *Node) Start(m Machine, observers ...LeadershipObserver) error {
 	if n.notifier != nil {
 		fsm = pokingFSM{Machine: m, n: n.notifier}
 	}
-	r, err := raft.NewRaft(rc, fsm, n.logs, n.stable, n.snaps, n.trans)
-	if err != nil {
+	// Raft reads the log's newest entries and restores the newest
+	// snapshot that it can read (it checks each one's checksum).
+	var r *raft.Raft
+	err := guard(func() (err error) {
+		r, err = raft.NewRaft(rc, fsm, n.logs, n.stable, n.snaps, n.trans)
+		return err
+	})
+	switch {
+	case err != nil && strings.Contains(err.Error(), "failed to load any existing snapshots"):
+		return damaged(n.cfg.DataDir, snapshotsDir, fmt.Errorf("no snapshot could be restored (their checksums or contents are wrong; the node's log says which): %w", err))
+	case err != nil && strings.HasPrefix(err.Error(), "reading it failed"):
+		return damaged(n.cfg.DataDir, raftDBFile, err)
+	case err != nil:
 		return fmt.Errorf("start raft: %w", err)
 	}
 	n.raft = r

@@ -2,8 +2,9 @@
 // development (dev), and the client commands that talk to a cluster
 // (register, unregister, services, watch, status).
 //
-// Exit status: 0 on success, 1 on failure, 2 on a usage error. Errors go to
-// standard error.
+// Exit status: 0 on success, 1 on failure, 2 on a usage error, 65 when a
+// node's data dir is damaged, 70 when a node's Raft log cannot be written
+// durably. Errors go to standard error.
 package main
 
 import (
@@ -15,6 +16,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/discoverd/discoverd/raftnode"
 )
 
 func main() {
@@ -23,6 +26,10 @@ func main() {
 	stop()
 	os.Exit(code)
 }
+
+// exitDamaged is the exit status of a node whose data dir is damaged
+// (EX_DATAERR): a restart cannot help, moving the data dir aside can.
+const exitDamaged = 65
 
 // errUsage marks errors that are the caller's: exit status 2.
 var errUsage = errors.New("usage error")
@@ -76,6 +83,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		case errors.Is(err, errUsage):
 			fmt.Fprintf(stderr, "discoverd %s: %v\n", name, err)
 			return 2
+		case errors.Is(err, raftnode.ErrDataDirDamaged):
+			fmt.Fprintf(stderr, "discoverd %s: %v\n", name, err)
+			return exitDamaged
 		default:
 			fmt.Fprintf(stderr, "discoverd %s: %v\n", name, err)
 			return 1

@@ -1,0 +1,116 @@
+package raftnode
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+// ErrDataDirDamaged is wrapped by Open and Start when the data dir cannot
+// be read back: a corrupted or truncated raft.db, a damaged snapshot, or a
+// log that no snapshot joins up with. The node must not start on it.
+var ErrDataDirDamaged = errors.New("data dir is damaged")
+
+// damagedError is the error of a damaged data dir: one line, naming the
+// file and what to do.
+type damagedError struct {
+	dir, file string
+	cause     error
+}
+
+func (e *damagedError) Error() string {
+	return fmt.Sprintf("data dir %s is damaged: %s: %s; move the data dir aside and start the node again with an empty one: "+
+		"it catches up from its peers (a lone node, or a majority of nodes with damaged data dirs, cannot: restore from a backup)",
+		e.dir, e.file, oneLine(e.cause))
+}
+
+func (e *damagedError) Unwrap() []error { return []error{ErrDataDirDamaged, e.cause} }
+
+func damaged(dataDir, file string, cause error) error {
+	return &damagedError{dir: dataDir, file: file, cause: cause}
+}
+
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(err.Error()), " ")
+}
+
+// guard runs f, turning a panic into an error — also one from reading
+// memory the file behind it no longer has (a truncated raft.db is mapped
+// into memory: reading past its end is a fault, which SetPanicOnFault makes
+// a panic of this goroutine). bbolt and raft-boltdb panic on pages they
+// cannot make sense of; at start that means a damaged file, not a bug.
+func guard(f func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("reading it failed (the file is shorter than what it holds says, or garbled): %v", r)
+		}
+	}()
+	return f()
+}
+
+// verifyLog reads back every log entry and the stable store's keys, so that
+// a damaged raft.db stops the node now, with a clear error, rather than
+// crashing it later in the middle of replication.
+func verifyLog(store *raftboltdb.BoltStore) error {
+	first, err := store.FirstIndex()
+	if err != nil {
+		return fmt.Errorf("first index: %w", err)
+	}
+	last, err := store.LastIndex()
+	if err != nil {
+		return fmt.Errorf("last index: %w", err)
+	}
+	var l raft.Log
+	for i := first; i != 0 && i <= last; i++ {
+		if err := store.GetLog(i, &l); err != nil {
+			return fmt.Errorf("log entry %d of %d–%d: %w", i, first, last, err)
+		}
+	}
+	for _, k := range []string{"CurrentTerm", "LastVoteTerm"} {
+		if _, err := store.GetUint64([]byte(k)); err != nil && err.Error() != "not found" {
+			return fmt.Errorf("%s: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// verifySnapshots checks that every snapshot in dir is listed by the store
+// (a snapshot whose meta.json cannot be read would be skipped in silence)
+// and that the log joins up with the newest one: a log that starts after
+// index 1 needs a snapshot of what came before it.
+func verifySnapshots(snaps raft.SnapshotStore, dir string, store *raftboltdb.BoltStore) (string, error) {
+	metas, err := snaps.List()
+	if err != nil {
+		return "snapshots", err
+	}
+	listed := map[string]bool{}
+	var newest uint64
+	for _, m := range metas {
+		listed[m.ID] = true
+		newest = max(newest, m.Index)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "snapshots", err
+	}
+	for _, e := range entries {
+		if e.IsDir() && !strings.HasSuffix(e.Name(), ".tmp") && !listed[e.Name()] {
+			return filepath.Join("snapshots", filepath.Base(dir), e.Name(), "meta.json"), errors.New("the snapshot's metadata cannot be read")
+		}
+	}
+	first, err := store.FirstIndex()
+	if err != nil {
+		return "raft.db", err
+	}
+	if first > 1 && newest+1 < first {
+		return "snapshots", fmt.Errorf("the log starts at index %d, and no snapshot holds what came before it (newest snapshot: index %d)", first, newest)
+	}
+	return "", nil
+}
