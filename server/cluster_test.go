@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -419,7 +420,7 @@ func TestCluster_SlowConsumersDoNotStallTheNode(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := g; i < n; i += 8 {
-				if err := writer.RegisterAddr(ctx, "hot", fmt.Sprintf("10.6.%d.%d:1", i/250, i%250), map[string]string{"pad": string(make([]byte, 512))}, time.Hour); err != nil {
+				if err := writer.RegisterAddr(ctx, "hot", fmt.Sprintf("10.6.%d.%d:1", i/250, i%250), map[string]string{"pad": strings.Repeat("x", 512)}, time.Hour); err != nil {
 					errs <- err
 					return
 				}
