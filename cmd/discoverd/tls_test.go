@@ -156,3 +156,51 @@ func TestCLI_AttributesMustBeText(t *testing.T) {
 		}
 	}
 }
+
+// TestDeploy_SystemdUnitUsesRealFlags: every flag the systemd unit passes to
+// `discoverd server` exists, and the env files set every variable it uses.
+func TestDeploy_SystemdUnitUsesRealFlags(t *testing.T) {
+	unit, err := os.ReadFile(filepath.Join("..", "..", "deploy", "systemd", "discoverd.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f serverFlags
+	fs := newFlagSet("server", "", &bytes.Buffer{})
+	f.register(fs, true)
+	vars := map[string]bool{}
+	inExec := false
+	for _, line := range strings.Split(string(unit), "\n") {
+		if strings.HasPrefix(line, "ExecStart=") {
+			inExec = true
+		}
+		if !inExec {
+			continue
+		}
+		for _, tok := range strings.Fields(line) {
+			if strings.HasPrefix(tok, "-") && fs.Lookup(strings.TrimPrefix(tok, "-")) == nil {
+				t.Errorf("the unit passes %s, which discoverd server does not have", tok)
+			}
+			if strings.HasPrefix(tok, "${") {
+				vars[strings.Trim(tok, "${}")] = true
+			}
+		}
+		if !strings.HasSuffix(line, "\\") {
+			inExec = false
+		}
+	}
+	envs, _ := filepath.Glob(filepath.Join("..", "..", "deploy", "cluster-*", "*.env"))
+	if len(envs) != 8 || len(vars) == 0 {
+		t.Fatalf("env files %v, variables %v", envs, vars)
+	}
+	for _, e := range envs {
+		data, err := os.ReadFile(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for v := range vars {
+			if !strings.Contains(string(data), "\n"+v+"=") {
+				t.Errorf("%s does not set %s", e, v)
+			}
+		}
+	}
+}
