@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -15,14 +16,25 @@ import (
 	"github.com/discoverd/discoverd/internal/codes"
 	"github.com/discoverd/discoverd/internal/rpcconn"
 	"github.com/discoverd/discoverd/internal/testport"
+	"github.com/discoverd/discoverd/internal/tlsutil"
 	"github.com/discoverd/discoverd/internal/wire"
 )
 
 // discoverdSystem runs `discoverd server` processes with their production
-// defaults (500 ms Raft timings, fsync on every log write).
-type discoverdSystem struct{}
+// defaults (500 ms Raft timings, fsync on every log write); with tls, with
+// TLS on as a production cluster runs (discoverd-tls: Raft mutual TLS,
+// clients with a client certificate).
+type discoverdSystem struct{ tls bool }
 
-func (discoverdSystem) name() string { return "discoverd" }
+func (s discoverdSystem) name() string {
+	if s.tls {
+		return "discoverd-tls"
+	}
+	return "discoverd"
+}
+
+// isDiscoverd reports whether a system is discoverd, with TLS or without.
+func isDiscoverd(sys string) bool { return strings.HasPrefix(sys, "discoverd") }
 
 type discoverdCluster struct {
 	b       *bench
@@ -31,7 +43,8 @@ type discoverdCluster struct {
 	debug   []string // profiler base URLs
 	ps      []*proc
 	dataDir string
-	admin   *rpcconn.Pool // NodeInfo, counts
+	tls     func(addr string) *tls.Config // clients' TLS; nil without
+	admin   *rpcconn.Pool                 // NodeInfo, counts
 }
 
 func (s discoverdSystem) start(ctx context.Context, b *bench, tag string) (cluster, error) {
@@ -39,13 +52,21 @@ func (s discoverdSystem) start(ctx context.Context, b *bench, tag string) (clust
 	if err != nil {
 		return nil, err
 	}
-	c := &discoverdCluster{b: b, dataDir: filepath.Join(b.dataDir, tag), admin: rpcconn.NewPool(rpcconn.Options{})}
+	c := &discoverdCluster{b: b, dataDir: filepath.Join(b.dataDir, tag)}
 	var peers []string
 	for i, p := range ports[:3] {
 		c.ids = append(c.ids, fmt.Sprintf("n%d", i+1))
 		c.addrs = append(c.addrs, fmt.Sprintf("127.0.0.1:%d", p))
 		peers = append(peers, c.ids[i]+"="+c.addrs[i])
 	}
+	var tlsArgs func(i int) []string
+	if s.tls {
+		var err error
+		if tlsArgs, c.tls, err = benchTLS(filepath.Join(c.dataDir, "tls"), c.ids); err != nil {
+			return nil, err
+		}
+	}
+	c.admin = rpcconn.NewPool(rpcconn.Options{TLS: c.tls})
 	for i := range c.ids {
 		dir := filepath.Join(c.dataDir, c.ids[i])
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -55,6 +76,9 @@ func (s discoverdSystem) start(ctx context.Context, b *bench, tag string) (clust
 		args := []string{"server", "-id", c.ids[i], "-addr", c.addrs[i], "-data-dir", dir,
 			"-peers", strings.Join(peers, ","), "-log-level", "warn",
 			"-debug-addr", fmt.Sprintf("127.0.0.1:%d", ports[3+i])}
+		if tlsArgs != nil {
+			args = append(args, tlsArgs(i)...)
+		}
 		args = append(args, b.discoverdArgs...)
 		c.debug = append(c.debug, fmt.Sprintf("http://127.0.0.1:%d", ports[3+i]))
 		b.vlogf("[discoverd] %s-%s: profiler at http://127.0.0.1:%d/debug/pprof/", tag, c.ids[i], ports[3+i])
@@ -176,7 +200,7 @@ func (c *discoverdCluster) count(ctx context.Context, services []string) (int, e
 }
 
 func (c *discoverdCluster) newClient(ctx context.Context, home int, sticky bool) (client, error) {
-	return &dclient{addrs: c.addrs, pool: rpcconn.NewPool(rpcconn.Options{}), home: home % len(c.addrs), sticky: sticky}, nil
+	return &dclient{addrs: c.addrs, pool: rpcconn.NewPool(rpcconn.Options{TLS: c.tls}), home: home % len(c.addrs), sticky: sticky}, nil
 }
 
 func (c *discoverdCluster) stop() {
@@ -379,4 +403,56 @@ func appendExtra(before, after [][3]uint64, writes int) (entriesPerAppend, write
 		msPerAppend = append(msPerAppend, round2(float64(after[i][2]-before[i][2])/n/1000))
 	}
 	return entriesPerAppend, writesPerAppend, msPerAppend
+}
+
+// tlsFor is the TLS configuration for a client connection to addr (nil
+// without TLS).
+func (c *discoverdCluster) tlsFor(addr string) *tls.Config {
+	if c.tls == nil {
+		return nil
+	}
+	return c.tls(addr)
+}
+
+// benchTLS makes a CA, a server certificate per node (for 127.0.0.1) and a
+// client certificate in dir, and returns each node's TLS flags and the
+// clients' TLS option.
+func benchTLS(dir string, ids []string) (func(i int) []string, func(string) *tls.Config, error) {
+	ca, err := tlsutil.NewCA(tlsutil.DefaultCluster, 2)
+	if err != nil {
+		return nil, nil, err
+	}
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := tlsutil.WriteNew(caFile, ca.CertPEM); err != nil {
+		return nil, nil, err
+	}
+	for _, id := range ids {
+		p, err := ca.Issue(tlsutil.CertRequest{Server: true, Name: id, Hosts: []string{"127.0.0.1"}, Days: 2})
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := tlsutil.WriteNew(filepath.Join(dir, id+".pem"), p.CertPEM); err != nil {
+			return nil, nil, err
+		}
+		if err := tlsutil.WriteNew(filepath.Join(dir, id+"-key.pem"), p.KeyPEM); err != nil {
+			return nil, nil, err
+		}
+	}
+	p, err := ca.Issue(tlsutil.CertRequest{Name: "bench", Days: 2})
+	if err != nil {
+		return nil, nil, err
+	}
+	cert, err := tls.X509KeyPair(p.CertPEM, p.KeyPEM)
+	if err != nil {
+		return nil, nil, err
+	}
+	pool, err := tlsutil.LoadPool(caFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	args := func(i int) []string {
+		base := filepath.Join(dir, ids[i])
+		return []string{"-tls-ca", caFile, "-tls-cert", base + ".pem", "-tls-key", base + "-key.pem"}
+	}
+	return args, rpcconn.ForServer(&tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, Certificates: []tls.Certificate{cert}}), nil
 }

@@ -71,12 +71,12 @@ func (b *bench) heartbeat(ctx context.Context, sys string, cl cluster) error {
 		return err
 	}
 	rw.Extra["routing"] = "each worker on one node (w mod 3)"
-	if sys != "discoverd" {
+	if !isDiscoverd(sys) {
 		rw.Extra["routing"] = "clientv3 balances over the 3 endpoints; KeepAliveOnce of the instance's own lease"
 	}
 	b.add(rw)
 
-	if sys != "discoverd" {
+	if !isDiscoverd(sys) {
 		return nil
 	}
 	// The Go client's batching: one request carries up to 1024 instances.

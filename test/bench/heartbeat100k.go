@@ -74,7 +74,7 @@ func (b *bench) heartbeat100k(ctx context.Context, sys string, cl cluster) error
 	// request in flight, batching every instance due within TTL/12 (at most
 	// 1024). etcd: KeepAliveOnce per lease from 32 workers per client.
 	loops, slack, maxBatch := 1, ttl/12, 1024
-	if sys != "discoverd" {
+	if !isDiscoverd(sys) {
 		loops, slack, maxBatch = 32, 0, 1
 	}
 	clients, err := newClients(ctx, cl, nClients, true)
@@ -246,7 +246,7 @@ func (b *bench) heartbeat100k(ctx context.Context, sys string, cl cluster) error
 	if li2 != li {
 		rw.Extra["leader_changed"] = 1
 	}
-	if sys == "discoverd" {
+	if isDiscoverd(sys) {
 		rw.Extra["method"] = "protocol, Go client's batching (<=1024, due within TTL/12), one request in flight per client"
 	} else {
 		rw.Extra["method"] = fmt.Sprintf("KeepAliveOnce per lease every ~TTL/3, %d workers", nClients*loops)

@@ -40,7 +40,7 @@ func main() {
 	os.Exit(code)
 }
 
-var allWorkloads = []string{"registration", "heartbeat", "heartbeat100k", "watch", "failover", "memory"}
+var allWorkloads = []string{"registration", "heartbeat", "heartbeat100k", "watch", "idle", "failover", "memory"}
 
 // bench is one run of the command.
 type bench struct {
@@ -95,7 +95,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	quick := fs.Bool("quick", false, "small sizes and short runs (about two minutes)")
 	out := fs.String("out", "", "output directory (default <module>/test/reports/bench-<date-time>)")
-	systemsFlag := fs.String("systems", "discoverd,etcd", "systems to benchmark, comma-separated")
+	systemsFlag := fs.String("systems", "discoverd,discoverd-tls,etcd", "systems to benchmark, comma-separated: discoverd, discoverd-tls (with TLS on), etcd")
 	workloadsFlag := fs.String("workloads", strings.Join(allWorkloads, ","), "workloads to run, comma-separated")
 	verbose := fs.Bool("v", false, "more progress output")
 	dArgs := fs.String("discoverd-args", "", "extra flags for every `discoverd server`, space-separated (e.g. \"-raft-apply-groups 1\")")
@@ -125,10 +125,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		switch name {
 		case "discoverd":
 			systems = append(systems, discoverdSystem{})
+		case "discoverd-tls":
+			systems = append(systems, discoverdSystem{tls: true})
 		case "etcd":
 			systems = append(systems, etcdSystem{})
 		default:
-			fmt.Fprintf(stderr, "bench: unknown system %q (discoverd, etcd)\n", name)
+			fmt.Fprintf(stderr, "bench: unknown system %q (discoverd, discoverd-tls, etcd)\n", name)
 			return 2
 		}
 	}
@@ -222,7 +224,7 @@ func (b *bench) setup(ctx context.Context, out string, systems []system) error {
 	for _, sys := range systems {
 		start := time.Now()
 		switch sys.name() {
-		case "discoverd":
+		case "discoverd", "discoverd-tls":
 			b.discoverdBin, err = prockit.BuildInto(b.binDir)
 		case "etcd":
 			b.etcdBin = filepath.Join(b.binDir, "etcd")
@@ -268,9 +270,9 @@ func (b *bench) runSystem(ctx context.Context, sys system, workloads map[string]
 		name string
 		fn   func(context.Context, string, cluster) error
 	}
-	shared := []step{{"registration", b.registration}, {"heartbeat", b.heartbeat}, {"watch", b.watch}}
+	shared := []step{{"registration", b.registration}, {"heartbeat", b.heartbeat}, {"watch", b.watch}, {"idle", b.idle}}
 	fresh := []step{{"heartbeat100k", b.heartbeat100k}, {"failover", b.failover}, {"memory", b.memory}}
-	if sys.name() != "discoverd" {
+	if !isDiscoverd(sys.name()) {
 		fresh = fresh[1:] // heartbeat100k is discoverd's alone (see run)
 	}
 

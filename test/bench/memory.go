@@ -78,7 +78,7 @@ func (b *bench) memory(ctx context.Context, sys string, cl cluster) error {
 		rw.Extra["rss_after_bytes"] = rss1
 		rw.Extra["heap_before_bytes"] = heap0
 		rw.Extra["rss_before_bytes"] = rss0
-		if sys != "discoverd" {
+		if !isDiscoverd(sys) {
 			rw.Extra["layout"] = "one lease per instance, as discoverd's etcd backend"
 		}
 		b.add(rw)

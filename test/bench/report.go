@@ -15,7 +15,7 @@ import (
 )
 
 // rowOrder is the order of workloads in the table.
-var rowOrder = []string{"registration", "heartbeat", "heartbeat-batched", "heartbeat100k", "watch", "failover", "memory"}
+var rowOrder = []string{"registration", "heartbeat", "heartbeat-batched", "heartbeat100k", "watch", "idle", "failover", "memory"}
 
 type tableRow struct {
 	workload        string
@@ -53,6 +53,8 @@ func cell(r *row) string {
 			num(r.Extra["outage_ms"]), num(r.Extra["kills"]), r.Max, num(r.Extra["max_gap_ms"]), r.OpsPerS)
 	case "memory":
 		s = fmt.Sprintf("heap %.0f B/inst, RSS %.0f B/inst", num(r.Extra["heap_bytes_per_instance"]), num(r.Extra["rss_bytes_per_instance"]))
+	case "idle":
+		s = fmt.Sprintf("heap %.0f B/conn", num(r.Extra["heap_bytes_per_conn"]))
 	default:
 		s = fmt.Sprintf("%.0f ops/s (%.1f/%.1f/%.1f ms)", r.OpsPerS, r.P50, r.P99, r.Max)
 	}
@@ -93,16 +95,44 @@ func ratio(d, e *row) (string, string) {
 	return div(d.OpsPerS, e.OpsPerS), "ops/s, discoverd/etcd"
 }
 
-func (b *bench) table() []tableRow {
-	find := func(w string, c int, sys string) *row {
-		for i := range b.results {
-			r := &b.results[i]
-			if r.Workload == w && r.Clients == c && r.System == sys {
-				return r
-			}
+// find returns the row of a workload, client count and system.
+func (b *bench) find(w string, c int, sys string) *row {
+	for i := range b.results {
+		r := &b.results[i]
+		if r.Workload == w && r.Clients == c && r.System == sys {
+			return r
 		}
-		return nil
 	}
+	return nil
+}
+
+// tlsCost says what TLS changed, from discoverd's row to discoverd-tls's,
+// in the measure each workload is judged by.
+func tlsCost(plain, tls *row) string {
+	if plain == nil || tls == nil {
+		return ""
+	}
+	pct := func(a, b float64) string {
+		if a == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%+.1f%%", (b/a-1)*100)
+	}
+	switch plain.Workload {
+	case "watch":
+		return "p99 " + pct(plain.P99, tls.P99)
+	case "failover":
+		return "outage " + pct(num(plain.Extra["outage_ms"]), num(tls.Extra["outage_ms"]))
+	case "memory":
+		return "heap/instance " + pct(num(plain.Extra["heap_bytes_per_instance"]), num(tls.Extra["heap_bytes_per_instance"]))
+	case "idle":
+		return fmt.Sprintf("%+.0f B/conn", num(tls.Extra["heap_bytes_per_conn"])-num(plain.Extra["heap_bytes_per_conn"]))
+	}
+	return "ops/s " + pct(plain.OpsPerS, tls.OpsPerS)
+}
+
+func (b *bench) table() []tableRow {
+	find := b.find
 	type key struct {
 		w string
 		c int
@@ -129,6 +159,20 @@ func (b *bench) table() []tableRow {
 		}
 		tr.ratio, tr.ratioWhy = ratio(d, e)
 		out = append(out, tr)
+	}
+	return out
+}
+
+// tlsTable pairs discoverd's rows with discoverd-tls's (none if either did
+// not run): d and e hold the two cells, ratio what TLS changed.
+func (b *bench) tlsTable(rows []tableRow) []tableRow {
+	var out []tableRow
+	for _, r := range rows {
+		plain, tls := b.find(r.workload, r.clients, "discoverd"), b.find(r.workload, r.clients, "discoverd-tls")
+		if plain == nil || tls == nil {
+			continue
+		}
+		out = append(out, tableRow{workload: r.workload, clients: r.clients, d: cell(plain), e: cell(tls), ratio: tlsCost(plain, tls)})
 	}
 	return out
 }
@@ -162,6 +206,15 @@ func (b *bench) report(wall time.Duration, mode string) error {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", r.workload, r.clients, r.d, r.e, r.ratio, r.ratioWhy)
 	}
 	_ = tw.Flush()
+	if tlsRows := b.tlsTable(rows); len(tlsRows) > 0 {
+		fmt.Fprintf(b.out, "\nTLS on and off (discoverd-tls against discoverd, same run):\n\n")
+		tw := tabwriter.NewWriter(b.out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "workload\tclients\tdiscoverd\tdiscoverd-tls\twith TLS")
+		for _, r := range tlsRows {
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", r.workload, r.clients, r.d, r.e, r.ratio)
+		}
+		_ = tw.Flush()
+	}
 
 	results := b.results
 	if results == nil {
@@ -184,6 +237,13 @@ func (b *bench) report(wall time.Duration, mode string) error {
 	fmt.Fprintf(&md, "| %s |\n|%s\n", strings.Join(tableHeader, " | "), strings.Repeat(" --- |", len(tableHeader)))
 	for _, r := range rows {
 		fmt.Fprintf(&md, "| %s | %d | %s | %s | %s | %s |\n", r.workload, r.clients, r.d, r.e, r.ratio, r.ratioWhy)
+	}
+	if tlsRows := b.tlsTable(rows); len(tlsRows) > 0 {
+		fmt.Fprintf(&md, "\n## TLS on and off\n\ndiscoverd with TLS (Raft mutual TLS, clients with a client certificate) against the same without, same run.\n\n")
+		fmt.Fprintf(&md, "| workload | clients | discoverd | discoverd-tls | with TLS |\n| --- | --- | --- | --- | --- |\n")
+		for _, r := range tlsRows {
+			fmt.Fprintf(&md, "| %s | %d | %s | %s | %s |\n", r.workload, r.clients, r.d, r.e, r.ratio)
+		}
 	}
 	if len(b.failures) > 0 {
 		fmt.Fprintf(&md, "\n## Failures\n\n")

@@ -111,7 +111,7 @@ func (b *bench) watchOnce(ctx context.Context, sys string, cl cluster, nw int) e
 	// latencies by whether that node leads (followers apply an entry only
 	// once the leader tells them it is committed).
 	leader := -1
-	if sys == "discoverd" {
+	if isDiscoverd(sys) {
 		if leader, err = cl.leader(ctx); err != nil {
 			return err
 		}
@@ -177,7 +177,7 @@ func (b *bench) watchOnce(ctx context.Context, sys string, cl cluster, nw int) e
 	rw.Extra["connections"] = conns
 	rw.Extra["missing"] = missing
 	rw.Extra["before_ack"] = early
-	if sys == "discoverd" {
+	if isDiscoverd(sys) {
 		sl, sf := latL.summary(), latF.summary()
 		rw.Extra["leader_p50_ms"], rw.Extra["leader_p99_ms"] = sl.p50, sl.p99
 		rw.Extra["follower_p50_ms"], rw.Extra["follower_p99_ms"] = sf.p50, sf.p99
