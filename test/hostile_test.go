@@ -149,15 +149,8 @@ func TestHostile_TLSRefusesForgedRaftFromAnyoneButServers(t *testing.T) {
 	c, p := h.tlsCluster(nil)
 	h.waitStable(c.servers(), c.ids(), 30*time.Second)
 
-	pool, err := tlsutil.LoadPool(p.ca)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, key := p.client("attacker")
-	clientCert, err := tls.LoadX509KeyPair(cert, key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	attacker := p.clientTLS("attacker")
+	pool, clientCert := attacker.RootCAs, attacker.Certificates[0]
 	// Another CA's server certificate for a node of the same name.
 	otherDir := filepath.Join(h.dir, "other-ca")
 	h.mustCLI(10*time.Second, "tls", "ca", "create", "-out", otherDir)
@@ -174,7 +167,7 @@ func TestHostile_TLSRefusesForgedRaftFromAnyoneButServers(t *testing.T) {
 		"another CA's server certificate": {MinVersion: tls.VersionTLS13, RootCAs: pool, ServerName: serverName, Certificates: []tls.Certificate{foreignCert}},
 		"plaintext":                       nil,
 	}
-	probe := rpcconn.ForServer(&tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, Certificates: []tls.Certificate{clientCert}})
+	probe := rpcconn.ForServer(attacker)
 	before := views(t, c, probe)
 	leader, follower := leaderAndFollower(t, c, before)
 	for name, cfg := range peers {

@@ -13,7 +13,6 @@ import (
 
 	"github.com/discoverd/discoverd/internal/mux"
 	"github.com/discoverd/discoverd/internal/rpcconn"
-	"github.com/discoverd/discoverd/internal/tlsutil"
 	"github.com/discoverd/discoverd/internal/wire"
 )
 
@@ -51,16 +50,7 @@ func TestLimits_StalledConnectionsHoldLittle(t *testing.T) {
 	h.waitStable(c.servers(), c.ids(), 30*time.Second)
 	target := c.nodes[0]
 
-	pool, err := tlsutil.LoadPool(p.ca)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, key := p.client("staller")
-	kp, err := tls.LoadX509KeyPair(cert, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	clientTLS := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, Certificates: []tls.Certificate{kp}}
+	clientTLS := p.clientTLS("staller")
 	probe := rpcconn.ForServer(clientTLS)
 	before := heapOf(t, target.addr, probe)
 

@@ -48,6 +48,22 @@ func (p *testPKI) client(name string) (cert, key string) {
 	return filepath.Join(p.dir, "client-"+name+".pem"), filepath.Join(p.dir, "client-"+name+"-key.pem")
 }
 
+// clientTLS makes a client certificate and returns a client configuration
+// with it, trusting the CA (ServerName unset: per address, as clients do).
+func (p *testPKI) clientTLS(name string) *tls.Config {
+	p.h.t.Helper()
+	pool, err := tlsutil.LoadPool(p.ca)
+	if err != nil {
+		p.h.t.Fatal(err)
+	}
+	cert, key := p.client(name)
+	kp, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		p.h.t.Fatal(err)
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, Certificates: []tls.Certificate{kp}}
+}
+
 // tlsCluster starts a 3-node TLS cluster whose certificates the CLI made,
 // and points the harness's CLI calls at them with $DISCOVERD_CA and friends.
 func (h *harness) tlsCluster(extra func(nd *node) []string) (*cluster, *testPKI) {
@@ -138,16 +154,8 @@ func TestTLS_ClusterOfProcessesAndRotation(t *testing.T) {
 	}
 	watched := c.connectedNode(w.p, 10*time.Second)
 
-	pool, err := tlsutil.LoadPool(p.ca)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, key := p.client("prober")
-	kp, err := tls.LoadX509KeyPair(cert, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	probe := &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{kp}, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS13}
+	probe := p.clientTLS("prober")
+	probe.ServerName = "127.0.0.1"
 
 	// Rotate every node's certificate: n1's by the file change alone, the
 	// others' by SIGHUP.

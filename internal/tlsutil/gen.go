@@ -35,8 +35,17 @@ type Pair struct {
 	CertPEM, KeyPEM []byte
 }
 
-func serial() (*big.Int, error) {
-	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+// newKey makes a certificate's key and a random serial number for it.
+func newKey() (*ecdsa.PrivateKey, *big.Int, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	sn, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, nil, err
+	}
+	return key, sn, nil
 }
 
 func encodeKey(k *ecdsa.PrivateKey) ([]byte, error) {
@@ -52,11 +61,7 @@ func NewCA(cluster string, days int) (*CA, error) {
 	if days < 1 {
 		return nil, fmt.Errorf("a CA valid for %d days: want at least 1", days)
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	sn, err := serial()
+	key, sn, err := newKey()
 	if err != nil {
 		return nil, err
 	}
@@ -146,11 +151,7 @@ func (ca *CA) Issue(r CertRequest) (*Pair, error) {
 	if r.Name == "" {
 		return nil, errors.New("a certificate needs a name (the node id, or the client's name)")
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	sn, err := serial()
+	key, sn, err := newKey()
 	if err != nil {
 		return nil, err
 	}
