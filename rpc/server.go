@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/discoverd/discoverd/backend"
@@ -106,7 +107,9 @@ type Server struct {
 func New(cfg Config, be backend.DiscoveryBackend) *Server {
 	cfg = cfg.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{cfg: cfg, be: be, log: cfg.Logger, ctx: ctx, cancel: cancel, conns: map[*conn]struct{}{}, workers: newWorkers(ctx)}
+	s := &Server{cfg: cfg, be: be, log: cfg.Logger, ctx: ctx, cancel: cancel, conns: map[*conn]struct{}{}, workers: newWorkers(ctx)}
+	go s.sweep()
+	return s
 }
 
 // Serve accepts connections from ln (whose first protocol byte has already
@@ -122,6 +125,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		c := &conn{s: s, nc: nc, w: wire.NewFrameWriter(nc, s.cfg.WriteTimeout), streams: map[uint64]context.CancelFunc{},
 			sem: make(chan struct{}, s.cfg.MaxInFlight)}
+		c.lastFrame.Store(time.Now().UnixNano())
 		s.mu.Lock()
 		if s.ctx.Err() != nil {
 			s.mu.Unlock()
@@ -185,59 +189,70 @@ type conn struct {
 
 	mu      sync.Mutex
 	streams map[uint64]context.CancelFunc
-	active  int  // calls in flight and open streams (guarded by mu)
-	stopped bool // stopReading was called: no deadline may move again (guarded by mu)
 	sem     chan struct{}
 	wg      sync.WaitGroup
+
+	// The connection's clocks, read by the server's sweeper (sweep):
+	active     atomic.Int32 // calls in flight and open streams
+	lastFrame  atomic.Int64 // when a frame last arrived or the last call ended (Unix ns)
+	frameStart atomic.Int64 // when the frame being read gave its length (Unix ns); 0 between frames
 }
 
 // stopReading makes the read loop return; answers in flight still go out.
-func (c *conn) stopReading() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.stopped = true
-	_ = c.nc.SetReadDeadline(time.Now())
-}
+func (c *conn) stopReading() { _ = c.nc.SetReadDeadline(time.Now()) }
 
-// Read deadlines. Between frames, a connection with nothing in flight
-// (no call, no stream) must send its next frame within IdleTimeout; one
-// with something in flight may stay silent. Once a frame's length has
-// arrived, the frame must be complete within FrameTimeout.
+// Idle and frame timeouts. They are kept by clocks the read loop and the
+// calls update with an atomic store each, and one sweeper per server that
+// closes the connections past them: a read deadline moved on every frame
+// cost a timer update on each, measurably on a busy node.
 
-// waitDeadlineLocked sets the deadline for the next frame. Lock must be held.
-func (c *conn) waitDeadlineLocked() {
-	if c.stopped {
-		return
-	}
-	var dl time.Time
-	if c.active == 0 {
-		dl = time.Now().Add(c.s.cfg.IdleTimeout)
-	}
-	_ = c.nc.SetReadDeadline(dl)
-}
-
-// frameStarted bounds the rest of a frame whose length has arrived.
-func (c *conn) frameStarted() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.stopped {
-		_ = c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.FrameTimeout))
-	}
-}
+// frameStarted notes that a frame's length has arrived.
+func (c *conn) frameStarted() { c.frameStart.Store(time.Now().UnixNano()) }
 
 // begin and end count a call or stream in flight; the connection's idle
 // clock runs only while nothing is.
-func (c *conn) begin() {
-	c.mu.Lock()
-	c.active++
-	c.mu.Unlock()
-}
+func (c *conn) begin() { c.active.Add(1) }
 
 func (c *conn) end() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.active--; c.active == 0 {
-		c.waitDeadlineLocked()
+	if c.active.Add(-1) == 0 {
+		c.lastFrame.Store(time.Now().UnixNano())
+	}
+}
+
+// sweepEvery is how often the sweeper looks: a fraction of the shortest
+// timeout, so a connection is closed at most a quarter late.
+func (s *Server) sweepEvery() time.Duration {
+	return min(max(min(s.cfg.FrameTimeout, s.cfg.IdleTimeout)/4, 10*time.Millisecond), time.Second)
+}
+
+// sweep closes, until the server shuts down, every connection whose frame
+// has not arrived within FrameTimeout of its length, and every connection
+// with nothing in flight that has been quiet for IdleTimeout.
+func (s *Server) sweep() {
+	t := time.NewTicker(s.sweepEvery())
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now().UnixNano()
+		frameLimit, idleLimit := int64(s.cfg.FrameTimeout), int64(s.cfg.IdleTimeout)
+		var late []*conn
+		s.mu.Lock()
+		for c := range s.conns {
+			if fs := c.frameStart.Load(); fs != 0 && now-fs > frameLimit {
+				late = append(late, c)
+			} else if fs == 0 && c.active.Load() == 0 && now-c.lastFrame.Load() > idleLimit {
+				late = append(late, c)
+			}
+		}
+		s.mu.Unlock()
+		for _, c := range late {
+			s.log.Debug("closing connection: idle, or a frame did not arrive in time", "remote", c.nc.RemoteAddr())
+			_ = c.nc.Close()
+		}
 	}
 }
 
@@ -249,10 +264,9 @@ func (c *conn) serve() {
 	// that grows with what arrives (wire.ReadFrameWith).
 	br := bufio.NewReaderSize(c.nc, 4<<10)
 	for {
-		c.mu.Lock()
-		c.waitDeadlineLocked()
-		c.mu.Unlock()
 		f, err := wire.ReadFrameWith(br, c.s.cfg.MaxFrame, c.frameStarted)
+		c.frameStart.Store(0)
+		c.lastFrame.Store(time.Now().UnixNano())
 		if err != nil {
 			switch {
 			case errors.Is(err, codes.ErrTooLarge):
@@ -272,8 +286,7 @@ func (c *conn) serve() {
 				// The frame was whole; only its header was bad. Keep serving.
 				c.writeError(0, err)
 				continue
-			case isTimeout(err):
-				c.s.log.Debug("closing connection: idle, or a frame did not arrive in time", "remote", c.nc.RemoteAddr())
+			case isTimeout(err): // stopReading: the server is shutting down
 			case !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed):
 				c.s.log.Debug("connection read failed", "remote", c.nc.RemoteAddr(), "err", err)
 			}
@@ -372,7 +385,7 @@ func (c *conn) openStream(ctx context.Context, seq uint64) (context.Context, con
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	c.streams[seq] = cancel
-	c.active++
+	c.begin()
 	return sctx, cancel, nil
 }
 
@@ -381,9 +394,7 @@ func (c *conn) closeStream(seq uint64, cancel context.CancelFunc) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.streams, seq)
-	if c.active--; c.active == 0 {
-		c.waitDeadlineLocked()
-	}
+	c.end()
 }
 
 func (c *conn) cancelStream(seq uint64) {
