@@ -44,8 +44,12 @@ func TestEtcdStore_SurvivesEtcdLeaderChangeAndOutage(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	live := newClient(2 * time.Second)
-	if err := live.RegisterAddr(ctx, "web", "10.0.0.1:80", nil, 2*time.Second); err != nil {
+	// TTL 3 s: after the outage etcd renews every lease to its full TTL
+	// (plus its election timeout) when it elects a leader; the front end
+	// must reach it again and relay a heartbeat within that, on a loaded
+	// machine with the race detector.
+	live := newClient(3 * time.Second)
+	if err := live.RegisterAddr(ctx, "web", "10.0.0.1:80", nil, 3*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	obs := newClient(0)
