@@ -27,6 +27,7 @@ const (
 	CodeNotLeader         Code = "not_leader"
 	CodeUnknownOutcome    Code = "unknown_outcome"
 	CodeStaleNode         Code = "stale_node"
+	CodeNotReady          Code = "not_ready"
 	CodeTooLarge          Code = "too_large"
 	CodeTimeout           Code = "timeout"
 	CodeShuttingDown      Code = "shutting_down"
@@ -52,6 +53,10 @@ var (
 	ErrUnknownOutcome = &Error{code: CodeUnknownOutcome, msg: "write outcome unknown"}
 	// ErrStaleNode: the node has not applied an index the client has already seen; ask another node.
 	ErrStaleNode = &Error{code: CodeStaleNode, msg: "node is behind the requested index"}
+	// ErrNotReady: the node has not caught up with the cluster since it
+	// started (it has not yet applied what a leader committed), so its state
+	// could be older than one it served before; ask another node.
+	ErrNotReady = &Error{code: CodeNotReady, msg: "node has not caught up with the cluster since it started"}
 	// ErrTooLarge: a frame or value exceeded a size limit; nothing changed.
 	ErrTooLarge = &Error{code: CodeTooLarge, msg: "request too large"}
 	// ErrTimeout: the operation did not finish in time; for writes, see ErrUnknownOutcome.
@@ -75,7 +80,7 @@ var byCode = map[Code]*Error{}
 
 func init() {
 	for _, e := range []*Error{ErrInvalidArgument, ErrNotFound, ErrNoLeader, ErrNotLeader,
-		ErrUnknownOutcome, ErrStaleNode, ErrTooLarge, ErrTimeout, ErrShuttingDown,
+		ErrUnknownOutcome, ErrStaleNode, ErrNotReady, ErrTooLarge, ErrTimeout, ErrShuttingDown,
 		ErrUnknownMethod, ErrUnavailable, ErrResourceExhausted, ErrOverloaded, ErrInternal} {
 		byCode[e.code] = e
 	}
@@ -147,8 +152,8 @@ func Invalid(format string, args ...any) error {
 // request id that makes a retry idempotent.
 func Retryable(err error) bool {
 	switch Of(err) {
-	case CodeNoLeader, CodeNotLeader, CodeUnknownOutcome, CodeStaleNode, CodeShuttingDown, CodeTimeout, CodeUnavailable,
-		CodeOverloaded:
+	case CodeNoLeader, CodeNotLeader, CodeUnknownOutcome, CodeStaleNode, CodeNotReady, CodeShuttingDown, CodeTimeout,
+		CodeUnavailable, CodeOverloaded:
 		return true
 	}
 	return false
@@ -157,7 +162,7 @@ func Retryable(err error) bool {
 // NotApplied reports whether err proves the write was never proposed.
 func NotApplied(err error) bool {
 	switch Of(err) {
-	case CodeInvalidArgument, CodeNotFound, CodeNoLeader, CodeNotLeader, CodeStaleNode,
+	case CodeInvalidArgument, CodeNotFound, CodeNoLeader, CodeNotLeader, CodeStaleNode, CodeNotReady,
 		CodeTooLarge, CodeShuttingDown, CodeUnknownMethod, CodeUnavailable, CodeResourceExhausted, CodeOverloaded:
 		return true
 	}

@@ -12,6 +12,7 @@ const (
 	MethodCancel     = "Cancel"
 	MethodStatus     = "Status"
 	MethodNodeInfo   = "NodeInfo"
+	MethodReadIndex  = "ReadIndex"
 )
 
 // Event kinds.
@@ -118,6 +119,29 @@ type Instance struct {
 type ListResponse struct {
 	Index     uint64     `codec:"index"`
 	Instances []Instance `codec:"instances"`
+	Freshness
+}
+
+// Freshness says how current the answering node's state can be: whether it
+// knows a leader, and how long ago it last heard from one (0 on the leader).
+// A node that has lost its leader goes on serving its last state (for
+// discovery, the last known state beats nothing) and says so here.
+type Freshness struct {
+	KnownLeader bool `codec:"known_leader"`
+	// LastContactMillis: milliseconds since this node last heard from the
+	// leader; 0 on the leader itself, -1 if it never has since it started.
+	LastContactMillis int64 `codec:"last_contact_ms"`
+}
+
+// ReadIndexRequest asks a node for an index at least as new as every change
+// acknowledged before the request arrived (linearizable: the leader confirms
+// its leadership with a quorum first). Nodes use it to catch up after they
+// start; any client may use it too.
+type ReadIndexRequest struct{}
+
+// ReadIndexResponse answers a ReadIndexRequest.
+type ReadIndexResponse struct {
+	Index uint64 `codec:"index"`
 }
 
 // WatchRequest opens a stream of events for a service. FromIndex 0 starts with
@@ -165,8 +189,12 @@ type NodeStatus struct {
 	SnapshotIndex uint64 `codec:"snapshot_index"` // index of the latest snapshot on this node
 	Leader        string `codec:"leader"`         // the leader this node knows of
 	Voter         bool   `codec:"voter"`
-	Error         string `codec:"error,omitempty"`
-	HeapInuse     uint64 `codec:"heap_inuse_bytes,omitempty"` // this process's Go heap in use (NodeInfo only)
+	// Ready: the node has caught up with the cluster since it started and
+	// serves reads (see codes.ErrNotReady).
+	Ready bool `codec:"ready"`
+	Freshness
+	Error     string `codec:"error,omitempty"`
+	HeapInuse uint64 `codec:"heap_inuse_bytes,omitempty"` // this process's Go heap in use (NodeInfo only)
 	// Raft log appends since the node started (each one write of the log
 	// store with its fsyncs), the entries they carried, and their total time.
 	LogAppends  uint64 `codec:"log_appends,omitempty"`
