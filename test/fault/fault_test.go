@@ -73,6 +73,13 @@ func TestFault_PlantedBugsAreCaught(t *testing.T) {
 		{"expire-early", check.NameTTLSafety, []string{"kill-leader"}, func(s *run.Scenario) { s.Workload.TTLClients = 6 }},
 		// Watch streams skip some change events.
 		{"drop-watch-event", check.NameWatches, []string{"kill-leader"}, nil},
+		// A restarted node serves reads before it has caught up with the
+		// cluster: from its last snapshot (taken often here), before it has
+		// applied the log after it. The node readers read it as soon as it
+		// listens again.
+		{"read-before-caught-up", check.NameMonotonicReads, []string{"kill-random"}, func(s *run.Scenario) {
+			s.Args = []string{"-snapshot-threshold", "64", "-trailing-logs", "32", "-snapshot-interval", "1s"}
+		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.bug, func(t *testing.T) {

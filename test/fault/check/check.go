@@ -9,12 +9,13 @@
 // hand-made good and bad histories (check_test.go and friends), and the
 // planted-bug scenarios of the suite show they catch real failures.
 //
-//	Replicas      journals agree index by index; state hashes agree
-//	Linearizable  register/unregister/consistent list per service (porcupine)
-//	Durability    acknowledged writes are committed and survive; none applied twice
-//	TTLSafety     no expiry earlier than TTL after the last sign of life
-//	TTLLiveness   a stopped instance is removed within the documented bound
-//	Watches       gap-free, ordered, committed, resumable, convergent streams
+//	Replicas        journals agree index by index; state hashes agree
+//	Linearizable    register/unregister/consistent list per service (porcupine)
+//	Durability      acknowledged writes are committed and survive; none applied twice
+//	TTLSafety       no expiry earlier than TTL after the last sign of life
+//	TTLLiveness     a stopped instance is removed within the documented bound
+//	Watches         gap-free, ordered, committed, resumable, convergent streams
+//	MonotonicReads  no node answers a read from an older state than before, across restarts
 //
 // The journals are the checkers' view of the committed log: an entry a node
 // applied was committed. Indices missing from every journal are either
@@ -33,12 +34,13 @@ import (
 
 // Checker names, as they appear in Verdict.Checker and Violation.Checker.
 const (
-	NameReplicas     = "replicas"
-	NameLinearizable = "linearizable"
-	NameDurability   = "durability"
-	NameTTLSafety    = "ttl-safety"
-	NameTTLLiveness  = "ttl-liveness"
-	NameWatches      = "watches"
+	NameReplicas       = "replicas"
+	NameLinearizable   = "linearizable"
+	NameDurability     = "durability"
+	NameTTLSafety      = "ttl-safety"
+	NameTTLLiveness    = "ttl-liveness"
+	NameWatches        = "watches"
+	NameMonotonicReads = "monotonic-reads"
 )
 
 // DefaultLinearizableTimeout is the porcupine budget per service that All
@@ -125,6 +127,7 @@ func All(run *history.Run) []Verdict {
 		TTLSafety(run),
 		TTLLiveness(run),
 		Watches(run),
+		MonotonicReads(run),
 	}
 }
 

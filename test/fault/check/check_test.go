@@ -38,7 +38,7 @@ func allGoodRun(t *testing.T) *history.Run {
 
 func TestCheck_AllGood(t *testing.T) {
 	vs := All(allGoodRun(t))
-	names := []string{NameReplicas, NameLinearizable, NameDurability, NameTTLSafety, NameTTLLiveness, NameWatches}
+	names := []string{NameReplicas, NameLinearizable, NameDurability, NameTTLSafety, NameTTLLiveness, NameWatches, NameMonotonicReads}
 	if len(vs) != len(names) {
 		t.Fatalf("%d verdicts", len(vs))
 	}
@@ -48,8 +48,9 @@ func TestCheck_AllGood(t *testing.T) {
 		}
 		wantOK(t, v)
 	}
-	if vs[1].Stats["services"] != 1 || vs[1].Stats["services_skipped"] != 1 || vs[5].Stats["converged_checked"] != 1 {
-		t.Errorf("stats: %v %v", vs[1].Stats, vs[5].Stats)
+	if vs[1].Stats["services"] != 1 || vs[1].Stats["services_skipped"] != 1 || vs[5].Stats["converged_checked"] != 1 ||
+		vs[6].Stats["reads"] != 1 {
+		t.Errorf("stats: %v %v %v", vs[1].Stats, vs[5].Stats, vs[6].Stats)
 	}
 }
 

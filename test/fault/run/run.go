@@ -176,7 +176,7 @@ func Run(ctx context.Context, sc Scenario, opts Options) (*Result, error) {
 
 	lin, services := check.Linearizable(res.Run, 60*time.Second)
 	res.Verdicts = []check.Verdict{check.Replicas(res.Run), lin, check.Durability(res.Run),
-		check.TTLSafety(res.Run), check.TTLLiveness(res.Run), check.Watches(res.Run)}
+		check.TTLSafety(res.Run), check.TTLLiveness(res.Run), check.Watches(res.Run), check.MonotonicReads(res.Run)}
 	for _, v := range res.Verdicts {
 		res.Violations += len(v.Violations)
 	}

@@ -2,13 +2,20 @@
 // it: many services with a few clients each, doing registrations,
 // unregistrations, heartbeats and default and consistent lists, TTL clients
 // of which some stop heartbeating on purpose, clients that only ever talk to
-// one follower, and watchers that drop their stream and resume it on another
-// node. Every operation is recorded with its call and return time and an
-// outcome — ok, fail (definitely not applied) or unknown — for the checkers.
+// one follower, a reader on every node that reads it again as soon as it is
+// back after a restart, and watchers that drop their stream and resume it on
+// another node. Every operation is recorded with its call and return time and
+// an outcome — ok, fail (definitely not applied) or unknown — for the
+// checkers.
 //
 // Each operation is one attempt on one node over the native protocol
-// (internal/rpcconn), so its outcome is exactly what that node said. A client
-// that gets an unknown outcome retires; a fresh client id takes its place.
+// (internal/rpcconn), never failed over to another, so Op.Node is the node
+// that answered and the outcome is exactly what that node said (a node that
+// forwards a write or a consistent read to the leader answers with the
+// leader's reply). A read refused by a node that has not caught up since it
+// started (not_ready) or that is behind the client (stale_node) is a fail:
+// a read changes nothing. A client that gets an unknown outcome retires; a
+// fresh client id takes its place.
 package workload
 
 import (
@@ -37,6 +44,7 @@ type Config struct {
 	TTLClients        int           // heartbeating instances per TTL service
 	TTL               time.Duration // their TTL
 	StopShare         float64       // share of TTL clients that stop heartbeating on purpose mid-run
+	NodeReaders       int           // readers pinned to each node: default lists without MinIndex, retried promptly while the node is down
 	Watchers          int           // watchers, spread over all services
 	ResumeEvery       time.Duration // a watcher drops its stream and resumes on another node this often
 	OpTimeout         time.Duration // one attempt's deadline
@@ -49,7 +57,7 @@ type Config struct {
 // DefaultConfig is a moderate load for a 3-node cluster on 2 cores.
 func DefaultConfig() Config {
 	return Config{Services: 4, ClientsPerService: 4, AddrsPerService: 3, FollowerOnly: 0.25,
-		TTLServices: 2, TTLClients: 4, TTL: 2 * time.Second, StopShare: 0.25,
+		TTLServices: 2, TTLClients: 4, TTL: 2 * time.Second, StopShare: 0.25, NodeReaders: 1,
 		Watchers: 6, ResumeEvery: 3 * time.Second, OpTimeout: 2 * time.Second, Think: 40 * time.Millisecond, Seed: 1}
 }
 
@@ -130,6 +138,16 @@ func (w *Workload) Start(ctx context.Context) {
 		}
 	}
 	all := append(w.LinServices(), w.TTLServiceNames()...)
+	for n := range w.nodes {
+		for r := range w.cfg.NodeReaders {
+			rng := rand.New(rand.NewPCG(seed, uint64(30000+n*100+r)))
+			w.clients.Add(1)
+			go func() {
+				defer w.clients.Done()
+				w.nodeReader(ctx, n, all, fmt.Sprintf("read-%s-r%d", w.nodes[n].ID, r), rng)
+			}()
+		}
+	}
 	for i := range w.cfg.Watchers {
 		rng := rand.New(rand.NewPCG(seed, uint64(20000+i)))
 		wt := &watcher{w: w, name: fmt.Sprintf("w%d", i), service: all[i%len(all)], rng: rng}
@@ -272,11 +290,7 @@ func (w *Workload) linClient(ctx context.Context, svc, base string, rng *rand.Ra
 			err = w.call(ctx, cs, node, wire.MethodList, &wire.ListRequest{Name: svc, Consistent: consistent, MinIndex: seen}, &resp)
 			op.Return, op.Index = now(), resp.Index
 			if err == nil {
-				op.Result = []string{}
-				for _, in := range resp.Instances {
-					op.Result = append(op.Result, in.Addr)
-				}
-				slices.Sort(op.Result)
+				op.Result = addrs(resp.Instances)
 			}
 		}
 		op.Outcome, op.Code, op.Err = outcome(err)
@@ -290,6 +304,58 @@ func (w *Workload) linClient(ctx context.Context, svc, base string, rng *rand.Ra
 			seen = 0
 		}
 	}
+}
+
+// nodeReader reads one node again and again with default lists of random
+// services and no MinIndex, as a client that knows nothing yet would (a new
+// process): every answer is that node's own state, which must never go back
+// to an older index (check.MonotonicReads), across restarts too. After a read
+// that did not answer — the node is down, restarting, not caught up yet
+// (not_ready) — it tries again after a short pause instead of thinking, so
+// its first reads reach a restarted node as soon as it listens.
+func (w *Workload) nodeReader(ctx context.Context, node int, services []string, base string, rng *rand.Rand) {
+	cs := w.newConns()
+	defer cs.pool.Close()
+	gen := 0
+	client := fmt.Sprintf("%s#%d", base, gen)
+	pause := w.think
+	for pause(ctx, rng) {
+		op := history.Op{Client: client, Kind: history.List, Service: services[rng.IntN(len(services))], Node: w.nodes[node].ID}
+		var resp wire.ListResponse
+		op.Call = now()
+		err := w.call(ctx, cs, node, wire.MethodList, &wire.ListRequest{Name: op.Service}, &resp)
+		op.Return, op.Index = now(), resp.Index
+		op.Outcome, op.Code, op.Err = outcome(err)
+		if err == nil {
+			op.Result = addrs(resp.Instances)
+		}
+		w.record(op)
+		pause = w.think
+		switch op.Outcome {
+		case history.Fail:
+			pause = w.retrySoon
+		case history.Unknown:
+			gen++
+			client = fmt.Sprintf("%s#%d", base, gen) // this client retires
+			pause = w.retrySoon
+		}
+	}
+}
+
+// retrySoon pauses 50 ms: how soon a node reader tries again after a read
+// that did not answer.
+func (w *Workload) retrySoon(ctx context.Context, _ *rand.Rand) bool {
+	return sleep(ctx, 50*time.Millisecond) && !w.stopClients.Load()
+}
+
+// addrs returns the instances' addresses, sorted (never nil).
+func addrs(ins []wire.Instance) []string {
+	out := []string{}
+	for _, in := range ins {
+		out = append(out, in.Addr)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // ttlClient keeps one instance alive with heartbeats every ~TTL/3 to random

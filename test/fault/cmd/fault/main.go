@@ -46,7 +46,7 @@ func realMain(ctx context.Context, args []string) int {
 	duration := fs.Duration("duration", 0, "fault phase length of each scenario (0: the scenario's own)")
 	out := fs.String("out", "", "report root (default test/reports/<date-time>)")
 	network := fs.String("network", "", "override the network backend: proxy, netns or loopback")
-	bug := fs.String("bug", "", "plant a bug (faultbugs build): stale-read, ack-before-commit, expire-early, drop-watch-event")
+	bug := fs.String("bug", "", "plant a bug (faultbugs build): stale-read, ack-before-commit, expire-early, drop-watch-event, read-before-caught-up")
 	quiet := fs.Bool("q", false, "print only the summary lines")
 	recheck := fs.String("check", "", "run the checkers again on a recorded history.jsonl and print their verdicts")
 	if err := fs.Parse(args); err != nil {
