@@ -2,9 +2,14 @@ package raftnode
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/discoverd/discoverd/internal/logging"
 )
 
 // leadershipLoop turns Raft's leadership notifications into observer calls.
@@ -35,6 +40,7 @@ func (n *Node) leaderGained() {
 	}
 	n.leaderGen++
 	gen := n.leaderGen
+	logging.HandingOver(n.hlog, false) // a new term: no handover of this one yet
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancelTerm = cancel
 	term := n.raft.CurrentTerm()
@@ -42,15 +48,10 @@ func (n *Node) leaderGained() {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		for ctx.Err() == nil {
-			err := n.raft.Barrier(n.cfg.BarrierTimeout).Error()
-			if err == nil {
-				break
-			}
-			n.log.Warn("leader barrier failed", "err", err)
-			if n.raft.State() != raft.Leader {
-				return
-			}
+		barrier := func() error { return n.raft.Barrier(n.cfg.BarrierTimeout).Error() }
+		leading := func() bool { return n.raft.State() == raft.Leader }
+		if !retryBarrier(ctx, n.done, n.log, term, barrier, leading) {
+			return
 		}
 		n.leaderMu.Lock()
 		defer n.leaderMu.Unlock()
@@ -66,6 +67,64 @@ func (n *Node) leaderGained() {
 			o.BecomeLeader()
 		}
 	}()
+}
+
+// The leader's barrier is retried after barrierBackoffMin, then after twice
+// as long each time, up to barrierBackoffMax. A barrier fails at once while
+// a leadership transfer is in progress (as on every stop of a leader), and
+// retried without a pause it logged 10 000 lines in the quarter second the
+// transfer took.
+const (
+	barrierBackoffMin = 10 * time.Millisecond
+	barrierBackoffMax = 500 * time.Millisecond
+)
+
+// retryBarrier runs barrier, the leader's barrier of term, until it
+// succeeds, and reports whether it did. It gives up when ctx ends (the term
+// is over), done is closed (the node stops) or leading reports that Raft no
+// longer has this node lead. Between attempts it backs off (barrierBackoffMin
+// doubling to barrierBackoffMax, from the start for every term); each failure
+// is one line, at info level when it is what a stop or a change of leader
+// does to a barrier (barrierExpected), else a warning.
+func retryBarrier(ctx context.Context, done <-chan struct{}, log *slog.Logger, term uint64, barrier func() error, leading func() bool) bool {
+	wait := barrierBackoffMin
+	for attempt := 1; ; attempt++ {
+		if ctx.Err() != nil {
+			return false
+		}
+		err := barrier()
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil || !leading() {
+			log.Debug("leader barrier abandoned: no longer leading", "term", term, "err", err)
+			return false
+		}
+		level := slog.LevelWarn
+		if barrierExpected(err) {
+			level = slog.LevelInfo
+		}
+		log.Log(context.Background(), level, "leader barrier failed, retrying", "term", term, "attempt", attempt, "retry_in", wait, "err", err)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-done:
+			t.Stop()
+			return false
+		}
+		wait = min(2*wait, barrierBackoffMax)
+	}
+}
+
+// barrierExpected reports whether err is what a barrier meets when its
+// leader hands leadership over (every graceful stop of a leader does), loses
+// it, or stops: no fault of the node's.
+func barrierExpected(err error) bool {
+	return errors.Is(err, raft.ErrLeadershipTransferInProgress) || errors.Is(err, raft.ErrRaftShutdown) ||
+		errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrNotLeader)
 }
 
 func (n *Node) leaderLost() {
@@ -105,15 +164,29 @@ func (n *Node) Leader() (id, addr string) {
 	return string(i), string(a)
 }
 
+// Stopping tells the node that it is about to be shut down: from then on
+// its Raft's failures to reach a peer are no news and are logged at debug
+// level (logging.Stopping). A stop calls it just before Shutdown, or for
+// every node of a cluster that stops as a whole.
+func (n *Node) Stopping() { logging.Stopping(n.hlog) }
+
 // TransferLeadership hands leadership to another voter and waits until one
 // has taken over, Raft gives up (it bounds a transfer by its election
 // timeout), or ctx ends; it fails if this node is not the leader.
+//
+// From the start of the handover until this node next leads, Raft's error
+// that a peer has a newer term — the new leader's — is logged as info: it
+// is the handover taking effect (logging.HandingOver).
 func (n *Node) TransferLeadership(ctx context.Context) error {
+	logging.HandingOver(n.hlog, true)
 	fut := n.raft.LeadershipTransfer()
 	done := make(chan error, 1)
 	go func() { done <- fut.Error() }()
 	select {
 	case err := <-done:
+		if err != nil {
+			logging.HandingOver(n.hlog, false) // Raft gave up: this node still leads
+		}
 		return err
 	case <-ctx.Done():
 		return fmt.Errorf("leadership transfer did not finish in time: %w", ctx.Err())

@@ -264,44 +264,135 @@ func (s *Server) Kill() error {
 func (s *Server) stop(ctx context.Context, graceful bool) error {
 	var err error
 	s.once.Do(func() {
-		s.log.Info("shutting down", "graceful", graceful)
-		if !graceful {
-			_ = s.ln.Close()
-		}
-		s.rpc.Shutdown(ctx)
-		s.stopTLS()
+		s.stopServing(ctx, graceful)
 		if s.etcd != nil {
-			err = s.etcd.Close()
-			_ = s.mux.Close()
-			s.wg.Wait()
-			s.log.Info("stopped")
+			err = s.stopEtcd()
 			return
 		}
-		s.stopTracker()
-		if graceful && s.node.IsLeader() {
-			// A graceful handover shortens the write outage to one round
-			// trip. Raft bounds it by its election timeout; the wait is
-			// bounded by the stop's deadline too, so that no transfer can
-			// hold a stop past it.
-			if terr := s.node.TransferLeadership(ctx); terr != nil {
-				if ctx.Err() != nil {
-					s.log.Warn("leadership transfer before shutdown did not finish in time; stopping without it", "err", ctx.Err())
-				} else {
-					s.log.Info("leadership transfer before shutdown failed", "err", terr)
-				}
+		if graceful {
+			s.handOver(ctx)
+		}
+		err = s.stopRaft()
+	})
+	return err
+}
+
+// ShutdownCluster stops srvs, distinct servers that are every node of one
+// cluster, all run by this process (`discoverd dev`); a server already
+// stopped is skipped. First every node stops serving clients (answers in
+// flight go out, streams end) and proposing expiries, then the leader stops
+// Raft, then the others. No leadership is handed over: every node stops, so
+// a handover would only elect a node about to stop, one election per node.
+// The order spares each node the others' stop: a follower whose leader has
+// stopped only waits for it — for a heartbeat timeout, far longer than the
+// rest of the stop takes — where a leader whose followers stopped first
+// logged every append to them that failed, as an error.
+func ShutdownCluster(ctx context.Context, srvs []*Server) error {
+	leader := -1
+	for i, s := range srvs {
+		if s.node != nil {
+			s.node.Stopping() // every peer is stopping too
+			if s.node.IsLeader() {
+				leader = i
 			}
 		}
-		err = s.node.Shutdown()
-		if s.journal != nil {
-			_ = s.journal.Close()
+	}
+	var served sync.WaitGroup // every node has stopped serving (or had stopped)
+	served.Add(len(srvs))
+	leaderDone := make(chan struct{}) // the leader's Raft has stopped
+	if leader < 0 {
+		close(leaderDone)
+	}
+	errs := make([]error, len(srvs))
+	var wg sync.WaitGroup
+	for i, s := range srvs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ran := false
+			s.once.Do(func() {
+				ran = true
+				s.stopServing(ctx, true)
+				served.Done()
+				served.Wait()
+				if s.etcd != nil {
+					errs[i] = s.stopEtcd()
+					return
+				}
+				if i != leader {
+					<-leaderDone
+				}
+				errs[i] = s.stopRaft()
+				if i == leader {
+					close(leaderDone)
+				}
+			})
+			if !ran { // stopped before
+				served.Done()
+				if i == leader {
+					close(leaderDone)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// stopServing stops serving clients (dropping their connections at once
+// unless graceful), the TLS files' watch and, on a Raft node, expiry.
+func (s *Server) stopServing(ctx context.Context, graceful bool) {
+	s.log.Info("shutting down", "graceful", graceful)
+	if !graceful {
+		_ = s.ln.Close()
+	}
+	s.rpc.Shutdown(ctx)
+	s.stopTLS()
+	if s.stopTracker != nil { // a Raft node
+		s.stopTracker()
+	}
+}
+
+// handOver hands leadership to another node if this one leads. A graceful
+// handover shortens the write outage to one round trip. Raft bounds it by
+// its election timeout; the wait is bounded by ctx (the stop's deadline)
+// too, so that no transfer can hold a stop past it.
+func (s *Server) handOver(ctx context.Context) {
+	if !s.node.IsLeader() {
+		return
+	}
+	if err := s.node.TransferLeadership(ctx); err != nil {
+		if ctx.Err() != nil {
+			s.log.Warn("leadership transfer before shutdown did not finish in time; stopping without it", "err", ctx.Err())
+		} else {
+			s.log.Info("leadership transfer before shutdown failed", "err", err)
 		}
-		s.pool.Close()
-		if cerr := s.mux.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) && err == nil {
-			err = cerr
-		}
-		s.wg.Wait()
-		s.log.Info("stopped")
-	})
+	}
+}
+
+// stopRaft stops Raft and closes its stores, the journal, the peer
+// connections and the port, and waits for the server's goroutines.
+func (s *Server) stopRaft() error {
+	s.node.Stopping()
+	err := s.node.Shutdown()
+	if s.journal != nil {
+		_ = s.journal.Close()
+	}
+	s.pool.Close()
+	if cerr := s.mux.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) && err == nil {
+		err = cerr
+	}
+	s.wg.Wait()
+	s.log.Info("stopped")
+	return err
+}
+
+// stopEtcd closes an etcd front end's store and its port.
+func (s *Server) stopEtcd() error {
+	err := s.etcd.Close()
+	_ = s.mux.Close()
+	s.wg.Wait()
+	s.log.Info("stopped")
 	return err
 }
 

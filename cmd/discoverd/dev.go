@@ -91,13 +91,11 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		lns = append(lns, ln)
 	}
 	var srvs []*server.Server
+	// The cluster stops as a whole: no node hands leadership to another
+	// about to stop, nor logs the others' stop as a failure.
 	stopAll := func() error {
 		return shutdown(func(sctx context.Context) error {
-			var errs []error
-			for i := len(srvs) - 1; i >= 0; i-- {
-				errs = append(errs, srvs[i].Shutdown(sctx))
-			}
-			return errors.Join(errs...)
+			return server.ShutdownCluster(sctx, srvs)
 		}, f.shutdownTimeout, stopGrace, log)
 	}
 	for i, p := range peers {

@@ -3,11 +3,16 @@ package logging_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
 
 	"github.com/discoverd/discoverd/internal/logging"
 )
@@ -315,4 +320,156 @@ func TestHCLog_StandardLogger(t *testing.T) {
 	if qbuf.Len() != 0 {
 		t.Errorf("StandardLogger wrote below the level: %q", qbuf.String())
 	}
+}
+
+// Regression: hashicorp/raft logs its configuration with hclog.Fmt, which
+// the adapter handed to slog as a raw slice: the line read
+// servers="[%+v [{...}]]". Values are now rendered as hclog renders them.
+func TestHCLog_FormatsHclogValues(t *testing.T) {
+	h, buf := hc(slog.LevelInfo, "raft")
+	servers := []raft.Server{{Suffrage: raft.Voter, ID: "n1", Address: "127.0.0.1:1111"}}
+	h.Info("initial configuration", "index", 0, "servers", hclog.Fmt("%+v", servers))
+	m := only(t, buf)
+	if m["servers"] != "[{Suffrage:Voter ID:n1 Address:127.0.0.1:1111}]" {
+		t.Errorf("hclog.Fmt value: servers = %q, want the formatted configuration", m["servers"])
+	}
+	h.Info("values", "hex", hclog.Hex(255), "octal", hclog.Octal(8), "binary", hclog.Binary(5),
+		"quote", hclog.Quote("a b"), "percent", hclog.Fmt("%0.2f%%", 12.5))
+	m = only(t, buf)
+	for k, want := range map[string]string{"hex": "0xff", "octal": "010", "binary": "0b101", "quote": "a b", "percent": "12.50%"} {
+		if m[k] != want {
+			t.Errorf("%s = %v, want %q", k, m[k], want)
+		}
+	}
+	// A key that is no string is printed; an odd value gets hclog's key.
+	h.Warn("odd", 7, "seven", "left over")
+	m = only(t, buf)
+	if m["7"] != "seven" || m[hclog.MissingKey] != "left over" {
+		t.Errorf("odd args: got %v", m)
+	}
+	if strings.Contains(fmt.Sprint(m), "BADKEY") {
+		t.Errorf("odd args written as !BADKEY: %v", m)
+	}
+	// With renders its args the same way.
+	h.With("servers", hclog.Fmt("%d voters", 3)).Info("x")
+	if m := only(t, buf); m["servers"] != "3 voters" {
+		t.Errorf("With(hclog.Fmt): servers = %v", m["servers"])
+	}
+	// In text too, no format verb is left in the line.
+	var text bytes.Buffer
+	logging.HCLog(slog.New(slog.NewTextHandler(&text, nil)), "raft").Info("initial configuration", "servers", hclog.Fmt("%+v", servers))
+	if got := text.String(); strings.Contains(got, "%+v") || !strings.Contains(got, `servers="[{Suffrage:Voter ID:n1 Address:127.0.0.1:1111}]"`) {
+		t.Errorf("text line: %s", got)
+	}
+}
+
+// The errors hashicorp/raft meets only because its node is stopping (a
+// connection the node closed, its transport or Raft shut down) are logged at
+// debug level; a peer's real failure stays an error.
+func TestHCLog_OwnStopErrorsAreDebug(t *testing.T) {
+	closed := &net.OpError{Op: "read", Net: "tcp", Err: net.ErrClosed}
+	for _, err := range []error{closed, raft.ErrTransportShutdown, raft.ErrRaftShutdown, fmt.Errorf("append: %w", raft.ErrRaftShutdown)} {
+		h, buf := hc(slog.LevelDebug, "raft")
+		h.Named("transport").Error("failed to decode incoming command", "error", err)
+		if m := only(t, buf); m["level"] != "DEBUG" || m["error"] != err.Error() {
+			t.Errorf("error %q: got %v, want a DEBUG line", err, m)
+		}
+		q, qbuf := hc(slog.LevelInfo, "raft")
+		q.Warn("failed", "error", err)
+		if qbuf.Len() != 0 {
+			t.Errorf("error %q: written at info level: %s", err, qbuf.String())
+		}
+	}
+	h, buf := hc(slog.LevelInfo, "raft")
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")}
+	h.Error("failed to appendEntries to", "peer", "n2", "error", refused)
+	if m := only(t, buf); m["level"] != "ERROR" {
+		t.Errorf("a peer's failure: got %v, want ERROR", m)
+	}
+}
+
+func TestHCLog_StandardWriterLevels(t *testing.T) {
+	h, buf := hc(slog.LevelDebug, "raft")
+	infer := h.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
+	for line, want := range map[string][2]string{
+		"[WARN] raft-net: slow":   {"WARN", "raft-net: slow"},
+		"[ERR] boom":              {"ERROR", "boom"},
+		"[DEBUG] detail":          {"DEBUG", "detail"},
+		"no prefix at 100%":       {"INFO", "no prefix at 100%"},
+		"[ERROR] 50% of %+v kept": {"ERROR", "50% of %+v kept"},
+	} {
+		infer.Print(line)
+		if m := only(t, buf); m["level"] != want[0] || m["msg"] != want[1] {
+			t.Errorf("InferLevels %q: got %v, want %v", line, m, want)
+		}
+	}
+	stamped := h.StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true, InferLevelsWithTimestamp: true})
+	_, _ = stamped.Write([]byte("2026/12/07 11:52:41 [WARN] late\n"))
+	if m := only(t, buf); m["level"] != "WARN" || m["msg"] != "late" {
+		t.Errorf("InferLevelsWithTimestamp: got %v", m)
+	}
+	forced := h.StandardWriter(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug, InferLevels: true})
+	_, _ = forced.Write([]byte("[ERROR] quiet"))
+	if m := only(t, buf); m["level"] != "DEBUG" || m["msg"] != "quiet" {
+		t.Errorf("ForceLevel: got %v", m)
+	}
+}
+
+// A leader that hands leadership over learns of the new leader's term, and
+// Raft logs that at error level: while the handover runs it is info, for
+// every logger derived from the same HCLog; otherwise it stays an error.
+func TestHCLog_HandingOverMakesTheNewTermInfo(t *testing.T) {
+	h, buf := hc(slog.LevelInfo, "raft")
+	raftLog := h.With("node", "n1") // as hashicorp/raft derives its own
+	staleTerm := func() string {
+		raftLog.Error("peer has newer term, stopping replication", "peer", "n2")
+		return only(t, buf)["level"].(string)
+	}
+	if got := staleTerm(); got != "ERROR" {
+		t.Errorf("before a handover: %s, want ERROR", got)
+	}
+	logging.HandingOver(h, true)
+	if got := staleTerm(); got != "INFO" {
+		t.Errorf("during a handover: %s, want INFO", got)
+	}
+	raftLog.Error("failed to appendEntries to", "peer", "n2", "error", errors.New("boom"))
+	if m := only(t, buf); m["level"] != "ERROR" {
+		t.Errorf("another error during a handover: %v, want ERROR", m)
+	}
+	logging.HandingOver(h, false)
+	if got := staleTerm(); got != "ERROR" {
+		t.Errorf("after a handover: %s, want ERROR", got)
+	}
+	logging.HandingOver(hclog.NewNullLogger(), true) // no adapter: ignored
+}
+
+// Once its node's Raft is stopping, Raft's failures to reach a peer are
+// debug lines (shutting Raft down wakes its replication to try a peer that
+// was down once more); other errors stay errors.
+func TestHCLog_StoppingMakesPeerFailuresDebug(t *testing.T) {
+	h, buf := hc(slog.LevelDebug, "raft")
+	raftLog := h.With("node", "n1")
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: errors.New("connect: connection refused")}
+	appendFailed := func(err error) string {
+		raftLog.Error("failed to appendEntries to", "peer", "n2", "error", err)
+		return only(t, buf)["level"].(string)
+	}
+	if got := appendFailed(refused); got != "ERROR" {
+		t.Errorf("before the stop: %s, want ERROR", got)
+	}
+	logging.Stopping(h)
+	for _, err := range []error{refused, io.EOF, fmt.Errorf("read: %w", io.ErrUnexpectedEOF)} {
+		if got := appendFailed(err); got != "DEBUG" {
+			t.Errorf("%v while stopping: %s, want DEBUG", err, got)
+		}
+	}
+	if got := appendFailed(errors.New("bolt: write failed")); got != "ERROR" {
+		t.Errorf("a store error while stopping: %s, want ERROR", got)
+	}
+	other, obuf := hc(slog.LevelDebug, "raft") // another node's logger
+	other.Error("failed to appendEntries to", "error", refused)
+	if m := only(t, obuf); m["level"] != "ERROR" {
+		t.Errorf("another node's logger: %v, want ERROR", m)
+	}
+	logging.Stopping(hclog.NewNullLogger()) // no adapter: ignored
 }
