@@ -30,6 +30,14 @@ const (
 	// share one log write (and its fsyncs) on every node. Each command in it
 	// gets its own index, in order (see FSM.ApplyBatch).
 	BatchType MessageType = 4
+	// UnregisterIfType removes an instance only if its last registration is
+	// still the one at IfIndex (an UnregisterCommand with IfIndex set): a
+	// registrant that stops removes what it registered, never a later
+	// registration of the same instance by another registrant. Nodes older
+	// than this type stop at it ("unknown message type 5") rather than
+	// remove unconditionally: upgrade every node before clients that send
+	// if_index.
+	UnregisterIfType MessageType = 5
 )
 
 func (t MessageType) String() string {
@@ -42,6 +50,8 @@ func (t MessageType) String() string {
 		return "expire"
 	case BatchType:
 		return "batch"
+	case UnregisterIfType:
+		return "unregister-if"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -56,11 +66,13 @@ type RegisterCommand struct {
 	RequestID string // optional; a second entry with the same id is not applied again
 }
 
-// UnregisterCommand removes (Name, Addr).
+// UnregisterCommand removes (Name, Addr); with IfIndex (UnregisterIfType
+// only), only if the instance's last registration is the one at IfIndex.
 type UnregisterCommand struct {
 	Name      string
 	Addr      string
 	RequestID string
+	IfIndex   uint64 `codec:",omitempty"`
 }
 
 // ExpireCommand removes (Name, Addr) only if its last registration is still the
@@ -96,6 +108,9 @@ func Encode(t MessageType, cmd any) ([]byte, error) {
 	if t == BatchType {
 		return nil, errors.New("encode batch: use EncodeBatch")
 	}
+	if err := checkUnregisterType(t, cmd); err != nil {
+		return nil, err
+	}
 	if b, ok := appendCommand(append(make([]byte, 0, 128), byte(t)), t, cmd); ok {
 		return b, nil
 	}
@@ -109,6 +124,24 @@ func Encode(t MessageType, cmd any) ([]byte, error) {
 		return nil, fmt.Errorf("encode %s command: %w", t, err)
 	}
 	return buf.Bytes(), nil
+}
+
+// checkUnregisterType refuses an unregistration whose message type does not
+// match its IfIndex: a conditional one sent as UnregisterType would be
+// applied unconditionally.
+func checkUnregisterType(t MessageType, cmd any) error {
+	var c *UnregisterCommand
+	switch v := cmd.(type) {
+	case *UnregisterCommand:
+		c = v
+	case UnregisterCommand:
+		c = &v
+	}
+	if c == nil || (t != UnregisterType && t != UnregisterIfType) || (t == UnregisterIfType) == (c.IfIndex != 0) {
+		return nil
+	}
+	return fmt.Errorf("encode %s command with IfIndex %d: a conditional unregistration is %s, an unconditional one %s",
+		t, c.IfIndex, UnregisterIfType, UnregisterType)
 }
 
 var noBytes = []byte{}
@@ -200,7 +233,7 @@ func appendCommand(b []byte, t MessageType, cmd any) ([]byte, bool) {
 			return c.appendMsgpack(b), true
 		}
 	case *UnregisterCommand:
-		if t == UnregisterType && c != nil {
+		if c != nil && ((t == UnregisterType && c.IfIndex == 0) || (t == UnregisterIfType && c.IfIndex != 0)) {
 			return c.appendMsgpack(b), true
 		}
 	case *ExpireCommand:
@@ -245,8 +278,15 @@ func (c *RegisterCommand) decodeMsgpack(r *mpack.Reader) error {
 }
 
 func (c *UnregisterCommand) appendMsgpack(b []byte) []byte {
-	b = mpack.AppendMapHeader(b, 3)
+	n := 3
+	if c.IfIndex != 0 {
+		n++
+	}
+	b = mpack.AppendMapHeader(b, n)
 	b = mpack.AppendStr(mpack.AppendStr(b, "Addr"), c.Addr)
+	if c.IfIndex != 0 {
+		b = mpack.AppendUint(mpack.AppendStr(b, "IfIndex"), c.IfIndex)
+	}
 	b = mpack.AppendStr(mpack.AppendStr(b, "Name"), c.Name)
 	return mpack.AppendStr(mpack.AppendStr(b, "RequestID"), c.RequestID)
 }
@@ -258,6 +298,8 @@ func (c *UnregisterCommand) decodeMsgpack(r *mpack.Reader) error {
 		switch k {
 		case "Addr":
 			c.Addr, err = r.Str()
+		case "IfIndex":
+			c.IfIndex, err = r.Uint()
 		case "Name":
 			c.Name, err = r.Str()
 		case "RequestID":

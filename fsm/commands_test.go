@@ -47,6 +47,9 @@ func commandCases() []struct {
 	}
 	for _, u := range []uint64{0, 127, 128, 255, 256, 65536, math.MaxUint32 + 1, math.MaxUint64} {
 		cs = append(cs, c{ExpireType, &ExpireCommand{Index: u, DecidedAt: -int64(u >> 1)}, exp})
+		if u != 0 {
+			cs = append(cs, c{UnregisterIfType, &UnregisterCommand{Name: "web", Addr: "a:1", RequestID: "r", IfIndex: u}, unreg})
+		}
 	}
 	return append(cs, c{RegisterType, &RegisterCommand{}, reg}, c{RegisterType, &RegisterCommand{Attrs: map[string]string{}}, reg})
 }
@@ -85,6 +88,20 @@ func TestCommands_HandEncodingIsTheCodecs(t *testing.T) {
 	// A command of the wrong type for its message type still goes through the codec.
 	if _, err := Encode(RegisterType, &UnregisterCommand{Name: "x"}); err != nil {
 		t.Errorf("mismatched command: %v", err)
+	}
+	// An unregistration whose IfIndex does not match its type is refused:
+	// as UnregisterType a conditional one would be applied unconditionally.
+	for _, bad := range []struct {
+		t   MessageType
+		cmd any
+	}{
+		{UnregisterType, &UnregisterCommand{Name: "x", IfIndex: 3}},
+		{UnregisterType, UnregisterCommand{Name: "x", IfIndex: 3}},
+		{UnregisterIfType, &UnregisterCommand{Name: "x"}},
+	} {
+		if _, err := Encode(bad.t, bad.cmd); err == nil {
+			t.Errorf("Encode(%s, %+v) succeeded, want an error", bad.t, bad.cmd)
+		}
 	}
 }
 

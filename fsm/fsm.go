@@ -313,10 +313,16 @@ func (f *FSM) applyCommandLocked(index uint64, data []byte) (*Result, JournalEnt
 		var c RegisterCommand
 		mustDecode(index, t, body, &c)
 		return f.registerLocked(index, &c), JournalEntry{Type: t, RequestID: c.RequestID, Name: c.Name, Addr: c.Addr, TTL: c.TTL}
-	case UnregisterType:
+	case UnregisterType, UnregisterIfType:
 		var c UnregisterCommand
 		mustDecode(index, t, body, &c)
-		return f.unregisterLocked(index, &c), JournalEntry{Type: t, RequestID: c.RequestID, Name: c.Name, Addr: c.Addr}
+		if t == UnregisterType {
+			c.IfIndex = 0 // only UnregisterIfType is conditional
+		} else if c.IfIndex == 0 {
+			panic(fmt.Sprintf("fsm: %s entry at index %d without an index", t, index))
+		}
+		// The journal records the operation: an unregistration either way.
+		return f.unregisterLocked(index, &c), JournalEntry{Type: UnregisterType, RequestID: c.RequestID, Name: c.Name, Addr: c.Addr}
 	case ExpireType:
 		var c ExpireCommand
 		mustDecode(index, t, body, &c)
@@ -364,11 +370,22 @@ func (f *FSM) unregisterLocked(index uint64, c *UnregisterCommand) *Result {
 		return r
 	}
 	r := &Result{Index: index}
-	if svc := f.st.services[c.Name]; svc != nil && svc.instances[c.Addr] != nil {
+	svc := f.st.services[c.Name]
+	var in *Instance
+	if svc != nil {
+		in = svc.instances[c.Addr]
+	}
+	switch {
+	case in == nil:
+		r.Err = fmt.Errorf("unregister %s %s: %w", c.Name, c.Addr, codes.ErrNotFound)
+	case c.IfIndex != 0 && in.ModifyIndex != c.IfIndex:
+		// Registered again since (by another registrant, or this one):
+		// that registration is not the caller's to remove.
+		r.Err = fmt.Errorf("unregister %s %s: registered again at index %d since the registration at %d, left in place: %w",
+			c.Name, c.Addr, in.ModifyIndex, c.IfIndex, codes.ErrNotFound)
+	default:
 		f.removeLocked(svc, c.Addr, index, ReasonUnregister)
 		r.Changed = true
-	} else {
-		r.Err = fmt.Errorf("unregister %s %s: %w", c.Name, c.Addr, codes.ErrNotFound)
 	}
 	f.st.requests.put(c.RequestID, r)
 	return r

@@ -273,6 +273,34 @@ func TestFSM_Register(t *testing.T) {
 	}
 }
 
+// TestFSM_UnregisterIf: a conditional unregistration removes the instance
+// only while its last registration is the one named; one registered again
+// since (another registrant) stays, with an up-to-date not_found. The
+// journal records it as an unregistration.
+func TestFSM_UnregisterIf(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.register("web", "a", nil)                                                           // 1: registrant A
+	h.register("web", "a", map[string]string{"by": "b"})                                  // 2: registrant B, same instance
+	r := h.apply(UnregisterIfType, UnregisterCommand{Name: "web", Addr: "a", IfIndex: 1}) // A stops
+	if r.Changed || !errors.Is(r.Err, codes.ErrNotFound) || !strings.Contains(r.Err.Error(), "registered again at index 2") {
+		t.Fatalf("A's unregistration: %+v, want unchanged, not_found naming index 2", *r)
+	}
+	if _, list := h.f.List("web", nil); len(list) != 1 || list[0].Attrs["by"] != "b" {
+		t.Fatalf("after A stopped: %+v, want B's registration", list)
+	}
+	r = h.apply(UnregisterIfType, UnregisterCommand{Name: "web", Addr: "a", IfIndex: 2}) // B stops
+	if !r.Changed || r.Err != nil {
+		t.Fatalf("B's unregistration: %+v, want the instance removed", *r)
+	}
+	if _, list := h.f.List("web", nil); len(list) != 0 {
+		t.Fatalf("after B stopped: %+v, want none", list)
+	}
+	r = h.apply(UnregisterIfType, UnregisterCommand{Name: "web", Addr: "a", IfIndex: 2})
+	if r.Changed || !errors.Is(r.Err, codes.ErrNotFound) {
+		t.Fatalf("again: %+v, want not_found", *r)
+	}
+}
+
 func TestFSM_Unregister(t *testing.T) {
 	tests := []struct {
 		name        string

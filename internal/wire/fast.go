@@ -183,8 +183,15 @@ func (q *RegisterRequest) decodeMsgpack(b []byte) error {
 }
 
 func (q *UnregisterRequest) appendMsgpack(b []byte) []byte {
-	b = mpack.AppendMapHeader(b, 3)
+	n := 3
+	if q.IfIndex != 0 {
+		n++
+	}
+	b = mpack.AppendMapHeader(b, n)
 	b = mpack.AppendStr(mpack.AppendStr(b, "addr"), q.Addr)
+	if q.IfIndex != 0 {
+		b = mpack.AppendUint(mpack.AppendStr(b, "if_index"), q.IfIndex)
+	}
 	b = mpack.AppendStr(mpack.AppendStr(b, "name"), q.Name)
 	return mpack.AppendStr(mpack.AppendStr(b, "request_id"), q.RequestID)
 }
@@ -197,6 +204,8 @@ func (q *UnregisterRequest) decodeMsgpack(b []byte) error {
 		switch k {
 		case "addr":
 			q.Addr, err = r.Str()
+		case "if_index":
+			q.IfIndex, err = r.Uint()
 		case "name":
 			q.Name, err = r.Str()
 		case "request_id":

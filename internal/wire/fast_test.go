@@ -276,6 +276,8 @@ func writePathCases() []fastCase {
 		cs = append(cs,
 			fastCase{&RegisterRequest{Name: s, Addr: s, Attrs: map[string]string{s: s}, RequestID: s}, reg},
 			fastCase{&UnregisterRequest{Name: s, Addr: s, RequestID: s}, unreg},
+			fastCase{&UnregisterRequest{Name: s, Addr: s, RequestID: s, IfIndex: uint64(len(s)) + 1}, unreg},
+			fastCase{&UnregisterRequest{Name: s, Addr: s, IfIndex: math.MaxUint64}, unreg},
 			fastCase{&HeartbeatRequest{Instances: []InstanceKey{{Name: s, Addr: s}, {}}}, hb},
 			fastCase{&HeartbeatResponse{Results: []Result{{Code: s, Error: s}, {}, {Code: s}}}, hbr})
 	}

@@ -13,6 +13,7 @@ const (
 	MethodStatus     = "Status"
 	MethodNodeInfo   = "NodeInfo"
 	MethodReadIndex  = "ReadIndex"
+	MethodServices   = "Services"
 )
 
 // Event kinds.
@@ -57,6 +58,10 @@ type UnregisterRequest struct {
 	Name      string `codec:"name"`
 	Addr      string `codec:"addr"`
 	RequestID string `codec:"request_id"`
+	// IfIndex, if set, removes the instance only if its last registration
+	// is the one at this index (a registrant removing what it registered);
+	// otherwise the answer is not_found and the instance stays.
+	IfIndex uint64 `codec:"if_index,omitempty"`
 }
 
 // WriteResponse answers Register and Unregister with the index of the committed entry.
