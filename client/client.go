@@ -10,9 +10,12 @@
 //	}
 //
 // A client talks to one server of its list at a time and moves to the next
-// when that one fails, has no leader, or is behind what the client has
-// already seen. Writes carry a request id, so a write retried on another
-// server is applied once. Every call has a variant taking a context.Context.
+// when that one fails, has no leader, is behind what the client has already
+// seen, or leaves an attempt unanswered for Config.AttemptTimeout (paused,
+// cut off). Writes carry a request id, so a write retried on another server
+// is applied once. When every server refuses the connection, a call fails
+// with ErrUnavailable after a second round instead of waiting out its
+// deadline. Every call has a variant taking a context.Context.
 //
 // Errors wrap the sentinels below; errors.Is works on errors that crossed the
 // network. The package imports no server code.
@@ -32,6 +35,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/discoverd/discoverd/internal/codes"
@@ -54,6 +58,9 @@ var (
 	ErrUnknownOutcome = codes.ErrUnknownOutcome
 	// ErrStaleNode: the node is behind an index this client has seen.
 	ErrStaleNode = codes.ErrStaleNode
+	// ErrNotReady: the node has not caught up with the cluster since it
+	// started, so it serves no reads; the client asks another node.
+	ErrNotReady = codes.ErrNotReady
 	// ErrTooLarge: a request exceeded a size limit; nothing changed.
 	ErrTooLarge = codes.ErrTooLarge
 	// ErrTimeout: no answer in time.
@@ -84,6 +91,18 @@ type Config struct {
 	RequestTimeout time.Duration
 	// DialTimeout bounds one connection attempt. Default 2 s.
 	DialTimeout time.Duration
+	// AttemptTimeout bounds one attempt of a call on one server: how long
+	// the client waits for the answer to a request it sent. A server that
+	// has not answered by then (paused, cut off, overloaded) is given up
+	// for the call: its connection is dropped and the call goes on with
+	// another server — a write with the same request id, so it is applied
+	// once. Default 3 s: the longest a healthy cluster with the servers'
+	// default Raft timings keeps an answer waiting is a write forwarded
+	// during an election — followers notice a silent leader within 1–2× the
+	// 500 ms heartbeat timeout, elect a new one within 1–2× the 500 ms
+	// election timeout, then commit a group — about 2 s. Raise it with the
+	// servers' -raft-heartbeat-timeout and -raft-election-timeout.
+	AttemptTimeout time.Duration
 	// StreamIdleTimeout is how long a watch waits without any frame (servers
 	// send a keepalive every 2 s) before it gives the server up for dead —
 	// e.g. paused — and resumes on another. Default 6 s.
@@ -100,6 +119,18 @@ type Config struct {
 	TLS *tls.Config
 	// Logger receives heartbeat failures and failovers. Default: discard.
 	Logger *slog.Logger
+	// OnHeartbeat, if set, hears the outcome of every heartbeat of every
+	// registration (hooks.go). Default: none.
+	OnHeartbeat HeartbeatFunc
+	// CacheDir, if set, is a directory (created 0700 if need be) where each
+	// ServiceSet keeps its last state: <CacheDir>/<name>.json, mode 0600,
+	// replaced atomically at most once a second while it changes, and on
+	// Close. When the cluster cannot be reached for a set's initial state,
+	// Services starts from that file instead of failing — marked stale, and
+	// following the cluster once it answers. A reachable cluster's state
+	// always wins; a damaged file, or one of another service, is ignored with
+	// a warning (cache.go). Default: none, no files.
+	CacheDir string
 }
 
 // Client is safe for concurrent use.
@@ -108,10 +139,11 @@ type Client struct {
 	servers []string
 	log     *slog.Logger
 
-	mu   sync.Mutex
-	conn *rpcconn.Conn
-	next int // index into servers of the next server to try
-	regs map[regKey]*registration
+	mu    sync.Mutex
+	conn  *rpcconn.Conn
+	next  int                  // index into servers of the next server to try
+	avoid map[string]time.Time // servers that left an attempt unanswered: dialled last until then
+	regs  map[regKey]*registration
 	// The heartbeat loop (heartbeat.go); started with the first registration.
 	hbStarted bool
 	hbWake    chan struct{}
@@ -176,6 +208,9 @@ func NewWithConfig(cfg Config) (*Client, error) {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 2 * time.Second
 	}
+	if cfg.AttemptTimeout <= 0 {
+		cfg.AttemptTimeout = 3 * time.Second
+	}
 	if cfg.StreamIdleTimeout <= 0 {
 		cfg.StreamIdleTimeout = 6 * time.Second
 	}
@@ -198,6 +233,18 @@ func NewWithConfig(cfg Config) (*Client, error) {
 
 // Servers returns the servers this client uses.
 func (c *Client) Servers() []string { return append([]string(nil), c.servers...) }
+
+// CurrentServer returns the address of the server this client's connection
+// is open to — where its calls, heartbeats and watches go — or "" while it
+// has none (before the first call, or after that server failed).
+func (c *Client) CurrentServer() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn == nil || c.conn.Err() != nil {
+		return ""
+	}
+	return c.conn.Addr()
+}
 
 // LastIndex returns the highest index this client has seen. Reads and
 // watches are never served from a state older than it.
@@ -258,7 +305,12 @@ func (c *Client) Close() error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := c.unregister(ctx, r.key.name, r.key.addr); err != nil && !errors.Is(err, ErrNotFound) {
+			// Only this client's registration: one that another
+			// registrant made since is not ours to remove.
+			c.mu.Lock()
+			index := r.index
+			c.mu.Unlock()
+			if err := c.unregister(ctx, r.key.name, r.key.addr, index); err != nil && !errors.Is(err, ErrNotFound) {
 				errMu.Lock()
 				errs = append(errs, err)
 				errMu.Unlock()
@@ -277,8 +329,20 @@ func (c *Client) Close() error {
 	return errors.Join(errs...)
 }
 
-// getConn returns the open connection, or dials servers in turn until one
-// answers or ctx ends.
+// avoidFor is how long a server that left an attempt (or a watch) without
+// an answer is dialled after the others.
+const avoidFor = 30 * time.Second
+
+// refusedRounds is how many rounds in a row every server must refuse the
+// connection before a call fails at once with ErrUnavailable: one, then
+// another after a retry delay. Nothing listening anywhere is not a failover
+// that waiting for the deadline would help; timeouts and "no leader" are,
+// and are retried until the deadline.
+const refusedRounds = 2
+
+// getConn returns the open connection, or dials the servers in turn — each
+// once, those to avoid last — until one answers. When none does it returns
+// an *unreachableError naming each server once.
 func (c *Client) getConn(ctx context.Context) (*rpcconn.Conn, error) {
 	c.mu.Lock()
 	if c.conn != nil && c.conn.Err() == nil {
@@ -286,22 +350,21 @@ func (c *Client) getConn(ctx context.Context) (*rpcconn.Conn, error) {
 		c.mu.Unlock()
 		return conn, nil
 	}
+	order := c.dialOrderLocked(time.Now())
 	c.mu.Unlock()
-	var errs []string
-	for i := 0; i < len(c.servers); i++ {
-		c.mu.Lock()
-		if c.closed && c.ctx.Err() != nil {
-			c.mu.Unlock()
+	failed := make(map[string]error, len(order))
+	for _, i := range order {
+		if c.ctx.Err() != nil {
 			return nil, ErrClosed
 		}
-		addr := c.servers[c.next]
-		c.next = (c.next + 1) % len(c.servers)
-		c.mu.Unlock()
+		if ctx.Err() != nil {
+			break // no time left to dial: the caller says why it gave up
+		}
+		addr := c.servers[i]
 		conn, err := rpcconn.Dial(ctx, addr, rpcconn.Options{DialTimeout: c.cfg.DialTimeout, TLS: rpcconn.ForServer(c.cfg.TLS)})
 		if err != nil {
-			errs = append(errs, err.Error())
-			if ctx.Err() != nil {
-				break
+			if _, ok := failed[addr]; !ok {
+				failed[addr] = err
 			}
 			continue
 		}
@@ -313,10 +376,115 @@ func (c *Client) getConn(ctx context.Context) (*rpcconn.Conn, error) {
 			return c.getConn(ctx)
 		}
 		c.conn = conn
+		c.next = (i + 1) % len(c.servers)
 		c.mu.Unlock()
 		return conn, nil
 	}
-	return nil, fmt.Errorf("no discoverd server reachable (%s): %w", strings.Join(errs, "; "), ErrUnavailable)
+	return nil, c.unreachable(failed)
+}
+
+// dialOrderLocked returns the indices of the servers in the order to dial
+// them: round-robin from the next one, those to avoid last. It moves the
+// round-robin on by one, so concurrent dialers start at different servers.
+// c.mu must be held.
+func (c *Client) dialOrderLocked(now time.Time) []int {
+	n := len(c.servers)
+	start := c.next
+	c.next = (c.next + 1) % n
+	first, last := make([]int, 0, n), []int(nil)
+	for k := range n {
+		i := (start + k) % n
+		if until, ok := c.avoid[c.servers[i]]; ok && now.Before(until) {
+			last = append(last, i)
+		} else {
+			first = append(first, i)
+		}
+	}
+	return append(first, last...)
+}
+
+// avoidServer makes getConn dial addr after the others for avoidFor.
+func (c *Client) avoidServer(addr string) {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.avoid == nil {
+		c.avoid = map[string]time.Time{}
+	}
+	for a, until := range c.avoid {
+		if !now.Before(until) {
+			delete(c.avoid, a)
+		}
+	}
+	c.avoid[addr] = now.Add(avoidFor)
+}
+
+// unreachableError is getConn's failure: no server could be dialled. It
+// names each server once, with why, and wraps ErrUnavailable.
+type unreachableError struct {
+	msg     string
+	refused bool // every server was dialled and refused the connection
+}
+
+func (e *unreachableError) Error() string { return e.msg }
+func (e *unreachableError) Unwrap() error { return ErrUnavailable }
+
+// unreachable builds getConn's error from why each server failed (servers
+// missing from failed were not dialled: the caller's deadline came first).
+func (c *Client) unreachable(failed map[string]error) *unreachableError {
+	var addrs, causes []string
+	refused, same := len(failed) > 0, true
+	listed := map[string]bool{}
+	for _, addr := range c.servers {
+		err, ok := failed[addr]
+		if !ok {
+			refused = false
+			continue
+		}
+		if listed[addr] {
+			continue
+		}
+		listed[addr] = true
+		cause, r := dialCause(addr, err)
+		refused = refused && r
+		same = same && (len(causes) == 0 || cause == causes[0])
+		addrs, causes = append(addrs, addr), append(causes, cause)
+	}
+	if len(addrs) == 0 {
+		return &unreachableError{msg: "no discoverd server dialled: no time left"}
+	}
+	why := causes[0]
+	if !same {
+		for i := range causes {
+			causes[i] = addrs[i] + ": " + causes[i]
+		}
+		why = strings.Join(causes, "; ")
+	}
+	return &unreachableError{msg: fmt.Sprintf("no discoverd server reachable at %s (%s)", strings.Join(addrs, ", "), why), refused: refused}
+}
+
+// refusals are the dial failures that say nothing listens at an address or
+// no route leads there, as opposed to one that may only be slow.
+var refusals = []syscall.Errno{syscall.ECONNREFUSED, syscall.EHOSTUNREACH, syscall.ENETUNREACH}
+
+// dialCause returns the short reason a dial of addr failed, and whether the
+// connection was refused. rpcconn flattens the network error into its
+// message, so an errno is recognised by its text as well.
+func dialCause(addr string, err error) (cause string, refused bool) {
+	msg := err.Error()
+	for _, errno := range refusals {
+		if errors.Is(err, errno) || strings.Contains(msg, errno.Error()) {
+			return errno.Error(), true
+		}
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) || strings.Contains(msg, "i/o timeout") {
+		return "timed out", false
+	}
+	msg = strings.TrimSuffix(msg, ": "+ErrUnavailable.Error())
+	if msg == "dial "+addr {
+		return "no time left to dial", false
+	}
+	return strings.TrimPrefix(msg, "dial "+addr+": "), false
 }
 
 // dropConn abandons conn (if still current) so the next call moves on to
@@ -333,12 +501,21 @@ func (c *Client) dropConn(conn *rpcconn.Conn) {
 // retryDelay is the pause before the next attempt: 200–400 ms.
 func retryDelay() time.Duration { return 200*time.Millisecond + rand.N(200*time.Millisecond) }
 
-// call runs one request with failover: errors that say "try elsewhere or
-// later" (no leader, stale node, unreachable, unknown outcome for writes that
-// carry a request id) are retried until ctx ends; others are returned.
+// call runs one request with failover. Each attempt waits at most
+// AttemptTimeout for its answer; errors that say "try elsewhere or later"
+// (no answer in time, no leader, not leader, stale or not ready node,
+// shutting down, unreachable, unknown outcome — writes carry a request id,
+// the same on every attempt) are retried on another server until ctx ends;
+// others are returned. When every server refused the connection in
+// refusedRounds rounds in a row, the call fails at once with ErrUnavailable
+// — but for heartbeats: they run in the background, and keep trying for
+// their whole window in case a server comes back within it. A write that
+// gives up after an attempt that may have been applied says so first
+// (ErrUnknownOutcome), whatever failed after it.
 func (c *Client) call(ctx context.Context, method string, req, resp any) error {
-	var last error
-	for attempt := 0; ; attempt++ {
+	var last, unknown error // unknown: the first attempt of a write that may have been applied
+	refused := 0            // rounds in a row in which every server refused the connection
+	for {
 		if c.ctx.Err() != nil && method != wire.MethodUnregister {
 			return ErrClosed
 		}
@@ -347,43 +524,89 @@ func (c *Client) call(ctx context.Context, method string, req, resp any) error {
 			if last == nil {
 				return fmt.Errorf("%s not sent: %w", method, err)
 			}
-			break
+			return outcomeFirst(unknown, fmt.Errorf("%w (gave up: %w)", last, err))
 		}
-		conn, err := c.getConn(ctx)
+		silent, err := c.attempt(ctx, method, req, resp)
 		if err == nil {
-			err = conn.Call(ctx, method, false, req, resp)
-			if err == nil {
-				return nil
-			}
-			if codes.Retryable(err) {
-				// This server cannot help now (unreachable, paused, behind,
-				// without a leader or cut off from it): move on to the next.
-				c.dropConn(conn)
-				c.log.Debug("discoverd call failed, trying another server", "method", method, "server", conn.Addr(), "err", err)
-			}
+			return nil
 		}
-		if last == nil || !errors.Is(err, ctx.Err()) {
+		if last == nil || ctx.Err() == nil {
 			// An attempt cut short by the caller's deadline says less than
 			// the failure before it.
 			last = err
 		}
-		if !codes.Retryable(err) || ctx.Err() != nil {
-			break
+		if unknown == nil && isWrite(method) && (errors.Is(err, ErrUnknownOutcome) || errors.Is(err, ErrTimeout)) {
+			unknown = err
 		}
-		t := time.NewTimer(retryDelay())
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		if !codes.Retryable(err) && ctx.Err() == nil {
+			return err
 		}
-		if ctx.Err() != nil {
-			break
+		var ue *unreachableError
+		if errors.As(err, &ue) && ue.refused {
+			if refused++; refused >= refusedRounds && method != wire.MethodHeartbeat {
+				return outcomeFirst(unknown, err)
+			}
+		} else {
+			refused = 0
+		}
+		if !silent {
+			// A server that kept this attempt waiting has been left; any
+			// other failure came fast: pause before the next attempt.
+			_ = sleep(ctx, retryDelay())
 		}
 	}
-	if ctx.Err() != nil && !errors.Is(last, ctx.Err()) {
-		return fmt.Errorf("%w (gave up: %w)", last, ctx.Err())
+}
+
+// isWrite reports whether method changes the registry (and carries a request id).
+func isWrite(method string) bool {
+	return method == wire.MethodRegister || method == wire.MethodUnregister
+}
+
+// outcomeFirst returns err, why a call gave up, led by unknown — an earlier
+// attempt of the write that was sent and not answered — if there was one and
+// err alone would say "not applied": the write may have been applied, and
+// errors.Is and codes.Of must say ErrUnknownOutcome.
+func outcomeFirst(unknown, err error) error {
+	if unknown == nil || !codes.NotApplied(err) {
+		return err
 	}
-	return last
+	return fmt.Errorf("%w; then %w", unknown, err)
+}
+
+// attempt makes one try of a call: a connection (dialled if need be), the
+// request, and at most AttemptTimeout for its answer. silent reports that
+// the server gave no answer in time; its connection has been dropped and
+// the server is dialled last for a while.
+func (c *Client) attempt(ctx context.Context, method string, req, resp any) (silent bool, err error) {
+	conn, err := c.getConn(ctx)
+	if err != nil {
+		return false, err
+	}
+	actx, cancel := context.WithTimeout(ctx, c.cfg.AttemptTimeout)
+	defer cancel()
+	err = conn.Call(actx, method, false, req, resp)
+	switch {
+	case err == nil:
+		return false, nil
+	case errors.Is(err, codes.ErrTimeout) && actx.Err() != nil && ctx.Err() == nil:
+		// Not even an error within an attempt: paused, cut off or
+		// overloaded. Leave it; a write may have been applied, and is
+		// retried with its request id.
+		c.avoidServer(conn.Addr())
+		c.dropConn(conn)
+		outcome := ErrTimeout
+		if isWrite(method) {
+			outcome = ErrUnknownOutcome
+		}
+		c.log.Debug("discoverd server did not answer in time, trying another", "method", method, "server", conn.Addr(), "timeout", c.cfg.AttemptTimeout)
+		return true, fmt.Errorf("%s to %s: no answer within %v: %w", method, conn.Addr(), c.cfg.AttemptTimeout, outcome)
+	case codes.Retryable(err):
+		// This server cannot help now (gone, behind, not ready, without a
+		// leader or cut off from it): move on to the next.
+		c.dropConn(conn)
+		c.log.Debug("discoverd call failed, trying another server", "method", method, "server", conn.Addr(), "err", err)
+	}
+	return false, err
 }
 
 // withTimeout gives calls without a context the configured request timeout.
@@ -423,23 +646,11 @@ type ListOptions struct {
 // Instances reads a service's instances once, oldest registration first, and
 // returns the index of the state read.
 func (c *Client) Instances(ctx context.Context, name string, opts ListOptions) ([]*Service, uint64, error) {
-	if err := validate.Name(name); err != nil {
+	r, err := c.List(ctx, name, opts)
+	if err != nil {
 		return nil, 0, err
 	}
-	if err := validate.Attrs(opts.Attrs); err != nil {
-		return nil, 0, err
-	}
-	var resp wire.ListResponse
-	req := &wire.ListRequest{Name: name, Attrs: opts.Attrs, Consistent: opts.Consistent, MinIndex: c.LastIndex()}
-	if err := c.call(ctx, wire.MethodList, req, &resp); err != nil {
-		return nil, 0, err
-	}
-	c.observe(resp.Index)
-	out := make([]*Service, len(resp.Instances))
-	for i := range resp.Instances {
-		out[i] = serviceFromWire(&resp.Instances[i])
-	}
-	return out, resp.Index, nil
+	return r.Instances, r.Index, nil
 }
 
 // NodeStatus describes one node.

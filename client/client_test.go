@@ -218,7 +218,10 @@ func recvUpdate(t *testing.T, ch <-chan *client.ServiceUpdate, timeout time.Dura
 func expectNoUpdate(t *testing.T, ch <-chan *client.ServiceUpdate) {
 	t.Helper()
 	select {
-	case u := <-ch:
+	case u, ok := <-ch:
+		if !ok {
+			t.Fatal("the updates channel was closed, want it open and empty")
+		}
 		t.Fatalf("unexpected update %+v", u)
 	default:
 	}
@@ -1188,7 +1191,10 @@ func TestClient_ServiceSet(t *testing.T) {
 		if closed.Index() != idx || len(offlineAddrs(closed)) != 0 {
 			t.Fatalf("closed set moved: Index %d→%d, Offline %v", idx, closed.Index(), offlineAddrs(closed))
 		}
-		expectNoUpdate(t, ch)
+		// Close closed the channel, after the last update it sent.
+		if u, ok := <-ch; ok {
+			t.Fatalf("update %+v after Close, want the channel closed", u)
+		}
 		closed.Close() // twice is fine
 	})
 

@@ -109,6 +109,8 @@ func (c *Client) beat(ctx context.Context, batch []*registration) {
 		err = fmt.Errorf("heartbeat: server answered %d results for %d instances", len(resp.Results), len(batch))
 	}
 	now := time.Now()
+	var reports []heartbeatReport
+	defer func() { c.reportHeartbeats(reports) }() // after the unlock below
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i, r := range batch {
@@ -119,6 +121,9 @@ func (c *Client) beat(ctx context.Context, batch []*registration) {
 		rerr := err
 		if err == nil {
 			rerr = resp.Results[i].Err()
+		}
+		if ctx.Err() == nil {
+			reports = c.noteHeartbeat(reports, r, rerr)
 		}
 		switch {
 		case rerr == nil:
@@ -145,12 +150,13 @@ func (c *Client) registerAgainLocked(ctx context.Context, r *registration) {
 		defer c.loopsWG.Done()
 		defer close(done)
 		rctx, cancel := context.WithTimeout(ctx, max(ttl/3, 2*time.Second))
-		_, err := c.registerOnce(rctx, key.name, key.addr, attrs, ttl)
+		index, err := c.registerOnce(rctx, key.name, key.addr, attrs, ttl)
 		cancel()
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		r.busy, r.rereg = false, nil
 		if err == nil {
+			r.index = max(r.index, index)
 			r.next = time.Now().Add(jitter(ttl / 3))
 		} else {
 			r.next = time.Now().Add(retryDelay())

@@ -20,6 +20,7 @@ type registration struct {
 	key   regKey
 	attrs map[string]string
 	ttl   time.Duration
+	index uint64        // the index of this client's latest registration of it
 	next  time.Time     // when its next heartbeat is due
 	busy  bool          // in a heartbeat in flight, or being registered again
 	rereg chan struct{} // closed when a registration-again in flight ends; nil if none
@@ -69,7 +70,8 @@ func (c *Client) RegisterAddr(ctx context.Context, name, addr string, attrs map[
 		return err
 	}
 	attrs = copyAttrs(attrs)
-	if _, err := c.registerOnce(ctx, name, addr, attrs, ttl); err != nil {
+	index, err := c.registerOnce(ctx, name, addr, attrs, ttl)
+	if err != nil {
 		return err
 	}
 	key := regKey{name, addr}
@@ -78,16 +80,16 @@ func (c *Client) RegisterAddr(ctx context.Context, name, addr string, attrs map[
 		c.mu.Unlock()
 		// Close ran while this registration was in flight: take it back
 		// (best effort) rather than leave an instance nobody heartbeats.
-		_ = c.unregister(ctx, name, addr)
+		_ = c.unregister(ctx, name, addr, index)
 		return ErrClosed
 	}
 	defer c.mu.Unlock()
 	if r := c.regs[key]; r != nil {
-		r.attrs, r.ttl = attrs, ttl
+		r.attrs, r.ttl, r.index = attrs, ttl, max(r.index, index)
 		r.next = time.Now().Add(jitter(ttl / 3))
 		return nil
 	}
-	c.regs[key] = &registration{key: key, attrs: attrs, ttl: ttl, next: time.Now().Add(jitter(ttl / 3))}
+	c.regs[key] = &registration{key: key, attrs: attrs, ttl: ttl, index: index, next: time.Now().Add(jitter(ttl / 3))}
 	c.startHeartbeats()
 	return nil
 }
@@ -143,6 +145,13 @@ func (c *Client) UnregisterContext(ctx context.Context, name string, port int) e
 
 // UnregisterAddr removes addr from name and stops its heartbeats. It fails
 // with ErrNotFound if the instance is not registered.
+//
+// An instance this client registered is removed only if its last
+// registration is still this client's: if another registrant (another
+// process, another client) has registered the same instance since, it is
+// left in place for that registrant, and UnregisterAddr fails with
+// ErrNotFound saying so. An instance this client did not register is
+// removed unconditionally (as `discoverd unregister` does).
 func (c *Client) UnregisterAddr(ctx context.Context, name, addr string) error {
 	if err := validate.Instance(name, addr); err != nil {
 		return err
@@ -159,12 +168,20 @@ func (c *Client) UnregisterAddr(ctx context.Context, name, addr string) error {
 	if rereg != nil {
 		<-rereg // a registration-again in flight must not land after the unregistration
 	}
-	return c.unregister(ctx, name, addr)
+	var index uint64
+	if r != nil {
+		c.mu.Lock()
+		index = r.index
+		c.mu.Unlock()
+	}
+	return c.unregister(ctx, name, addr, index)
 }
 
-func (c *Client) unregister(ctx context.Context, name, addr string) error {
+// unregister removes an instance; with ifIndex (not 0), only if its last
+// registration is the one at ifIndex.
+func (c *Client) unregister(ctx context.Context, name, addr string, ifIndex uint64) error {
 	var resp wire.WriteResponse
-	req := &wire.UnregisterRequest{Name: name, Addr: addr, RequestID: newRequestID()}
+	req := &wire.UnregisterRequest{Name: name, Addr: addr, RequestID: newRequestID(), IfIndex: ifIndex}
 	if err := c.call(ctx, wire.MethodUnregister, req, &resp); err != nil {
 		return fmt.Errorf("unregister %s %s: %w", name, addr, err)
 	}

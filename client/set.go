@@ -8,16 +8,33 @@ import (
 	"iter"
 	"slices"
 	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/discoverd/discoverd/internal/rpcconn"
 )
 
 // maxOffline bounds how many departed instances a ServiceSet remembers.
 const maxOffline = 1024
 
-// ServiceUpdate is one change pushed to a ServiceSet's subscribers.
+// ServiceUpdate is one change pushed to a ServiceSet's subscribers: an
+// instance came, changed or went away — or, when Notice is true, the set
+// itself became stale or fresh again.
+//
+// A notice carries no instance: its Addr is "" (every instance update has
+// one), Online is false, Attrs nil, Created 0 and Reason "". Code that keys
+// on Addr can skip updates with Addr "".
 type ServiceUpdate struct {
-	Name    string
-	Addr    string
-	Online  bool              // false: the instance went away
+	Name string
+	Addr string // "" on a notice
+	// Notice marks a state-of-the-set notice, not an instance change: the
+	// set became stale (Stale true) or fresh again (Stale false); see
+	// ServiceSet.Stale. Index is then the index of the state the set holds.
+	Notice bool
+	// Stale, on a notice, says whether the set is now stale. Always false
+	// on an instance update.
+	Stale   bool
+	Online  bool              // false: the instance went away (or a notice)
 	Attrs   map[string]string // the instance's attributes (as they were, for a departed one)
 	Index   uint64            // the index that produced the change
 	Created uint64            // CreateIndex of the instance
@@ -35,22 +52,42 @@ type subscriber struct {
 
 // ServiceSet is a live view of a service, kept current by a watch stream.
 // It is safe for concurrent use.
+//
+// When the cluster cannot be reached the set keeps serving the last state
+// it had, and says so: Stale, LastContact and a notice to subscribers
+// (stale.go). Its watch keeps trying, and when it resumes the set resyncs
+// and is fresh again. With Config.CacheDir the state is also kept on disk
+// (cache.go), for a set of a later client to start from.
 type ServiceSet struct {
 	c      *Client
 	name   string
 	cancel context.CancelFunc
 	done   chan struct{}
 
+	watch atomic.Pointer[Watch] // once opened (a set started from the cache opens it late)
+
 	mu      sync.RWMutex
 	online  map[string]*Service
 	offline []*Service // oldest first, at most maxOffline
 	subs    []*subscriber
+	stopped bool // no more updates: every subscriber's channel is closed
 	index   uint64
 	err     error // set when the watch failed for good
+
+	// Contact with the cluster (stale.go).
+	stale       bool
+	lastContact time.Time
+	resumed     *rpcconn.Stream // the stream that delivered the last current marker
+
+	// The cache file (cache.go).
+	dirty       bool      // changed since it was last saved
+	savedAt     time.Time // when it was last saved (or tried)
+	cacheFailed bool      // the last save failed (and was warned of)
 }
 
 // Services returns a live set of name's instances. It returns once the
-// set holds the current state.
+// set holds the current state — or, with Config.CacheDir set and the
+// cluster unreachable, the state cached by an earlier set, marked stale.
 func (c *Client) Services(name string) (*ServiceSet, error) {
 	ctx, cancel := c.withTimeout()
 	defer cancel()
@@ -59,85 +96,203 @@ func (c *Client) Services(name string) (*ServiceSet, error) {
 
 // ServicesContext is Services with a context for the initial state; the set
 // lives on until Close (or the client's Close).
+//
+// When the cluster cannot be reached before ctx ends (or every server
+// refuses the connection) and Config.CacheDir holds a valid cache file of
+// name, the set starts from it: Stale is true and the set keeps trying to
+// reach the cluster in the background, then resyncs. Without one the error
+// is returned.
 func (c *Client) ServicesContext(ctx context.Context, name string) (*ServiceSet, error) {
-	w, err := c.Watch(ctx, name, 0)
+	w, online, index, err := c.initialState(ctx, name)
 	if err != nil {
+		s := c.cachedSet(name, err)
+		if s == nil {
+			return nil, err
+		}
+		if err := c.startSet(s, nil); err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+	s := c.newSet(name, online, index)
+	s.lastContact, s.resumed = time.Now(), w.getStream()
+	s.dirty = c.cfg.CacheDir != ""
+	if err := c.startSet(s, w); err != nil {
+		w.Close()
 		return nil, err
 	}
-	s := &ServiceSet{c: c, name: name, done: make(chan struct{}), online: map[string]*Service{}}
-	// Read the initial state before returning.
+	return s, nil
+}
+
+// initialState opens a watch of name and reads its first state block.
+func (c *Client) initialState(ctx context.Context, name string) (*Watch, map[string]*Service, uint64, error) {
+	w, err := c.Watch(ctx, name, 0)
+	if err != nil {
+		return nil, nil, 0, err
+	}
 	next := map[string]*Service{}
 	for {
 		e, err := w.Next(ctx)
 		if err != nil {
 			w.Close()
-			return nil, fmt.Errorf("services %s: initial state: %w", name, err)
+			return nil, nil, 0, fmt.Errorf("services %s: initial state: %w", name, err)
 		}
-		if e.Kind == EventCurrent {
-			s.online, s.index = next, e.Index
-			break
-		}
-		if e.Kind == EventResync {
+		switch {
+		case e.Kind == EventCurrent:
+			return w, next, e.Index, nil
+		case e.Kind == EventResync:
 			next = map[string]*Service{}
-		} else if e.Service != nil {
+		case e.Service != nil:
 			next[e.Service.Addr] = e.Service
 		}
 	}
+}
+
+func (c *Client) newSet(name string, online map[string]*Service, index uint64) *ServiceSet {
+	return &ServiceSet{c: c, name: name, done: make(chan struct{}), online: online, index: index}
+}
+
+// startSet registers s with the client and starts following the service
+// with w — or, when w is nil, with a watch it opens in the background.
+func (c *Client) startSet(s *ServiceSet, w *Watch) error {
 	lctx, cancel := context.WithCancel(c.ctx)
 	s.cancel = cancel
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		cancel()
-		w.Close()
-		return nil, ErrClosed
+		return ErrClosed
 	}
 	c.sets[s] = struct{}{}
 	c.mu.Unlock()
-	go s.run(lctx, w)
-	return s, nil
+	go s.follow(lctx, w)
+	return nil
 }
 
-func (s *ServiceSet) run(ctx context.Context, w *Watch) {
+// follow keeps the set current until ctx ends or its watch fails for good,
+// beside a monitor of its contact with the cluster (and of its cache file).
+// Without a watch (a set started from the cache) it opens one first and
+// reads its state block as a resync's: the difference is published.
+func (s *ServiceSet) follow(ctx context.Context, w *Watch) {
 	defer close(s.done)
+	mctx, mcancel := context.WithCancel(ctx)
+	monitorDone := make(chan struct{})
+	go func() {
+		defer close(monitorDone)
+		s.monitor(mctx)
+	}()
+	defer s.saveCache() // last, with the final state: on Close, or after a failure
+	defer func() { mcancel(); <-monitorDone }()
+	defer s.stop()
+	var block map[string]*Service // non-nil inside a state block
+	if w == nil {
+		var err error
+		if w, err = s.open(ctx); err != nil {
+			s.fail(ctx, err)
+			return
+		}
+		block = map[string]*Service{}
+	}
 	defer w.Close()
-	var block map[string]*Service // non-nil inside a resync's state block
+	s.watch.Store(w)
+	s.run(ctx, w, block)
+}
+
+// open opens the watch of a set started from the cache, retrying (every
+// 200–400 ms, each try a round of the servers) until the cluster answers,
+// ctx ends or an error no retry can cure.
+func (s *ServiceSet) open(ctx context.Context) (*Watch, error) {
+	for {
+		w, err := s.c.Watch(ctx, s.name, 0)
+		if err == nil {
+			return w, nil
+		}
+		if ctx.Err() != nil || errors.Is(err, ErrClosed) {
+			return nil, ErrClosed
+		}
+		if !isUnreachable(err) {
+			return nil, err
+		}
+		if sleep(ctx, retryDelay()) != nil {
+			return nil, ErrClosed
+		}
+	}
+}
+
+// run applies the watch's events to the set; block is the state block
+// being read, if the watch starts inside one.
+func (s *ServiceSet) run(ctx context.Context, w *Watch, block map[string]*Service) {
 	for {
 		e, err := w.Next(ctx)
 		if err != nil {
-			if ctx.Err() == nil && !errors.Is(err, ErrClosed) {
-				s.mu.Lock()
-				s.err = err
-				s.mu.Unlock()
-			}
+			s.fail(ctx, err)
 			return
 		}
-		switch {
-		case e.Kind == EventResync:
-			block = map[string]*Service{}
-		case block != nil && e.Kind == EventCurrent:
-			s.replace(block, e.Index)
-			block = nil
-		case block != nil && e.Service != nil:
-			block[e.Service.Addr] = e.Service
-		case e.Kind == EventUp || e.Kind == EventUpdate:
-			s.mu.Lock()
-			s.online[e.Service.Addr] = e.Service
-			s.index = e.Index
-			s.publishLocked(updateFor(e.Service, true, e.Index, ""))
-			s.mu.Unlock()
-		case e.Kind == EventDown:
-			s.mu.Lock()
-			old := s.online[e.Service.Addr]
-			delete(s.online, e.Service.Addr)
-			gone := e.Service
-			if old != nil {
-				gone = old
-			}
-			s.addOfflineLocked(gone)
-			s.index = e.Index
-			s.publishLocked(updateFor(gone, false, e.Index, e.Reason))
-			s.mu.Unlock()
+		block = s.apply(e, block)
+		s.heard(e.Kind, w.getStream())
+	}
+}
+
+// fail records why the watch failed for good — unless the set was closed —
+// and marks the set stale.
+func (s *ServiceSet) fail(ctx context.Context, err error) {
+	if ctx.Err() != nil || errors.Is(err, ErrClosed) {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.err = err
+	s.c.log.Warn("discoverd: service set stopped following changes", "service", s.name, "err", err)
+	s.setStaleLocked(true)
+}
+
+// apply applies one event and returns the state block being read (nil
+// outside one).
+func (s *ServiceSet) apply(e *Event, block map[string]*Service) map[string]*Service {
+	switch {
+	case e.Kind == EventResync:
+		return map[string]*Service{}
+	case block != nil && e.Kind == EventCurrent:
+		s.replace(block, e.Index)
+		return nil
+	case block != nil && e.Service != nil:
+		block[e.Service.Addr] = e.Service
+	case e.Kind == EventUp || e.Kind == EventUpdate:
+		s.mu.Lock()
+		s.online[e.Service.Addr] = e.Service
+		s.index, s.dirty = e.Index, true
+		s.publishLocked(updateFor(e.Service, true, e.Index, ""))
+		s.mu.Unlock()
+	case e.Kind == EventDown:
+		s.mu.Lock()
+		old := s.online[e.Service.Addr]
+		delete(s.online, e.Service.Addr)
+		gone := e.Service
+		if old != nil {
+			gone = old
+		}
+		s.addOfflineLocked(gone)
+		s.index, s.dirty = e.Index, true
+		s.publishLocked(updateFor(gone, false, e.Index, e.Reason))
+		s.mu.Unlock()
+	}
+	return block
+}
+
+// stop ends the set's updates: it closes every subscriber's channel, once.
+// Under the lock, so no update can be sent on a closed channel.
+func (s *ServiceSet) stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return
+	}
+	s.stopped = true
+	closed := make(map[chan<- *ServiceUpdate]bool, len(s.subs))
+	for _, sub := range s.subs {
+		if !closed[sub.ch] { // a channel subscribed twice is closed once
+			closed[sub.ch] = true
+			close(sub.ch)
 		}
 	}
 }
@@ -157,7 +312,7 @@ func (s *ServiceSet) replace(next map[string]*Service, index uint64) {
 			s.publishLocked(updateFor(svc, true, svc.Index, ""))
 		}
 	}
-	s.online, s.index = next, index
+	s.online, s.index, s.dirty = next, index, true
 }
 
 func updateFor(svc *Service, online bool, index uint64, reason string) *ServiceUpdate {
@@ -174,8 +329,12 @@ func (s *ServiceSet) addOfflineLocked(svc *Service) {
 	s.offline = append(s.offline, svc)
 }
 
-// publishLocked offers u to every subscriber without blocking. Lock must be held.
+// publishLocked offers u to every subscriber without blocking; after the
+// set stopped (its channels closed) it sends nothing. Lock must be held.
 func (s *ServiceSet) publishLocked(u *ServiceUpdate) {
+	if s.stopped {
+		return
+	}
 	for _, sub := range s.subs {
 		cu := *u
 		cu.Missed = sub.missed
@@ -262,13 +421,23 @@ func (s *ServiceSet) Leader() *Service {
 	return all[0]
 }
 
-// Subscribe sends the instances online now (as online updates), then every
-// change, to ch. It never blocks the set: when ch is full an update is
-// dropped and the next one delivered says how many were missed.
+// Subscribe sends the instances online now (as online updates) — followed,
+// if the set is stale, by a stale notice — then every change, to ch. It
+// never blocks the set: when ch is full an update is dropped and the next
+// one delivered says how many were missed.
+//
+// The set closes ch when it stops — on Close, on the client's Close, or
+// when its watch fails for good (see Err) — so `for u := range ch` ends
+// then. Subscribing to a set that has stopped sends the last instances it
+// held and closes ch at once. The set is ch's only sender: do not close it
+// yourself, nor send on it.
 func (s *ServiceSet) Subscribe(ch chan<- *ServiceUpdate) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sub := &subscriber{ch: ch}
+	if s.stopped && slices.ContainsFunc(s.subs, func(o *subscriber) bool { return o.ch == ch }) {
+		return // closed already, when the set stopped
+	}
 	s.subs = append(s.subs, sub)
 	all := make([]*Service, 0, len(s.online))
 	for _, svc := range s.online {
@@ -283,16 +452,32 @@ func (s *ServiceSet) Subscribe(ch chan<- *ServiceUpdate) {
 			sub.missed++
 		}
 	}
+	if s.stale {
+		select {
+		case ch <- s.noticeLocked():
+		default:
+			sub.missed++
+		}
+	}
+	if s.stopped {
+		close(ch)
+	}
 }
 
-// Unsubscribe stops sending to ch.
+// Unsubscribe stops sending to ch; it does not close ch. After the set has
+// stopped it does nothing: ch is closed already.
 func (s *ServiceSet) Unsubscribe(ch chan<- *ServiceUpdate) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.stopped {
+		return
+	}
 	s.subs = slices.DeleteFunc(s.subs, func(sub *subscriber) bool { return sub.ch == ch })
 }
 
-// Close stops following the service. Subscribers' channels are not closed.
+// Close stops following the service and closes every subscribed channel,
+// once; with Config.CacheDir it saves the set's last state if it changed
+// since the last save. It is safe to call more than once, and concurrently.
 func (s *ServiceSet) Close() {
 	s.cancel()
 	<-s.done

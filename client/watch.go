@@ -51,6 +51,7 @@ type Watch struct {
 	inBlock bool   // inside a state block (after start/resync, before current)
 	blockN  int    // events returned in the current state block
 	pending []wire.Event
+	fresh   bool // the stream has not sent its first frame yet
 
 	mu     sync.Mutex // guards stream, which Close may reach from another goroutine
 	stream *rpcconn.Stream
@@ -66,7 +67,7 @@ func (c *Client) Watch(ctx context.Context, name string, fromIndex uint64) (*Wat
 	w.ctx, w.cancel = context.WithCancel(c.ctx)
 	ctx, cancel := w.merge(ctx)
 	defer cancel()
-	if err := w.connect(ctx); err != nil {
+	if err := w.connect(ctx, true); err != nil {
 		w.cancel()
 		return nil, err
 	}
@@ -76,8 +77,13 @@ func (c *Client) Watch(ctx context.Context, name string, fromIndex uint64) (*Wat
 // LastIndex is the index the watch would resume after.
 func (w *Watch) LastIndex() uint64 { return w.from }
 
-func (w *Watch) connect(ctx context.Context) error {
+// connect opens a stream on a server, retrying until ctx ends. With
+// failFast (opening a watch, as opposed to resuming one) it fails with
+// ErrUnavailable once every server refused the connection in refusedRounds
+// rounds in a row, as calls do.
+func (w *Watch) connect(ctx context.Context, failFast bool) error {
 	var last error // why the last attempt failed: an error at the deadline says it
+	refused := 0   // rounds in a row in which every server refused the connection
 	for {
 		if w.ctx.Err() != nil {
 			return ErrClosed // the watch or its client was closed
@@ -104,6 +110,7 @@ func (w *Watch) connect(ctx context.Context) error {
 			st, err = conn.Stream(ctx, wire.MethodWatch, &wire.WatchRequest{Name: w.name, FromIndex: from, MinIndex: w.c.LastIndex()})
 			if err == nil {
 				w.setStream(st)
+				w.fresh = true
 				return nil
 			}
 			w.c.dropConn(conn)
@@ -115,6 +122,14 @@ func (w *Watch) connect(ctx context.Context) error {
 			return err
 		}
 		last = err
+		var ue *unreachableError
+		if errors.As(err, &ue) && ue.refused {
+			if refused++; failFast && refused >= refusedRounds {
+				return fmt.Errorf("watch %s: %w", w.name, err)
+			}
+		} else {
+			refused = 0
+		}
 		_ = sleep(ctx, retryDelay())
 	}
 }
@@ -171,7 +186,7 @@ func (w *Watch) Next(ctx context.Context) (*Event, error) {
 		}
 		st := w.getStream()
 		if st == nil {
-			if err := w.connect(ctx); err != nil {
+			if err := w.connect(ctx, false); err != nil {
 				if w.ctx.Err() != nil {
 					return nil, ErrClosed
 				}
@@ -180,11 +195,18 @@ func (w *Watch) Next(ctx context.Context) (*Event, error) {
 			continue
 		}
 		var batch wire.WatchEvents
-		rctx, rcancel := context.WithTimeout(ctx, w.c.cfg.StreamIdleTimeout)
+		idle := w.c.cfg.StreamIdleTimeout
+		if w.fresh {
+			// A new stream's first frame (its state, or an error) is an
+			// answer like a call's: it gets an attempt's time.
+			idle = min(idle, w.c.cfg.AttemptTimeout)
+		}
+		rctx, rcancel := context.WithTimeout(ctx, idle)
 		err := st.Recv(rctx, &batch)
 		rcancel()
 		if err == nil {
 			w.pending = batch.Events // empty for a keepalive
+			w.fresh = false
 			continue
 		}
 		if w.ctx.Err() != nil {
@@ -195,7 +217,8 @@ func (w *Watch) Next(ctx context.Context) (*Event, error) {
 		}
 		if rctx.Err() != nil {
 			// Not even a keepalive: the server is paused or cut off.
-			err = fmt.Errorf("no frame from %s for %v: %w", st.Addr(), w.c.cfg.StreamIdleTimeout, codes.ErrUnavailable)
+			err = fmt.Errorf("no frame from %s for %v: %w", st.Addr(), idle, codes.ErrUnavailable)
+			w.c.avoidServer(st.Addr())
 		}
 		w.setStream(nil)
 		if errors.Is(err, rpcconn.ErrOverflow) {
@@ -208,7 +231,7 @@ func (w *Watch) Next(ctx context.Context) (*Event, error) {
 		}
 		// The server went away or is behind: another server resumes the
 		// stream. Drop the stream's own connection, not a newer one.
-		if errors.Is(err, codes.ErrStaleNode) || errors.Is(err, codes.ErrUnavailable) || errors.Is(err, codes.ErrShuttingDown) {
+		if errors.Is(err, codes.ErrStaleNode) || errors.Is(err, codes.ErrNotReady) || errors.Is(err, codes.ErrUnavailable) || errors.Is(err, codes.ErrShuttingDown) {
 			w.c.dropConn(st.Conn())
 		}
 		if err := sleep(ctx, retryDelay()); err != nil {
