@@ -39,6 +39,17 @@ type Registration struct {
 	RequestID string        // optional; retries of one write carry the same id
 }
 
+// Unregistration is what Unregister removes.
+type Unregistration struct {
+	Name      string
+	Addr      string
+	RequestID string // optional; retries of one write carry the same id
+	// IfIndex, if not 0, removes the instance only if its last registration
+	// is the one at this index: a registrant removes what it registered,
+	// never another registrant's later registration of the same instance.
+	IfIndex uint64
+}
+
 // ListOptions shape a read.
 type ListOptions struct {
 	Attrs      map[string]string // only instances carrying all of these
@@ -52,13 +63,18 @@ type ListOptions struct {
 type DiscoveryBackend interface {
 	// Register stores or replaces an instance and returns the commit index.
 	Register(ctx context.Context, r Registration) (uint64, error)
-	// Unregister removes an instance; codes.ErrNotFound if it is not registered.
-	Unregister(ctx context.Context, name, addr, requestID string) (uint64, error)
+	// Unregister removes an instance; codes.ErrNotFound if it is not
+	// registered, or (with IfIndex) if its last registration is not the
+	// one at IfIndex.
+	Unregister(ctx context.Context, u Unregistration) (uint64, error)
 	// Heartbeat keeps instances alive. The slice has one entry per key: nil,
 	// or an error wrapping codes.ErrNotFound (register again).
 	Heartbeat(ctx context.Context, keys []InstanceKey) ([]error, error)
 	// List returns a service's instances and the index of the state read.
 	List(ctx context.Context, name string, opts ListOptions) (uint64, []Instance, error)
+	// Services returns every service with at least one instance, sorted by
+	// name, with its instance count, and the index of the state read.
+	Services(ctx context.Context, opts ServicesOptions) (uint64, []ServiceCount, error)
 	// Subscribe opens a watch: with fromIndex 0 the current state (up events
 	// then a current marker), else every change after fromIndex or a resync
 	// marker followed by the current state. The stream is never served from a
@@ -70,6 +86,12 @@ type DiscoveryBackend interface {
 	// NodeInfo describes this node alone; with stateHash, it includes a hash
 	// of the replicated state (where the store has one) for replica checks.
 	NodeInfo(ctx context.Context, stateHash bool) (wire.NodeStatus, error)
+	// ReadIndex returns an index at least as new as every change
+	// acknowledged before the call (linearizable).
+	ReadIndex(ctx context.Context) (uint64, error)
+	// Freshness says whether this node knows a leader and how long ago it
+	// last heard from one; it goes with every read's answer.
+	Freshness() wire.Freshness
 }
 
 // UpdateStream is an open watch.

@@ -450,7 +450,7 @@ func (c *conn) call(ctx context.Context, f *wire.Frame) (any, error) {
 		if err := validate.RequestID(req.RequestID); err != nil {
 			return nil, err
 		}
-		idx, err := be.Unregister(ctx, req.Name, req.Addr, req.RequestID)
+		idx, err := be.Unregister(ctx, backend.Unregistration{Name: req.Name, Addr: req.Addr, RequestID: req.RequestID, IfIndex: req.IfIndex})
 		return &wire.WriteResponse{Index: idx}, err
 	case wire.MethodHeartbeat:
 		var req wire.HeartbeatRequest
@@ -489,7 +489,16 @@ func (c *conn) call(ctx context.Context, f *wire.Frame) (any, error) {
 		if ins == nil {
 			ins = []wire.Instance{}
 		}
-		return &wire.ListResponse{Index: idx, Instances: ins}, err
+		return &wire.ListResponse{Index: idx, Instances: ins, Freshness: be.Freshness()}, err
+	case wire.MethodReadIndex:
+		var req wire.ReadIndexRequest
+		if err := f.DecodeRequest(&req); err != nil {
+			return nil, err
+		}
+		idx, err := be.ReadIndex(ctx)
+		return &wire.ReadIndexResponse{Index: idx}, err
+	case wire.MethodServices:
+		return c.services(ctx, f)
 	case wire.MethodStatus:
 		st, err := be.Status(ctx)
 		return &st, err

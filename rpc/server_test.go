@@ -42,7 +42,8 @@ func (f *fakeBackend) Register(_ context.Context, r backend.Registration) (uint6
 	f.record("Register " + r.Name)
 	return 7, nil
 }
-func (f *fakeBackend) Unregister(_ context.Context, name, _, _ string) (uint64, error) {
+func (f *fakeBackend) Unregister(_ context.Context, u backend.Unregistration) (uint64, error) {
+	name := u.Name
 	f.record("Unregister " + name)
 	return 8, nil
 }
@@ -63,6 +64,13 @@ func (f *fakeBackend) Status(context.Context) (wire.StatusResponse, error) {
 }
 func (f *fakeBackend) NodeInfo(context.Context, bool) (wire.NodeStatus, error) {
 	return wire.NodeStatus{}, nil
+}
+func (f *fakeBackend) ReadIndex(context.Context) (uint64, error) {
+	f.record("ReadIndex")
+	return 9, nil
+}
+func (f *fakeBackend) Freshness() wire.Freshness {
+	return wire.Freshness{KnownLeader: true, LastContactMillis: 7}
 }
 
 type fakeStream struct {

@@ -493,12 +493,12 @@ func TestCluster_WritesWithSameRequestIDAppliedOnceAcrossNodes(t *testing.T) {
 	if idxs[0] != idxs[1] || idxs[1] != idxs[2] {
 		t.Fatalf("same request id applied more than once: indices %v", idxs)
 	}
-	_, un := c.Nodes[0].Srv.Store().Unregister(ctx, "idem", "10.7.0.1:1", "req-2")
-	_, un2 := c.Nodes[1].Srv.Store().Unregister(ctx, "idem", "10.7.0.1:1", "req-2")
+	_, un := c.Nodes[0].Srv.Store().Unregister(ctx, backend.Unregistration{Name: "idem", Addr: "10.7.0.1:1", RequestID: "req-2"})
+	_, un2 := c.Nodes[1].Srv.Store().Unregister(ctx, backend.Unregistration{Name: "idem", Addr: "10.7.0.1:1", RequestID: "req-2"})
 	if un != nil || un2 != nil {
 		t.Fatalf("retried unregister: %v, %v (the retry must get the first answer)", un, un2)
 	}
-	_, un3 := c.Nodes[2].Srv.Store().Unregister(ctx, "idem", "10.7.0.1:1", "req-3")
+	_, un3 := c.Nodes[2].Srv.Store().Unregister(ctx, backend.Unregistration{Name: "idem", Addr: "10.7.0.1:1", RequestID: "req-3"})
 	if !errors.Is(un3, client.ErrNotFound) {
 		t.Fatalf("new unregister of a removed instance: %v, want ErrNotFound", un3)
 	}

@@ -2,9 +2,9 @@
 // driven end to end through discoverd's RPC layer and Go client:
 // registration, attributes, re-registration, unregistration, TTL expiry,
 // heartbeats, watches (initial state, changes, resumption, resync after
-// lost history), filters, bad input and idempotent retries. The built-in
-// Raft store runs it in backend/raftstore, the etcd store in
-// backend/etcdstore; nothing is mocked in either.
+// lost history), filters, the list of services, bad input and idempotent
+// retries, and two registrants of one instance. The built-in Raft store runs it in backend/raftstore, the etcd
+// store in backend/etcdstore; nothing is mocked in either.
 package conformance
 
 import (
@@ -57,6 +57,8 @@ func Run(t *testing.T, newTarget func(t *testing.T) *Target) {
 		{"BadInputIsRejected", testBadInput},
 		{"RetriedWriteAppliedOnce", testIdempotentRetry},
 		{"ConsistentReadSeesWrites", testConsistentRead},
+		{"ServicesListsEveryServiceWithItsCount", testServices},
+		{"TwoRegistrantsEachRemovesOnlyItsOwn", testTwoRegistrants},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.f(t, s) })
 	}

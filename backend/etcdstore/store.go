@@ -29,6 +29,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -88,6 +89,8 @@ type Store struct {
 	cfg Config
 	cli *clientv3.Client
 	log *slog.Logger
+
+	lastOK atomic.Int64 // when etcd last answered a read (Unix ns); 0: never
 
 	reqMu    sync.Mutex
 	reqLease clientv3.LeaseID // lease the current request-id keys are attached to
@@ -273,15 +276,23 @@ func (s *Store) Register(ctx context.Context, r backend.Registration) (uint64, e
 // Unregister implements backend.DiscoveryBackend: the instance key deleted
 // together with an "unregistered" marker (so watchers report the right
 // reason), or codes.ErrNotFound.
-func (s *Store) Unregister(ctx context.Context, name, addr, requestID string) (uint64, error) {
+func (s *Store) Unregister(ctx context.Context, u backend.Unregistration) (uint64, error) {
+	name, addr, requestID := u.Name, u.Addr, u.RequestID
 	key, marker := s.instanceKey(name, addr), s.markerKey(name, addr)
 	ml, err := s.requestLease(ctx) // markers live as long as request ids; only watchers read them
 	if err != nil {
 		return 0, fmt.Errorf("grant lease in etcd: %v: %w", err, codes.ErrUnavailable)
 	}
 	exists := clientv3.Compare(clientv3.CreateRevision(key), ">", 0)
-	del := []clientv3.Op{clientv3.OpDelete(key), clientv3.OpPut(marker, "", clientv3.WithLease(ml))}
 	notFound := fmt.Errorf("unregister %s %s: %w", name, addr, codes.ErrNotFound)
+	if u.IfIndex != 0 {
+		// Only the registration the caller made: its revision is the key's
+		// ModRevision (a missing key has ModRevision 0, never IfIndex).
+		exists = clientv3.Compare(clientv3.ModRevision(key), "=", int64(u.IfIndex))
+		notFound = fmt.Errorf("unregister %s %s: not registered, or registered again since the registration at %d (left in place): %w",
+			name, addr, u.IfIndex, codes.ErrNotFound)
+	}
+	del := []clientv3.Op{clientv3.OpDelete(key), clientv3.OpPut(marker, "", clientv3.WithLease(ml))}
 	if requestID == "" {
 		resp, err := s.cli.Txn(ctx).If(exists).Then(del...).Commit()
 		if err != nil {
@@ -412,7 +423,36 @@ func (s *Store) get(ctx context.Context, name string, serializable bool) (uint64
 			CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision})
 	}
 	slices.SortFunc(out, func(a, b instanceKV) int { return cmp.Compare(a.CreateRevision, b.CreateRevision) })
+	s.lastOK.Store(time.Now().UnixNano())
 	return uint64(gr.Header.Revision), out, nil
+}
+
+// ReadIndex implements backend.DiscoveryBackend: the revision of a
+// linearizable read.
+func (s *Store) ReadIndex(ctx context.Context) (uint64, error) {
+	gr, err := s.cli.Get(ctx, s.cfg.Prefix+"/", clientv3.WithCountOnly())
+	if err != nil {
+		return 0, readErr("read index", err)
+	}
+	s.lastOK.Store(time.Now().UnixNano())
+	return uint64(gr.Header.Revision), nil
+}
+
+// freshAfter: a front end whose last answer from etcd is older than this
+// says it knows no leader.
+const freshAfter = 5 * time.Second
+
+// Freshness implements backend.DiscoveryBackend. A front end has no leader
+// of its own: it says whether, and how long ago, etcd last answered it (an
+// etcd member never serves a state older than one it served before, as it
+// replays its log at start).
+func (s *Store) Freshness() wire.Freshness {
+	t := s.lastOK.Load()
+	if t == 0 {
+		return wire.Freshness{LastContactMillis: -1}
+	}
+	since := time.Since(time.Unix(0, t))
+	return wire.Freshness{KnownLeader: since < freshAfter, LastContactMillis: since.Milliseconds()}
 }
 
 // Status implements backend.DiscoveryBackend: etcd's members as the nodes.
@@ -435,6 +475,7 @@ func (s *Store) Status(ctx context.Context) (wire.StatusResponse, error) {
 		} else {
 			ns.Term, ns.AppliedIndex, ns.CommitIndex, ns.LastIndex = st.RaftTerm, st.RaftAppliedIndex, st.RaftIndex, st.RaftIndex
 			ns.State = "Follower"
+			ns.Ready, ns.KnownLeader = true, st.Leader != 0
 			if st.Leader == m.ID {
 				ns.State = "Leader"
 				resp.Leader = m.Name
@@ -457,5 +498,7 @@ func (s *Store) NodeInfo(ctx context.Context, _ bool) (wire.NodeStatus, error) {
 		return ns, nil
 	}
 	ns.AppliedIndex, ns.CommitIndex = uint64(gr.Header.Revision), uint64(gr.Header.Revision)
+	s.lastOK.Store(time.Now().UnixNano())
+	ns.Ready, ns.Freshness = true, s.Freshness()
 	return ns, nil
 }

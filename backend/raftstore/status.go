@@ -12,7 +12,7 @@ import (
 
 // NodeInfo implements backend.DiscoveryBackend.
 func (s *Store) NodeInfo(_ context.Context, stateHash bool) (wire.NodeStatus, error) {
-	st := nodeStatus(s.node.Status())
+	st := s.selfStatus()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	st.HeapInuse = ms.HeapInuse
@@ -36,7 +36,7 @@ func (s *Store) Status(ctx context.Context) (wire.StatusResponse, error) {
 		go func() {
 			defer func() { done <- struct{}{} }()
 			if p.ID == s.node.ID() {
-				resp.Nodes[i] = nodeStatus(s.node.Status())
+				resp.Nodes[i] = s.selfStatus()
 				return
 			}
 			pctx, cancel := context.WithTimeout(ctx, s.cfg.PeerTimeout)
@@ -52,6 +52,13 @@ func (s *Store) Status(ctx context.Context) (wire.StatusResponse, error) {
 		<-done
 	}
 	return resp, nil
+}
+
+// selfStatus is this node's status with its read gate and freshness.
+func (s *Store) selfStatus() wire.NodeStatus {
+	st := nodeStatus(s.node.Status())
+	st.Ready, st.Freshness = s.CaughtUp(), s.Freshness()
+	return st
 }
 
 // nodeStatus is the protocol's form of the Raft node's status.

@@ -28,6 +28,11 @@ type Config struct {
 	// IndexWait is how long a read or watch waits for this node to apply an
 	// index the client has already seen before failing with codes.ErrStaleNode. Default 3 s.
 	IndexWait time.Duration
+	// ReadyWait is how long a read or watch waits for a node that has not
+	// caught up with the cluster since it started (readgate.go) before
+	// failing with codes.ErrNotReady, so the client asks another node.
+	// Default 1 s.
+	ReadyWait time.Duration
 	// PeerTimeout bounds each peer's answer to a status request. Default 1 s.
 	PeerTimeout time.Duration
 	// WatchBatch is the most events one Next returns. Default 256.
@@ -41,6 +46,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.IndexWait <= 0 {
 		c.IndexWait = 3 * time.Second
+	}
+	if c.ReadyWait <= 0 {
+		c.ReadyWait = time.Second
 	}
 	if c.PeerTimeout <= 0 {
 		c.PeerTimeout = time.Second
@@ -62,13 +70,16 @@ type Store struct {
 	fsm      *fsm.FSM
 	tracker  *ttl.Tracker
 	fwd      Forwarder
+	gate     readGate
 }
 
 var _ backend.DiscoveryBackend = (*Store)(nil)
 
 // New returns a store over a started node whose state machine is f.
 func New(cfg Config, node *raftnode.Node, f *fsm.FSM, tracker *ttl.Tracker, fwd Forwarder) *Store {
-	return &Store{cfg: cfg.withDefaults(), node: node, proposer: NewProposer(node), fsm: f, tracker: tracker, fwd: fwd}
+	s := &Store{cfg: cfg.withDefaults(), node: node, proposer: NewProposer(node), fsm: f, tracker: tracker, fwd: fwd, gate: readGate{caughtCh: make(chan struct{})}}
+	go s.catchUpLoop()
+	return s
 }
 
 // write applies cmd on the leader: here when this node leads, otherwise by
@@ -104,10 +115,14 @@ func (s *Store) Register(ctx context.Context, r backend.Registration) (uint64, e
 }
 
 // Unregister implements backend.DiscoveryBackend.
-func (s *Store) Unregister(ctx context.Context, name, addr, requestID string) (uint64, error) {
-	cmd := &fsm.UnregisterCommand{Name: name, Addr: addr, RequestID: requestID}
-	req := &wire.UnregisterRequest{Name: name, Addr: addr, RequestID: requestID}
-	return s.write(ctx, fsm.UnregisterType, cmd, wire.MethodUnregister, req)
+func (s *Store) Unregister(ctx context.Context, u backend.Unregistration) (uint64, error) {
+	cmd := &fsm.UnregisterCommand{Name: u.Name, Addr: u.Addr, RequestID: u.RequestID, IfIndex: u.IfIndex}
+	req := &wire.UnregisterRequest{Name: u.Name, Addr: u.Addr, RequestID: u.RequestID, IfIndex: u.IfIndex}
+	t := fsm.UnregisterType
+	if u.IfIndex != 0 {
+		t = fsm.UnregisterIfType
+	}
+	return s.write(ctx, t, cmd, wire.MethodUnregister, req)
 }
 
 // Heartbeat implements backend.DiscoveryBackend: the leader's tracker answers;
@@ -171,6 +186,9 @@ func (s *Store) List(ctx context.Context, name string, opts backend.ListOptions)
 			return fwd.Index, fwd.Instances, err
 		}
 	}
+	if err := s.readGate(ctx); err != nil {
+		return 0, nil, err
+	}
 	if err := s.waitIndex(ctx, opts.MinIndex); err != nil {
 		return 0, nil, err
 	}
@@ -189,6 +207,9 @@ func toWire(in *fsm.Instance) wire.Instance {
 
 // Subscribe implements backend.DiscoveryBackend from the local FSM.
 func (s *Store) Subscribe(ctx context.Context, name string, fromIndex, minIndex uint64) (backend.UpdateStream, error) {
+	if err := s.readGate(ctx); err != nil {
+		return nil, err
+	}
 	if err := s.waitIndex(ctx, max(fromIndex, minIndex)); err != nil {
 		return nil, err
 	}
