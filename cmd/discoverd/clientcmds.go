@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -29,12 +31,16 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.servers, "servers", "", "discoverd servers host:port,... (default $DISCOVERD, else 127.0.0.1:1111)")
 	fs.DurationVar(&c.timeout, "timeout", 15*time.Second, "how long a request may take, failovers included")
 	fs.StringVar(&c.ca, "ca", os.Getenv("DISCOVERD_CA"), "TLS: the cluster's CA certificate (default $DISCOVERD_CA); without it, no TLS")
-	fs.StringVar(&c.cert, "cert", os.Getenv("DISCOVERD_CERT"), "TLS: this client's certificate (default $DISCOVERD_CERT), made with `discoverd tls cert create -client`")
+	fs.StringVar(&c.cert, "cert", os.Getenv("DISCOVERD_CERT"), "TLS: this client's certificate (default $DISCOVERD_CERT), made with 'discoverd tls cert create -client'")
 	fs.StringVar(&c.key, "key", os.Getenv("DISCOVERD_KEY"), "TLS: the key of -cert (default $DISCOVERD_KEY)")
 }
 
-func (c *clientFlags) client(ttl time.Duration) (*client.Client, error) {
+// client returns a client for the flags; opts adjust its configuration.
+func (c *clientFlags) client(ttl time.Duration, opts ...func(*client.Config)) (*client.Client, error) {
 	cfg := client.Config{RequestTimeout: c.timeout, TTL: ttl}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	if c.servers != "" {
 		cfg.Servers = strings.Split(c.servers, ",")
 	}
@@ -97,6 +103,11 @@ func parseAttrs(args []string) (map[string]string, error) {
 	return attrs, nil
 }
 
+// unregisterOnExit bounds register's unregistration after SIGINT or
+// SIGTERM: a cluster that does not answer by then lets the instance expire
+// after its TTL instead.
+const unregisterOnExit = 2 * time.Second
+
 func runRegister(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cf clientFlags
 	fs := newFlagSet("register", "NAME HOST:PORT [key=value ...]", stderr)
@@ -118,10 +129,14 @@ func runRegister(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := validate.Registration(name, addr, attrs, *ttl); err != nil {
 		return usageErr("%v", err)
 	}
-	cl, err := cf.client(*ttl)
+	reporter := &heartbeatReporter{w: stderr, every: heartbeatReportEvery, now: time.Now}
+	cl, err := cf.client(*ttl, func(cfg *client.Config) { cfg.OnHeartbeat = reporter.report })
 	if err != nil {
 		return err
 	}
+	// A second interrupt, while this one unregisters, ends the process at
+	// once (main; exit status 130).
+	secondSignalExits.Store(true)
 	rctx, cancel := context.WithTimeout(ctx, cf.timeout)
 	err = cl.RegisterAddr(rctx, name, addr, attrs, *ttl)
 	cancel()
@@ -131,12 +146,100 @@ func runRegister(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	fmt.Fprintf(stdout, "registered %s %s (ttl %v); heartbeating until interrupted\n", name, addr, *ttl)
 	<-ctx.Done()
-	// Close unregisters.
-	if err := cl.Close(); err != nil {
-		return fmt.Errorf("unregister on exit: %w", err)
+	fmt.Fprintf(stderr, "discoverd register: unregistering %s %s (waiting at most %v; interrupt again to exit at once)\n",
+		name, addr, unregisterOnExit)
+	return unregisterAndClose(cl, name, addr, *ttl, unregisterOnExit, stdout)
+}
+
+// unregisterAndClose unregisters what register registered and closes the
+// client, giving up after within: the instance then expires after its TTL.
+func unregisterAndClose(cl *client.Client, name, addr string, ttl, within time.Duration, stdout io.Writer) error {
+	uctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		err := cl.UnregisterAddr(uctx, name, addr)
+		_ = cl.Close() // nothing left to unregister: stops the heartbeats, closes the connection
+		done <- err
+	}()
+	// The unregistration is bounded by uctx; the timer bounds the rest.
+	t := time.NewTimer(within + time.Second)
+	defer t.Stop()
+	var err error
+	select {
+	case err = <-done:
+	case <-t.C:
+		err = fmt.Errorf("gave up after %v", within)
 	}
-	fmt.Fprintf(stdout, "unregistered %s %s\n", name, addr)
-	return nil
+	switch {
+	case err == nil:
+		fmt.Fprintf(stdout, "unregistered %s %s\n", name, addr)
+		return nil
+	case errors.Is(err, client.ErrNotFound):
+		fmt.Fprintf(stdout, "%s %s was no longer registered\n", name, addr)
+		return nil
+	}
+	return fmt.Errorf("unregister on exit: %w; the instance expires once its TTL (%v) passes without a heartbeat", err, ttl)
+}
+
+// heartbeatReportEvery is the least time between two of register's lines
+// about failing heartbeats.
+const heartbeatReportEvery = 5 * time.Second
+
+// heartbeatReporter tells register's user about heartbeat failures as they
+// happen, rate-limited: the first failure at once, then at most one line
+// every `every` with the number of failures since the last line, and one
+// line when heartbeats succeed again. It is the client's OnHeartbeat hook.
+type heartbeatReporter struct {
+	w     io.Writer
+	every time.Duration
+	now   func() time.Time
+
+	mu       sync.Mutex
+	failing  bool
+	since    time.Time // the first failure of the current run of failures
+	total    int       // failures in the current run
+	unsaid   int       // failures since the last line
+	lastLine time.Time
+}
+
+// report is the client's OnHeartbeat hook.
+func (r *heartbeatReporter) report(name, addr string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	if err == nil {
+		if r.failing {
+			fmt.Fprintf(r.w, "discoverd register: heartbeats of %s %s succeed again, after %s in %v\n",
+				name, addr, plural(r.total, "failure", "failures"), now.Sub(r.since).Round(100*time.Millisecond))
+			r.failing, r.total, r.unsaid = false, 0, 0
+		}
+		return
+	}
+	r.total++
+	if !r.failing {
+		r.failing, r.since, r.lastLine = true, now, now
+		if errors.Is(err, client.ErrNotFound) {
+			fmt.Fprintf(r.w, "discoverd register: %s %s is no longer registered (it expired), registering it again: %v\n", name, addr, err)
+			return
+		}
+		fmt.Fprintf(r.w, "discoverd register: heartbeat of %s %s failed, retrying: %v\n", name, addr, err)
+		return
+	}
+	r.unsaid++
+	if d := now.Sub(r.lastLine); d >= r.every {
+		fmt.Fprintf(r.w, "discoverd register: heartbeats of %s %s still failing: %s in the last %v; the last: %v\n",
+			name, addr, plural(r.unsaid, "failure", "failures"), d.Round(100*time.Millisecond), err)
+		r.unsaid, r.lastLine = 0, now
+	}
+}
+
+// plural returns "1 instance", "2 instances", "0 instances".
+func plural[N int | uint64](n N, one, many string) string {
+	if n == 1 {
+		return fmt.Sprintf("%d %s", n, one)
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
 
 func runUnregister(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -175,19 +278,38 @@ type jsonInstance struct {
 	Index uint64            `json:"index"`
 }
 
+// jsonList is the -json shape of services NAME: the instances and the
+// freshness of the answer.
+type jsonList struct {
+	Name          string         `json:"name"`
+	Index         uint64         `json:"index"`
+	KnownLeader   bool           `json:"known_leader"`
+	LastContactMS int64          `json:"last_contact_ms"`
+	Instances     []jsonInstance `json:"instances"`
+}
+
+// jsonServiceCount is the -json shape of services without a NAME.
+type jsonServiceCount struct {
+	Name      string `json:"name"`
+	Instances uint64 `json:"instances"`
+}
+
 func runServices(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cf clientFlags
-	fs := newFlagSet("services", "NAME [key=value ...]", stderr)
+	fs := newFlagSet("services", "[NAME [key=value ...]]", stderr)
 	cf.register(fs)
-	asJSON := fs.Bool("json", false, `print a JSON array of {"name","addr","attrs","index"}`)
+	asJSON := fs.Bool("json", false, `print {"name","index","known_leader","last_contact_ms","instances":[{"name","addr","attrs","index"}]}; without NAME, an array of {"name","instances"}`)
 	consistent := fs.Bool("consistent", false, "linearizable read, confirmed by the leader")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() < 1 {
-		return usageErr("want NAME [key=value ...]")
+	if fs.NArg() == 0 {
+		return listServices(ctx, &cf, *asJSON, *consistent, stdout)
 	}
 	name := fs.Arg(0)
+	if strings.Contains(name, "=") {
+		return usageErr("%q looks like an attribute: give the service's NAME first (services NAME key=value ...)", name)
+	}
 	if err := validate.Name(name); err != nil {
 		return usageErr("%v", err)
 	}
@@ -202,22 +324,26 @@ func runServices(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	defer cl.Close()
 	rctx, cancel := context.WithTimeout(ctx, cf.timeout)
 	defer cancel()
-	list, idx, err := cl.Instances(rctx, name, client.ListOptions{Attrs: filter, Consistent: *consistent})
+	res, err := cl.List(rctx, name, client.ListOptions{Attrs: filter, Consistent: *consistent})
 	if err != nil {
 		return err
 	}
+	list, idx := res.Instances, res.Index
+	lastContactMS := res.LastContact.Milliseconds()
+	if res.LastContact < 0 {
+		lastContactMS = -1
+	}
 	if *asJSON {
-		out := make([]jsonInstance, 0, len(list))
+		out := jsonList{Name: name, Index: idx, KnownLeader: res.KnownLeader, LastContactMS: lastContactMS,
+			Instances: make([]jsonInstance, 0, len(list))}
 		for _, s := range list {
 			attrs := s.Attrs
 			if attrs == nil {
 				attrs = map[string]string{}
 			}
-			out = append(out, jsonInstance{Name: s.Name, Addr: s.Addr, Attrs: attrs, Index: s.Index})
+			out.Instances = append(out.Instances, jsonInstance{Name: s.Name, Addr: s.Addr, Attrs: attrs, Index: s.Index})
 		}
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		return writeJSON(stdout, out)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "ADDR\tINDEX\tATTRS\n")
@@ -227,8 +353,53 @@ func runServices(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%d instances of %s at index %d\n", len(list), name, idx)
+	fmt.Fprintf(stdout, "%s of %s at index %d\n", plural(len(list), "instance", "instances"), name, idx)
+	if !res.KnownLeader {
+		// The node answered from its last state: say how old it may be.
+		fmt.Fprintf(stdout, "the answering node knows no leader (last contact: %s): this state may be out of date\n",
+			formatLastContact(lastContactMS))
+	}
 	return nil
+}
+
+// listServices is services without a NAME: every service that has
+// instances, sorted by name, with its number of instances.
+func listServices(ctx context.Context, cf *clientFlags, asJSON, consistent bool, stdout io.Writer) error {
+	cl, err := cf.client(0)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	rctx, cancel := context.WithTimeout(ctx, cf.timeout)
+	defer cancel()
+	list, idx, err := cl.ServiceNames(rctx, client.ServiceNamesOptions{Consistent: consistent})
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		out := make([]jsonServiceCount, 0, len(list))
+		for _, sc := range list {
+			out = append(out, jsonServiceCount{Name: sc.Name, Instances: sc.Instances})
+		}
+		return writeJSON(stdout, out)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "NAME\tINSTANCES\n")
+	for _, sc := range list {
+		fmt.Fprintf(tw, "%s\t%d\n", sc.Name, sc.Instances)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s at index %d\n", plural(len(list), "service", "services"), idx)
+	return nil
+}
+
+// writeJSON writes v as indented JSON.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 func formatAttrs(a map[string]string) string {
@@ -328,21 +499,30 @@ type jsonStatus struct {
 	Nodes  []jsonNode `json:"nodes"`
 }
 
+// jsonNode is one node in status -json. For a node that did not answer
+// (state "unreachable", with error) only id, addr, state and error mean
+// something.
 type jsonNode struct {
-	ID           string `json:"id"`
-	Addr         string `json:"addr"`
-	State        string `json:"state"`
-	Term         uint64 `json:"term"`
-	AppliedIndex uint64 `json:"applied_index"`
-	CommitIndex  uint64 `json:"commit_index"`
-	Error        string `json:"error,omitempty"`
+	ID                string `json:"id"`
+	Addr              string `json:"addr"`
+	State             string `json:"state"`
+	Term              uint64 `json:"term"`
+	AppliedIndex      uint64 `json:"applied_index"`
+	CommitIndex       uint64 `json:"commit_index"`
+	Ready             bool   `json:"ready"`
+	KnownLeader       bool   `json:"known_leader"`
+	LastContactMillis int64  `json:"last_contact_ms"`
+	Error             string `json:"error,omitempty"`
 }
+
+// unreachable reports whether the node did not answer status.
+func (n jsonNode) unreachable() bool { return n.State == "unreachable" || n.Error != "" }
 
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cf clientFlags
 	fs := newFlagSet("status", "", stderr)
 	cf.register(fs)
-	asJSON := fs.Bool("json", false, `print {"leader","nodes":[{"id","addr","state","term","applied_index","commit_index"}]}`)
+	asJSON := fs.Bool("json", false, `print {"leader","nodes":[{"id","addr","state","term","applied_index","commit_index","ready","known_leader","last_contact_ms","error"}]}`)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -363,20 +543,69 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	out := jsonStatus{Leader: st.Leader, Nodes: []jsonNode{}}
 	for _, n := range st.Nodes {
 		out.Nodes = append(out.Nodes, jsonNode{ID: n.ID, Addr: n.Addr, State: n.State, Term: n.Term,
-			AppliedIndex: n.AppliedIndex, CommitIndex: n.CommitIndex, Error: n.Error})
+			AppliedIndex: n.AppliedIndex, CommitIndex: n.CommitIndex, Ready: n.Ready, KnownLeader: n.KnownLeader,
+			LastContactMillis: n.LastContactMillis, Error: n.Error})
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		return writeJSON(stdout, out)
 	}
-	fmt.Fprintf(stdout, "leader: %s\n", orNone(out.Leader))
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "ID\tADDR\tSTATE\tTERM\tAPPLIED\tCOMMIT\n")
-	for _, n := range out.Nodes {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\n", n.ID, n.Addr, n.State, n.Term, n.AppliedIndex, n.CommitIndex)
+	return writeStatus(stdout, out)
+}
+
+// writeStatus prints status as a table. A node that did not answer shows
+// "-" for what it would have said, and why it did not answer.
+func writeStatus(w io.Writer, st jsonStatus) error {
+	fmt.Fprintf(w, "leader: %s\n", orNone(st.Leader))
+	withErrors := slices.ContainsFunc(st.Nodes, jsonNode.unreachable)
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	header := "ID\tADDR\tSTATE\tTERM\tAPPLIED\tCOMMIT\tREADY\tLAST CONTACT"
+	if withErrors {
+		header += "\tERROR"
 	}
-	return tw.Flush()
+	fmt.Fprintln(tw, header)
+	for _, n := range st.Nodes {
+		if n.unreachable() {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t-\t-\t-\t-\t-\t%s\n", n.ID, n.Addr, n.State, n.Error)
+			continue
+		}
+		ready := "no"
+		if n.Ready {
+			ready = "yes"
+		}
+		line := fmt.Sprintf("%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s", n.ID, n.Addr, n.State, n.Term, n.AppliedIndex, n.CommitIndex,
+			ready, formatLastContact(n.LastContactMillis))
+		if withErrors {
+			line += "\t" // an empty ERROR cell keeps the columns aligned
+		}
+		fmt.Fprintln(tw, line)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for line := range strings.Lines(b.String()) {
+		if _, err := fmt.Fprintln(w, strings.TrimRight(line, " \n")); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// formatLastContact shows how long ago a node last heard from the leader:
+// "never" (-1: not since it started), "0s" (the leader itself), "450ms",
+// "1.2s", "3m4s".
+func formatLastContact(ms int64) string {
+	switch {
+	case ms < 0:
+		return "never"
+	case ms == 0:
+		return "0s"
+	case ms < 1000:
+		return fmt.Sprintf("%dms", ms)
+	case ms < 60_000:
+		return fmt.Sprintf("%.1fs", float64(ms)/1000)
+	}
+	return (time.Duration(ms) * time.Millisecond).Round(time.Second).String()
 }
 
 func orNone(s string) string {

@@ -41,7 +41,7 @@ func TestCLI_UsageErrorsExitTwo(t *testing.T) {
 		{[]string{"register", "web/x", "10.0.0.1:80"}, "service name"},
 		{[]string{"unregister", "web"}, "want NAME HOST:PORT"},
 		{[]string{"unregister", "web", "10.0.0.1:0"}, "want a number 1-65535"},
-		{[]string{"services"}, "want NAME"},
+		{[]string{"services", "zone=a"}, "looks like an attribute"},
 		{[]string{"services", "bad name!"}, "service name"},
 		{[]string{"watch", "a", "b"}, "want NAME"},
 		{[]string{"status", "extra"}, "unexpected arguments"},
