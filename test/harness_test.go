@@ -417,22 +417,28 @@ type instance struct {
 	Index uint64            `json:"index"`
 }
 
-// services runs `discoverd services -json [args...]` against servers. It
-// insists on a JSON array (never null).
+// services runs `discoverd services -json [args...]` against servers and
+// returns its instances. It insists on every field (instances an array,
+// never null).
 func (h *harness) services(servers string, args ...string) ([]instance, error) {
 	h.t.Helper()
 	r := h.cli(5*time.Second, append([]string{"services", "-json", "-servers", servers, "-timeout", "2s"}, args...)...)
 	if r.code != 0 {
 		return nil, fmt.Errorf("exit %d: %s", r.code, strings.TrimSpace(r.stderr))
 	}
-	if !strings.HasPrefix(strings.TrimSpace(r.stdout), "[") {
-		return nil, fmt.Errorf("services -json printed %q, want a JSON array", r.stdout)
+	var out struct {
+		Index       uint64      `json:"index"`
+		KnownLeader *bool       `json:"known_leader"`
+		LastContact *int64      `json:"last_contact_ms"`
+		Instances   *[]instance `json:"instances"`
 	}
-	var list []instance
-	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil {
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
 		return nil, fmt.Errorf("decode services %q: %v", r.stdout, err)
 	}
-	return list, nil
+	if out.Instances == nil || *out.Instances == nil || out.KnownLeader == nil || out.LastContact == nil {
+		return nil, fmt.Errorf("services -json printed %q, want index, known_leader, last_contact_ms and an instances array", r.stdout)
+	}
+	return *out.Instances, nil
 }
 
 // waitServices polls plain `services -json name` on servers until ok
