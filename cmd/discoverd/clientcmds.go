@@ -614,3 +614,104 @@ func orNone(s string) string {
 	}
 	return s
 }
+
+// jsonLeader is the -json shape of leader: the service's leader, or with
+// addr "" and fencing_index 0 none (only -watch prints that).
+type jsonLeader struct {
+	Name         string            `json:"name"`
+	Addr         string            `json:"addr"`
+	FencingIndex uint64            `json:"fencing_index"`
+	Attrs        map[string]string `json:"attrs"`
+}
+
+func runLeader(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var cf clientFlags
+	fs := newFlagSet("leader", "NAME", stderr)
+	cf.register(fs)
+	asJSON := fs.Bool("json", false, `print {"name","addr","fencing_index","attrs"} (with -watch one per line; addr "" when there is none)`)
+	watch := fs.Bool("watch", false, "print the leader, then a line on every change of leader until interrupted")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usageErr("want NAME")
+	}
+	name := fs.Arg(0)
+	if err := validate.Name(name); err != nil {
+		return usageErr("%v", err)
+	}
+	cl, err := cf.client(0)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	show := func(l *client.Service) error {
+		if *asJSON {
+			out := jsonLeader{Name: name, Attrs: map[string]string{}}
+			if l != nil {
+				out.Addr, out.FencingIndex = l.Addr, l.CreateIndex
+				if l.Attrs != nil {
+					out.Attrs = l.Attrs
+				}
+			}
+			b, err := json.Marshal(out)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(stdout, "%s\n", b)
+			return err
+		}
+		line := "no leader of " + name
+		if l != nil {
+			line = fmt.Sprintf("leader of %s: %s (fencing index %d)", name, l.Addr, l.CreateIndex)
+			if len(l.Attrs) > 0 {
+				line += " " + formatAttrs(l.Attrs)
+			}
+		}
+		_, err := fmt.Fprintln(stdout, line)
+		return err
+	}
+	if !*watch {
+		rctx, cancel := context.WithTimeout(ctx, cf.timeout)
+		defer cancel()
+		list, _, err := cl.Instances(rctx, name, client.ListOptions{})
+		if err != nil {
+			return err
+		}
+		if len(list) == 0 {
+			return fmt.Errorf("no leader of %s", name)
+		}
+		return show(list[0]) // oldest registration first
+	}
+	sctx, cancel := context.WithTimeout(ctx, cf.timeout)
+	set, err := cl.ServicesContext(sctx, name)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // interrupted before the first state: nothing to print
+		}
+		return err
+	}
+	stopped := make(chan struct{})
+	defer close(stopped)
+	go func() {
+		select {
+		case <-ctx.Done():
+			set.Close() // ends the loop below
+		case <-stopped:
+		}
+	}()
+	for l := range set.Leaders() {
+		if err := show(l); err != nil {
+			set.Close()
+			return err
+		}
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err := set.Err(); err != nil {
+		return err
+	}
+	return errors.New("stopped following the service")
+}

@@ -129,6 +129,8 @@ func TestCLI_FlagsAfterArgumentsInCommands(t *testing.T) {
 		{[]string{"unregister", "web", "10.0.0.1:80", "-servers", closed, "-timeout", "1s"}, 1, "no discoverd server reachable"},
 		{[]string{"watch", "web", "-from", "3", "-servers", closed, "-timeout", "1s"}, 1, "no discoverd server reachable"},
 		{[]string{"status", "-json", "-servers", closed, "-timeout", "1s"}, 1, "no discoverd server reachable"},
+		{[]string{"leader", "db", "-json", "-servers", closed, "-timeout", "1s"}, 1, "no discoverd server reachable"},
+		{[]string{"leader", "db", "-watch", "-servers", closed, "-timeout", "1s"}, 1, "no discoverd server reachable"},
 		{[]string{"services", "web", "-jsn"}, 2, "flag provided but not defined: -jsn"},
 		{[]string{"services", "web", "key=-x", "-timeout", "0s"}, 2, "-timeout must be positive"},
 	}

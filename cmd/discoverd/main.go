@@ -1,6 +1,6 @@
 // Command discoverd runs a discoverd node (server), a local cluster for
 // development (dev), and the client commands that talk to a cluster
-// (register, unregister, services, watch, status); version says which
+// (register, unregister, services, watch, leader, status); version says which
 // build it is.
 //
 // Exit status: 0 on success, 1 on failure, 2 on a usage error, 65 when a
@@ -80,6 +80,7 @@ func commands() []command {
 		{"unregister", "remove an instance", runUnregister},
 		{"services", "list a service's instances, or every service", runServices},
 		{"watch", "follow a service's changes", runWatch},
+		{"leader", "show a service's leader and its fencing index", runLeader},
 		{"status", "show the cluster's nodes and leader", runStatus},
 		{"tls", "make a cluster's CA and its servers' and clients' certificates", runTLSHelp},
 		{"version", "print discoverd's version", runVersion},
@@ -105,6 +106,8 @@ var helps = map[string]helpText{
 		"discoverd services web role=primary"},
 	"watch": {"Prints a service's instances, then every change to them until interrupted.",
 		"discoverd watch -json web"},
+	"leader": {"Prints a service's leader (its oldest registration) with its fencing index, or with -watch every change of leader until interrupted.",
+		"discoverd leader -watch db"},
 	"status": {"Shows the cluster's leader and every node's state, indices, readiness and last contact with the leader.",
 		"discoverd status -servers 127.0.0.1:1111"},
 	"tls": {"Makes a cluster's CA, and certificates for its servers and clients.",
