@@ -87,3 +87,39 @@ func TestRun_BadFlagsAreUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestRemovalRow_DistributionAndBounds: the removal row takes its
+// distribution from the kill trials, measured from the acknowledgement, and
+// counts the removals over each bound.
+func TestRemovalRow_DistributionAndBounds(t *testing.T) {
+	base := time.Unix(1000, 0)
+	trial := func(kill bool, fromAck time.Duration) removalTrial {
+		tr := removalTrial{kill: kill, call: base, ack: base.Add(time.Millisecond), election: -1}
+		tr.gone = tr.ack.Add(fromAck)
+		tr.fromAck, tr.fromCall = fromAck, tr.gone.Sub(tr.call)
+		if kill {
+			tr.killAt, tr.election, tr.killed = tr.ack.Add(time.Millisecond), time.Second, "n1"
+		}
+		return tr
+	}
+	var kills []removalTrial
+	for _, s := range []float64{4, 5, 5.2, 8} {
+		kills = append(kills, trial(true, time.Duration(s*float64(time.Second))))
+	}
+	never := trial(true, 0)
+	never.gone = time.Time{}
+	kills = append(kills, never)
+	rw := removalRow("discoverd", kills, []removalTrial{trial(false, 2010*time.Millisecond)})
+	if rw.P50 != 5000 || rw.Max != 8000 || num(rw.Extra["min_ms"]) != 4000 {
+		t.Errorf("p50 %v max %v min %v, want 5000, 8000, 4000", rw.P50, rw.Max, rw.Extra["min_ms"])
+	}
+	if rw.Extra["over_old_bound"] != 1 || rw.Extra["over_new_bound"] != 3 || rw.Extra["never_removed"] != 1 {
+		t.Errorf("over old %v, over new %v, never %v; want 1, 3, 1", rw.Extra["over_old_bound"], rw.Extra["over_new_bound"], rw.Extra["never_removed"])
+	}
+	if rw.Extra["kills"] != 5 || num(rw.Extra["nokill_max_ms"]) != 2010 {
+		t.Errorf("kills %v, no-kill max %v", rw.Extra["kills"], rw.Extra["nokill_max_ms"])
+	}
+	if removalOldBound != 7500*time.Millisecond || removalNewBound != 4500*time.Millisecond {
+		t.Errorf("bounds %v, %v; want 7.5s, 4.5s (ttl/DESIGN.md)", removalOldBound, removalNewBound)
+	}
+}

@@ -9,6 +9,9 @@
 //	go run ./test/bench [-quick] [-out DIR] [-systems discoverd,etcd]
 //	    [-workloads registration,heartbeat,heartbeat100k,watch,failover,memory] [-v]
 //
+// -workloads removal (not run by default) measures how long a stopped
+// instance takes to go away across a leader kill (50 kills, quick 5).
+//
 // Not part of `go test ./...`: it takes minutes and wants the machine to
 // itself. README.md (section "Benchmarks") says what each workload measures.
 package main
@@ -41,6 +44,10 @@ func main() {
 }
 
 var allWorkloads = []string{"registration", "heartbeat", "heartbeat100k", "watch", "idle", "failover", "memory"}
+
+// optionalWorkloads run only when named in -workloads: removal takes about
+// ten minutes on its own (50 leader kills; README).
+var optionalWorkloads = []string{"removal"}
 
 // bench is one run of the command.
 type bench struct {
@@ -96,7 +103,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	quick := fs.Bool("quick", false, "small sizes and short runs (about two minutes)")
 	out := fs.String("out", "", "output directory (default <module>/test/reports/bench-<date-time>)")
 	systemsFlag := fs.String("systems", "discoverd,discoverd-tls,etcd", "systems to benchmark, comma-separated: discoverd, discoverd-tls (with TLS on), etcd")
-	workloadsFlag := fs.String("workloads", strings.Join(allWorkloads, ","), "workloads to run, comma-separated")
+	workloadsFlag := fs.String("workloads", strings.Join(allWorkloads, ","), "workloads to run, comma-separated (also: "+strings.Join(optionalWorkloads, ",")+", only when named)")
 	verbose := fs.Bool("v", false, "more progress output")
 	dArgs := fs.String("discoverd-args", "", "extra flags for every `discoverd server`, space-separated (e.g. \"-raft-apply-groups 1\")")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the bench process itself (the clients) to this file")
@@ -136,8 +143,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	workloads := map[string]bool{}
 	for _, w := range splitList(*workloadsFlag) {
-		if !slices.Contains(allWorkloads, w) {
-			fmt.Fprintf(stderr, "bench: unknown workload %q (%s)\n", w, strings.Join(allWorkloads, ", "))
+		if !slices.Contains(allWorkloads, w) && !slices.Contains(optionalWorkloads, w) {
+			fmt.Fprintf(stderr, "bench: unknown workload %q (%s)\n", w, strings.Join(append(slices.Clone(allWorkloads), optionalWorkloads...), ", "))
 			return 2
 		}
 		workloads[w] = true
@@ -163,6 +170,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if b.quick && workloads["heartbeat100k"] {
 		b.logf("bench: heartbeat100k runs in full mode only; skipped")
 		delete(workloads, "heartbeat100k")
+	}
+	if workloads["removal"] && slices.ContainsFunc(systems, func(s system) bool { return s.name() == "etcd" }) {
+		b.logf("bench: removal runs against discoverd only (etcd's leases keep their own remaining time across a leader change)")
 	}
 	if workloads["heartbeat100k"] && slices.ContainsFunc(systems, func(s system) bool { return s.name() == "etcd" }) {
 		b.logf("bench: heartbeat100k runs against discoverd only (etcd, a lease and KeepAliveOnce per instance, registered 40 294 of 100 000 in 5 minutes and lost them all; README)")
@@ -263,17 +273,19 @@ func (b *bench) startCluster(ctx context.Context, sys system, purpose string) (c
 }
 
 // runSystem runs the selected workloads against one system. registration,
-// heartbeat and watch share one cluster; heartbeat100k, failover and memory
-// each get a fresh one (a clean state; failover kills a node).
+// heartbeat and watch share one cluster; heartbeat100k, failover, memory and
+// removal each get a fresh one (a clean state; failover and removal kill
+// nodes).
 func (b *bench) runSystem(ctx context.Context, sys system, workloads map[string]bool) {
 	type step struct {
 		name string
 		fn   func(context.Context, string, cluster) error
 	}
 	shared := []step{{"registration", b.registration}, {"heartbeat", b.heartbeat}, {"watch", b.watch}, {"idle", b.idle}}
-	fresh := []step{{"heartbeat100k", b.heartbeat100k}, {"failover", b.failover}, {"memory", b.memory}}
+	fresh := []step{{"heartbeat100k", b.heartbeat100k}, {"failover", b.failover}, {"memory", b.memory}, {"removal", b.removal}}
 	if !isDiscoverd(sys.name()) {
-		fresh = fresh[1:] // heartbeat100k is discoverd's alone (see run)
+		// heartbeat100k and removal are discoverd's alone (see run).
+		fresh = slices.DeleteFunc(fresh, func(st step) bool { return st.name == "heartbeat100k" || st.name == "removal" })
 	}
 
 	var cl cluster

@@ -15,7 +15,7 @@ import (
 )
 
 // rowOrder is the order of workloads in the table.
-var rowOrder = []string{"registration", "heartbeat", "heartbeat-batched", "heartbeat100k", "watch", "idle", "failover", "memory"}
+var rowOrder = []string{"registration", "heartbeat", "heartbeat-batched", "heartbeat100k", "watch", "idle", "failover", "memory", "removal"}
 
 type tableRow struct {
 	workload        string
@@ -55,6 +55,11 @@ func cell(r *row) string {
 		s = fmt.Sprintf("heap %.0f B/inst, RSS %.0f B/inst", num(r.Extra["heap_bytes_per_instance"]), num(r.Extra["rss_bytes_per_instance"]))
 	case "idle":
 		s = fmt.Sprintf("heap %.0f B/conn", num(r.Extra["heap_bytes_per_conn"]))
+	case "removal":
+		s = fmt.Sprintf("stopped instance gone after a leader kill: %.0f/%.0f/%.0f/%.0f/%.0f ms min/p50/p90/p99/max over %.0f kills (bounds: old %.0f ms, new target %.0f ms; over them %.0f, %.0f); no kill: max %.0f ms of %.0f",
+			num(r.Extra["min_ms"]), r.P50, num(r.Extra["p90_ms"]), r.P99, r.Max, num(r.Extra["kills"]),
+			num(r.Extra["old_bound_ms"]), num(r.Extra["new_bound_ms"]), num(r.Extra["over_old_bound"]), num(r.Extra["over_new_bound"]),
+			num(r.Extra["nokill_max_ms"]), num(r.Extra["no_kill_trials"]))
 	default:
 		s = fmt.Sprintf("%.0f ops/s (%.1f/%.1f/%.1f ms)", r.OpsPerS, r.P50, r.P99, r.Max)
 	}
@@ -125,6 +130,8 @@ func tlsCost(plain, tls *row) string {
 		return "outage " + pct(num(plain.Extra["outage_ms"]), num(tls.Extra["outage_ms"]))
 	case "memory":
 		return "heap/instance " + pct(num(plain.Extra["heap_bytes_per_instance"]), num(tls.Extra["heap_bytes_per_instance"]))
+	case "removal":
+		return "max " + pct(plain.Max, tls.Max)
 	case "idle":
 		return fmt.Sprintf("%+.0f B/conn", num(tls.Extra["heap_bytes_per_conn"])-num(plain.Extra["heap_bytes_per_conn"]))
 	}
