@@ -16,6 +16,7 @@
 //	TTLLiveness     a stopped instance is removed within the documented bound
 //	Watches         gap-free, ordered, committed, resumable, convergent streams
 //	MonotonicReads  no node answers a read from an older state than before, across restarts
+//	Election        one elector per fencing index; fencing indices never go back; every leadership is in the log
 //
 // The journals are the checkers' view of the committed log: an entry a node
 // applied was committed. Indices missing from every journal are either
@@ -41,6 +42,7 @@ const (
 	NameTTLLiveness    = "ttl-liveness"
 	NameWatches        = "watches"
 	NameMonotonicReads = "monotonic-reads"
+	NameElection       = "election"
 )
 
 // DefaultLinearizableTimeout is the porcupine budget per service that All
@@ -128,6 +130,7 @@ func All(run *history.Run) []Verdict {
 		TTLLiveness(run),
 		Watches(run),
 		MonotonicReads(run),
+		Election(run),
 	}
 }
 

@@ -38,7 +38,7 @@ func allGoodRun(t *testing.T) *history.Run {
 
 func TestCheck_AllGood(t *testing.T) {
 	vs := All(allGoodRun(t))
-	names := []string{NameReplicas, NameLinearizable, NameDurability, NameTTLSafety, NameTTLLiveness, NameWatches, NameMonotonicReads}
+	names := []string{NameReplicas, NameLinearizable, NameDurability, NameTTLSafety, NameTTLLiveness, NameWatches, NameMonotonicReads, NameElection}
 	if len(vs) != len(names) {
 		t.Fatalf("%d verdicts", len(vs))
 	}

@@ -81,3 +81,12 @@ func (c *Cluster) ClientTLS() func(addr string) *tls.Config {
 	}
 	return rpcconn.ForServer(c.tls.client)
 }
+
+// ClientTLSConfig is the same TLS as one config, for the Go client, which
+// verifies each server by the host it dials (nil without TLS).
+func (c *Cluster) ClientTLSConfig() *tls.Config {
+	if c.tls == nil {
+		return nil
+	}
+	return c.tls.client.Clone()
+}

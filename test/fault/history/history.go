@@ -1,6 +1,6 @@
 // Package history holds what a fault-suite run records — client operations,
-// watch sessions, the entries each node applied, state hashes and the fault
-// timeline — and reads and writes it as JSON lines. The checkers
+// watch sessions, leaderships held, the entries each node applied, state
+// hashes and the fault timeline — and reads and writes it as JSON lines. The checkers
 // (test/fault/check) take these types and nothing else, so they can be unit
 // tested on hand-made histories.
 //
@@ -120,6 +120,18 @@ type Fault struct {
 	End    int64    `json:"end"` // when healed
 }
 
+// Holding is one leadership an elector held (client.Elect): from Elect
+// returning until the Leadership's Done closed or Resign was called.
+type Holding struct {
+	Elector      string `json:"elector"` // one Go client, kept across its holdings
+	Service      string `json:"service"`
+	Addr         string `json:"addr"`
+	FencingIndex uint64 `json:"fencing_index"`
+	Won          int64  `json:"won"`  // when Elect returned
+	Lost         int64  `json:"lost"` // when Done closed (Resign closes it first: when Resign was called); MaxInt64 if the run ended while holding
+	End          string `json:"end"`  // why it ended: "lost" (Done closed), "resign", "run-end"
+}
+
 // Instance is one instance of a service's final state.
 type Instance struct {
 	Service string            `json:"service"`
@@ -135,6 +147,7 @@ type Run struct {
 	Entries  []Entry        `json:"entries"`
 	Hashes   []Hash         `json:"hashes"`
 	Faults   []Fault        `json:"faults"`
+	Holdings []Holding      `json:"holdings"`
 	// Final is the state after healing, read with a consistent list per service.
 	Final []Instance `json:"final"`
 	// FinalIndex is the index Final was read at.
@@ -158,6 +171,7 @@ type Record struct {
 	Entry   *Entry        `json:"entry,omitempty"`
 	Hash    *Hash         `json:"hash,omitempty"`
 	Fault   *Fault        `json:"fault,omitempty"`
+	Holding *Holding      `json:"holding,omitempty"`
 	Final   *Instance     `json:"final,omitempty"`
 	Meta    *Meta         `json:"meta,omitempty"`
 }
@@ -201,6 +215,11 @@ func Write(w io.Writer, r *Run) error {
 			return err
 		}
 	}
+	for i := range r.Holdings {
+		if err := put(Record{Holding: &r.Holdings[i]}); err != nil {
+			return err
+		}
+	}
 	for i := range r.Final {
 		if err := put(Record{Final: &r.Final[i]}); err != nil {
 			return err
@@ -233,6 +252,8 @@ func Read(r io.Reader) (*Run, error) {
 			run.Hashes = append(run.Hashes, *rec.Hash)
 		case rec.Fault != nil:
 			run.Faults = append(run.Faults, *rec.Fault)
+		case rec.Holding != nil:
+			run.Holdings = append(run.Holdings, *rec.Holding)
 		case rec.Final != nil:
 			run.Final = append(run.Final, *rec.Final)
 		default:

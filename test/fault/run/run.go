@@ -123,6 +123,7 @@ func Run(ctx context.Context, sc Scenario, opts Options) (*Result, error) {
 	}
 	wcfg := sc.Workload
 	wcfg.TLS = c.ClientTLS()
+	wcfg.ClientTLS = c.ClientTLSConfig()
 	w := workload.New(wcfg, nodes, leader)
 	wctx, stopWorkload := context.WithCancel(ctx)
 	defer stopWorkload()
@@ -146,7 +147,7 @@ func Run(ctx context.Context, sc Scenario, opts Options) (*Result, error) {
 	if err := c.WaitStable(ctx, 30*time.Second); err != nil {
 		res.Recovery = append(res.Recovery, "final: "+err.Error())
 	}
-	finalIdx, final, err := finalState(ctx, c, append(append(w.LinServices(), w.TTLServiceNames()...), "final"))
+	finalIdx, final, err := finalState(ctx, c, slices.Concat(w.LinServices(), w.TTLServiceNames(), w.ElectServiceNames(), []string{"final"}))
 	if err != nil {
 		res.Recovery = append(res.Recovery, "final write/read: "+err.Error())
 	}
@@ -171,12 +172,13 @@ func Run(ctx context.Context, sc Scenario, opts Options) (*Result, error) {
 	}
 	ops, sessions := w.History()
 	res.Run = &history.Run{Ops: ops, Sessions: sessions, Entries: entries, Hashes: hashes, Faults: faults,
-		Final: final, FinalIndex: finalIdx, Bounds: Bounds}
+		Holdings: w.Holdings(), Final: final, FinalIndex: finalIdx, Bounds: Bounds}
 	res.Elapsed = time.Since(res.Started)
 
 	lin, services := check.Linearizable(res.Run, 60*time.Second)
 	res.Verdicts = []check.Verdict{check.Replicas(res.Run), lin, check.Durability(res.Run),
-		check.TTLSafety(res.Run), check.TTLLiveness(res.Run), check.Watches(res.Run), check.MonotonicReads(res.Run)}
+		check.TTLSafety(res.Run), check.TTLLiveness(res.Run), check.Watches(res.Run), check.MonotonicReads(res.Run),
+		check.Election(res.Run)}
 	for _, v := range res.Verdicts {
 		res.Violations += len(v.Violations)
 	}

@@ -4,7 +4,8 @@
 // of which some stop heartbeating on purpose, clients that only ever talk to
 // one follower, a reader on every node that reads it again as soon as it is
 // back after a restart, and watchers that drop their stream and resume it on
-// another node. Every operation is recorded with its call and return time and
+// another node, and electors (Go clients) that win, hold and resign the
+// leadership of one service (elector.go). Every operation is recorded with its call and return time and
 // an outcome — ok, fail (definitely not applied) or unknown — for the
 // checkers.
 //
@@ -50,15 +51,21 @@ type Config struct {
 	OpTimeout         time.Duration // one attempt's deadline
 	Think             time.Duration // pause between a client's operations (randomized ±50%)
 	Seed              int64
+	Electors          int           // Go clients (client.Elect) standing for leadership of one service, elect-0
+	ElectTTL          time.Duration // their registrations' TTL
 	// TLS gives the nodes' TLS for an address (nil: plaintext).
 	TLS func(addr string) *tls.Config
+	// ClientTLS is the same TLS for the Go client, which verifies each
+	// server by the host it dials (nil: plaintext).
+	ClientTLS *tls.Config
 }
 
 // DefaultConfig is a moderate load for a 3-node cluster on 2 cores.
 func DefaultConfig() Config {
 	return Config{Services: 4, ClientsPerService: 4, AddrsPerService: 3, FollowerOnly: 0.25,
 		TTLServices: 2, TTLClients: 4, TTL: 2 * time.Second, StopShare: 0.25, NodeReaders: 1,
-		Watchers: 6, ResumeEvery: 3 * time.Second, OpTimeout: 2 * time.Second, Think: 40 * time.Millisecond, Seed: 1}
+		Watchers: 6, ResumeEvery: 3 * time.Second, OpTimeout: 2 * time.Second, Think: 40 * time.Millisecond,
+		Electors: 3, ElectTTL: 2 * time.Second, Seed: 1}
 }
 
 // Node is a node the workload may talk to.
@@ -78,7 +85,10 @@ type Workload struct {
 	ops    []history.Op
 
 	watchers    []*watcher
+	holdings    []history.Holding // under mu
 	stopClients atomic.Bool
+	clientsStop chan struct{} // closed by StopClients
+	stopOnce    sync.Once
 	stop        context.CancelFunc
 	clients     sync.WaitGroup
 	watchWG     sync.WaitGroup
@@ -88,7 +98,7 @@ type Workload struct {
 // New prepares a workload against nodes; leader is the index of the node
 // that leads now.
 func New(cfg Config, nodes []Node, leader int) *Workload {
-	return &Workload{cfg: cfg, nodes: nodes, leader: leader}
+	return &Workload{cfg: cfg, nodes: nodes, leader: leader, clientsStop: make(chan struct{})}
 }
 
 // LinServices and TTLServices name the services the workload uses.
@@ -106,6 +116,15 @@ func (w *Workload) TTLServiceNames() []string {
 		out = append(out, fmt.Sprintf("ttl%d", i))
 	}
 	return out
+}
+
+// ElectServiceNames names the service the electors stand for (none without
+// electors).
+func (w *Workload) ElectServiceNames() []string {
+	if w.cfg.Electors == 0 {
+		return nil
+	}
+	return []string{"elect-0"}
 }
 
 // Start launches every client and watcher; they run until Stop.
@@ -137,6 +156,16 @@ func (w *Workload) Start(ctx context.Context) {
 			}()
 		}
 	}
+	for _, svc := range w.ElectServiceNames() {
+		for e := range w.cfg.Electors {
+			rng := rand.New(rand.NewPCG(seed, uint64(40000+e)))
+			w.clients.Add(1)
+			go func() {
+				defer w.clients.Done()
+				w.elector(ctx, svc, fmt.Sprintf("%s-e%d", svc, e), fmt.Sprintf("10.200.0.%d:80", e+1), rng)
+			}()
+		}
+	}
 	all := append(w.LinServices(), w.TTLServiceNames()...)
 	for n := range w.nodes {
 		for r := range w.cfg.NodeReaders {
@@ -163,6 +192,7 @@ func (w *Workload) Start(ctx context.Context) {
 // StopClients stops every client (not the watchers) and waits for them.
 func (w *Workload) StopClients() {
 	w.stopClients.Store(true)
+	w.stopOnce.Do(func() { close(w.clientsStop) })
 	w.clients.Wait()
 }
 
@@ -191,6 +221,13 @@ func (w *Workload) History() ([]history.Op, []history.WatchSession) {
 		sessions = append(sessions, wt.sessions...)
 	}
 	return ops, sessions
+}
+
+// Holdings returns the leaderships the electors held.
+func (w *Workload) Holdings() []history.Holding {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.holdings)
 }
 
 func (w *Workload) record(op history.Op) {
