@@ -99,6 +99,11 @@ func (n *Node) VerifyLeader(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("verify leadership: %v: %w", err, codes.ErrNotLeader)
 		}
+		if n.pause != nil && n.pause.recentlyPaused() {
+			// The quorum's answers may predate a stall of this process
+			// (pause.go): not evidence that it leads now.
+			return fmt.Errorf("verify leadership: this node was stalled for a while and is checking that it still leads: %w", codes.ErrNotLeader)
+		}
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("verify leadership: %w", codes.ErrTimeout)

@@ -94,6 +94,8 @@ type Node struct {
 	verifyWaiting []chan error
 	verifyRunning bool
 
+	pause *pauseWatch // this process's own stalls (pause.go)
+
 	done chan struct{}
 	wg   sync.WaitGroup
 }
@@ -287,10 +289,16 @@ func (n *Node) Start(m Machine, observers ...LeadershipObserver) error {
 		n.log.Info("found existing raft state, not bootstrapping", "data_dir", n.cfg.DataDir)
 	}
 
-	// 4. The node's own loops: leadership notifications, group commit,
-	// commit notices.
+	// 4. The node's own loops: leadership notifications, the stall
+	// watch, group commit, commit notices.
+	n.pause = newPauseWatch(n.cfg.HeartbeatTimeout, n.log)
 	n.wg.Add(1)
 	go n.leadershipLoop()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.pause.run(n.done)
+	}()
 	if n.cfg.MaxApplyGroups > 0 {
 		join := m.JoinEntries
 		if n.cfg.NoBatchEntries {
