@@ -219,7 +219,11 @@ func TestClient_SilentServerIsLeftAfterOneAttempt(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			silent, live := newFakeServer(t, true, ""), newFakeServer(t, false, "")
-			c := newTestClient(t, Config{Servers: []string{silent.addr, live.addr}, AttemptTimeout: attempt, RequestTimeout: 10 * time.Second})
+			// A watch leaves a silent server after StreamIdleTimeout (every
+			// frame, its first included, gets that long); calls after
+			// AttemptTimeout. Both are the attempt here.
+			c := newTestClient(t, Config{Servers: []string{silent.addr, live.addr}, AttemptTimeout: attempt,
+				StreamIdleTimeout: attempt, RequestTimeout: 10 * time.Second})
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			start := time.Now()

@@ -51,7 +51,6 @@ type Watch struct {
 	inBlock bool   // inside a state block (after start/resync, before current)
 	blockN  int    // events returned in the current state block
 	pending []wire.Event
-	fresh   bool // the stream has not sent its first frame yet
 
 	mu     sync.Mutex // guards stream, which Close may reach from another goroutine
 	stream *rpcconn.Stream
@@ -110,7 +109,6 @@ func (w *Watch) connect(ctx context.Context, failFast bool) error {
 			st, err = conn.Stream(ctx, wire.MethodWatch, &wire.WatchRequest{Name: w.name, FromIndex: from, MinIndex: w.c.LastIndex()})
 			if err == nil {
 				w.setStream(st)
-				w.fresh = true
 				return nil
 			}
 			w.c.dropConn(conn)
@@ -195,18 +193,18 @@ func (w *Watch) Next(ctx context.Context) (*Event, error) {
 			continue
 		}
 		var batch wire.WatchEvents
+		// Every frame, a new stream's first (its state) included, gets the
+		// idle timeout: servers send a keepalive every 2 s, so a paused or
+		// cut-off server is left after it. A shorter wait for the first
+		// frame risks, on a starved machine, the watchers of a shared
+		// connection giving up their (large) state frames and resuming
+		// together, over and over.
 		idle := w.c.cfg.StreamIdleTimeout
-		if w.fresh {
-			// A new stream's first frame (its state, or an error) is an
-			// answer like a call's: it gets an attempt's time.
-			idle = min(idle, w.c.cfg.AttemptTimeout)
-		}
 		rctx, rcancel := context.WithTimeout(ctx, idle)
 		err := st.Recv(rctx, &batch)
 		rcancel()
 		if err == nil {
 			w.pending = batch.Events // empty for a keepalive
-			w.fresh = false
 			continue
 		}
 		if w.ctx.Err() != nil {

@@ -101,9 +101,12 @@ func TestStale_ServiceSetAcrossWholeClusterRestart(t *testing.T) {
 	t.Cleanup(set.Close)
 	ch := make(chan *client.ServiceUpdate, 256)
 	set.Subscribe(ch)
-	if got := setAddrs(set); !slices.Equal(got, addrs) || set.Stale() {
-		t.Fatalf("set: %v, Stale %v; want %v, fresh", got, set.Stale(), addrs)
-	}
+	// The reader's node may not have applied the last registration yet
+	// (default reads lag the leader): wait for it.
+	poll(t, 10*time.Second, 20*time.Millisecond, "the set to hold the three instances, fresh", func() (bool, string) {
+		got := setAddrs(set)
+		return slices.Equal(got, addrs) && !set.Stale(), fmt.Sprintf("%v, stale %v", got, set.Stale())
+	})
 
 	for _, nd := range c.nodes {
 		nd.p.signal(t, syscall.SIGTERM)
