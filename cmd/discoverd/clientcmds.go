@@ -428,21 +428,30 @@ type jsonEvent struct {
 	Reason string            `json:"reason,omitempty"`
 }
 
+// parseName parses a command that takes one argument, a service NAME.
+func parseName(fs *flag.FlagSet, args []string) (string, error) {
+	if err := parse(fs, args); err != nil {
+		return "", err
+	}
+	if fs.NArg() != 1 {
+		return "", usageErr("want NAME")
+	}
+	name := fs.Arg(0)
+	if err := validate.Name(name); err != nil {
+		return "", usageErr("%v", err)
+	}
+	return name, nil
+}
+
 func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cf clientFlags
 	fs := newFlagSet("watch", "NAME", stderr)
 	cf.register(fs)
 	asJSON := fs.Bool("json", false, `print one JSON object per event: {"kind","index","name","addr","attrs"}`)
 	from := fs.Uint64("from", 0, "resume after this index instead of starting with the current state")
-	if err := parse(fs, args); err != nil {
+	name, err := parseName(fs, args)
+	if err != nil {
 		return err
-	}
-	if fs.NArg() != 1 {
-		return usageErr("want NAME")
-	}
-	name := fs.Arg(0)
-	if err := validate.Name(name); err != nil {
-		return usageErr("%v", err)
 	}
 	cl, err := cf.client(0)
 	if err != nil {
@@ -630,15 +639,9 @@ func runLeader(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	cf.register(fs)
 	asJSON := fs.Bool("json", false, `print {"name","addr","fencing_index","attrs"} (with -watch one per line; addr "" when there is none)`)
 	watch := fs.Bool("watch", false, "print the leader, then a line on every change of leader until interrupted")
-	if err := parse(fs, args); err != nil {
+	name, err := parseName(fs, args)
+	if err != nil {
 		return err
-	}
-	if fs.NArg() != 1 {
-		return usageErr("want NAME")
-	}
-	name := fs.Arg(0)
-	if err := validate.Name(name); err != nil {
-		return usageErr("%v", err)
 	}
 	cl, err := cf.client(0)
 	if err != nil {
