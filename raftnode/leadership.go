@@ -150,11 +150,18 @@ func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 
 // Ready reports whether this node is the leader and has finished its
 // leadership barrier in the current term.
-func (n *Node) Ready() bool {
+func (n *Node) Ready() bool { return n.LeaderTerm() != 0 }
+
+// LeaderTerm is the term this node leads and has finished its leadership
+// barrier in, or 0 when it is not such a leader (Ready).
+func (n *Node) LeaderTerm() uint64 {
 	n.leaderMu.Lock()
 	t := n.readyTerm
 	n.leaderMu.Unlock()
-	return t != 0 && t == n.raft.CurrentTerm() && n.raft.State() == raft.Leader
+	if t != 0 && t == n.raft.CurrentTerm() && n.raft.State() == raft.Leader {
+		return t
+	}
+	return 0
 }
 
 // Leader returns the id and advertised address of the leader this node knows

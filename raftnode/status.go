@@ -75,3 +75,21 @@ func (n *Node) Servers() ([]Peer, error) {
 
 // Snapshot takes a snapshot now (tests, operators).
 func (n *Node) Snapshot() error { return n.raft.Snapshot().Error() }
+
+// Voters returns the voting members of the current Raft configuration.
+func (n *Node) Voters() ([]Peer, error) {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, err
+	}
+	var out []Peer
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			out = append(out, Peer{ID: string(s.ID), Addr: string(s.Address)})
+		}
+	}
+	return out, nil
+}
+
+// CurrentTerm is this node's Raft term.
+func (n *Node) CurrentTerm() uint64 { return n.raft.CurrentTerm() }

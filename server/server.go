@@ -86,8 +86,11 @@ type Server struct {
 	store   *raftstore.Store
 	rpc     *rpc.Server
 	pool    *rpcconn.Pool
-	journal *journalWriter
-	etcd    *etcdstore.Store // the etcd backend, instead of all of the above but rpc
+	// peerPool dials the other nodes' peer protocol; deadlines serves it.
+	peerPool  *rpcconn.Pool
+	deadlines *raftstore.Deadlines
+	journal   *journalWriter
+	etcd      *etcdstore.Store // the etcd backend, instead of all of the above but rpc
 
 	stopTracker context.CancelFunc
 	stopTLS     context.CancelFunc // ends the TLS files' watch
@@ -112,7 +115,7 @@ func (s *Server) listen(bind string) error {
 		mcfg.TLS = st.ServerConfig()
 		cluster := st.Cluster()
 		mcfg.Authorize = func(proto byte, cs *tls.ConnectionState) error {
-			if proto != mux.ConnRaft {
+			if proto != mux.ConnRaft && proto != mux.ConnPeer {
 				return nil
 			}
 			if cs == nil {
@@ -176,6 +179,7 @@ func Start(cfg Config) (*Server, error) {
 	ln := s.ln
 	raftLn := s.mux.Listen(mux.ConnRaft)
 	rpcLn := s.mux.Listen(mux.ConnRPC)
+	peerLn := s.mux.Listen(mux.ConnPeer)
 
 	// The steps below run in order, each using only what the ones before
 	// it built: nothing is wired after the fact.
@@ -215,19 +219,33 @@ func Start(cfg Config) (*Server, error) {
 		return fail(err)
 	}
 	s.node = node
-	// 4. The TTL tracker: it proposes expiries through the node, arms its
-	// deadlines from the FSM, and hears from the FSM of every change.
+	// 4. The deadline table and its peer protocol: heartbeats are
+	// acknowledged once a majority holds their deadlines, and a new leader
+	// arms from the tables (backend/raftstore/deadlines.go). Served from
+	// now on: a new leader may ask for this node's table at once.
 	if cfg.Clock != nil {
 		cfg.TTL.Clock = cfg.Clock
 	}
+	table := ttl.NewTable(cfg.TTL.Clock)
+	s.peerPool = rpcconn.NewPool(rpcconn.Options{TLS: s.peerTLS(), Proto: mux.ConnPeer, MaxRequest: 64 << 20})
+	s.deadlines = raftstore.NewDeadlines(raftstore.DeadlinesConfig{Logger: log.With("component", "deadlines")}, node, table, s.peerPool)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		_ = s.deadlines.ServePeers(peerLn)
+	}()
+	// 5. The TTL tracker: it proposes expiries through the node, arms its
+	// deadlines from the FSM and the tables, and hears from the FSM of
+	// every change.
+	cfg.TTL.Table, cfg.TTL.Peers = table, s.deadlines
 	s.tracker = ttl.New(cfg.TTL, raftstore.NewProposer(node), s.fsm)
 	s.fsm.SetObserver(s.tracker)
-	// 5. Raft, applying to the FSM and telling the tracker of leadership.
+	// 6. Raft, applying to the FSM and telling the tracker of leadership.
 	if err := node.Start(s.fsm, s.tracker); err != nil {
 		_ = node.Shutdown()
 		return fail(err)
 	}
-	// 6. Expiry, the store over all of the above, and the RPC server.
+	// 7. Expiry, the store over all of the above, and the RPC server.
 	tctx, cancel := context.WithCancel(context.Background())
 	s.stopTracker = cancel
 	s.wg.Add(1)
@@ -237,7 +255,7 @@ func Start(cfg Config) (*Server, error) {
 	}()
 
 	s.pool = rpcconn.NewPool(rpcconn.Options{TLS: s.peerTLS()})
-	s.store = raftstore.New(cfg.Store, node, s.fsm, s.tracker, s.pool)
+	s.store = raftstore.New(cfg.Store, node, s.fsm, s.tracker, s.deadlines, s.pool)
 	s.rpc = rpc.New(cfg.RPC, s.store)
 	s.wg.Add(1)
 	go func() {
@@ -379,6 +397,8 @@ func (s *Server) stopRaft() error {
 		_ = s.journal.Close()
 	}
 	s.pool.Close()
+	s.deadlines.Close()
+	s.peerPool.Close()
 	if cerr := s.mux.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) && err == nil {
 		err = cerr
 	}

@@ -35,6 +35,43 @@ type Proposer interface {
 	ProposeExpire(ctx context.Context, name, addr string, index uint64) (removed bool, err error)
 }
 
+// Peers is what the tracker needs from the other nodes when this node
+// becomes leader: their deadline tables.
+type Peers interface {
+	// CollectTables reads the deadline tables of a majority of the voters
+	// in this node's leadership term (this node's own among them) and
+	// makes each refuse pushes of older terms from then on. It fails when
+	// no majority answered before ctx ended.
+	CollectTables(ctx context.Context) (*Collection, error)
+}
+
+// Collection is what a new leader learned from the deadline tables.
+type Collection struct {
+	Quorum int         // how many complete tables make a majority of the voters
+	Self   TableView   // this node's table
+	Others []TableView // the other nodes that answered
+}
+
+// handover returns how long after now an instance with this TTL must stay
+// at least: the largest deadline any table holds for it (0 when none does, or
+// all have passed), and whether the tables are enough to rely on. They are
+// when this node's own table and a majority of tables in all are complete
+// for the TTL — each has existed for at least TTL, so every deadline it could
+// be missing has passed (DESIGN.md, "Deadline tables").
+func (c *Collection) handover(k Key, ttl time.Duration) (time.Duration, bool) {
+	if c == nil || c.Self.Age < ttl {
+		return 0, false
+	}
+	complete, best := 1, c.Self.Remaining[k]
+	for _, o := range c.Others {
+		if o.Age >= ttl {
+			complete++
+		}
+		best = max(best, o.Remaining[k])
+	}
+	return best, complete >= c.Quorum
+}
+
 // InstanceSource is the FSM's view the tracker arms itself from.
 type InstanceSource interface {
 	WithInstances(fn func(applied uint64, all iter.Seq[*fsm.Instance]))
@@ -43,8 +80,17 @@ type InstanceSource interface {
 // Config configures a Tracker. Zero fields take their defaults.
 type Config struct {
 	// Grace is added to every deadline armed when this node becomes leader,
-	// so clients have time to find the new leader. Default 2 s.
+	// so clients have time to find the new leader. Default 1 s.
 	Grace time.Duration
+	// Table is this node's deadline table; nil: a new one on Clock.
+	Table *Table
+	// Peers, if set, lets a new leader arm instances from the other nodes'
+	// deadline tables; without it every instance is armed at now + TTL +
+	// Grace.
+	Peers Peers
+	// CollectTimeout bounds how long a new leader waits for a majority of
+	// deadline tables before it arms at now + TTL + Grace. Default 2 s.
+	CollectTimeout time.Duration
 	// RetryInterval is how soon a failed expire proposal is tried again. Default 500 ms.
 	RetryInterval time.Duration
 	// MaxInFlight bounds concurrent expire proposals. Default 256.
@@ -57,7 +103,7 @@ type Config struct {
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{Grace: 2 * time.Second, RetryInterval: 500 * time.Millisecond,
+	return Config{Grace: time.Second, CollectTimeout: 2 * time.Second, RetryInterval: 500 * time.Millisecond,
 		MaxInFlight: 256, Clock: SystemClock{}, Logger: slog.Default()}
 }
 
@@ -65,6 +111,9 @@ func (c Config) withDefaults() Config {
 	d := DefaultConfig()
 	if c.Grace <= 0 {
 		c.Grace = d.Grace
+	}
+	if c.CollectTimeout <= 0 {
+		c.CollectTimeout = d.CollectTimeout
 	}
 	if c.RetryInterval <= 0 {
 		c.RetryInterval = d.RetryInterval
@@ -77,6 +126,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = d.Logger
+	}
+	if c.Table == nil {
+		c.Table = NewTable(c.Clock)
 	}
 	return c
 }
@@ -110,6 +162,7 @@ type Tracker struct {
 	proposer Proposer
 	src      InstanceSource
 	log      *slog.Logger
+	table    *Table // this node's deadline table, kept whether or not it leads
 
 	mu sync.Mutex
 	// Guarded by mu:
@@ -119,7 +172,10 @@ type Tracker struct {
 	queue   deadlineHeap
 	changed chan struct{} // closed and replaced when active/epoch changes
 	rearm   bool          // a snapshot was restored while active: re-load from the source
-	expired uint64        // expire proposals that removed an instance (stats)
+	// cancelArm stops the collection of deadline tables of the epoch
+	// being armed, if any.
+	cancelArm context.CancelFunc
+	expired   uint64 // expire proposals that removed an instance (stats)
 
 	wake chan struct{} // nudges the loop; buffered 1
 	sem  chan struct{} // bounds in-flight proposals
@@ -133,6 +189,7 @@ func New(cfg Config, p Proposer, src InstanceSource) *Tracker {
 		proposer: p,
 		src:      src,
 		log:      cfg.Logger,
+		table:    cfg.Table,
 		entries:  map[Key]*entry{},
 		changed:  make(chan struct{}),
 		wake:     make(chan struct{}, 1),
@@ -140,26 +197,70 @@ func New(cfg Config, p Proposer, src InstanceSource) *Tracker {
 	}
 }
 
-// BecomeLeader arms a deadline for every instance: now + TTL + grace. Call it
-// when this node has become leader and a barrier has applied every earlier
-// entry (MUST: not before the barrier, or instances committed by the previous
-// leader would be missing). Changes applied after it are observed.
+// Table is this node's deadline table.
+func (t *Tracker) Table() *Table { return t.table }
+
+// BecomeLeader arms a deadline for every instance. Call it when this node
+// has become leader and a barrier has applied every earlier entry (MUST: not
+// before the barrier, or instances committed by the previous leader would be
+// missing). With Config.Peers it first collects the deadline tables of a
+// majority, in the background (heartbeats wait for it, StepDown abandons
+// it): an instance whose deadline the tables settle is armed at the largest
+// of them (or now, if all have passed) + Grace, every other one at now + TTL
+// + Grace. Changes applied after the arming are observed.
 func (t *Tracker) BecomeLeader() {
 	if !t.proposer.IsLeader() {
 		return
 	}
-	t.load(true)
-	t.nudge()
+	t.mu.Lock()
+	if t.cancelArm != nil {
+		t.cancelArm()
+		t.cancelArm = nil
+	}
+	t.epoch++
+	epoch := t.epoch
+	if t.cfg.Peers == nil {
+		t.mu.Unlock()
+		t.load(epoch, nil)
+		t.nudge()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), t.cfg.CollectTimeout)
+	t.cancelArm = cancel
+	t.mu.Unlock()
+	go func() {
+		defer cancel()
+		start := t.cfg.Clock.Now()
+		col, err := t.cfg.Peers.CollectTables(ctx)
+		if err != nil {
+			col = nil
+			if !t.proposer.IsLeader() {
+				return
+			}
+			t.log.Warn("could not read the deadline tables of a majority; arming every instance at now + TTL + grace", "err", err)
+		} else {
+			t.log.Info("deadline tables collected", "tables", 1+len(col.Others), "quorum", col.Quorum,
+				"took", t.cfg.Clock.Now().Sub(start))
+		}
+		t.load(epoch, col)
+		t.nudge()
+	}()
 }
 
-// load replaces all entries from the source. With newEpoch it starts a new
-// leadership epoch (in-flight proposals of the old one are dropped).
-func (t *Tracker) load(newEpoch bool) {
+// load replaces all entries from the source. With epoch (not 0) it starts
+// that leadership epoch, unless a newer one began meanwhile (in-flight
+// proposals of the old one are dropped); with 0 it re-loads the current
+// epoch after a snapshot restore. col, if not nil, holds the deadline
+// tables collected for the new epoch.
+func (t *Tracker) load(epoch uint64, col *Collection) {
 	t.src.WithInstances(func(_ uint64, all iter.Seq[*fsm.Instance]) {
 		t.mu.Lock()
 		defer t.mu.Unlock()
-		if newEpoch {
-			t.epoch++
+		if epoch != 0 {
+			if t.epoch != epoch {
+				return // stepped down, or a newer leadership began
+			}
+			t.cancelArm = nil
 			t.active = true
 			t.signalLocked()
 		} else if !t.active {
@@ -168,12 +269,18 @@ func (t *Tracker) load(newEpoch bool) {
 		t.entries = map[Key]*entry{}
 		t.queue = t.queue[:0]
 		now := t.cfg.Clock.Now()
-		n := 0
+		n, fromTables := 0, 0
 		for in := range all {
-			t.armLocked(in, now, t.cfg.Grace)
 			n++
+			if rem, ok := col.handover(Key{in.Name, in.Addr}, in.TTL); ok {
+				t.armAtLocked(in, now.Add(rem+t.cfg.Grace))
+				fromTables++
+				continue
+			}
+			t.armLocked(in, now, t.cfg.Grace)
 		}
-		t.log.Info("heartbeat tracker armed", "instances", n, "grace", t.cfg.Grace, "epoch", t.epoch)
+		t.log.Info("heartbeat tracker armed", "instances", n, "from_tables", fromTables,
+			"at_ttl_plus_grace", n-fromTables, "grace", t.cfg.Grace, "epoch", t.epoch)
 	})
 }
 
@@ -182,6 +289,11 @@ func (t *Tracker) StepDown() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.rearm = false
+	if t.cancelArm != nil {
+		t.cancelArm()
+		t.cancelArm = nil
+		t.epoch++ // an arming in progress must not activate
+	}
 	// Wake heartbeats waiting for this node to finish arming even when it
 	// never did: they must learn at once that it no longer leads.
 	t.signalLocked()
@@ -201,8 +313,19 @@ func (t *Tracker) signalLocked() {
 	t.changed = make(chan struct{})
 }
 
-// armLocked starts or restarts tracking of a registration. Lock must be held.
+// armLocked starts or restarts tracking of a registration at now + its TTL
+// + grace. Lock must be held.
 func (t *Tracker) armLocked(in *fsm.Instance, now time.Time, grace time.Duration) {
+	ttl := in.TTL
+	if faultbugs.On("expire-early") {
+		ttl = in.TTL / 3 // planted bug: expire after a third of the TTL
+	}
+	t.armAtLocked(in, now.Add(ttl+grace))
+}
+
+// armAtLocked starts or restarts tracking of a registration with this
+// deadline. Lock must be held.
+func (t *Tracker) armAtLocked(in *fsm.Instance, deadline time.Time) {
 	k := Key{in.Name, in.Addr}
 	e := t.entries[k]
 	if e == nil {
@@ -213,7 +336,7 @@ func (t *Tracker) armLocked(in *fsm.Instance, now time.Time, grace time.Duration
 	if faultbugs.On("expire-early") {
 		e.ttl = in.TTL / 3 // planted bug: expire after a third of the TTL
 	}
-	e.deadline = now.Add(e.ttl + grace)
+	e.deadline = deadline
 	if e.heapIdx < 0 {
 		e.queued = e.deadline
 		heap.Push(&t.queue, e)
@@ -223,8 +346,10 @@ func (t *Tracker) armLocked(in *fsm.Instance, now time.Time, grace time.Duration
 	}
 }
 
-// InstanceRegistered implements fsm.Observer: a registration counts as a heartbeat.
+// InstanceRegistered implements fsm.Observer: a registration counts as a
+// heartbeat. Every node records it in its deadline table.
 func (t *Tracker) InstanceRegistered(in *fsm.Instance) {
+	t.table.Registered(Key{in.Name, in.Addr}, in.TTL)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if !t.active {
@@ -236,6 +361,7 @@ func (t *Tracker) InstanceRegistered(in *fsm.Instance) {
 
 // InstanceRemoved implements fsm.Observer.
 func (t *Tracker) InstanceRemoved(name, addr string) {
+	t.table.Removed(Key{name, addr})
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if !t.active {
@@ -250,8 +376,10 @@ func (t *Tracker) InstanceRemoved(name, addr string) {
 	}
 }
 
-// Restored implements fsm.Observer: the whole state was replaced.
+// Restored implements fsm.Observer: the whole state was replaced. The
+// deadline table cannot vouch for registrations it never saw applied.
 func (t *Tracker) Restored() {
+	t.table.Restarted()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.active {
@@ -264,14 +392,23 @@ func (t *Tracker) Restored() {
 // keeps a later deadline it already has). The per-instance result is nil or
 // an error wrapping codes.ErrNotFound when the instance is not registered or
 // is being expired — the client must register again. While this node is the
-// leader but still arming (barrier in progress), Heartbeat waits for it, up
-// to ctx. When this node is not the leader it returns ErrNotActive.
+// leader but still arming (collecting deadline tables), Heartbeat waits for
+// it, up to ctx. When this node is not the leader it returns ErrNotActive.
 func (t *Tracker) Heartbeat(ctx context.Context, keys []Key) ([]error, error) {
+	res, _, err := t.Renew(ctx, keys)
+	return res, err
+}
+
+// Renew is Heartbeat that also returns what the other nodes must hold before
+// the heartbeats may be acknowledged: one Renewal (the instance's TTL) per
+// instance whose heartbeat counted.
+func (t *Tracker) Renew(ctx context.Context, keys []Key) ([]error, []Renewal, error) {
 	for {
 		t.mu.Lock()
 		if t.active {
 			now := t.cfg.Clock.Now()
 			out := make([]error, len(keys))
+			rs := make([]Renewal, 0, len(keys))
 			for i, k := range keys {
 				e := t.entries[k]
 				switch {
@@ -283,20 +420,21 @@ func (t *Tracker) Heartbeat(ctx context.Context, keys []Key) ([]error, error) {
 					if d := now.Add(e.ttl); d.After(e.deadline) {
 						e.deadline = d
 					}
+					rs = append(rs, Renewal{Key: k, Remaining: e.ttl})
 				}
 			}
 			t.mu.Unlock()
-			return out, nil
+			return out, rs, nil
 		}
 		ch := t.changed
 		t.mu.Unlock()
 		if !t.proposer.IsLeader() {
-			return nil, ErrNotActive
+			return nil, nil, ErrNotActive
 		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return nil, fmt.Errorf("leader is still starting up: %w", codes.ErrNoLeader)
+			return nil, nil, fmt.Errorf("leader is still starting up: %w", codes.ErrNoLeader)
 		}
 	}
 }
@@ -351,7 +489,7 @@ func (t *Tracker) Run(ctx context.Context) {
 		if t.rearm {
 			t.rearm = false
 			t.mu.Unlock()
-			t.load(false)
+			t.load(0, nil)
 			continue
 		}
 		var due []proposal

@@ -69,6 +69,7 @@ type Store struct {
 	proposer *Proposer
 	fsm      *fsm.FSM
 	tracker  *ttl.Tracker
+	dl       *Deadlines
 	fwd      Forwarder
 	gate     readGate
 }
@@ -76,8 +77,8 @@ type Store struct {
 var _ backend.DiscoveryBackend = (*Store)(nil)
 
 // New returns a store over a started node whose state machine is f.
-func New(cfg Config, node *raftnode.Node, f *fsm.FSM, tracker *ttl.Tracker, fwd Forwarder) *Store {
-	s := &Store{cfg: cfg.withDefaults(), node: node, proposer: NewProposer(node), fsm: f, tracker: tracker, fwd: fwd, gate: readGate{caughtCh: make(chan struct{})}}
+func New(cfg Config, node *raftnode.Node, f *fsm.FSM, tracker *ttl.Tracker, dl *Deadlines, fwd Forwarder) *Store {
+	s := &Store{cfg: cfg.withDefaults(), node: node, proposer: NewProposer(node), fsm: f, tracker: tracker, dl: dl, fwd: fwd, gate: readGate{caughtCh: make(chan struct{})}}
 	go s.catchUpLoop()
 	return s
 }
@@ -135,13 +136,14 @@ func (s *Store) Heartbeat(ctx context.Context, keys []backend.InstanceKey) ([]er
 		for i, k := range keys {
 			tk[i] = ttl.Key{Name: k.Name, Addr: k.Addr}
 		}
-		res, err := s.tracker.Heartbeat(ctx, tk)
+		res, renewed, err := s.tracker.Renew(ctx, tk)
 		if err == nil {
-			// Acknowledge only once a quorum confirms this node still
-			// leads: a deposed leader that has not noticed yet (paused,
-			// partitioned) must not tell a client its heartbeat counted,
-			// because the new leader never saw it.
-			err = s.node.VerifyLeader(ctx)
+			// Acknowledge only once a majority holds the renewed
+			// deadlines: a new leader collects the tables of a majority
+			// and arms from them, and a deposed leader that has not
+			// noticed yet (paused, partitioned) finds its pushes refused
+			// (deadlines.go).
+			err = s.dl.Replicate(ctx, renewed)
 		}
 		results = res
 		return err

@@ -74,7 +74,7 @@ func (f *serverFlags) register(fs *flag.FlagSet, withIdentity bool) {
 	fs.IntVar(&f.applyGroups, "raft-apply-groups", d.MaxApplyGroups, "group commit: groups of writes in flight before new writes queue and go to Raft together (0: off)")
 	fs.DurationVar(&f.applyLinger, "raft-apply-linger", d.ApplyLinger, "group commit: longest a group waits to grow to the size of the last one (0: never)")
 	fs.BoolVar(&f.applyBatch, "raft-apply-batch", !d.NoBatchEntries, "group commit: a group of writes is one Raft entry (false: one entry per write, for clusters with nodes older than batch entries)")
-	fs.DurationVar(&f.grace, "ttl-grace", 2*time.Second, "extra time a new leader gives every instance before expiring it")
+	fs.DurationVar(&f.grace, "ttl-grace", time.Second, "extra time a new leader gives every instance, on top of the deadline it learned from the other nodes (or of its TTL), before expiring it")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a stop waits for requests in flight and the leader's handover (Raft then gets 15s more before the process exits anyway)")
 	fs.IntVar(&f.maxFrame, "max-frame", wire.DefaultMaxFrame, "largest client request frame in bytes")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")

@@ -31,6 +31,7 @@ import (
 const (
 	ConnRaft byte = 1 // hashicorp/raft's transport (raftnode)
 	ConnRPC  byte = 2 // discoverd's native protocol (internal/wire)
+	ConnPeer byte = 3 // node to node: heartbeat deadline tables (backend/raftstore/deadlines.go)
 )
 
 // Config shapes a Mux. Zero fields take their defaults.

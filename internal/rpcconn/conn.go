@@ -31,6 +31,9 @@ type Options struct {
 	// TLS, if set, gives the TLS configuration for dialling addr (called
 	// per connection). Nil: plaintext.
 	TLS func(addr string) *tls.Config
+	// Proto is the protocol byte the connection opens with (internal/mux).
+	// Default mux.ConnRPC.
+	Proto byte
 }
 
 func (o Options) withDefaults() Options {
@@ -48,6 +51,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.StreamBuffer <= 0 {
 		o.StreamBuffer = 64
+	}
+	if o.Proto == 0 {
+		o.Proto = mux.ConnRPC
 	}
 	return o
 }
@@ -102,7 +108,7 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 	if opts.TLS != nil {
 		tlsCfg = opts.TLS(addr)
 	}
-	nc, err := mux.Dial(addr, mux.ConnRPC, timeout, tlsCfg)
+	nc, err := mux.Dial(addr, opts.Proto, timeout, tlsCfg)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %v: %w", addr, err, codes.ErrUnavailable)
 	}

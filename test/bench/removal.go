@@ -19,16 +19,18 @@ import (
 
 const (
 	removalTTL = 2 * time.Second
-	// removalGrace is `-ttl-grace`'s default, removalElection ttl/DESIGN.md's
-	// upper end of E (leader failure to a new leader past its barrier) with
-	// the default 500 ms election timeout.
-	removalGrace    = 2 * time.Second
+	// removalGrace is `-ttl-grace`'s default, removalOldGrace the default
+	// before deadline tables, removalElection ttl/DESIGN.md's upper end of
+	// E (leader failure to a new leader past its barrier) with the default
+	// 500 ms election timeout.
+	removalGrace    = time.Second
+	removalOldGrace = 2 * time.Second
 	removalElection = 1500 * time.Millisecond
-	// removalOldBound is DESIGN.md's bound across one failover,
-	// 2·TTL + E + G (+ c, a few ms); removalNewBound the next issue's
-	// target, TTL + E + 1 s.
-	removalOldBound = 2*removalTTL + removalElection + removalGrace
-	removalNewBound = removalTTL + removalElection + time.Second
+	// removalOldBound is the bound across one failover before deadline
+	// tables, 2·TTL + E + G (+ c, a few ms); removalNewBound DESIGN.md's
+	// bound with them, TTL + E + G.
+	removalOldBound = 2*removalTTL + removalElection + removalOldGrace
+	removalNewBound = removalTTL + removalElection + removalGrace
 	// removalWait is how long a trial waits for the removal after the last
 	// heartbeat before it counts as never removed.
 	removalWait = 25 * time.Second
@@ -110,7 +112,7 @@ func (b *bench) removal(ctx context.Context, sys string, cl cluster) error {
 	rw.Extra["wall_s"] = round2(time.Since(started).Seconds())
 	b.add(rw)
 	b.logf("[%s] removal across a leader kill, %d kills, from the last acknowledged heartbeat: min %.0f, p50 %.0f, p90 %.0f, p99 %.0f, max %.0f ms; "+
-		"old bound 2·TTL+E+G = %.1f s (exceeded %v times), new target TTL+E+1s = %.1f s (exceeded %v times); "+
+		"bound before deadline tables 2·TTL+E+G = %.1f s (exceeded %v times), bound with them TTL+E+G = %.1f s (exceeded %v times); "+
 		"without a kill (%d): min %.0f, p50 %.0f, max %.0f ms (bound TTL + c = %.1f s + c); shortest from a call %.0f ms (TTL %.0f); %.0f s",
 		sys, len(withKill), rw.Extra["min_ms"], rw.P50, rw.Extra["p90_ms"], rw.P99, rw.Max,
 		removalOldBound.Seconds(), rw.Extra["over_old_bound"], removalNewBound.Seconds(), rw.Extra["over_new_bound"],
@@ -139,8 +141,8 @@ func removalRow(sys string, withKill, noKill []removalTrial) row {
 	rw.Extra["ttl_ms"] = ms(removalTTL)
 	rw.Extra["old_bound_ms"] = ms(removalOldBound)
 	rw.Extra["new_bound_ms"] = ms(removalNewBound)
-	rw.Extra["bounds"] = fmt.Sprintf("old 2·TTL+E+G = 2·%v+%v+%v = %v (+c); new target TTL+E+1s = %v+%v+1s = %v; E = DESIGN.md's upper end for 500 ms timeouts",
-		removalTTL, removalElection, removalGrace, removalOldBound, removalTTL, removalElection, removalNewBound)
+	rw.Extra["bounds"] = fmt.Sprintf("old (before deadline tables) 2·TTL+E+G = 2·%v+%v+%v = %v (+c); new TTL+E+G = %v+%v+%v = %v (+c); E = DESIGN.md's upper end for 500 ms timeouts",
+		removalTTL, removalElection, removalOldGrace, removalOldBound, removalTTL, removalElection, removalGrace, removalNewBound)
 	rw.Extra["definition"] = "removal latency: last acknowledged heartbeat's acknowledgement → first down event for the instance on a surviving node's watch stream; the leader is SIGKILLed right after that acknowledgement. Safety: down must come ≥ TTL after that heartbeat's call"
 	if len(d) > 0 {
 		rw.P50, rw.P99, rw.Max = ms(pct(d, 0.5)), ms(pct(d, 0.99)), ms(d[len(d)-1])
@@ -179,10 +181,10 @@ func removalRow(sys string, withKill, noKill []removalTrial) row {
 		// Leader, counted from the ack: a little under the real E, which
 		// ends after the barrier).
 		if e := t.killAt.Sub(t.ack) + t.election; t.election >= 0 {
-			if t.fromAck > 2*removalTTL+e+removalGrace {
+			if t.fromAck > 2*removalTTL+e+removalOldGrace {
 				overOwnOld++
 			}
-			if t.fromAck > removalTTL+e+time.Second {
+			if t.fromAck > removalTTL+e+removalGrace {
 				overOwnNew++
 			}
 		}

@@ -56,7 +56,7 @@ func cell(r *row) string {
 	case "idle":
 		s = fmt.Sprintf("heap %.0f B/conn", num(r.Extra["heap_bytes_per_conn"]))
 	case "removal":
-		s = fmt.Sprintf("stopped instance gone after a leader kill: %.0f/%.0f/%.0f/%.0f/%.0f ms min/p50/p90/p99/max over %.0f kills (bounds: old %.0f ms, new target %.0f ms; over them %.0f, %.0f); no kill: max %.0f ms of %.0f",
+		s = fmt.Sprintf("stopped instance gone after a leader kill: %.0f/%.0f/%.0f/%.0f/%.0f ms min/p50/p90/p99/max over %.0f kills (bounds: old 2·TTL+E+G %.0f ms, TTL+E+G %.0f ms; over them %.0f, %.0f); no kill: max %.0f ms of %.0f",
 			num(r.Extra["min_ms"]), r.P50, num(r.Extra["p90_ms"]), r.P99, r.Max, num(r.Extra["kills"]),
 			num(r.Extra["old_bound_ms"]), num(r.Extra["new_bound_ms"]), num(r.Extra["over_old_bound"]), num(r.Extra["over_new_bound"]),
 			num(r.Extra["nokill_max_ms"]), num(r.Extra["no_kill_trials"]))
