@@ -138,6 +138,32 @@ func attacks(t *testing.T, tr *raft.NetworkTransport, leader, follower *node, v 
 	return out
 }
 
+// peerAttacks speaks the peer protocol (deadline tables) to every node: a
+// collection with a huge term would make a node refuse the leader's pushes
+// (heartbeats fail), a push would keep an instance listed.
+func peerAttacks(c *cluster, cfg *tls.Config) map[string]error {
+	out := map[string]error{}
+	var tlsFor func(string) *tls.Config
+	if cfg != nil {
+		tlsFor = func(string) *tls.Config { return cfg.Clone() }
+	}
+	for _, n := range c.nodes {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		conn, err := rpcconn.Dial(ctx, n.addr, rpcconn.Options{Proto: mux.ConnPeer, TLS: tlsFor})
+		if err == nil {
+			err = conn.Call(ctx, wire.MethodCollectDeadlines, false, &wire.CollectDeadlinesRequest{Term: math.MaxUint64 - 1}, &wire.CollectDeadlinesResponse{})
+			if err == nil {
+				err = conn.Call(ctx, wire.MethodPushDeadlines, false, &wire.PushDeadlinesRequest{Term: math.MaxUint64 - 1,
+					Deadlines: []wire.Deadline{{Name: "forged", Addr: "10.66.6.6:666", RemainingMicros: time.Hour.Microseconds()}}}, &wire.PushDeadlinesResponse{})
+			}
+			_ = conn.Close()
+		}
+		cancel()
+		out["CollectDeadlines with a huge term to "+n.id] = err
+	}
+	return out
+}
+
 // TestHostile_TLSRefusesForgedRaftFromAnyoneButServers: with TLS on, a
 // Raft RequestVote with a huge term, an AppendEntries of an unknown message
 // type and one of a forged register are refused from a peer without a
@@ -176,6 +202,11 @@ func TestHostile_TLSRefusesForgedRaftFromAnyoneButServers(t *testing.T) {
 				t.Errorf("%s: %s was answered", name, attack)
 			}
 		}
+		for attack, err := range peerAttacks(c, cfg) {
+			if err == nil {
+				t.Errorf("%s: %s was answered", name, attack)
+			}
+		}
 	}
 	// Nothing changed: every node still agrees with what it said before.
 	after := views(t, c, probe)
@@ -190,6 +221,22 @@ func TestHostile_TLSRefusesForgedRaftFromAnyoneButServers(t *testing.T) {
 	}
 	if !follower.p.logContains("closing connection refused for its protocol") {
 		t.Errorf("%s logged no refused Raft connection", follower.id)
+	}
+	// Heartbeats are still acknowledged: no node took the forged term.
+	hb := rpcconn.NewPool(rpcconn.Options{TLS: probe})
+	defer hb.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var wr wire.WriteResponse
+	if err := hb.Call(ctx, leader.addr, wire.MethodRegister, false, &wire.RegisterRequest{Name: "after", Addr: "10.0.0.1:1", TTLMillis: 60000}, &wr); err != nil {
+		t.Fatalf("register after the attacks: %v", err)
+	}
+	for _, n := range c.nodes {
+		var hr wire.HeartbeatResponse
+		err := hb.Call(ctx, n.addr, wire.MethodHeartbeat, false, &wire.HeartbeatRequest{Instances: []wire.InstanceKey{{Name: "after", Addr: "10.0.0.1:1"}}}, &hr)
+		if err != nil || len(hr.Results) != 1 || hr.Results[0].Err() != nil {
+			t.Errorf("heartbeat through %s after the attacks: %v %+v", n.id, err, hr.Results)
+		}
 	}
 }
 

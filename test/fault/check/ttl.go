@@ -119,8 +119,13 @@ func TTLSafety(run *history.Run) Verdict {
 // apply time minus the Stop's Call. The bound is TTL +
 // Bounds.RemovalNoFailoverNanos if no fault overlaps [Stop, Stop + TTL +
 // RemovalNoFailoverNanos] (a fault without an end lasts to the end of the
-// run), else 2·TTL + Bounds.RemovalFailoverNanos. A delay over the bound is
-// a violation. With no removal: if the instance was registered again after
+// run). Otherwise it is failoverBound: TTL + Bounds.RemovalFailoverNanos —
+// a new leader arms from the deadline tables of a majority (ttl/DESIGN.md,
+// "Deadline tables") — unless an overlapping fault killed a majority of the
+// nodes: then no leader exists until they are back, and their tables are
+// younger than the TTL, so the new leader arms at now + TTL + grace; the
+// bound is TTL + RemovalFailoverNanos after the later of the stop + TTL and
+// the fault's end. A delay over the bound is a violation. With no removal: if the instance was registered again after
 // the Stop (a Register op that did not fail, called before any removal), it
 // is noted and skipped; if it is still in run.Final, it is a violation
 // ("never removed") unless the run ended before the bound passed (noted);
@@ -179,14 +184,8 @@ func TTLLiveness(run *history.Run) Verdict {
 		}
 		winEnd := st.Call + ttl + b.RemovalNoFailoverNanos
 		bound, boundWhy := ttl+b.RemovalNoFailoverNanos, "TTL + no-failover bound"
-		if f, ok := overlappingFault(run.Faults, st.Call, winEnd, end); ok {
-			bound = 2*ttl + b.RemovalFailoverNanos
-			to := "never healed"
-			if f.End != 0 {
-				to = ms(f.End - st.Call)
-			}
-			boundWhy = fmt.Sprintf("2·TTL + failover bound: fault %s overlaps, from %s to %s relative to the stop",
-				f.Name, ms(f.Start-st.Call), to)
+		if fb, why, ok := failoverBound(run.Faults, st.Call, winEnd, end, ttl, b); ok {
+			bound, boundWhy = fb, why
 			v.Stats["faulted"]++
 		}
 		var removal *change
@@ -243,17 +242,33 @@ func TTLLiveness(run *history.Run) Verdict {
 	return v.done()
 }
 
-// overlappingFault returns the first fault overlapping [from, to]; a fault
-// that never ended lasts until end.
-func overlappingFault(faults []history.Fault, from, to, end int64) (history.Fault, bool) {
+// failoverBound is the removal bound of an instance stopped at stop when
+// faults overlap [stop, winEnd] (see TTLLiveness), and why; ok is false when
+// none does.
+func failoverBound(faults []history.Fault, stop, winEnd, end, ttl int64, b history.Bounds) (bound int64, why string, ok bool) {
 	for _, f := range faults {
 		fEnd := f.End
 		if fEnd == 0 {
 			fEnd = max(end, f.Start)
 		}
-		if f.Start <= to && fEnd >= from {
-			return f, true
+		if f.Start > winEnd || fEnd < stop {
+			continue
+		}
+		to := "never healed"
+		if f.End != 0 {
+			to = ms(f.End - stop)
+		}
+		span := fmt.Sprintf("fault %s overlaps, from %s to %s relative to the stop", f.Name, ms(f.Start-stop), to)
+		fb := ttl + b.RemovalFailoverNanos
+		w := "TTL + failover bound (deadline tables): " + span
+		if f.Name == "kill-majority" {
+			fb = max(ttl, fEnd-stop) + ttl + b.RemovalFailoverNanos
+			w = "a majority was killed: TTL + failover bound after the later of stop + TTL and the restart: " + span
+		}
+		if !ok || fb > bound {
+			bound, why, ok = fb, w, true
 		}
 	}
-	return history.Fault{}, false
+	return bound, why, ok
 }
+

@@ -80,6 +80,11 @@ var bounds = history.Bounds{RemovalNoFailoverNanos: int64(500 * time.Millisecond
 // livenessRun: three TTL clients (TTL 2 s) stop at 5 s; t:1 is expired
 // 2.2 s later, t:2 4 s later across a leader kill, t:3 is unregistered.
 func livenessRun() *history.Run {
+	return livenessRunT2(9000, history.Fault{Name: "kill-leader", Nodes: []string{"n1"}, Start: at(6000), End: at(7000)})
+}
+
+// livenessRunT2 is livenessRun with t:2 expired at t2 (ms) under fault.
+func livenessRunT2(t2 int64, fault history.Fault) *history.Run {
 	b := newLog()
 	i1 := b.register("ttl", "t:1", "r1", 2000, 5)
 	i2 := b.register("ttl", "t:2", "r2", 2000, 5)
@@ -88,7 +93,7 @@ func livenessRun() *history.Run {
 	b.unregister("ttl", "t:3", "r4", 7500)
 	b.newTerm()
 	b.skip(2)
-	b.expire("ttl", "t:2", i2, 8999, 9000)
+	b.expire("ttl", "t:2", i2, t2-1, t2)
 	b.register("ttl", "z:1", "r9", 2000, 30000) // the run goes on
 	ops := []history.Op{
 		opReg(1, "h1", "ttl", "t:1", "r1", 0, 10, history.OK, 2),
@@ -101,8 +106,30 @@ func livenessRun() *history.Run {
 	}
 	run := b.run(ops)
 	run.Bounds = bounds
-	run.Faults = []history.Fault{{Name: "kill-leader", Nodes: []string{"n1"}, Start: at(6000), End: at(7000)}}
+	run.Faults = []history.Fault{fault}
 	return run
+}
+
+// Across a leader failover the bound is TTL + the failover slack (deadline
+// tables), no longer 2·TTL + it: 5.5 s after the stop is late, though
+// within the old 7 s.
+func TestCheck_TTLLivenessFailoverBoundIsTTLPlusSlack(t *testing.T) {
+	run := livenessRunT2(10500, history.Fault{Name: "kill-leader", Nodes: []string{"n1"}, Start: at(6000), End: at(7000)})
+	v := TTLLiveness(run)
+	wantViolations(t, v, want{service: "ttl", addr: "t:2", index: 9,
+		msg: "removed (expire at index 9) 5500.0ms after its client stopped heartbeating (op 5); bound 5000.0ms (TTL + failover bound (deadline tables): fault kill-leader overlaps"})
+}
+
+// With a majority killed, nothing can be removed until it is back, and the
+// restarted nodes' tables are too young to rely on: the bound counts from
+// the restart.
+func TestCheck_TTLLivenessKillMajorityCountsFromTheRestart(t *testing.T) {
+	kill := history.Fault{Name: "kill-majority", Nodes: []string{"n1", "n2"}, Start: at(6000), End: at(12000)}
+	// Restart 7 s after the stop: bound 7 + 2 + 3 = 12 s.
+	wantOK(t, TTLLiveness(livenessRunT2(16000, kill)))
+	v := TTLLiveness(livenessRunT2(17500, kill))
+	wantViolations(t, v, want{service: "ttl", addr: "t:2", index: 9,
+		msg: "removed (expire at index 9) 12500.0ms after its client stopped heartbeating (op 5); bound 12000.0ms (a majority was killed"})
 }
 
 func TestCheck_TTLLivenessGood(t *testing.T) {

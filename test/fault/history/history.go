@@ -160,7 +160,8 @@ type Run struct {
 type Bounds struct {
 	// RemovalNoFailoverNanos: a stopped instance is gone within TTL + this.
 	RemovalNoFailoverNanos int64 `json:"removal_no_failover_ns"`
-	// RemovalFailoverNanos: across one leader failover, within 2·TTL + this.
+	// RemovalFailoverNanos: across a leader failover, within TTL + this
+	// (after the restart, when a majority of the nodes was killed).
 	RemovalFailoverNanos int64 `json:"removal_failover_ns"`
 }
 

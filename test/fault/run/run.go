@@ -21,10 +21,11 @@ import (
 )
 
 // Bounds the TTL liveness checker holds discoverd to, from ttl/DESIGN.md:
-// without failover TTL + a commit; across one failover 2·TTL + election +
-// grace + a commit. The slack covers the 500 ms Raft timings of these
-// clusters (an election takes up to ~1.5 s), the 1 s grace the harness sets,
-// and scheduling on a loaded 2-core machine.
+// without failover TTL + a commit; across a failover max(TTL, election) +
+// grace + a commit, which TTL + RemovalFailoverNanos covers (and, after a
+// majority was killed, the same from their restart). The slack covers the
+// 500 ms Raft timings of these clusters (an election takes up to ~1.5 s),
+// the 1 s grace the harness sets, and scheduling on a loaded 2-core machine.
 var Bounds = history.Bounds{
 	RemovalNoFailoverNanos: int64(1500 * time.Millisecond),
 	RemovalFailoverNanos:   int64(5 * time.Second),
