@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"iter"
 	"sync"
+
+	"github.com/discoverd/discoverd/internal/faultbugs"
 )
 
 // Leader election on top of a service's registrations.
@@ -197,7 +199,7 @@ func (c *Client) wonBy(set *ServiceSet, name, addr string) *Service {
 	if r == nil || set.Stale() {
 		return nil
 	}
-	l := set.Leader()
+	l := electLeader(set, addr)
 	if l == nil || l.Addr != addr || l.Index < index {
 		return nil // not addr, or the set does not reflect this client's registration yet
 	}
@@ -265,8 +267,25 @@ func (l *Leadership) holding() bool {
 	if !l.c.holds(l.name, l.addr) || l.set.Stale() {
 		return false
 	}
-	cur := l.set.Leader()
+	cur := electLeader(l.set, l.addr)
 	return cur != nil && cur.Addr == l.addr && cur.CreateIndex == l.fencing
+}
+
+// electLeader is the set's leader as Elect and a Leadership judge it, for
+// the candidate addr: the set's Leader.
+func electLeader(set *ServiceSet, addr string) *Service {
+	if faultbugs.On("elect-not-oldest") {
+		// Planted (fault suite): the candidate's own instance, once it is
+		// online, whether or not an older one is — every candidate leads
+		// as soon as its registration shows, and until it is gone.
+		for _, s := range set.sortedOnline() {
+			if s.Addr == addr {
+				return s
+			}
+		}
+		return nil
+	}
+	return set.Leader()
 }
 
 // lose ends a lost leadership: Done first, then the registration and the set.

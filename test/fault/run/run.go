@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/discoverd/discoverd/internal/faultbugs"
 	"github.com/discoverd/discoverd/internal/rpcconn"
 	"github.com/discoverd/discoverd/internal/wire"
 	"github.com/discoverd/discoverd/test/fault/check"
@@ -58,6 +59,14 @@ func Run(ctx context.Context, sc Scenario, opts Options) (*Result, error) {
 		opts.Logf = func(string, ...any) {}
 	}
 	logf := func(format string, args ...any) { opts.Logf("[%s] "+format, append([]any{sc.Name}, args...)...) }
+	if faultbugs.InClient(sc.Bug) {
+		// A bug in the client library is planted in the electors, which
+		// run in this process, not in the nodes.
+		if !faultbugs.Built {
+			return nil, fmt.Errorf("bug %s is planted in the client library, which runs in this process: build it with -tags faultbugs (go run -tags faultbugs ./test/fault/cmd/fault, go test -tags faultbugs)", sc.Bug)
+		}
+		defer faultbugs.Plant(sc.Bug)()
+	}
 	// However the cluster behaves, a run ends: every wait below is bounded,
 	// and this bounds them all together.
 	ctx, cancelRun := context.WithTimeout(ctx, sc.Duration+5*time.Minute)

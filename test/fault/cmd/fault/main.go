@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/discoverd/discoverd/internal/faultbugs"
 	"github.com/discoverd/discoverd/test/fault/check"
 	"github.com/discoverd/discoverd/test/fault/history"
 	"github.com/discoverd/discoverd/test/fault/run"
@@ -46,7 +47,7 @@ func realMain(ctx context.Context, args []string) int {
 	duration := fs.Duration("duration", 0, "fault phase length of each scenario (0: the scenario's own)")
 	out := fs.String("out", "", "report root (default test/reports/<date-time>)")
 	network := fs.String("network", "", "override the network backend: proxy, netns or loopback")
-	bug := fs.String("bug", "", "plant a bug (faultbugs build): stale-read, ack-before-commit, expire-early, drop-watch-event, read-before-caught-up")
+	bug := fs.String("bug", "", "plant a bug (faultbugs build): stale-read, ack-before-commit, expire-early, drop-watch-event, read-before-caught-up; elect-not-oldest is in the client, in this process: go run -tags faultbugs")
 	quiet := fs.Bool("q", false, "print only the summary lines")
 	recheck := fs.String("check", "", "run the checkers again on a recorded history.jsonl and print their verdicts")
 	if err := fs.Parse(args); err != nil {
@@ -94,7 +95,11 @@ func realMain(ctx context.Context, args []string) int {
 		if *bug != "" {
 			sc.Bug = *bug
 		}
-		repro := fmt.Sprintf("go run ./test/fault/cmd/fault -scenario %s -seed %d -duration %v", sc.Name, sc.Seed, sc.Duration)
+		tags := ""
+		if faultbugs.InClient(sc.Bug) {
+			tags = "-tags faultbugs "
+		}
+		repro := fmt.Sprintf("go run %s./test/fault/cmd/fault -scenario %s -seed %d -duration %v", tags, sc.Name, sc.Seed, sc.Duration)
 		if *network != "" {
 			repro += " -network " + *network
 		}
