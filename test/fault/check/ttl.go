@@ -271,4 +271,3 @@ func failoverBound(faults []history.Fault, stop, winEnd, end, ttl int64, b histo
 	}
 	return bound, why, ok
 }
-
