@@ -154,7 +154,7 @@ func peerAttacks(c *cluster, cfg *tls.Config) map[string]error {
 			err = conn.Call(ctx, wire.MethodCollectDeadlines, false, &wire.CollectDeadlinesRequest{Term: math.MaxUint64 - 1}, &wire.CollectDeadlinesResponse{})
 			if err == nil {
 				err = conn.Call(ctx, wire.MethodPushDeadlines, false, &wire.PushDeadlinesRequest{Term: math.MaxUint64 - 1,
-					Deadlines: []wire.Deadline{{Name: "forged", Addr: "10.66.6.6:666", RemainingMicros: time.Hour.Microseconds()}}}, &wire.PushDeadlinesResponse{})
+					Groups: []wire.DeadlineGroup{{RemainingMicros: time.Hour.Microseconds(), Indexes: []uint64{1, 2, 3}}}}, &wire.PushDeadlinesResponse{})
 			}
 			_ = conn.Close()
 		}

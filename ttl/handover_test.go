@@ -19,35 +19,39 @@ var (
 	kAPI = Key{"api", "10.0.0.2:80"}
 )
 
-func TestTable_KeepsTheLatestDeadlineAndForgetsRemovals(t *testing.T) {
+// Registration indexes in the table tests.
+const (
+	iWeb uint64 = 7
+	iAPI uint64 = 9
+)
+
+func TestTable_KeepsTheLatestDeadlineAndDropsPassedOnes(t *testing.T) {
 	clk := newFakeClock()
 	tb := NewTable(clk)
-	if err := tb.Accept(3, 3, []Renewal{{kWeb, 10 * time.Second}}); err != nil {
+	if err := tb.Accept(3, 3, []Renewal{{iWeb, 10 * time.Second}}); err != nil {
 		t.Fatal(err)
 	}
 	clk.Set(at(2 * time.Second))
 	// A shorter renewal arriving later (reordered pushes) does not shorten it.
-	if err := tb.Accept(3, 3, []Renewal{{kWeb, time.Second}}); err != nil {
+	if err := tb.Accept(3, 3, []Renewal{{iWeb, time.Second}}); err != nil {
 		t.Fatal(err)
 	}
-	tb.Registered(kAPI, 5*time.Second)
+	tb.Registered(iAPI, 5*time.Second)
 	v := tb.Collect(3)
-	if got, want := v.Remaining[kWeb], 8*time.Second; got != want {
+	if got, want := v.Remaining[iWeb], 8*time.Second; got != want {
 		t.Errorf("web remaining %v, want %v (the later of the two deadlines)", got, want)
 	}
-	if got, want := v.Remaining[kAPI], 5*time.Second; got != want {
+	if got, want := v.Remaining[iAPI], 5*time.Second; got != want {
 		t.Errorf("api remaining %v, want %v (registration applied now + TTL)", got, want)
 	}
 	if v.Age != 2*time.Second {
 		t.Errorf("age %v, want 2s", v.Age)
 	}
-	tb.Removed(kWeb)
-	clk.Set(at(6 * time.Second)) // api's deadline (+7 s) is still ahead
-	v = tb.Collect(3)
-	if _, ok := v.Remaining[kWeb]; ok {
-		t.Error("a removed instance is still in the table")
-	}
 	clk.Set(at(7 * time.Second))
+	if v := tb.Collect(3); len(v.Remaining) != 1 {
+		t.Errorf("at +7 s only web's deadline (+12 s) is ahead: %v", v.Remaining)
+	}
+	clk.Set(at(12 * time.Second))
 	if v := tb.Collect(3); len(v.Remaining) != 0 || tb.Len() != 0 {
 		t.Errorf("passed deadlines are still reported: %v (len %d)", v.Remaining, tb.Len())
 	}
@@ -56,7 +60,7 @@ func TestTable_KeepsTheLatestDeadlineAndForgetsRemovals(t *testing.T) {
 func TestTable_RefusesPushesOfOlderTerms(t *testing.T) {
 	clk := newFakeClock()
 	tb := NewTable(clk)
-	r := []Renewal{{kWeb, 10 * time.Second}}
+	r := []Renewal{{iWeb, 10 * time.Second}}
 	// The node's own Raft term is newer than the pusher's: refused.
 	if err := tb.Accept(4, 5, r); !errors.Is(err, ErrStaleTerm) || !errors.Is(err, codes.ErrNotLeader) {
 		t.Fatalf("push of term 4 to a node in term 5: %v, want ErrStaleTerm", err)
@@ -99,14 +103,14 @@ func TestTable_RestoreMakesItYoung(t *testing.T) {
 func TestTable_SweepsPassedDeadlinesAsItGrows(t *testing.T) {
 	clk := newFakeClock()
 	tb := NewTable(clk)
-	// Entries of instances whose removal this node never applied: they are
-	// dropped once their deadline passed and the table grew enough.
+	// Entries of registrations removed or made again: they are dropped once
+	// their deadline passed and the table grew enough.
 	for i := range 1500 {
-		tb.Registered(Key{"gone", fmt.Sprint(i)}, time.Second)
+		tb.Registered(uint64(i), time.Second)
 	}
 	clk.Set(at(2 * time.Second))
 	for i := range 4000 {
-		tb.Registered(Key{"live", fmt.Sprint(i)}, time.Minute)
+		tb.Registered(uint64(10000+i), time.Minute)
 	}
 	if n := tb.Len(); n > 4000 {
 		t.Fatalf("table holds %d entries, want the 1500 passed ones swept", n)
@@ -124,8 +128,8 @@ func TestCollection_Handover(t *testing.T) {
 	}{
 		{"no collection", nil, 0, false},
 		{"largest of all tables", &Collection{Quorum: 2,
-			Self:   TableView{Age: old, Remaining: map[Key]time.Duration{kWeb: 3 * time.Second}},
-			Others: []TableView{{Age: old, Remaining: map[Key]time.Duration{kWeb: 7 * time.Second}}, {Age: time.Second, Remaining: map[Key]time.Duration{kWeb: 9 * time.Second}}}},
+			Self:   TableView{Age: old, Remaining: map[uint64]time.Duration{iWeb: 3 * time.Second}},
+			Others: []TableView{{Age: old, Remaining: map[uint64]time.Duration{iWeb: 7 * time.Second}}, {Age: time.Second, Remaining: map[uint64]time.Duration{iWeb: 9 * time.Second}}}},
 			9 * time.Second, true},
 		{"in no table: deadlines all passed", &Collection{Quorum: 2,
 			Self: TableView{Age: old}, Others: []TableView{{Age: old}}}, 0, true},
@@ -135,11 +139,11 @@ func TestCollection_Handover(t *testing.T) {
 			Self: TableView{Age: old}, Others: []TableView{{Age: old}, {Age: ttl / 2}, {Age: ttl / 2}}}, 0, false},
 		{"exactly a majority complete", &Collection{Quorum: 2,
 			Self:   TableView{Age: ttl},
-			Others: []TableView{{Age: ttl}, {Age: ttl / 2, Remaining: map[Key]time.Duration{kWeb: time.Second}}}},
+			Others: []TableView{{Age: ttl}, {Age: ttl / 2, Remaining: map[uint64]time.Duration{iWeb: time.Second}}}},
 			time.Second, true},
 	}
 	for _, c := range cases {
-		rem, ok := c.col.handover(kWeb, ttl)
+		rem, ok := c.col.handover(iWeb, ttl)
 		if rem != c.rem || ok != c.ok {
 			t.Errorf("%s: handover = %v, %v; want %v, %v", c.name, rem, ok, c.rem, c.ok)
 		}
@@ -209,9 +213,10 @@ func TestTTL_NewLeaderArmsAtTheLargestDeadlineInTheTablesPlusGrace(t *testing.T)
 	// Another node holds a deadline 4 s ahead for web (its last heartbeat,
 	// pushed by the old leader); api is in no table: every deadline the
 	// old leader acknowledged for it has passed.
-	p := newFakePeers(2, TableView{Age: time.Hour, Remaining: map[Key]time.Duration{kWeb: 4 * time.Second}})
+	p := newFakePeers(2, TableView{Age: time.Hour})
 	h := newHandoverHarness(t, p)
 	web := h.register(kWeb.Name, kWeb.Addr, ttl)
+	p.others[0].Remaining = map[uint64]time.Duration{web.ModifyIndex: 4 * time.Second}
 	api := h.register(kAPI.Name, kAPI.Addr, ttl)
 	h.advanceTo(at(time.Minute))
 	h.becomeLeaderVia(p)
@@ -307,7 +312,7 @@ func TestTTL_RenewReturnsWhatTheOtherNodesMustHold(t *testing.T) {
 	if err != nil || res[0] != nil || !errors.Is(res[1], codes.ErrNotFound) {
 		t.Fatalf("Renew: %v %v", res, err)
 	}
-	if len(rs) != 1 || rs[0] != (Renewal{keyOf(web), 10 * time.Second}) {
+	if len(rs) != 1 || rs[0] != (Renewal{web.ModifyIndex, 10 * time.Second}) {
 		t.Fatalf("renewals %+v, want web's TTL only", rs)
 	}
 }

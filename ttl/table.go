@@ -8,14 +8,18 @@ import (
 	"github.com/discoverd/discoverd/internal/codes"
 )
 
-// Renewal is one deadline the leader hands to the other nodes: the instance
-// lives at least Remaining longer, counted from when a node receives it.
+// Renewal is one deadline the leader hands to the other nodes: the
+// registration at Index (an instance's ModifyIndex) lives at least
+// Remaining longer, counted from when a node receives it.
 type Renewal struct {
-	Key       Key
+	Index     uint64
 	Remaining time.Duration
 }
 
-// Table is a node's deadline table: for every instance, the latest deadline
+// Table is a node's deadline table: for every registration (by its index:
+// a number is cheaper to push and to look up than a name and an address,
+// and a registration made again has a new index whose own apply is
+// recorded), the latest deadline
 // a leader pushed to this node (Accept) or that this node's own apply of a
 // registration implies (Registered). Every node keeps one, leader and
 // followers alike; a new leader collects them from a majority (Collect) and
@@ -32,7 +36,7 @@ type Table struct {
 	// Guarded by mu:
 	since time.Time // when the table started holding everything (process start, or the last snapshot restore)
 	floor uint64    // the highest term a collection was answered in: pushes of older terms are refused
-	m     map[Key]time.Time
+	m     map[uint64]time.Time
 	swept int // len(m) after the last sweep
 }
 
@@ -41,7 +45,7 @@ func NewTable(clock Clock) *Table {
 	if clock == nil {
 		clock = SystemClock{}
 	}
-	return &Table{clock: clock, since: clock.Now(), m: map[Key]time.Time{}}
+	return &Table{clock: clock, since: clock.Now(), m: map[uint64]time.Time{}}
 }
 
 // ErrStaleTerm is returned by Accept for a push from a leader of a term
@@ -60,28 +64,23 @@ func (t *Table) Accept(term, current uint64, rs []Renewal) error {
 		return fmt.Errorf("push of term %d refused (this node is in term %d, collected in %d): %w", term, current, t.floor, ErrStaleTerm)
 	}
 	for _, r := range rs {
-		t.extendLocked(r.Key, now.Add(r.Remaining))
+		t.extendLocked(r.Index, now.Add(r.Remaining))
 	}
 	t.maybeSweepLocked(now)
 	return nil
 }
 
-// Registered records that this node applied a registration with this TTL
-// now: the registration's acknowledgement came at or after its commit, so
-// now + ttl is no earlier than its deadline at the leader that made it.
-func (t *Table) Registered(k Key, ttl time.Duration) {
+// Registered records that this node applied the registration at index
+// with this TTL now: the registration was called before its commit, so
+// now + ttl is no earlier than the deadline it promised. Entries of
+// registrations that were removed or made again are dropped once their
+// deadline has passed.
+func (t *Table) Registered(index uint64, ttl time.Duration) {
 	now := t.clock.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.extendLocked(k, now.Add(ttl))
+	t.extendLocked(index, now.Add(ttl))
 	t.maybeSweepLocked(now)
-}
-
-// Removed drops an instance that was unregistered or expired.
-func (t *Table) Removed(k Key) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	delete(t.m, k)
 }
 
 // Restarted marks the table as incomplete from now on: a snapshot replaced
@@ -98,9 +97,9 @@ type TableView struct {
 	// Age is how long the table has held everything: a push or a
 	// registration older than Age may be missing from it.
 	Age time.Duration
-	// Remaining holds, per instance, how long its deadline was ahead when
-	// the table was read; entries whose deadline has passed are left out.
-	Remaining map[Key]time.Duration
+	// Remaining holds, per registration index, how long its deadline was
+	// ahead when the table was read; passed deadlines are left out.
+	Remaining map[uint64]time.Duration
 }
 
 // Collect answers a new leader of term: it returns the table and refuses,
@@ -110,7 +109,7 @@ func (t *Table) Collect(term uint64) TableView {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.floor = max(t.floor, term)
-	v := TableView{Age: now.Sub(t.since), Remaining: make(map[Key]time.Duration, len(t.m))}
+	v := TableView{Age: now.Sub(t.since), Remaining: make(map[uint64]time.Duration, len(t.m))}
 	for k, d := range t.m {
 		if d.After(now) {
 			v.Remaining[k] = d.Sub(now)
@@ -129,15 +128,15 @@ func (t *Table) Len() int {
 	return len(t.m)
 }
 
-func (t *Table) extendLocked(k Key, d time.Time) {
+func (t *Table) extendLocked(k uint64, d time.Time) {
 	if old, ok := t.m[k]; !ok || d.After(old) {
 		t.m[k] = d
 	}
 }
 
 // maybeSweepLocked drops passed deadlines once the table has doubled since
-// the last sweep, so that entries of instances whose removal this node never
-// applied (it was applied while the table did not exist) cannot pile up.
+// the last sweep (plus 1024), so that entries of removed or re-made
+// registrations cannot pile up.
 func (t *Table) maybeSweepLocked(now time.Time) {
 	if len(t.m) < 2*t.swept+1024 {
 		return

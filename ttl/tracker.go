@@ -52,22 +52,22 @@ type Collection struct {
 	Others []TableView // the other nodes that answered
 }
 
-// handover returns how long after now an instance with this TTL must stay
+// handover returns how long after now the registration at index, with this TTL, must stay
 // at least: the largest deadline any table holds for it (0 when none does, or
 // all have passed), and whether the tables are enough to rely on. They are
 // when this node's own table and a majority of tables in all are complete
 // for the TTL — each has existed for at least TTL, so every deadline it could
 // be missing has passed (DESIGN.md, "Deadline tables").
-func (c *Collection) handover(k Key, ttl time.Duration) (time.Duration, bool) {
+func (c *Collection) handover(index uint64, ttl time.Duration) (time.Duration, bool) {
 	if c == nil || c.Self.Age < ttl {
 		return 0, false
 	}
-	complete, best := 1, c.Self.Remaining[k]
+	complete, best := 1, c.Self.Remaining[index]
 	for _, o := range c.Others {
 		if o.Age >= ttl {
 			complete++
 		}
-		best = max(best, o.Remaining[k])
+		best = max(best, o.Remaining[index])
 	}
 	return best, complete >= c.Quorum
 }
@@ -272,7 +272,7 @@ func (t *Tracker) load(epoch uint64, col *Collection) {
 		n, fromTables := 0, 0
 		for in := range all {
 			n++
-			if rem, ok := col.handover(Key{in.Name, in.Addr}, in.TTL); ok {
+			if rem, ok := col.handover(in.ModifyIndex, in.TTL); ok {
 				t.armAtLocked(in, now.Add(rem+t.cfg.Grace))
 				fromTables++
 				continue
@@ -349,7 +349,7 @@ func (t *Tracker) armAtLocked(in *fsm.Instance, deadline time.Time) {
 // InstanceRegistered implements fsm.Observer: a registration counts as a
 // heartbeat. Every node records it in its deadline table.
 func (t *Tracker) InstanceRegistered(in *fsm.Instance) {
-	t.table.Registered(Key{in.Name, in.Addr}, in.TTL)
+	t.table.Registered(in.ModifyIndex, in.TTL)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if !t.active {
@@ -361,7 +361,6 @@ func (t *Tracker) InstanceRegistered(in *fsm.Instance) {
 
 // InstanceRemoved implements fsm.Observer.
 func (t *Tracker) InstanceRemoved(name, addr string) {
-	t.table.Removed(Key{name, addr})
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if !t.active {
@@ -420,7 +419,7 @@ func (t *Tracker) Renew(ctx context.Context, keys []Key) ([]error, []Renewal, er
 					if d := now.Add(e.ttl); d.After(e.deadline) {
 						e.deadline = d
 					}
-					rs = append(rs, Renewal{Key: k, Remaining: e.ttl})
+					rs = append(rs, Renewal{Index: e.index, Remaining: e.ttl})
 				}
 			}
 			t.mu.Unlock()

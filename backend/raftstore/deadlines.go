@@ -187,7 +187,7 @@ func (d *Deadlines) round(rs []ttl.Renewal) error {
 	if held >= quorum {
 		return nil
 	}
-	req := &wire.PushDeadlinesRequest{Term: term, Deadlines: deadlinesToWire(rs)}
+	req := &wire.PushDeadlinesRequest{Term: term, Groups: deadlinesToWire(rs)}
 	results := make(chan error, len(others))
 	for _, addr := range others {
 		d.mu.Lock()
@@ -325,36 +325,75 @@ const maxRemaining = validate.MaxTTL + time.Hour
 // may only get later.
 func microsUp(d time.Duration) int64 { return int64((d + time.Microsecond - 1) / time.Microsecond) }
 
-func deadlinesToWire(rs []ttl.Renewal) []wire.Deadline {
-	out := make([]wire.Deadline, len(rs))
-	for i, r := range rs {
-		out[i] = wire.Deadline{Name: r.Key.Name, Addr: r.Key.Addr, RemainingMicros: microsUp(r.Remaining)}
+// deadlinesToWire groups renewals by their remaining time (a round's
+// heartbeats mostly share a few TTLs).
+func deadlinesToWire(rs []ttl.Renewal) []wire.DeadlineGroup {
+	var groups []wire.DeadlineGroup
+	at := map[int64]int{}
+	for _, r := range rs {
+		us := microsUp(r.Remaining)
+		i, ok := at[us]
+		if !ok {
+			i = len(groups)
+			at[us] = i
+			groups = append(groups, wire.DeadlineGroup{RemainingMicros: us})
+		}
+		groups[i].Indexes = append(groups[i].Indexes, r.Index)
 	}
-	return out
+	return groups
 }
 
-// remainingFromWire checks and converts one deadline's remaining time.
-func remainingFromWire(dl wire.Deadline) (time.Duration, error) {
-	if dl.RemainingMicros < 0 || dl.RemainingMicros > maxRemaining.Microseconds() {
-		return 0, fmt.Errorf("deadline of %s %s: remaining time %dµs is out of range 0..%v: %w",
-			dl.Name, dl.Addr, dl.RemainingMicros, maxRemaining, codes.ErrInvalidArgument)
+// remainingFromWire checks and converts one remaining time.
+func remainingFromWire(us int64) (time.Duration, error) {
+	if us < 0 || us > maxRemaining.Microseconds() {
+		return 0, fmt.Errorf("remaining time %dµs is out of range 0..%v: %w", us, maxRemaining, codes.ErrInvalidArgument)
 	}
-	return time.Duration(dl.RemainingMicros) * time.Microsecond, nil
+	return time.Duration(us) * time.Microsecond, nil
+}
+
+func renewalsFromWire(groups []wire.DeadlineGroup) ([]ttl.Renewal, error) {
+	n := 0
+	for _, g := range groups {
+		n += len(g.Indexes)
+	}
+	rs := make([]ttl.Renewal, 0, n)
+	for _, g := range groups {
+		rem, err := remainingFromWire(g.RemainingMicros)
+		if err != nil {
+			return nil, err
+		}
+		for _, idx := range g.Indexes {
+			rs = append(rs, ttl.Renewal{Index: idx, Remaining: rem})
+		}
+	}
+	return rs, nil
+}
+
+func tableToWire(v ttl.TableView) *wire.CollectDeadlinesResponse {
+	resp := &wire.CollectDeadlinesResponse{AgeMicros: v.Age.Microseconds(),
+		Indexes: make([]uint64, 0, len(v.Remaining)), RemainingMicros: make([]int64, 0, len(v.Remaining))}
+	for idx, rem := range v.Remaining {
+		resp.Indexes = append(resp.Indexes, idx)
+		resp.RemainingMicros = append(resp.RemainingMicros, microsUp(rem))
+	}
+	return resp
 }
 
 func tableFromWire(resp wire.CollectDeadlinesResponse) (ttl.TableView, error) {
 	if resp.AgeMicros < 0 {
 		return ttl.TableView{}, fmt.Errorf("table age %dµs is negative: %w", resp.AgeMicros, codes.ErrInvalidArgument)
 	}
+	if len(resp.Indexes) != len(resp.RemainingMicros) {
+		return ttl.TableView{}, fmt.Errorf("table of %d indexes with %d remaining times: %w", len(resp.Indexes), len(resp.RemainingMicros), codes.ErrInvalidArgument)
+	}
 	v := ttl.TableView{Age: time.Duration(min(resp.AgeMicros, maxRemaining.Microseconds())) * time.Microsecond,
-		Remaining: make(map[ttl.Key]time.Duration, len(resp.Deadlines))}
-	for _, dl := range resp.Deadlines {
-		rem, err := remainingFromWire(dl)
+		Remaining: make(map[uint64]time.Duration, len(resp.Indexes))}
+	for i, idx := range resp.Indexes {
+		rem, err := remainingFromWire(resp.RemainingMicros[i])
 		if err != nil {
 			return ttl.TableView{}, err
 		}
-		k := ttl.Key{Name: dl.Name, Addr: dl.Addr}
-		v.Remaining[k] = max(v.Remaining[k], rem)
+		v.Remaining[idx] = max(v.Remaining[idx], rem)
 	}
 	return v, nil
 }
@@ -426,13 +465,9 @@ func (d *Deadlines) handle(f *wire.Frame) (any, error) {
 		if err := f.Decode(&req); err != nil {
 			return nil, err
 		}
-		rs := make([]ttl.Renewal, len(req.Deadlines))
-		for i, dl := range req.Deadlines {
-			rem, err := remainingFromWire(dl)
-			if err != nil {
-				return nil, fmt.Errorf("push of term %d: %w", req.Term, err)
-			}
-			rs[i] = ttl.Renewal{Key: ttl.Key{Name: dl.Name, Addr: dl.Addr}, Remaining: rem}
+		rs, err := renewalsFromWire(req.Groups)
+		if err != nil {
+			return nil, fmt.Errorf("push of term %d: %w", req.Term, err)
 		}
 		if err := d.table.Accept(req.Term, d.node.CurrentTerm(), rs); err != nil {
 			return nil, err
@@ -443,12 +478,7 @@ func (d *Deadlines) handle(f *wire.Frame) (any, error) {
 		if err := f.Decode(&req); err != nil {
 			return nil, err
 		}
-		v := d.table.Collect(req.Term)
-		resp := &wire.CollectDeadlinesResponse{AgeMicros: v.Age.Microseconds(), Deadlines: make([]wire.Deadline, 0, len(v.Remaining))}
-		for k, rem := range v.Remaining {
-			resp.Deadlines = append(resp.Deadlines, wire.Deadline{Name: k.Name, Addr: k.Addr, RemainingMicros: microsUp(rem)})
-		}
-		return resp, nil
+		return tableToWire(d.table.Collect(req.Term)), nil
 	}
 	return nil, fmt.Errorf("peer method %q: %w", f.Header.Method, codes.ErrUnknownMethod)
 }

@@ -84,9 +84,10 @@ func newDLCluster(t *testing.T, n int) []*dlPeer {
 	return peers
 }
 
-var web = ttl.Key{Name: "web", Addr: "10.0.0.1:80"}
+// web is a registration index.
+const web uint64 = 42
 
-func remainingOn(p *dlPeer, k ttl.Key) time.Duration {
+func remainingOn(p *dlPeer, k uint64) time.Duration {
 	return p.table.Collect(0).Remaining[k]
 }
 
@@ -98,7 +99,7 @@ func TestDeadlines_ReplicateReachesAMajorityAndEveryPeer(t *testing.T) {
 	c[0].node.set(2, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := c[0].d.Replicate(ctx, []ttl.Renewal{{Key: web, Remaining: 10 * time.Second}}); err != nil {
+	if err := c[0].d.Replicate(ctx, []ttl.Renewal{{Index: web, Remaining: 10 * time.Second}}); err != nil {
 		t.Fatal(err)
 	}
 	// The leader's own table and at least one other hold it at once; the
@@ -121,11 +122,11 @@ func TestDeadlines_OneFollowerDownStillAMajorityTwoDownNone(t *testing.T) {
 	c[2].stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := c[0].d.Replicate(ctx, []ttl.Renewal{{Key: web, Remaining: time.Second}}); err != nil {
+	if err := c[0].d.Replicate(ctx, []ttl.Renewal{{Index: web, Remaining: time.Second}}); err != nil {
 		t.Fatalf("with one follower down: %v", err)
 	}
 	c[1].stop()
-	err := c[0].d.Replicate(ctx, []ttl.Renewal{{Key: web, Remaining: time.Second}})
+	err := c[0].d.Replicate(ctx, []ttl.Renewal{{Index: web, Remaining: time.Second}})
 	if !errors.Is(err, codes.ErrNoLeader) {
 		t.Fatalf("with both followers down: %v, want no_leader", err)
 	}
@@ -136,7 +137,7 @@ func TestDeadlines_OneFollowerDownStillAMajorityTwoDownNone(t *testing.T) {
 
 func TestDeadlines_NotLeaderIsRefusedAtOnce(t *testing.T) {
 	c := newDLCluster(t, 3)
-	err := c[0].d.Replicate(context.Background(), []ttl.Renewal{{Key: web, Remaining: time.Second}})
+	err := c[0].d.Replicate(context.Background(), []ttl.Renewal{{Index: web, Remaining: time.Second}})
 	if !errors.Is(err, codes.ErrNotLeader) {
 		t.Fatalf("push from a node that does not lead: %v, want not_leader", err)
 	}
@@ -155,7 +156,7 @@ func TestDeadlines_OldLeaderCannotAcknowledgeAfterANewLeaderCollected(t *testing
 	follower.node.set(0, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := old.d.Replicate(ctx, []ttl.Renewal{{Key: web, Remaining: 8 * time.Second}}); err != nil {
+	if err := old.d.Replicate(ctx, []ttl.Renewal{{Index: web, Remaining: 8 * time.Second}}); err != nil {
 		t.Fatal(err)
 	}
 	// next wins term 3 with follower's vote; old is cut off and never hears
@@ -179,7 +180,7 @@ func TestDeadlines_OldLeaderCannotAcknowledgeAfterANewLeaderCollected(t *testing
 	// of term 3: the push is refused, and no acknowledgement is possible.
 	oldAgain := NewDeadlines(DeadlinesConfig{PushTimeout: time.Second, Logger: slog.New(slog.DiscardHandler)}, old.node, old.table,
 		rpcconn.NewPool(rpcconn.Options{Proto: mux.ConnPeer}))
-	err = oldAgain.Replicate(ctx, []ttl.Renewal{{Key: web, Remaining: 8 * time.Second}})
+	err = oldAgain.Replicate(ctx, []ttl.Renewal{{Index: web, Remaining: 8 * time.Second}})
 	if !errors.Is(err, codes.ErrNoLeader) {
 		t.Fatalf("old leader's push after the collection: %v, want no_leader (refused)", err)
 	}
@@ -241,10 +242,10 @@ func TestDeadlines_HostileInputChangesNothing(t *testing.T) {
 		want   error
 	}{
 		"unknown method":        {"Register", &wire.PushDeadlinesRequest{}, codes.ErrUnknownMethod},
-		"negative remaining":    {wire.MethodPushDeadlines, &wire.PushDeadlinesRequest{Term: 9, Deadlines: []wire.Deadline{{Name: "x", Addr: "y", RemainingMicros: -1}}}, codes.ErrInvalidArgument},
-		"overflowing remaining": {wire.MethodPushDeadlines, &wire.PushDeadlinesRequest{Term: 9, Deadlines: []wire.Deadline{{Name: "x", Addr: "y", RemainingMicros: 1 << 62}}}, codes.ErrInvalidArgument},
+		"negative remaining":    {wire.MethodPushDeadlines, &wire.PushDeadlinesRequest{Term: 9, Groups: []wire.DeadlineGroup{{RemainingMicros: -1, Indexes: []uint64{1}}}}, codes.ErrInvalidArgument},
+		"overflowing remaining": {wire.MethodPushDeadlines, &wire.PushDeadlinesRequest{Term: 9, Groups: []wire.DeadlineGroup{{RemainingMicros: 1 << 62, Indexes: []uint64{1}}}}, codes.ErrInvalidArgument},
 		"body of another type":  {wire.MethodPushDeadlines, []string{"a", "b"}, codes.ErrInvalidArgument},
-		"stale term":            {wire.MethodPushDeadlines, &wire.PushDeadlinesRequest{Term: 4, Deadlines: []wire.Deadline{{Name: "x", Addr: "y", RemainingMicros: 1}}}, codes.ErrNotLeader},
+		"stale term":            {wire.MethodPushDeadlines, &wire.PushDeadlinesRequest{Term: 4, Groups: []wire.DeadlineGroup{{RemainingMicros: 1, Indexes: []uint64{1}}}}, codes.ErrNotLeader},
 	} {
 		if err := call(c.method, c.body); !errors.Is(err, c.want) {
 			t.Errorf("%s: %v, want %v", name, err, c.want)

@@ -13,17 +13,17 @@ const (
 	MethodCollectDeadlines = "CollectDeadlines"
 )
 
-// Deadline is one instance's deadline, as the time left until it.
-type Deadline struct {
-	Name            string `codec:"name"`
-	Addr            string `codec:"addr"`
-	RemainingMicros int64  `codec:"remaining_us"`
+// DeadlineGroup is registrations (by index) whose deadlines lie the same
+// time ahead.
+type DeadlineGroup struct {
+	RemainingMicros int64    `codec:"remaining_us"`
+	Indexes         []uint64 `codec:"indexes"`
 }
 
 // PushDeadlinesRequest carries renewed deadlines from the leader of Term.
 type PushDeadlinesRequest struct {
-	Term      uint64     `codec:"term"`
-	Deadlines []Deadline `codec:"deadlines"`
+	Term   uint64          `codec:"term"`
+	Groups []DeadlineGroup `codec:"groups"`
 }
 
 // PushDeadlinesResponse acknowledges a push: the node holds the deadlines.
@@ -35,9 +35,11 @@ type CollectDeadlinesRequest struct {
 	Term uint64 `codec:"term"`
 }
 
-// CollectDeadlinesResponse is a node's deadline table.
+// CollectDeadlinesResponse is a node's deadline table: Indexes[i]'s
+// deadline lies RemainingMicros[i] ahead.
 type CollectDeadlinesResponse struct {
 	// AgeMicros is how long the table has held everything it was sent.
-	AgeMicros int64      `codec:"age_us"`
-	Deadlines []Deadline `codec:"deadlines"`
+	AgeMicros       int64    `codec:"age_us"`
+	Indexes         []uint64 `codec:"indexes"`
+	RemainingMicros []int64  `codec:"remaining_us"`
 }
