@@ -355,7 +355,7 @@ func (c *conn) write(hdr *wire.Header, body any) error {
 }
 
 func (c *conn) writeError(seq uint64, err error) {
-	_ = c.write(&wire.Header{Seq: seq, Code: string(codes.Of(err)), Error: err.Error()}, nil)
+	_ = c.write(wire.ErrorHeader(seq, err), nil)
 }
 
 func (c *conn) reply(seq uint64, body any, err error) {

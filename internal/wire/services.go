@@ -21,3 +21,43 @@ type ServicesResponse struct {
 	Services []ServiceCount `codec:"services"`
 	Freshness
 }
+
+// SetMetaRequest sets a service's metadata (MethodSetMeta) — a
+// compare-and-set: it applies only if the metadata is at ExpectIndex now, 0
+// meaning "only if the service has none" (create). Otherwise the answer is
+// a conflict whose header carries the current index. Answered by a
+// WriteResponse: the index of the write, which is the new metadata's index.
+type SetMetaRequest struct {
+	Name        string `codec:"name"`
+	Data        []byte `codec:"data"` // up to 64 KiB
+	ExpectIndex uint64 `codec:"expect_index"`
+	RequestID   string `codec:"request_id"` // same id on every retry of one write
+}
+
+// DeleteMetaRequest deletes a service's metadata (MethodDeleteMeta): with
+// ExpectIndex, only if it is at that index (else a conflict); without,
+// whatever its index (not_found if there is none). Answered by a
+// WriteResponse.
+type DeleteMetaRequest struct {
+	Name        string `codec:"name"`
+	ExpectIndex uint64 `codec:"expect_index,omitempty"`
+	RequestID   string `codec:"request_id"`
+}
+
+// GetMetaRequest reads a service's metadata (MethodGetMeta), served like a
+// ListRequest.
+type GetMetaRequest struct {
+	Name       string `codec:"name"`
+	Consistent bool   `codec:"consistent,omitempty"` // linearizable: served by a confirmed leader
+	MinIndex   uint64 `codec:"min_index,omitempty"`  // do not answer from state older than this
+}
+
+// GetMetaResponse is a service's metadata: MetaIndex is the index of the
+// write that set it, 0 when the service has none (Data is then empty).
+// Index is the answering node's applied index, as in ListResponse.
+type GetMetaResponse struct {
+	Index     uint64 `codec:"index"`
+	MetaIndex uint64 `codec:"meta_index"`
+	Data      []byte `codec:"data"`
+	Freshness
+}
