@@ -198,6 +198,13 @@ func ConflictIndex(err error) (uint64, bool) {
 	return 0, errors.Is(err, ErrConflict)
 }
 
+// Errorf returns an error of s's kind whose message is exactly the one
+// formatted, without s's own message after it (errors.Is(err, s) holds):
+// for a sentinel whose message would read wrong there.
+func Errorf(s *Error, format string, args ...any) error {
+	return &wireError{msg: fmt.Sprintf(format, args...), sentinel: s}
+}
+
 // Invalid returns an ErrInvalidArgument with a precise message.
 func Invalid(format string, args ...any) error {
 	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), ErrInvalidArgument)
