@@ -410,3 +410,22 @@ func TestFast_ConflictIndexCrossesTheWire(t *testing.T) {
 		t.Errorf("ErrorHeader(not_found) = %+v", h)
 	}
 }
+
+// TestFast_SetMetaRequestDecoding: the hand decoder reads what the codec
+// writes, and refuses data that is neither bin nor str.
+func TestFast_SetMetaRequestDecoding(t *testing.T) {
+	for _, q := range []SetMetaRequest{{}, {Name: "db", Data: []byte{0, 0xff}, ExpectIndex: math.MaxUint64, RequestID: "r"},
+		{Name: "db", Data: bytes.Repeat([]byte("x"), 70000)}} {
+		var got SetMetaRequest
+		if err := got.decodeMsgpack(codecEncode(t, &q)); err != nil || !reflect.DeepEqual(got, q) {
+			t.Errorf("decode of %+v = %+v, %v", q.Name, got.Name, err)
+		}
+	}
+	var got SetMetaRequest
+	if err := got.decodeMsgpack(codecEncode(t, map[string]any{"name": "db", "data": "as text"})); err != nil || string(got.Data) != "as text" {
+		t.Errorf("data as a str: %q, %v", got.Data, err)
+	}
+	if err := got.decodeMsgpack(codecEncode(t, map[string]any{"name": "db", "data": map[string]string{"a": "b"}})); err == nil {
+		t.Errorf("data as a map accepted: %+v", got)
+	}
+}

@@ -61,3 +61,28 @@ type GetMetaResponse struct {
 	Data      []byte `codec:"data"`
 	Freshness
 }
+
+// decodeMsgpack decodes a SetMetaRequest by hand, so that data must be a
+// bin or a str (or nil): the reflective codec takes some other types, a
+// map among them, for empty data, which would set metadata the caller did
+// not send.
+func (q *SetMetaRequest) decodeMsgpack(b []byte) error {
+	*q = SetMetaRequest{}
+	r := newReader(b)
+	return r.Fields(func(k string) (bool, error) {
+		var err error
+		switch k {
+		case "name":
+			q.Name, err = r.Str()
+		case "data":
+			q.Data, err = r.Bytes()
+		case "expect_index":
+			q.ExpectIndex, err = r.Uint()
+		case "request_id":
+			q.RequestID, err = r.Str()
+		default:
+			return false, nil
+		}
+		return true, err
+	})
+}
