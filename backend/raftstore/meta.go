@@ -5,6 +5,7 @@ import (
 
 	"github.com/discoverd/discoverd/backend"
 	"github.com/discoverd/discoverd/fsm"
+	"github.com/discoverd/discoverd/internal/faultbugs"
 	"github.com/discoverd/discoverd/internal/wire"
 )
 
@@ -30,6 +31,9 @@ func (s *Store) DeleteMeta(ctx context.Context, w backend.MetaWrite) (uint64, er
 // its leadership with a quorum; any read waits (bounded) until this node
 // has caught up since it started (readGate) and has applied MinIndex.
 func (s *Store) GetMeta(ctx context.Context, name string, opts backend.MetaOptions) (uint64, backend.Meta, error) {
+	if faultbugs.On("stale-read") {
+		opts.Consistent = false // planted bug: "consistent" reads served from local state
+	}
 	if opts.Consistent {
 		var fwd wire.GetMetaResponse
 		req := &wire.GetMetaRequest{Name: name, Consistent: true, MinIndex: opts.MinIndex}
