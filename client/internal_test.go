@@ -1,8 +1,10 @@
 package client
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -254,5 +256,27 @@ func TestClient_SetReplacePublishesMetaChange(t *testing.T) {
 	s.apply(&Event{Kind: EventMeta, Index: 13, Meta: &Meta{Data: []byte("C"), Index: 13}}, nil)
 	if u := <-ch; !u.MetaChange || string(u.Meta.Data) != "C" || s.Meta().Index != 13 || s.Index() != 13 {
 		t.Fatalf("meta event: %+v, Meta() %+v", u, s.Meta())
+	}
+}
+
+// TestClient_CacheFileKeepsMeta: a set's cache file holds its metadata,
+// and reads back as valid.
+func TestClient_CacheFileKeepsMeta(t *testing.T) {
+	s := &ServiceSet{name: "svc", online: map[string]*Service{"a:1": svc("a:1", 5, 5)}, meta: Meta{Data: []byte{0, 'x'}, Index: 6}, index: 7,
+		lastContact: time.Unix(1_700_000_000, 0)}
+	data, err := json.Marshal(s.cacheFileLocked())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := decodeCache(data)
+	if err == nil {
+		err = cf.check("svc")
+	}
+	if err != nil || cf.Meta == nil || cf.Meta.Index != 6 || string(cf.Meta.Data) != "\x00x" {
+		t.Fatalf("cache file %s: %+v, %v", data, cf, err)
+	}
+	s.meta = Meta{}
+	if data, _ := json.Marshal(s.cacheFileLocked()); strings.Contains(string(data), `"meta"`) {
+		t.Errorf("a set without metadata writes %s", data)
 	}
 }
