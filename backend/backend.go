@@ -75,9 +75,24 @@ type DiscoveryBackend interface {
 	// Services returns every service with at least one instance, sorted by
 	// name, with its instance count, and the index of the state read.
 	Services(ctx context.Context, opts ServicesOptions) (uint64, []ServiceCount, error)
+	// SetMeta sets a service's metadata if it is at w.ExpectIndex (0: only
+	// if the service has none) and returns the index of the write — the
+	// new metadata's index. Otherwise it fails with a *codes.ConflictError
+	// carrying the metadata's current index (0: none), and nothing changes.
+	SetMeta(ctx context.Context, w MetaWrite) (uint64, error)
+	// DeleteMeta deletes a service's metadata: with w.ExpectIndex only if
+	// it is at that index (else a conflict, as SetMeta), without it
+	// whatever its index (codes.ErrNotFound if there is none). Instances
+	// are untouched, and removing a service's last instance never deletes
+	// its metadata.
+	DeleteMeta(ctx context.Context, w MetaWrite) (uint64, error)
+	// GetMeta returns a service's metadata (Index 0: none) and the index
+	// of the state read, served like List.
+	GetMeta(ctx context.Context, name string, opts MetaOptions) (uint64, Meta, error)
 	// Subscribe opens a watch: with fromIndex 0 the current state (up events
-	// then a current marker), else every change after fromIndex or a resync
-	// marker followed by the current state. The stream is never served from a
+	// then, if the service has metadata, a meta event, then a current
+	// marker), else every change after fromIndex (meta events among them) or
+	// a resync marker followed by the current state. The stream is never served from a
 	// state older than max(fromIndex, minIndex): the store waits for it
 	// (bounded) or fails with codes.ErrStaleNode.
 	Subscribe(ctx context.Context, name string, fromIndex, minIndex uint64) (UpdateStream, error)

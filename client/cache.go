@@ -39,9 +39,16 @@ const maxCacheBytes = 16 << 20
 type cacheFile struct {
 	Version   int             `json:"version"`
 	Name      string          `json:"name"`
-	Index     uint64          `json:"index"`        // the index of the state
-	Contact   time.Time       `json:"last_contact"` // the set's LastContact when it was saved
-	Instances []cacheInstance `json:"instances"`    // oldest registration first
+	Index     uint64          `json:"index"`          // the index of the state
+	Contact   time.Time       `json:"last_contact"`   // the set's LastContact when it was saved
+	Instances []cacheInstance `json:"instances"`      // oldest registration first
+	Meta      *cacheMeta      `json:"meta,omitempty"` // the service's metadata, if it has any
+}
+
+// cacheMeta is the metadata of a cache file (data in base64).
+type cacheMeta struct {
+	Data  []byte `json:"data"`
+	Index uint64 `json:"index"`
 }
 
 // cacheInstance is one instance of a cache file.
@@ -79,7 +86,11 @@ func (c *Client) cachedSet(name string, err error) *ServiceSet {
 		online[in.Addr] = &Service{Name: name, Addr: in.Addr, Attrs: in.Attrs, TTL: time.Duration(in.TTLMillis) * time.Millisecond,
 			CreateIndex: in.CreateIndex, Index: in.Index}
 	}
-	s := c.newSet(name, online, cf.Index)
+	var meta Meta
+	if cf.Meta != nil {
+		meta = Meta{Data: cf.Meta.Data, Index: cf.Meta.Index}
+	}
+	s := c.newSet(name, online, meta, cf.Index)
 	s.stale, s.lastContact = true, cf.Contact
 	c.log.Warn("discoverd: cluster unreachable, serving the cached state", "service", name, "index", cf.Index,
 		"instances", len(online), "last_contact", cf.Contact, "err", err)
@@ -147,6 +158,9 @@ func (cf *cacheFile) check(name string) error {
 	}
 	if cf.Index == 0 || cf.Contact.IsZero() {
 		return errors.New("no index or no contact time")
+	}
+	if m := cf.Meta; m != nil && (m.Index == 0 || m.Index > cf.Index || len(m.Data) > validate.MaxMetaBytes) {
+		return fmt.Errorf("metadata: index %d, %d bytes: do not fit the state's index %d or the size limit", m.Index, len(m.Data), cf.Index)
 	}
 	seen := make(map[string]bool, len(cf.Instances))
 	for _, in := range cf.Instances {
@@ -228,6 +242,9 @@ func (s *ServiceSet) cacheFileLocked() *cacheFile {
 			CreateIndex: svc.CreateIndex, Index: svc.Index})
 	}
 	slices.SortFunc(cf.Instances, func(a, b cacheInstance) int { return cmp.Compare(a.CreateIndex, b.CreateIndex) })
+	if s.meta.Index != 0 {
+		cf.Meta = &cacheMeta{Data: s.meta.Data, Index: s.meta.Index}
+	}
 	return cf
 }
 

@@ -559,7 +559,11 @@ func (c *Client) call(ctx context.Context, method string, req, resp any) error {
 
 // isWrite reports whether method changes the registry (and carries a request id).
 func isWrite(method string) bool {
-	return method == wire.MethodRegister || method == wire.MethodUnregister
+	switch method {
+	case wire.MethodRegister, wire.MethodUnregister, wire.MethodSetMeta, wire.MethodDeleteMeta:
+		return true
+	}
+	return false
 }
 
 // outcomeFirst returns err, why a call gave up, led by unknown — an earlier

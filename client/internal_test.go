@@ -1,8 +1,10 @@
 package client
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -68,11 +70,11 @@ func TestClient_SetReplacePublishesDifference(t *testing.T) {
 		<-ch // the current instances
 	}
 	// A resync: a is gone, b is unchanged, c was registered again, d is new.
-	s.replace(map[string]*Service{
+	s.replace(&stateBlock{online: map[string]*Service{
 		"b:1": svc("b:1", 6, 6),
 		"c:1": svc("c:1", 7, 9),
 		"d:1": svc("d:1", 8, 8),
-	}, 10)
+	}}, 10)
 	var got []string
 	for len(ch) > 0 {
 		u := <-ch
@@ -217,5 +219,64 @@ func TestClient_ObserveOnlyMovesForward(t *testing.T) {
 	}
 	if c.LastIndex() != 9 {
 		t.Fatalf("LastIndex() = %d, want 9", c.LastIndex())
+	}
+}
+
+// TestClient_SetReplacePublishesMetaChange: a resync that brings other
+// metadata publishes one meta update; the same metadata none; metadata
+// gone, an update without it at the resynced state's index. Subscribe
+// sends the metadata held after the instances.
+func TestClient_SetReplacePublishesMetaChange(t *testing.T) {
+	s := &ServiceSet{name: "svc", online: map[string]*Service{"a:1": svc("a:1", 5, 5)}, meta: Meta{Data: []byte("A"), Index: 6}, index: 7}
+	ch := make(chan *ServiceUpdate, 10)
+	s.Subscribe(ch)
+	if u := <-ch; u.Addr != "a:1" {
+		t.Fatalf("first update %+v", u)
+	}
+	if u := <-ch; !u.MetaChange || u.Meta == nil || string(u.Meta.Data) != "A" || u.Index != 6 || u.Addr != "" || u.Online {
+		t.Fatalf("subscribe's meta update %+v", u)
+	}
+	online := map[string]*Service{"a:1": svc("a:1", 5, 5)}
+	s.replace(&stateBlock{online: online, meta: Meta{Data: []byte("A"), Index: 6}}, 8)
+	if len(ch) != 0 {
+		t.Fatalf("a resync with the same state published %+v", <-ch)
+	}
+	s.replace(&stateBlock{online: online, meta: Meta{Data: []byte("B"), Index: 9}}, 10)
+	if u := <-ch; !u.MetaChange || string(u.Meta.Data) != "B" || u.Index != 9 {
+		t.Fatalf("new metadata: %+v", u)
+	}
+	s.replace(&stateBlock{online: online}, 12)
+	if u := <-ch; !u.MetaChange || u.Meta != nil || u.Index != 12 {
+		t.Fatalf("metadata gone: %+v", u)
+	}
+	if m := s.Meta(); m.Index != 0 || len(ch) != 0 {
+		t.Fatalf("Meta() = %+v, %d more updates", m, len(ch))
+	}
+	// A meta event outside a block changes the metadata and says so.
+	s.apply(&Event{Kind: EventMeta, Index: 13, Meta: &Meta{Data: []byte("C"), Index: 13}}, nil)
+	if u := <-ch; !u.MetaChange || string(u.Meta.Data) != "C" || s.Meta().Index != 13 || s.Index() != 13 {
+		t.Fatalf("meta event: %+v, Meta() %+v", u, s.Meta())
+	}
+}
+
+// TestClient_CacheFileKeepsMeta: a set's cache file holds its metadata,
+// and reads back as valid.
+func TestClient_CacheFileKeepsMeta(t *testing.T) {
+	s := &ServiceSet{name: "svc", online: map[string]*Service{"a:1": svc("a:1", 5, 5)}, meta: Meta{Data: []byte{0, 'x'}, Index: 6}, index: 7,
+		lastContact: time.Unix(1_700_000_000, 0)}
+	data, err := json.Marshal(s.cacheFileLocked())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := decodeCache(data)
+	if err == nil {
+		err = cf.check("svc")
+	}
+	if err != nil || cf.Meta == nil || cf.Meta.Index != 6 || string(cf.Meta.Data) != "\x00x" {
+		t.Fatalf("cache file %s: %+v, %v", data, cf, err)
+	}
+	s.meta = Meta{}
+	if data, _ := json.Marshal(s.cacheFileLocked()); strings.Contains(string(data), `"meta"`) {
+		t.Errorf("a set without metadata writes %s", data)
 	}
 }

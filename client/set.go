@@ -18,12 +18,13 @@ import (
 const maxOffline = 1024
 
 // ServiceUpdate is one change pushed to a ServiceSet's subscribers: an
-// instance came, changed or went away — or, when Notice is true, the set
-// itself became stale or fresh again.
+// instance came, changed or went away — or, when MetaChange is true, the
+// service's metadata changed — or, when Notice is true, the set itself
+// became stale or fresh again.
 //
-// A notice carries no instance: its Addr is "" (every instance update has
-// one), Online is false, Attrs nil, Created 0 and Reason "". Code that keys
-// on Addr can skip updates with Addr "".
+// A notice and a metadata change carry no instance: their Addr is ""
+// (every instance update has one), Online is false, Attrs nil, Created 0
+// and Reason "". Code that keys on Addr can skip updates with Addr "".
 type ServiceUpdate struct {
 	Name string
 	Addr string // "" on a notice
@@ -33,12 +34,19 @@ type ServiceUpdate struct {
 	Notice bool
 	// Stale, on a notice, says whether the set is now stale. Always false
 	// on an instance update.
-	Stale   bool
-	Online  bool              // false: the instance went away (or a notice)
-	Attrs   map[string]string // the instance's attributes (as they were, for a departed one)
-	Index   uint64            // the index that produced the change
-	Created uint64            // CreateIndex of the instance
-	Reason  string            // why it went away: "unregister", "expire" or "resync"
+	Stale bool
+	// MetaChange marks a change of the service's metadata: Meta is the new
+	// metadata (the set's Meta from now on), nil when it was deleted.
+	// Index is the change's index (on a deletion seen through a resync,
+	// the resynced state's). Subscribe delivers the metadata the set holds
+	// as one, after the instances. Meta.Data is shared: do not modify it.
+	MetaChange bool
+	Meta       *Meta
+	Online     bool              // false: the instance went away (or a notice)
+	Attrs      map[string]string // the instance's attributes (as they were, for a departed one)
+	Index      uint64            // the index that produced the change
+	Created    uint64            // CreateIndex of the instance
+	Reason     string            // why it went away: "unregister", "expire" or "resync"
 	// Missed counts updates dropped for this subscriber since the previous one
 	// it received, because its channel was full. When it is not zero, re-read
 	// Online() to catch up.
@@ -68,6 +76,7 @@ type ServiceSet struct {
 
 	mu      sync.RWMutex
 	online  map[string]*Service
+	meta    Meta       // Index 0: none
 	offline []*Service // oldest first, at most maxOffline
 	subs    []*subscriber
 	stopped bool // no more updates: every subscriber's channel is closed
@@ -103,7 +112,7 @@ func (c *Client) Services(name string) (*ServiceSet, error) {
 // reach the cluster in the background, then resyncs. Without one the error
 // is returned.
 func (c *Client) ServicesContext(ctx context.Context, name string) (*ServiceSet, error) {
-	w, online, index, err := c.initialState(ctx, name)
+	w, block, index, err := c.initialState(ctx, name)
 	if err != nil {
 		s := c.cachedSet(name, err)
 		if s == nil {
@@ -114,7 +123,7 @@ func (c *Client) ServicesContext(ctx context.Context, name string) (*ServiceSet,
 		}
 		return s, nil
 	}
-	s := c.newSet(name, online, index)
+	s := c.newSet(name, block.online, block.meta, index)
 	s.lastContact, s.resumed = time.Now(), w.getStream()
 	s.dirty = c.cfg.CacheDir != ""
 	if err := c.startSet(s, w); err != nil {
@@ -124,32 +133,59 @@ func (c *Client) ServicesContext(ctx context.Context, name string) (*ServiceSet,
 	return s, nil
 }
 
+// stateBlock is a state block being read: the instances, and the
+// metadata (Index 0: none).
+type stateBlock struct {
+	online map[string]*Service
+	meta   Meta
+}
+
+func newBlock() *stateBlock { return &stateBlock{online: map[string]*Service{}} }
+
+// add adds a state block's event to it.
+func (b *stateBlock) add(e *Event) {
+	switch {
+	case e.Kind == EventMeta:
+		b.meta = metaOf(e)
+	case e.Service != nil:
+		b.online[e.Service.Addr] = e.Service
+	}
+}
+
+// metaOf is the metadata a meta event leaves (Index 0: deleted).
+func metaOf(e *Event) Meta {
+	if e.Meta == nil {
+		return Meta{}
+	}
+	return *e.Meta
+}
+
 // initialState opens a watch of name and reads its first state block.
-func (c *Client) initialState(ctx context.Context, name string) (*Watch, map[string]*Service, uint64, error) {
+func (c *Client) initialState(ctx context.Context, name string) (*Watch, *stateBlock, uint64, error) {
 	w, err := c.Watch(ctx, name, 0)
 	if err != nil {
 		return nil, nil, 0, err
 	}
-	next := map[string]*Service{}
+	block := newBlock()
 	for {
 		e, err := w.Next(ctx)
 		if err != nil {
 			w.Close()
 			return nil, nil, 0, fmt.Errorf("services %s: initial state: %w", name, err)
 		}
-		switch {
-		case e.Kind == EventCurrent:
-			return w, next, e.Index, nil
-		case e.Kind == EventResync:
-			next = map[string]*Service{}
-		case e.Service != nil:
-			next[e.Service.Addr] = e.Service
+		switch e.Kind {
+		case EventCurrent:
+			return w, block, e.Index, nil
+		case EventResync:
+			block = newBlock()
+		default:
+			block.add(e)
 		}
 	}
 }
 
-func (c *Client) newSet(name string, online map[string]*Service, index uint64) *ServiceSet {
-	return &ServiceSet{c: c, name: name, done: make(chan struct{}), online: online, index: index}
+func (c *Client) newSet(name string, online map[string]*Service, meta Meta, index uint64) *ServiceSet {
+	return &ServiceSet{c: c, name: name, done: make(chan struct{}), online: online, meta: meta, index: index}
 }
 
 // startSet registers s with the client and starts following the service
@@ -184,14 +220,14 @@ func (s *ServiceSet) follow(ctx context.Context, w *Watch) {
 	defer s.saveCache() // last, with the final state: on Close, or after a failure
 	defer func() { mcancel(); <-monitorDone }()
 	defer s.stop()
-	var block map[string]*Service // non-nil inside a state block
+	var block *stateBlock // non-nil inside a state block
 	if w == nil {
 		var err error
 		if w, err = s.open(ctx); err != nil {
 			s.fail(ctx, err)
 			return
 		}
-		block = map[string]*Service{}
+		block = newBlock()
 	}
 	defer w.Close()
 	s.watch.Store(w)
@@ -221,7 +257,7 @@ func (s *ServiceSet) open(ctx context.Context) (*Watch, error) {
 
 // run applies the watch's events to the set; block is the state block
 // being read, if the watch starts inside one.
-func (s *ServiceSet) run(ctx context.Context, w *Watch, block map[string]*Service) {
+func (s *ServiceSet) run(ctx context.Context, w *Watch, block *stateBlock) {
 	for {
 		e, err := w.Next(ctx)
 		if err != nil {
@@ -248,15 +284,21 @@ func (s *ServiceSet) fail(ctx context.Context, err error) {
 
 // apply applies one event and returns the state block being read (nil
 // outside one).
-func (s *ServiceSet) apply(e *Event, block map[string]*Service) map[string]*Service {
+func (s *ServiceSet) apply(e *Event, block *stateBlock) *stateBlock {
 	switch {
 	case e.Kind == EventResync:
-		return map[string]*Service{}
+		return newBlock()
 	case block != nil && e.Kind == EventCurrent:
 		s.replace(block, e.Index)
 		return nil
-	case block != nil && e.Service != nil:
-		block[e.Service.Addr] = e.Service
+	case block != nil:
+		block.add(e)
+	case e.Kind == EventMeta:
+		s.mu.Lock()
+		s.meta = metaOf(e)
+		s.index, s.dirty = e.Index, true
+		s.publishLocked(s.metaUpdateLocked(e.Index))
+		s.mu.Unlock()
 	case e.Kind == EventUp || e.Kind == EventUpdate:
 		s.mu.Lock()
 		s.online[e.Service.Addr] = e.Service
@@ -298,9 +340,10 @@ func (s *ServiceSet) stop() {
 }
 
 // replace installs a resynced state and publishes the difference.
-func (s *ServiceSet) replace(next map[string]*Service, index uint64) {
+func (s *ServiceSet) replace(block *stateBlock, index uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	next := block.online
 	for addr, old := range s.online {
 		if _, ok := next[addr]; !ok {
 			s.addOfflineLocked(old)
@@ -313,6 +356,25 @@ func (s *ServiceSet) replace(next map[string]*Service, index uint64) {
 		}
 	}
 	s.online, s.index, s.dirty = next, index, true
+	if !s.meta.Equal(block.meta) {
+		s.meta = block.meta
+		at := index
+		if s.meta.Index != 0 {
+			at = s.meta.Index
+		}
+		s.publishLocked(s.metaUpdateLocked(at))
+	}
+}
+
+// metaUpdateLocked is the update announcing the set's metadata, changed
+// at index. Lock must be held.
+func (s *ServiceSet) metaUpdateLocked(index uint64) *ServiceUpdate {
+	u := &ServiceUpdate{Name: s.name, MetaChange: true, Index: index}
+	if s.meta.Index != 0 {
+		m := s.meta
+		u.Meta = &m
+	}
+	return u
 }
 
 func updateFor(svc *Service, online bool, index uint64, reason string) *ServiceUpdate {
@@ -410,6 +472,16 @@ func (s *ServiceSet) Select(attrs map[string]string) []*Service {
 	return out
 }
 
+// Meta returns the service's metadata as the set last saw it (Index 0: it
+// has none). Like the instances, it follows every change the watch
+// delivers; a stale set keeps the last it had. Data is shared: do not
+// modify it.
+func (s *ServiceSet) Meta() Meta {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.meta
+}
+
 // Leader returns the service's leader — the online instance registered
 // earliest — or nil. Its CreateIndex is a fencing token: a later leader
 // always has a larger one.
@@ -421,7 +493,8 @@ func (s *ServiceSet) Leader() *Service {
 	return all[0]
 }
 
-// Subscribe sends the instances online now (as online updates) — followed,
+// Subscribe sends the instances online now (as online updates) and the
+// service's metadata if it has any (an update with MetaChange) — followed,
 // if the set is stale, by a stale notice — then every change, to ch. It
 // never blocks the set: when ch is full an update is dropped and the next
 // one delivered says how many were missed.
@@ -448,6 +521,13 @@ func (s *ServiceSet) Subscribe(ch chan<- *ServiceUpdate) {
 		u := updateFor(svc, true, svc.Index, "")
 		select {
 		case ch <- u:
+		default:
+			sub.missed++
+		}
+	}
+	if s.meta.Index != 0 {
+		select {
+		case ch <- s.metaUpdateLocked(s.meta.Index):
 		default:
 			sub.missed++
 		}

@@ -339,7 +339,19 @@ func TestServiceSet_DamagedCacheIgnored(t *testing.T) {
 	}
 	set.Close()
 
+	// The metadata is cached too.
+	withMeta := strings.Replace(valid, `"instances":`, `"meta":{"data":"AAH/","index":8},"instances":`, 1)
+	if err := os.WriteFile(path, []byte(withMeta), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	set = services(t, cl, name)
+	if m := set.Meta(); m.Index != 8 || !slices.Equal(m.Data, []byte{0, 1, 0xff}) || !set.Stale() {
+		t.Fatalf("metadata from the cache file: %+v (stale %v)", m, set.Stale())
+	}
+	set.Close()
+
 	for _, tt := range []struct{ what, content string }{
+		{"metadata newer than the state", strings.Replace(valid, `"instances":`, `"meta":{"data":"","index":90},"instances":`, 1)},
 		{"garbage", "\x00\x01 not json at all"},
 		{"truncated", valid[:len(valid)/2]},
 		{"empty", ""},

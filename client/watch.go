@@ -17,7 +17,8 @@ import (
 type EventKind string
 
 // Event kinds. A stream starts with a state block — an up event per instance,
-// then current — and continues with changes. A resync starts a new state
+// a meta event if the service has metadata, then current — and continues
+// with changes. A resync starts a new state
 // block: drop what you hold, the instances that follow are the whole state.
 const (
 	EventUp      EventKind = wire.KindUp
@@ -25,14 +26,21 @@ const (
 	EventDown    EventKind = wire.KindDown
 	EventCurrent EventKind = wire.KindCurrent
 	EventResync  EventKind = wire.KindResync
+	// EventMeta: the service's metadata was set (Meta holds it) or deleted
+	// (Meta nil). A state block holds one, before its current marker, when
+	// the service has metadata.
+	EventMeta EventKind = wire.KindMeta
 )
 
 // Event is one event of a Watch.
 type Event struct {
 	Kind    EventKind
 	Index   uint64   // the index of the change (for markers: the state's index); see docs/protocol.md, "Indices"
-	Service *Service // nil for current and resync
+	Service *Service // nil for current, resync and meta
 	Reason  string   // for down: "unregister" or "expire"
+	// Meta, on a meta event, is the service's metadata (its Index is the
+	// event's); nil when the event deleted it.
+	Meta *Meta
 }
 
 // Watch is a resumable stream of a service's events. When the server it
@@ -255,6 +263,9 @@ func (w *Watch) deliver(e wire.Event) *Event {
 	}
 	w.c.observe(e.Index)
 	out := &Event{Kind: EventKind(e.Kind), Index: e.Index, Reason: e.Reason}
+	if e.Kind == wire.KindMeta && !e.Deleted {
+		out.Meta = &Meta{Data: e.Data, Index: e.Index}
+	}
 	if e.Addr != "" {
 		out.Service = &Service{Name: e.Name, Addr: e.Addr, Attrs: e.Attrs, TTL: time.Duration(e.TTLMillis) * time.Millisecond,
 			CreateIndex: e.CreateIndex, Index: e.Index}

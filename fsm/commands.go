@@ -38,6 +38,15 @@ const (
 	// remove unconditionally: upgrade every node before clients that send
 	// if_index.
 	UnregisterIfType MessageType = 5
+	// SetMetaType sets a service's metadata if it is at ExpectIndex
+	// (SetMetaCommand): a compare-and-set, 0 meaning "only if there is none".
+	// Nodes older than this type stop at it ("unknown message type 6"):
+	// upgrade every node before clients use metadata.
+	SetMetaType MessageType = 6
+	// DeleteMetaType deletes a service's metadata, if it is at ExpectIndex
+	// when that is not 0 (DeleteMetaCommand).
+	DeleteMetaType MessageType = 7
+	// Type 8 is taken by a feature built beside metadata: never use it here.
 )
 
 func (t MessageType) String() string {
@@ -52,6 +61,10 @@ func (t MessageType) String() string {
 		return "batch"
 	case UnregisterIfType:
 		return "unregister-if"
+	case SetMetaType:
+		return "set-meta"
+	case DeleteMetaType:
+		return "delete-meta"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -86,6 +99,26 @@ type ExpireCommand struct {
 	// expiry. Informational only — journals and the fault suite's TTL checks
 	// read it; Apply never does, so it cannot make replicas diverge.
 	DecidedAt int64
+}
+
+// SetMetaCommand sets the metadata of service Name to Data, only if the
+// metadata's index is ExpectIndex now (0: only if the service has none);
+// otherwise the result is a codes.ErrConflict carrying the current index.
+// The new metadata's index is the command's.
+type SetMetaCommand struct {
+	Name        string
+	Data        []byte
+	ExpectIndex uint64
+	RequestID   string
+}
+
+// DeleteMetaCommand deletes the metadata of service Name: with ExpectIndex,
+// only if it is at that index (codes.ErrConflict otherwise); without,
+// whatever its index (codes.ErrNotFound if there is none).
+type DeleteMetaCommand struct {
+	Name        string
+	ExpectIndex uint64
+	RequestID   string
 }
 
 // codecHandle encodes commands and snapshots. Field names are the Go names;

@@ -48,6 +48,7 @@ const (
 	EventDown    EventKind = 3 // an instance went away
 	EventCurrent EventKind = 4 // watch streams only: the state sent so far is complete at Index
 	EventResync  EventKind = 5 // watch streams only: history was lost, a full state follows
+	EventMeta    EventKind = 6 // the service's metadata was set (Meta), or deleted (Meta nil)
 )
 
 func (k EventKind) String() string {
@@ -62,6 +63,8 @@ func (k EventKind) String() string {
 		return "current"
 	case EventResync:
 		return "resync"
+	case EventMeta:
+		return "meta"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -82,6 +85,9 @@ type Event struct {
 	Name     string
 	Instance *Instance // the new instance (up, update) or the removed one (down); nil for markers
 	Reason   Reason
+	// Meta is the service's new metadata on a meta event; nil on one that
+	// deleted it (and on every other kind).
+	Meta *Meta `codec:",omitempty"`
 }
 
 // Result is what applying a command returns through raft's ApplyFuture.
@@ -112,11 +118,18 @@ type Config struct {
 	// MaxRequestIDs is how many recent write request ids are remembered to
 	// make retried writes idempotent. Default 32768.
 	MaxRequestIDs int
+	// HistoryMetaBytes bounds the metadata a service's history holds: when
+	// the data of the meta events in it passes this many bytes, its oldest
+	// events are dropped (watchers resuming from before them resync), so
+	// a service whose metadata changes often does not keep 1024 copies of
+	// it. Default 1 MiB. Like the other bounds, it must be the same on
+	// every node.
+	HistoryMetaBytes int
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
-	return Config{HistoryPerService: 1024, MaxEmptyServices: 4096, MaxRequestIDs: 32768}
+	return Config{HistoryPerService: 1024, MaxEmptyServices: 4096, MaxRequestIDs: 32768, HistoryMetaBytes: 1 << 20}
 }
 
 func (c Config) withDefaults() Config {
@@ -130,16 +143,26 @@ func (c Config) withDefaults() Config {
 	if c.MaxRequestIDs <= 0 {
 		c.MaxRequestIDs = d.MaxRequestIDs
 	}
+	if c.HistoryMetaBytes <= 0 {
+		c.HistoryMetaBytes = d.HistoryMetaBytes
+	}
 	return c
 }
 
 type service struct {
-	name       string
-	instances  map[string]*Instance
-	history    *history
-	lastIndex  uint64 // index of the newest event
-	emptySince uint64 // index at which it lost its last instance; 0 while it has instances
+	name      string
+	instances map[string]*Instance
+	meta      *Meta // its metadata; nil: none
+	history   *history
+	lastIndex uint64 // index of the newest event
+	// emptySince is the index at which it became empty — no instances and
+	// no metadata — and 0 while it is not. Only empty services are ever
+	// forgotten: metadata stays until it is deleted.
+	emptySince uint64
 }
+
+// empty reports whether the service holds nothing but its history.
+func (svc *service) empty() bool { return len(svc.instances) == 0 && svc.meta == nil }
 
 // state is everything that is replicated and snapshotted.
 type state struct {
@@ -218,8 +241,11 @@ type JournalEntry struct {
 	TTL         time.Duration
 	ExpireIndex uint64 // expire: the registration index named
 	DecidedAt   int64  // expire: informational, see ExpireCommand
-	Changed     bool
-	Err         error
+	// set-meta, delete-meta: the index the command expected, and the
+	// metadata's index before it (0: none), whatever the outcome.
+	MetaExpect, MetaIndex uint64
+	Changed               bool
+	Err                   error
 }
 
 // SetJournal installs a journal. Call it before the FSM receives entries.
@@ -327,6 +353,16 @@ func (f *FSM) applyCommandLocked(index uint64, data []byte) (*Result, JournalEnt
 		var c ExpireCommand
 		mustDecode(index, t, body, &c)
 		return f.expireLocked(index, &c), JournalEntry{Type: t, Name: c.Name, Addr: c.Addr, ExpireIndex: c.Index, DecidedAt: c.DecidedAt}
+	case SetMetaType:
+		var c SetMetaCommand
+		mustDecode(index, t, body, &c)
+		before := f.metaIndexLocked(c.Name)
+		return f.setMetaLocked(index, &c), JournalEntry{Type: t, RequestID: c.RequestID, Name: c.Name, MetaExpect: c.ExpectIndex, MetaIndex: before}
+	case DeleteMetaType:
+		var c DeleteMetaCommand
+		mustDecode(index, t, body, &c)
+		before := f.metaIndexLocked(c.Name)
+		return f.deleteMetaLocked(index, &c), JournalEntry{Type: t, RequestID: c.RequestID, Name: c.Name, MetaExpect: c.ExpectIndex, MetaIndex: before}
 	}
 	panic(fmt.Sprintf("fsm: unknown message type %d at index %d (written by a newer discoverd?)", t, index))
 }
@@ -351,10 +387,7 @@ func (f *FSM) registerLocked(index uint64, c *RegisterCommand) *Result {
 		kind = EventUpdate
 	}
 	svc.instances[c.Addr] = in
-	if svc.emptySince != 0 {
-		svc.emptySince = 0
-		f.st.emptyCount--
-	}
+	f.markNotEmptyLocked(svc)
 	f.recordLocked(svc, Event{Kind: kind, Index: index, Name: svc.name, Instance: in})
 	if f.observer != nil {
 		f.observer.InstanceRegistered(in)
@@ -411,14 +444,29 @@ func (f *FSM) expireLocked(index uint64, c *ExpireCommand) *Result {
 func (f *FSM) removeLocked(svc *service, addr string, index uint64, why Reason) {
 	in := svc.instances[addr]
 	delete(svc.instances, addr)
-	if len(svc.instances) == 0 {
+	f.markEmptyLocked(svc, index)
+	f.recordLocked(svc, Event{Kind: EventDown, Index: index, Name: svc.name, Instance: in, Reason: why})
+	if f.observer != nil {
+		f.observer.InstanceRemoved(svc.name, addr)
+	}
+}
+
+// markEmptyLocked notes, after a removal at index, that svc became empty
+// (no instances, no metadata), if it did. Lock must be held.
+func (f *FSM) markEmptyLocked(svc *service, index uint64) {
+	if svc.empty() && svc.emptySince == 0 {
 		svc.emptySince = index
 		f.st.emptyCount++
 		f.st.emptyQueue = append(f.st.emptyQueue, emptyEntry{svc.name, index})
 	}
-	f.recordLocked(svc, Event{Kind: EventDown, Index: index, Name: svc.name, Instance: in, Reason: why})
-	if f.observer != nil {
-		f.observer.InstanceRemoved(svc.name, addr)
+}
+
+// markNotEmptyLocked notes that svc got an instance or metadata. Lock must
+// be held.
+func (f *FSM) markNotEmptyLocked(svc *service) {
+	if svc.emptySince != 0 {
+		svc.emptySince = 0
+		f.st.emptyCount--
 	}
 }
 
@@ -447,7 +495,7 @@ func (f *FSM) serviceLocked(name string, create bool) *service {
 }
 
 func (f *FSM) newService(name string) *service {
-	return &service{name: name, instances: map[string]*Instance{}, history: newHistory(f.cfg.HistoryPerService)}
+	return &service{name: name, instances: map[string]*Instance{}, history: newHistory(f.cfg.HistoryPerService, f.cfg.HistoryMetaBytes)}
 }
 
 // evictEmptyLocked forgets the longest-empty services beyond MaxEmptyServices.

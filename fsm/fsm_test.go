@@ -159,9 +159,9 @@ func TestFSM_ConfigDefaults(t *testing.T) {
 		want Config
 	}{
 		{"zero value", Config{}, d},
-		{"negative", Config{HistoryPerService: -1, MaxEmptyServices: -5, MaxRequestIDs: -9}, d},
-		{"custom kept", Config{HistoryPerService: 3, MaxEmptyServices: 2, MaxRequestIDs: 1}, Config{3, 2, 1}},
-		{"partial", Config{MaxEmptyServices: 7}, Config{d.HistoryPerService, 7, d.MaxRequestIDs}},
+		{"negative", Config{HistoryPerService: -1, MaxEmptyServices: -5, MaxRequestIDs: -9, HistoryMetaBytes: -1}, d},
+		{"custom kept", Config{HistoryPerService: 3, MaxEmptyServices: 2, MaxRequestIDs: 1, HistoryMetaBytes: 10}, Config{3, 2, 1, 10}},
+		{"partial", Config{MaxEmptyServices: 7}, Config{d.HistoryPerService, 7, d.MaxRequestIDs, d.HistoryMetaBytes}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -9,7 +9,7 @@ import (
 )
 
 // Hash returns the index of the last applied entry and a SHA-256 of the
-// replicated state: every service with its instances, history and
+// replicated state: every service with its instances, metadata, history and
 // bookkeeping, the request-id table and forgottenThrough, in a canonical
 // order. Replicas that applied the same log up to the same index have the
 // same hash; the fault suite compares them. It walks the whole state under
@@ -47,6 +47,7 @@ func (f *FSM) Hash() (uint64, string) {
 		for _, a := range addrs {
 			hashInstance(h, s, u, svc.instances[a])
 		}
+		hashMeta(s, u, svc.meta)
 		u(uint64(svc.history.n))
 		for i := 0; i < svc.history.n; i++ {
 			e := svc.history.at(i)
@@ -54,6 +55,7 @@ func (f *FSM) Hash() (uint64, string) {
 			u(e.Index)
 			u(uint64(e.Reason))
 			hashInstance(h, s, u, e.Instance)
+			hashMeta(s, u, e.Meta)
 		}
 	}
 	reqs := st.requests.ordered()
@@ -67,8 +69,19 @@ func (f *FSM) Hash() (uint64, string) {
 			u(0)
 		}
 		s(r.Code)
+		u(r.ConflictIndex)
 	}
 	return st.applied, hex.EncodeToString(h.Sum(nil))
+}
+
+func hashMeta(s func(string), u func(uint64), m *Meta) {
+	if m == nil {
+		u(0)
+		return
+	}
+	u(1)
+	u(m.Index)
+	s(string(m.Data))
 }
 
 func hashInstance(h hash.Hash, s func(string), u func(uint64), in *Instance) {

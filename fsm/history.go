@@ -3,21 +3,50 @@ package fsm
 // history is a bounded ring of a service's most recent events, oldest first.
 // When it is full the oldest event is dropped and truncatedThrough remembers
 // its index, so a watcher resuming from before it knows it must resync.
+// Besides the count, the metadata its meta events carry is bounded: past
+// metaLimit bytes the oldest events go too (the newest always stays).
 type history struct {
 	buf              []Event
 	start, n         int
 	limit            int
+	metaBytes        int // data of the meta events held
+	metaLimit        int
 	truncatedThrough uint64 // highest index dropped from the ring; 0 if none
 }
 
-func newHistory(limit int) *history {
+func newHistory(limit, metaLimit int) *history {
 	if limit < 1 {
 		limit = 1
 	}
-	return &history{limit: limit}
+	return &history{limit: limit, metaLimit: metaLimit}
+}
+
+// metaSize is the metadata an event holds.
+func metaSize(e Event) int {
+	if e.Meta == nil {
+		return 0
+	}
+	return len(e.Meta.Data)
+}
+
+// dropOldest drops the oldest event, remembering its index.
+func (h *history) dropOldest() {
+	old := h.buf[h.start]
+	h.truncatedThrough = old.Index
+	h.metaBytes -= metaSize(old)
+	h.buf[h.start] = Event{}
+	h.start = (h.start + 1) % len(h.buf)
+	h.n--
 }
 
 func (h *history) push(e Event) {
+	h.pushEvent(e)
+	for h.metaLimit > 0 && h.metaBytes > h.metaLimit && h.n > 1 {
+		h.dropOldest()
+	}
+}
+
+func (h *history) pushEvent(e Event) {
 	if h.n == len(h.buf) {
 		if len(h.buf) < h.limit {
 			// Grow by doubling up to the limit, keeping order.
@@ -27,15 +56,12 @@ func (h *history) push(e Event) {
 			h.copyTo(nb)
 			h.buf, h.start = nb, 0
 		} else {
-			// Full: drop the oldest.
-			h.truncatedThrough = h.buf[h.start].Index
-			h.buf[h.start] = Event{}
-			h.start = (h.start + 1) % len(h.buf)
-			h.n--
+			h.dropOldest() // full
 		}
 	}
 	h.buf[(h.start+h.n)%len(h.buf)] = e
 	h.n++
+	h.metaBytes += metaSize(e)
 }
 
 func (h *history) at(i int) Event { return h.buf[(h.start+i)%len(h.buf)] }

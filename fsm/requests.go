@@ -51,6 +51,7 @@ func (t *requestTable) ordered() []snapshotRequest {
 		sr := snapshotRequest{ID: id, Index: r.Index, Changed: r.Changed}
 		if r.Err != nil {
 			sr.Code, sr.Error = string(codes.Of(r.Err)), r.Err.Error()
+			sr.ConflictIndex, _ = codes.ConflictIndex(r.Err)
 		}
 		out = append(out, sr)
 	}

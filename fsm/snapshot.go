@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/hashicorp/go-msgpack/v2/codec"
 	"github.com/hashicorp/raft"
@@ -11,8 +12,15 @@ import (
 	"github.com/discoverd/discoverd/internal/codes"
 )
 
-// snapshotVersion is the format written by Persist. Restore refuses others.
-const snapshotVersion = 1
+// Snapshot formats. Persist writes version 1 unless the state holds
+// metadata, then version 2 (the same layout, with the services' Meta and
+// meta events): a node older than metadata refuses a version 2 snapshot
+// instead of restoring it without the metadata and diverging. Restore reads
+// both, and refuses others.
+const (
+	snapshotVersion     = 1
+	snapshotVersionMeta = 2
+)
 
 // A snapshot is a snapshotHeader followed by Header.Services snapshotService
 // values, all msgpack, back to back.
@@ -31,6 +39,7 @@ type snapshotService struct {
 	TruncatedThrough uint64
 	LastIndex        uint64
 	EmptySince       uint64
+	Meta             *Meta `codec:",omitempty"` // version 2
 }
 
 type snapshotRequest struct {
@@ -39,6 +48,8 @@ type snapshotRequest struct {
 	Changed bool
 	Code    string
 	Error   string
+	// ConflictIndex is the current index a conflict carried (version 2).
+	ConflictIndex uint64 `codec:",omitempty"`
 }
 
 // Snapshot takes a point-in-time view under the read lock; the slow part, the
@@ -64,11 +75,18 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 			TruncatedThrough: svc.history.truncatedThrough,
 			LastIndex:        svc.lastIndex,
 			EmptySince:       svc.emptySince,
+			Meta:             svc.meta,
 		}
 		for _, in := range svc.instances {
 			ss.Instances = append(ss.Instances, in)
 		}
+		if ss.Meta != nil || slices.ContainsFunc(ss.History, func(e Event) bool { return e.Kind == EventMeta }) {
+			s.hdr.Version = snapshotVersionMeta
+		}
 		s.services = append(s.services, ss)
+	}
+	if slices.ContainsFunc(s.hdr.Requests, func(r snapshotRequest) bool { return r.Code == string(codes.CodeConflict) }) {
+		s.hdr.Version = snapshotVersionMeta
 	}
 	return s, nil
 }
@@ -134,14 +152,14 @@ func (f *FSM) readSnapshot(r io.Reader) (*state, error) {
 	if err := dec.Decode(&hdr); err != nil {
 		return nil, fmt.Errorf("decode header: %w", err)
 	}
-	if hdr.Version != snapshotVersion {
-		return nil, fmt.Errorf("snapshot format version %d, this discoverd reads %d", hdr.Version, snapshotVersion)
+	if hdr.Version != snapshotVersion && hdr.Version != snapshotVersionMeta {
+		return nil, fmt.Errorf("snapshot format version %d, this discoverd reads %d and %d", hdr.Version, snapshotVersion, snapshotVersionMeta)
 	}
 	st := newState(f.cfg)
 	st.applied = hdr.Applied
 	st.forgottenThrough = hdr.ForgottenThrough
 	for _, r := range hdr.Requests {
-		st.requests.put(r.ID, &Result{Index: r.Index, Changed: r.Changed, Err: codes.FromWire(codes.Code(r.Code), r.Error)})
+		st.requests.put(r.ID, &Result{Index: r.Index, Changed: r.Changed, Err: codes.FromWireIndex(codes.Code(r.Code), r.Error, r.ConflictIndex)})
 	}
 	for i := 0; i < hdr.Services; i++ {
 		var ss snapshotService
@@ -158,6 +176,7 @@ func (f *FSM) readSnapshot(r io.Reader) (*state, error) {
 		svc.history.truncatedThrough = max(svc.history.truncatedThrough, ss.TruncatedThrough)
 		svc.lastIndex = ss.LastIndex
 		svc.emptySince = ss.EmptySince
+		svc.meta = ss.Meta
 		st.services[ss.Name] = svc
 	}
 	st.rebuildEmptyQueue()

@@ -106,6 +106,7 @@ type dumpService struct {
 	TruncatedThrough uint64
 	LastIndex        uint64
 	EmptySince       uint64
+	Meta             *Meta
 }
 
 func dumpState(f *FSM) dump {
@@ -125,6 +126,7 @@ func dumpState(f *FSM) dump {
 			TruncatedThrough: svc.history.truncatedThrough,
 			LastIndex:        svc.lastIndex,
 			EmptySince:       svc.emptySince,
+			Meta:             svc.meta,
 		}
 		for _, in := range svc.instances {
 			ds.Instances = append(ds.Instances, *in)
@@ -373,7 +375,7 @@ func TestFSM_RestoreRejectsBadSnapshot(t *testing.T) {
 	}{
 		{"empty", nil, "decode header"},
 		{"garbage", []byte{0xc1, 0x00, 0x01}, "decode header"},
-		{"newer version", encode(&snapshotHeader{Version: 2, Applied: 99}), "version 2"},
+		{"newer version", encode(&snapshotHeader{Version: 3, Applied: 99}), "version 3"},
 		{"version zero", encode(&snapshotHeader{Applied: 99}), "version 0"},
 		{"services missing", encode(&snapshotHeader{Version: snapshotVersion, Applied: 99, Services: 2}), "decode service 1 of 2"},
 		{"one service missing", encode(&snapshotHeader{Version: snapshotVersion, Applied: 99, Services: 2}, &snapshotService{Name: "x"}), "decode service 2 of 2"},

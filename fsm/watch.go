@@ -50,8 +50,9 @@ type Watcher struct {
 
 // Watch opens a watch on a service. With fromIndex 0 the watcher first returns
 // the current state: an up event per instance (oldest change first, each with
-// the index of its last registration) and a current marker at the state's
-// index N; then every change after N. With fromIndex > 0 it returns every
+// the index of its last registration), a meta event if the service has
+// metadata, and a current marker at the state's index N; then every change
+// after N (meta events among them). With fromIndex > 0 it returns every
 // change after fromIndex if the history still holds them all, then a current
 // marker at the index it has caught up to; or else a resync marker followed
 // by the current state. fromIndex must not be beyond what this
@@ -91,8 +92,9 @@ func (f *FSM) canResumeLocked(name string, idx uint64) bool {
 }
 
 // stateEventsLocked returns the current state of a service as events: an
-// optional resync marker, an up event per instance ordered by index, and a
-// current marker. It returns the state's index. Lock must be held.
+// optional resync marker, an up event per instance ordered by index, a meta
+// event if the service has metadata, and a current marker. It returns the
+// state's index. Lock must be held.
 func (f *FSM) stateEventsLocked(name string, resync bool) ([]Event, uint64) {
 	idx := f.st.applied
 	var evs []Event
@@ -106,6 +108,9 @@ func (f *FSM) stateEventsLocked(name string, resync bool) ([]Event, uint64) {
 		}
 		s := evs[start:]
 		sortEvents(s)
+		if svc.meta != nil {
+			evs = append(evs, Event{Kind: EventMeta, Index: svc.meta.Index, Name: name, Meta: svc.meta})
+		}
 	}
 	evs = append(evs, Event{Kind: EventCurrent, Index: idx, Name: name})
 	return evs, idx

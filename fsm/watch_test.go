@@ -174,7 +174,7 @@ func TestFSM_HistoryRing(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(fmt.Sprintf("limit%d_n%d", tc.limit, tc.n), func(t *testing.T) {
-			h := newHistory(tc.limit)
+			h := newHistory(tc.limit, 0)
 			for i := 1; i <= tc.n; i++ {
 				h.push(Event{Kind: EventUp, Index: uint64(10 * i)})
 			}

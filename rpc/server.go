@@ -355,7 +355,7 @@ func (c *conn) write(hdr *wire.Header, body any) error {
 }
 
 func (c *conn) writeError(seq uint64, err error) {
-	_ = c.write(&wire.Header{Seq: seq, Code: string(codes.Of(err)), Error: err.Error()}, nil)
+	_ = c.write(wire.ErrorHeader(seq, err), nil)
 }
 
 func (c *conn) reply(seq uint64, body any, err error) {
@@ -490,6 +490,42 @@ func (c *conn) call(ctx context.Context, f *wire.Frame) (any, error) {
 			ins = []wire.Instance{}
 		}
 		return &wire.ListResponse{Index: idx, Instances: ins, Freshness: be.Freshness()}, err
+	case wire.MethodSetMeta:
+		var req wire.SetMetaRequest
+		if err := f.DecodeRequest(&req); err != nil {
+			return nil, err
+		}
+		if err := validate.Meta(req.Name, req.Data); err != nil {
+			return nil, err
+		}
+		if err := validate.RequestID(req.RequestID); err != nil {
+			return nil, err
+		}
+		idx, err := be.SetMeta(ctx, backend.MetaWrite{Name: req.Name, Data: req.Data, ExpectIndex: req.ExpectIndex, RequestID: req.RequestID})
+		return &wire.WriteResponse{Index: idx}, err
+	case wire.MethodDeleteMeta:
+		var req wire.DeleteMetaRequest
+		if err := f.DecodeRequest(&req); err != nil {
+			return nil, err
+		}
+		if err := validate.Name(req.Name); err != nil {
+			return nil, err
+		}
+		if err := validate.RequestID(req.RequestID); err != nil {
+			return nil, err
+		}
+		idx, err := be.DeleteMeta(ctx, backend.MetaWrite{Name: req.Name, ExpectIndex: req.ExpectIndex, RequestID: req.RequestID})
+		return &wire.WriteResponse{Index: idx}, err
+	case wire.MethodGetMeta:
+		var req wire.GetMetaRequest
+		if err := f.DecodeRequest(&req); err != nil {
+			return nil, err
+		}
+		if err := validate.Name(req.Name); err != nil {
+			return nil, err
+		}
+		idx, m, err := be.GetMeta(ctx, req.Name, backend.MetaOptions{Consistent: req.Consistent, MinIndex: req.MinIndex})
+		return &wire.GetMetaResponse{Index: idx, MetaIndex: m.Index, Data: m.Data, Freshness: be.Freshness()}, err
 	case wire.MethodReadIndex:
 		var req wire.ReadIndexRequest
 		if err := f.DecodeRequest(&req); err != nil {

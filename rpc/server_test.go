@@ -2,10 +2,12 @@ package rpc
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -58,6 +60,21 @@ func (f *fakeBackend) List(_ context.Context, name string, _ backend.ListOptions
 func (f *fakeBackend) Subscribe(_ context.Context, name string, _, _ uint64) (backend.UpdateStream, error) {
 	f.record("Subscribe " + name)
 	return &fakeStream{closed: f.watch}, nil
+}
+func (f *fakeBackend) SetMeta(_ context.Context, w backend.MetaWrite) (uint64, error) {
+	f.record("SetMeta " + w.Name)
+	if w.ExpectIndex != 5 {
+		return 10, codes.Conflict(5, "set metadata of %s expecting index %d", w.Name, w.ExpectIndex)
+	}
+	return 11, nil
+}
+func (f *fakeBackend) DeleteMeta(_ context.Context, w backend.MetaWrite) (uint64, error) {
+	f.record("DeleteMeta " + w.Name)
+	return 12, nil
+}
+func (f *fakeBackend) GetMeta(_ context.Context, name string, _ backend.MetaOptions) (uint64, backend.Meta, error) {
+	f.record("GetMeta " + name)
+	return 13, backend.Meta{Data: []byte{0, 1}, Index: 5}, nil
 }
 func (f *fakeBackend) Status(context.Context) (wire.StatusResponse, error) {
 	return wire.StatusResponse{}, nil
@@ -176,6 +193,12 @@ func TestRPC_BadInputIsRejectedAndChangesNothing(t *testing.T) {
 		{"list filter key with =", wire.MethodList, &wire.ListRequest{Name: "a", Attrs: map[string]string{"x=y": "1"}}, "has '='"},
 		{"request id with a control", wire.MethodRegister, &wire.RegisterRequest{Name: "web", Addr: "h:1", RequestID: "a\x00"}, "request id"},
 		{"register wrong field type", wire.MethodRegister, map[string]any{"name": 12, "addr": "h:1"}, "malformed Register body"},
+		{"set meta bad name", wire.MethodSetMeta, &wire.SetMetaRequest{Name: "db/x", Data: []byte("x")}, "has '/' at byte 2"},
+		{"set meta too large", wire.MethodSetMeta, &wire.SetMetaRequest{Name: "db", Data: make([]byte, 65537)}, "metadata of db is 65537 bytes, the limit is 65536"},
+		{"set meta request id too long", wire.MethodSetMeta, &wire.SetMetaRequest{Name: "db", RequestID: strings.Repeat("x", 65)}, "request id is 65 bytes"},
+		{"delete meta bad name", wire.MethodDeleteMeta, &wire.DeleteMetaRequest{Name: ""}, "service name is empty"},
+		{"get meta bad name", wire.MethodGetMeta, &wire.GetMetaRequest{Name: "-db"}, "starting with a letter or digit"},
+		{"set meta data a map", wire.MethodSetMeta, map[string]any{"name": "db", "data": map[string]string{}}, "malformed SetMeta body"},
 		{"unknown method", "Explode", &wire.Empty{}, `method "Explode"`},
 	}
 	for _, tc := range cases {
@@ -187,8 +210,11 @@ func TestRPC_BadInputIsRejectedAndChangesNothing(t *testing.T) {
 				t.Fatal("accepted")
 			}
 			wantCode := codes.ErrInvalidArgument
-			if tc.method == "Explode" {
+			switch {
+			case tc.method == "Explode":
 				wantCode = codes.ErrUnknownMethod
+			case strings.Contains(tc.want, "the limit is 65536"):
+				wantCode = codes.ErrTooLarge
 			}
 			if !errors.Is(err, wantCode) {
 				t.Fatalf("error %q is not %v", err, wantCode)
@@ -376,5 +402,33 @@ func TestRPC_ClientRefusesOversizedRequestUnsent(t *testing.T) {
 	}
 	if calls := fb.Calls(); len(calls) != 1 {
 		t.Fatalf("backend calls %v, want exactly the one valid heartbeat", calls)
+	}
+}
+
+// TestRPC_MetaMethods: the meta methods reach the backend, and a conflict
+// reaches the caller with the metadata's current index.
+func TestRPC_MetaMethods(t *testing.T) {
+	addr, fb := startServer(t, Config{})
+	c := dial(t, addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var wr wire.WriteResponse
+	if err := c.Call(ctx, wire.MethodSetMeta, false, &wire.SetMetaRequest{Name: "db", Data: []byte("x"), ExpectIndex: 5}, &wr); err != nil || wr.Index != 11 {
+		t.Fatalf("SetMeta = %+v, %v", wr, err)
+	}
+	err := c.Call(ctx, wire.MethodSetMeta, false, &wire.SetMetaRequest{Name: "db", Data: []byte("x"), ExpectIndex: 4}, &wr)
+	if idx, ok := codes.ConflictIndex(err); !ok || idx != 5 || !strings.Contains(err.Error(), "expecting index 4") {
+		t.Fatalf("losing SetMeta = %v (conflict %v, index %d), want a conflict at 5", err, ok, idx)
+	}
+	if err := c.Call(ctx, wire.MethodDeleteMeta, false, &wire.DeleteMetaRequest{Name: "db"}, &wr); err != nil || wr.Index != 12 {
+		t.Fatalf("DeleteMeta = %+v, %v", wr, err)
+	}
+	var gr wire.GetMetaResponse
+	if err := c.Call(ctx, wire.MethodGetMeta, false, &wire.GetMetaRequest{Name: "db"}, &gr); err != nil ||
+		gr.Index != 13 || gr.MetaIndex != 5 || !bytes.Equal(gr.Data, []byte{0, 1}) || !gr.KnownLeader {
+		t.Fatalf("GetMeta = %+v, %v", gr, err)
+	}
+	if got, want := fb.Calls(), []string{"SetMeta db", "SetMeta db", "DeleteMeta db", "GetMeta db"}; !slices.Equal(got, want) {
+		t.Errorf("calls %v, want %v", got, want)
 	}
 }

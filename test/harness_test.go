@@ -315,9 +315,18 @@ func (r cliResult) String() string {
 // cli runs `discoverd args...` to completion (killed after timeout), in its own process group.
 func (h *harness) cli(timeout time.Duration, args ...string) cliResult {
 	h.t.Helper()
+	return h.cliStdin(timeout, nil, args...)
+}
+
+// cliStdin is cli with stdin as the command's standard input (nil: none).
+func (h *harness) cliStdin(timeout time.Duration, stdin []byte, args ...string) cliResult {
+	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, h.bin, args...)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
 	cmd.Env = append(os.Environ(), h.env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	var stdout, stderr bytes.Buffer
@@ -545,6 +554,10 @@ type watchEvent struct {
 	Addr   string            `json:"addr"`
 	Attrs  map[string]string `json:"attrs"`
 	Reason string            `json:"reason"`
+	// meta events
+	Size       *int   `json:"size"`
+	DataBase64 []byte `json:"data_base64"`
+	Deleted    bool   `json:"deleted"`
 
 	line string // as printed
 }
@@ -574,6 +587,7 @@ func (h *harness) startWatch(procName, servers, name string) *watcher {
 		defer r.Close()
 		defer logf.Close()
 		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 64<<10), 1<<20) // a meta event of 64 KiB is a line of ~88 KiB
 		for sc.Scan() {
 			line := sc.Text()
 			fmt.Fprintf(logf, "%s stdout: %s\n", time.Now().Format("15:04:05.000"), line)

@@ -3,7 +3,9 @@
 // registration, attributes, re-registration, unregistration, TTL expiry,
 // heartbeats, watches (initial state, changes, resumption, resync after
 // lost history), filters, the list of services, bad input and idempotent
-// retries, and two registrants of one instance. The built-in Raft store runs it in backend/raftstore, the etcd
+// retries, two registrants of one instance, and service metadata
+// (compare-and-set, delete, limits, watch events, and — for a store with
+// snapshots — surviving one). The built-in Raft store runs it in backend/raftstore, the etcd
 // store in backend/etcdstore; nothing is mocked in either.
 package conformance
 
@@ -34,6 +36,10 @@ type Target struct {
 	// instance may linger.
 	TTL          time.Duration
 	RemovalBound time.Duration
+	// SnapshotRestore, if the store has snapshots of its own (the Raft
+	// store), makes every node snapshot its state and start again from
+	// it. The suite then checks that metadata survives.
+	SnapshotRestore func(t *testing.T)
 }
 
 // Run runs the suite; newTarget starts a fresh cluster (stopped at cleanup).
@@ -59,8 +65,17 @@ func Run(t *testing.T, newTarget func(t *testing.T) *Target) {
 		{"ConsistentReadSeesWrites", testConsistentRead},
 		{"ServicesListsEveryServiceWithItsCount", testServices},
 		{"TwoRegistrantsEachRemovesOnlyItsOwn", testTwoRegistrants},
+		{"MetaCompareAndSet", testMetaCompareAndSet},
+		{"MetaDelete", testMetaDelete},
+		{"MetaLimits", testMetaLimits},
+		{"MetaWatchEvents", testMetaWatch},
+		{"MetaOutlivesInstances", testMetaOutlivesInstances},
+		{"MetaRetriedWriteAppliedOnce", testMetaRetriedWriteAppliedOnce},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.f(t, s) })
+	}
+	if tg.SnapshotRestore != nil {
+		t.Run("MetaSurvivesSnapshotRestore", func(t *testing.T) { testMetaSurvivesSnapshotRestore(t, s) })
 	}
 }
 

@@ -4,6 +4,8 @@
 //	<prefix>/s/<name>/i/<addr>   an instance: JSON {"attrs":…,"ttl_ms":…}, attached to its own lease
 //	<prefix>/s/<name>/u/<addr>   a short-lived marker written with an unregistration, so watchers
 //	                             can tell "unregister" from "expire" (same revision as the delete)
+//	<prefix>/s/<name>/m          the service's metadata: its data as the value, its index the
+//	                             key's ModRevision; set and deleted by compare-and-set on it (meta.go)
 //	<prefix>/r/<request id>      the result of a write, for idempotent retries (leased, ~10 min)
 //
 // The etcd revision plays the role of the Raft store's index: every write returns
@@ -153,6 +155,7 @@ func (s *Store) instanceKey(name, addr string) string {
 	return s.servicePrefix(name) + "i/" + addr
 }
 func (s *Store) markerKey(name, addr string) string { return s.servicePrefix(name) + "u/" + addr }
+func (s *Store) metaKey(name string) string         { return s.servicePrefix(name) + "m" }
 func (s *Store) requestKey(id string) string        { return s.cfg.Prefix + "/r/" + id }
 
 type value struct {
@@ -408,23 +411,37 @@ func matches(attrs, filter map[string]string) bool {
 
 // get reads a service's instances, oldest registration first.
 func (s *Store) get(ctx context.Context, name string, serializable bool) (uint64, []instanceKV, error) {
-	prefix := s.servicePrefix(name) + "i/"
+	rev, out, _, err := s.getService(ctx, name, serializable)
+	return rev, out, err
+}
+
+// getService reads a service's keys at one revision: its instances, oldest
+// registration first, and its metadata (Index 0: none).
+func (s *Store) getService(ctx context.Context, name string, serializable bool) (uint64, []instanceKV, backend.Meta, error) {
+	prefix := s.servicePrefix(name)
 	opts := []clientv3.OpOption{clientv3.WithPrefix()}
 	if serializable {
 		opts = append(opts, clientv3.WithSerializable())
 	}
 	gr, err := s.cli.Get(ctx, prefix, opts...)
 	if err != nil {
-		return 0, nil, readErr("list", err)
+		return 0, nil, backend.Meta{}, readErr("list", err)
 	}
 	out := make([]instanceKV, 0, len(gr.Kvs))
+	var meta backend.Meta
 	for _, kv := range gr.Kvs {
-		out = append(out, instanceKV{Key: string(kv.Key), addr: strings.TrimPrefix(string(kv.Key), prefix), Value: kv.Value,
-			CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision})
+		k := string(kv.Key)
+		switch {
+		case strings.HasPrefix(k, prefix+"i/"):
+			out = append(out, instanceKV{Key: k, addr: strings.TrimPrefix(k, prefix+"i/"), Value: kv.Value,
+				CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision})
+		case k == s.metaKey(name):
+			meta = metaOf(kv.Value, kv.ModRevision)
+		}
 	}
 	slices.SortFunc(out, func(a, b instanceKV) int { return cmp.Compare(a.CreateRevision, b.CreateRevision) })
 	s.lastOK.Store(time.Now().UnixNano())
-	return uint64(gr.Header.Revision), out, nil
+	return uint64(gr.Header.Revision), out, meta, nil
 }
 
 // ReadIndex implements backend.DiscoveryBackend: the revision of a

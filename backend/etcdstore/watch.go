@@ -19,7 +19,8 @@ import (
 	"github.com/discoverd/discoverd/internal/wire"
 )
 
-// Subscribe implements backend.DiscoveryBackend with an etcd prefix watch.
+// Subscribe implements backend.DiscoveryBackend with an etcd prefix watch
+// of the service's keys, its metadata key among them (meta events).
 // From 0: a consistent read at revision N (the state block), then a watch
 // from N+1. From X > 0: a watch from X+1 and, once it has caught up (a
 // progress notification), a current marker; if etcd compacted past X, a
@@ -175,6 +176,19 @@ func (st *stream) convert(evs []*clientv3.Event) []wire.Event {
 	var out []wire.Event
 	for _, e := range evs {
 		k := string(e.Kv.Key)
+		if k == st.prefix+"m" {
+			// The metadata: a put sets it (its index the put's revision), a
+			// delete deletes it.
+			ev := wire.Event{Kind: wire.KindMeta, Index: uint64(e.Kv.ModRevision), Name: st.name}
+			if e.Type == mvccpb.DELETE {
+				ev.Deleted = true
+			} else if len(e.Kv.Value) > 0 {
+				ev.Data = e.Kv.Value
+			}
+			out = append(out, ev)
+			st.rev = e.Kv.ModRevision
+			continue
+		}
 		if !strings.HasPrefix(k, st.prefix+"i/") {
 			continue
 		}
@@ -213,7 +227,7 @@ func (st *stream) convert(evs []*clientv3.Event) []wire.Event {
 // resyncLocked reads the state, queues it as a state block (with a resync
 // marker unless it is the first), and watches from the next revision.
 func (st *stream) resyncLocked(ctx context.Context, marker bool) error {
-	rev, kvs, err := st.s.get(ctx, st.name, false)
+	rev, kvs, meta, err := st.s.getService(ctx, st.name, false)
 	if err != nil {
 		return err
 	}
@@ -230,6 +244,9 @@ func (st *stream) resyncLocked(ctx context.Context, marker bool) error {
 	}
 	sortByIndex(ups)
 	evs = append(evs, ups...)
+	if meta.Index != 0 {
+		evs = append(evs, wire.Event{Kind: wire.KindMeta, Index: meta.Index, Name: st.name, Data: meta.Data})
+	}
 	evs = append(evs, wire.Event{Kind: wire.KindCurrent, Index: rev, Name: st.name})
 	st.pending = evs
 	st.rev = int64(rev)

@@ -45,6 +45,22 @@ func TestRaftStore_Conformance(t *testing.T) {
 			},
 			TTL:          time.Second,
 			RemovalBound: 3 * time.Second,
+			// Every node snapshots, then all stop and start again: each
+			// restores its snapshot (and the little log after it).
+			SnapshotRestore: func(t *testing.T) {
+				for _, n := range c.Nodes {
+					if err := n.Srv.Node().Snapshot(); err != nil {
+						t.Fatalf("snapshot %s: %v", n.ID, err)
+					}
+				}
+				for i := range c.Nodes {
+					c.Stop(i)
+				}
+				for i := range c.Nodes {
+					c.Restart(i)
+				}
+				c.WaitLeader()
+			},
 		}
 	})
 }

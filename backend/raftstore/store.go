@@ -246,6 +246,13 @@ func toWireEvent(e fsm.Event) wire.Event {
 	if in := e.Instance; in != nil {
 		we.Addr, we.Attrs, we.TTLMillis, we.CreateIndex = in.Addr, in.Attrs, in.TTL.Milliseconds(), in.CreateIndex
 	}
+	if e.Kind == fsm.EventMeta {
+		if e.Meta != nil {
+			we.Data = e.Meta.Data
+		} else {
+			we.Deleted = true
+		}
+	}
 	switch e.Reason {
 	case fsm.ReasonUnregister:
 		we.Reason = wire.ReasonUnregister

@@ -426,6 +426,10 @@ type jsonEvent struct {
 	Addr   string            `json:"addr,omitempty"`
 	Attrs  map[string]string `json:"attrs,omitempty"`
 	Reason string            `json:"reason,omitempty"`
+	// A meta event: the metadata's size and bytes, or deleted.
+	Size       *int   `json:"size,omitempty"`
+	DataBase64 []byte `json:"data_base64,omitempty"`
+	Deleted    bool   `json:"deleted,omitempty"`
 }
 
 // parseName parses a command that takes one argument, a service NAME.
@@ -447,7 +451,7 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var cf clientFlags
 	fs := newFlagSet("watch", "NAME", stderr)
 	cf.register(fs)
-	asJSON := fs.Bool("json", false, `print one JSON object per event: {"kind","index","name","addr","attrs"}`)
+	asJSON := fs.Bool("json", false, `print one JSON object per event: {"kind","index","name","addr","attrs"} (meta: {"kind","index","name","size","data_base64"} or "deleted")`)
 	from := fs.Uint64("from", 0, "resume after this index instead of starting with the current state")
 	name, err := parseName(fs, args)
 	if err != nil {
@@ -480,6 +484,14 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if e.Service != nil {
 			je.Addr, je.Attrs = e.Service.Addr, e.Service.Attrs
 		}
+		if e.Kind == client.EventMeta {
+			if e.Meta == nil {
+				je.Deleted = true
+			} else {
+				n := len(e.Meta.Data)
+				je.Size, je.DataBase64 = &n, e.Meta.Data
+			}
+		}
 		if *asJSON {
 			if err := enc.Encode(je); err != nil {
 				return err
@@ -495,6 +507,12 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		if je.Reason != "" {
 			line += " (" + je.Reason + ")"
+		}
+		switch {
+		case je.Deleted:
+			line += " (deleted)"
+		case je.Size != nil:
+			line += " (" + plural(*je.Size, "byte", "bytes") + ")"
 		}
 		if _, err := fmt.Fprintln(stdout, line); err != nil {
 			return err

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"io"
 	"net"
+	"os"
 	"regexp"
 	"runtime/debug"
 	"slices"
@@ -131,6 +132,9 @@ func TestCLI_FlagsAfterArgumentsInCommands(t *testing.T) {
 		{[]string{"status", "-json", "-servers", closed, "-timeout", "1s"}, 1, "no discoverd server reachable"},
 		{[]string{"leader", "db", "-json", "-servers", closed, "-timeout", "1s"}, 1, "no discoverd server reachable"},
 		{[]string{"leader", "db", "-watch", "-servers", closed, "-timeout", "1s"}, 1, "no discoverd server reachable"},
+		{[]string{"meta", "get", "db", "-json", "-servers", closed, "-timeout", "1s"}, 1, "no discoverd server reachable"},
+		{[]string{"meta", "delete", "db", "-index", "4", "-servers", closed, "-timeout", "1s"}, 1, "no discoverd server reachable"},
+		{[]string{"meta", "set", "db", "-file", os.DevNull, "-servers", closed, "-timeout", "1s"}, 1, "no discoverd server reachable"},
 		{[]string{"services", "web", "-jsn"}, 2, "flag provided but not defined: -jsn"},
 		{[]string{"services", "web", "key=-x", "-timeout", "0s"}, 2, "-timeout must be positive"},
 	}
@@ -153,7 +157,8 @@ func TestCLI_EveryHelpStartsWithWhatAndExample(t *testing.T) {
 	for _, c := range commands() {
 		all = append(all, []string{c.name})
 	}
-	all = append(all, []string{"tls", "ca", "create"}, []string{"tls", "cert", "create"})
+	all = append(all, []string{"tls", "ca", "create"}, []string{"tls", "cert", "create"},
+		[]string{"meta", "get"}, []string{"meta", "set"}, []string{"meta", "delete"})
 	named := map[string]bool{}
 	for _, cmd := range all {
 		name := strings.Join(cmd, " ")

@@ -1,7 +1,7 @@
 // Command discoverd runs a discoverd node (server), a local cluster for
 // development (dev), and the client commands that talk to a cluster
-// (register, unregister, services, watch, leader, status); version says which
-// build it is.
+// (register, unregister, services, watch, leader, meta, status); version
+// says which build it is.
 //
 // Exit status: 0 on success, 1 on failure, 2 on a usage error, 65 when a
 // node's data dir is damaged, 70 when a node's Raft log cannot be written
@@ -81,6 +81,7 @@ func commands() []command {
 		{"services", "list a service's instances, or every service", runServices},
 		{"watch", "follow a service's changes", runWatch},
 		{"leader", "show a service's leader and its fencing index", runLeader},
+		{"meta", "read or change a service's metadata (compare-and-set)", runMeta},
 		{"status", "show the cluster's nodes and leader", runStatus},
 		{"tls", "make a cluster's CA and its servers' and clients' certificates", runTLSHelp},
 		{"version", "print discoverd's version", runVersion},
@@ -108,6 +109,14 @@ var helps = map[string]helpText{
 		"discoverd watch -json web"},
 	"leader": {"Prints a service's leader (its oldest registration) with its fencing index, or with -watch every change of leader until interrupted.",
 		"discoverd leader -watch db"},
+	"meta": {"Reads or changes a service's metadata, one blob of up to 64 KiB changed only by compare-and-set on its index.",
+		"discoverd meta get db -json"},
+	"meta get": {"Prints a service's metadata exactly as stored (its index on standard error), or with -json both.",
+		"discoverd meta get db > db.conf"},
+	"meta set": {"Sets a service's metadata from -file or standard input if it is at -index (0: only if it has none), and prints its new index.",
+		"discoverd meta set db -index 42 -file db.conf"},
+	"meta delete": {"Deletes a service's metadata (with -index, only if it is at that index).",
+		"discoverd meta delete db -index 43"},
 	"status": {"Shows the cluster's leader and every node's state, indices, readiness and last contact with the leader.",
 		"discoverd status -servers 127.0.0.1:1111"},
 	"tls": {"Makes a cluster's CA, and certificates for its servers and clients.",

@@ -4,9 +4,21 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
+
+// bigFile is a file one byte over the metadata limit.
+func bigFile(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "big")
+	if err := os.WriteFile(path, bytes.Repeat([]byte("x"), 64<<10+1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
 
 // TestCLI_UsageErrorsExitTwo runs the CLI in-process on bad input: exit
 // status 2, a message on stderr saying what is wrong, nothing started.
@@ -47,6 +59,15 @@ func TestCLI_UsageErrorsExitTwo(t *testing.T) {
 		{[]string{"leader"}, "want NAME"},
 		{[]string{"leader", "db", "-watch", "extra"}, "want NAME"},
 		{[]string{"leader", "bad name!"}, "service name"},
+		{[]string{"meta"}, "usage: discoverd meta get NAME"},
+		{[]string{"meta", "frob", "db"}, `meta "frob": want get, set or delete`},
+		{[]string{"meta", "get"}, "want NAME"},
+		{[]string{"meta", "get", "bad name!"}, "service name"},
+		{[]string{"meta", "set", "db/x", "-file", os.DevNull}, "service name \"db/x\" has '/' at byte 2"},
+		{[]string{"meta", "set", "db", "-file", filepath.Join(t.TempDir(), "missing")}, "-file: open"},
+		{[]string{"meta", "set", "db", "-file", bigFile(t)}, "metadata of db is 65537 bytes, the limit is 65536"},
+		{[]string{"meta", "set", "db", "-index", "-3"}, "invalid value \"-3\" for flag -index"},
+		{[]string{"meta", "delete", "db", "extra"}, "want NAME"},
 		{[]string{"status", "extra"}, "unexpected arguments"},
 		{[]string{"status", "-servers", "nohostport:"}, "server"},
 		{[]string{"status", "-timeout", "0s"}, "-timeout must be positive"},

@@ -35,6 +35,7 @@ const (
 	CodeUnavailable       Code = "unavailable"
 	CodeResourceExhausted Code = "resource_exhausted"
 	CodeOverloaded        Code = "overloaded"
+	CodeConflict          Code = "conflict"
 	CodeInternal          Code = "internal"
 )
 
@@ -72,6 +73,11 @@ var (
 	// ErrOverloaded: the leader did not accept the write into its queue in
 	// time; nothing was proposed. Retry later.
 	ErrOverloaded = &Error{code: CodeOverloaded, msg: "leader overloaded"}
+	// ErrConflict: a compare-and-set of a service's metadata expected it at
+	// another index than the one it is at (or expected none and found some);
+	// nothing changed. The error is a *ConflictError carrying the current
+	// index (ConflictIndex): read again and retry.
+	ErrConflict = &Error{code: CodeConflict, msg: "metadata index does not match"}
 	// ErrInternal: an unexpected server-side failure.
 	ErrInternal = &Error{code: CodeInternal, msg: "internal error"}
 )
@@ -81,7 +87,7 @@ var byCode = map[Code]*Error{}
 func init() {
 	for _, e := range []*Error{ErrInvalidArgument, ErrNotFound, ErrNoLeader, ErrNotLeader,
 		ErrUnknownOutcome, ErrStaleNode, ErrNotReady, ErrTooLarge, ErrTimeout, ErrShuttingDown,
-		ErrUnknownMethod, ErrUnavailable, ErrResourceExhausted, ErrOverloaded, ErrInternal} {
+		ErrUnknownMethod, ErrUnavailable, ErrResourceExhausted, ErrOverloaded, ErrConflict, ErrInternal} {
 		byCode[e.code] = e
 	}
 }
@@ -123,9 +129,21 @@ func Sentinel(c Code) *Error {
 
 // FromWire rebuilds an error received over the network: the message as the
 // server wrote it, wrapping the sentinel for its code so errors.Is works.
+// A conflict rebuilt by FromWire carries index 0; FromWireIndex gives it
+// the index the answer carried.
 func FromWire(c Code, msg string) error {
+	return FromWireIndex(c, msg, 0)
+}
+
+// FromWireIndex is FromWire for an answer that also carried an index: a
+// conflict becomes a *ConflictError with that current index (other codes
+// ignore it).
+func FromWireIndex(c Code, msg string, index uint64) error {
 	if c == CodeOK {
 		return nil
+	}
+	if c == CodeConflict {
+		return &ConflictError{Index: index, msg: msg}
 	}
 	s := Sentinel(c)
 	if msg == "" || msg == s.msg {
@@ -141,6 +159,51 @@ type wireError struct {
 
 func (e *wireError) Error() string { return e.msg }
 func (e *wireError) Unwrap() error { return e.sentinel }
+
+// ConflictError is ErrConflict with the index the metadata is at now (0:
+// there is none), so a caller can read it again and retry its
+// compare-and-set. errors.Is(err, ErrConflict) holds for it.
+type ConflictError struct {
+	Index uint64 // the metadata's current index; 0: the service has no metadata
+	msg   string
+}
+
+func (e *ConflictError) Error() string {
+	if e.msg == "" {
+		return fmt.Sprintf("%s: the metadata is at index %d", ErrConflict.msg, e.Index)
+	}
+	return e.msg
+}
+
+func (e *ConflictError) Unwrap() error { return ErrConflict }
+
+// Conflict returns a *ConflictError whose current index is current, with a
+// message saying what was expected (format and args) and where the
+// metadata is.
+func Conflict(current uint64, format string, args ...any) error {
+	where := fmt.Sprintf("the metadata is at index %d", current)
+	if current == 0 {
+		where = "there is no metadata"
+	}
+	return &ConflictError{Index: current, msg: fmt.Sprintf("%s, but %s: %s", fmt.Sprintf(format, args...), where, ErrConflict.msg)}
+}
+
+// ConflictIndex returns the current index a conflict carries, and whether
+// err is a conflict at all (a bare ErrConflict carries 0).
+func ConflictIndex(err error) (uint64, bool) {
+	var ce *ConflictError
+	if errors.As(err, &ce) {
+		return ce.Index, true
+	}
+	return 0, errors.Is(err, ErrConflict)
+}
+
+// Errorf returns an error of s's kind whose message is exactly the one
+// formatted, without s's own message after it (errors.Is(err, s) holds):
+// for a sentinel whose message would read wrong there.
+func Errorf(s *Error, format string, args ...any) error {
+	return &wireError{msg: fmt.Sprintf(format, args...), sentinel: s}
+}
 
 // Invalid returns an ErrInvalidArgument with a precise message.
 func Invalid(format string, args ...any) error {
@@ -163,7 +226,8 @@ func Retryable(err error) bool {
 func NotApplied(err error) bool {
 	switch Of(err) {
 	case CodeInvalidArgument, CodeNotFound, CodeNoLeader, CodeNotLeader, CodeStaleNode, CodeNotReady,
-		CodeTooLarge, CodeShuttingDown, CodeUnknownMethod, CodeUnavailable, CodeResourceExhausted, CodeOverloaded:
+		CodeTooLarge, CodeShuttingDown, CodeUnknownMethod, CodeUnavailable, CodeResourceExhausted, CodeOverloaded,
+		CodeConflict:
 		return true
 	}
 	return false

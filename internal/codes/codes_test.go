@@ -28,6 +28,7 @@ var all = []struct {
 	{codes.ErrUnknownMethod, "unknown_method"},
 	{codes.ErrUnavailable, "unavailable"},
 	{codes.ErrResourceExhausted, "resource_exhausted"},
+	{codes.ErrConflict, "conflict"},
 	{codes.ErrInternal, "internal"},
 }
 
@@ -79,6 +80,9 @@ func TestCodes_RoundTripEveryCode(t *testing.T) {
 				}
 			}
 
+			if c.code == codes.CodeConflict {
+				return // always a *ConflictError: TestCodes_ConflictCarriesTheCurrentIndex
+			}
 			// The bare sentinel's message or none gives the sentinel itself.
 			if got := codes.FromWire(c.code, ""); got != c.err {
 				t.Errorf("FromWire(%q, \"\") = %#v, want the sentinel", c.code, got)
@@ -157,6 +161,8 @@ func TestCodes_RetryableAndNotApplied(t *testing.T) {
 		{codes.ErrUnknownMethod, false, true},
 		{codes.ErrUnavailable, true, true},
 		{codes.ErrResourceExhausted, false, true},
+		{codes.ErrConflict, false, true},
+		{codes.Conflict(7, "set"), false, true},
 		{codes.ErrInternal, false, false},
 		{nil, false, false},
 		{errors.New("anything else"), false, false},
@@ -195,5 +201,44 @@ func TestCodes_Invalid(t *testing.T) {
 	back := codes.FromWire(codes.Of(err), err.Error())
 	if !errors.Is(back, codes.ErrInvalidArgument) || back.Error() != err.Error() {
 		t.Errorf("over the wire: %v", back)
+	}
+}
+
+func TestCodes_ConflictCarriesTheCurrentIndex(t *testing.T) {
+	err := fmt.Errorf("set metadata of db: %w", codes.Conflict(42, "expected index %d", 40))
+	if !errors.Is(err, codes.ErrConflict) || codes.Of(err) != codes.CodeConflict {
+		t.Fatalf("%v: not a conflict", err)
+	}
+	if want := "set metadata of db: expected index 40, but the metadata is at index 42: metadata index does not match"; err.Error() != want {
+		t.Errorf("message = %q, want %q", err, want)
+	}
+	if idx, ok := codes.ConflictIndex(err); !ok || idx != 42 {
+		t.Errorf("ConflictIndex = %d, %v; want 42, true", idx, ok)
+	}
+	none := codes.Conflict(0, "expected index 3")
+	if !strings.Contains(none.Error(), "there is no metadata") {
+		t.Errorf("a conflict with no metadata says %q", none)
+	}
+	if idx, ok := codes.ConflictIndex(none); !ok || idx != 0 {
+		t.Errorf("ConflictIndex(none) = %d, %v; want 0, true", idx, ok)
+	}
+
+	// Across the wire: the index travels beside the code and message.
+	back := codes.FromWireIndex(codes.Of(err), err.Error(), 42)
+	if idx, ok := codes.ConflictIndex(back); !ok || idx != 42 || back.Error() != err.Error() || !errors.Is(back, codes.ErrConflict) {
+		t.Errorf("FromWireIndex: %v (index %d, %v)", back, idx, ok)
+	}
+	if bare := codes.FromWireIndex(codes.CodeConflict, "", 9); !strings.Contains(bare.Error(), "index 9") {
+		t.Errorf("a conflict without a message says %q, want its index", bare)
+	}
+	// Other codes ignore the index; a bare sentinel is a conflict of index 0.
+	if got := codes.FromWireIndex(codes.CodeNotFound, "", 42); got != codes.ErrNotFound {
+		t.Errorf("FromWireIndex(not_found) = %v", got)
+	}
+	if idx, ok := codes.ConflictIndex(codes.ErrConflict); !ok || idx != 0 {
+		t.Errorf("ConflictIndex(ErrConflict) = %d, %v", idx, ok)
+	}
+	if _, ok := codes.ConflictIndex(codes.ErrNotFound); ok {
+		t.Errorf("ConflictIndex(not_found) says conflict")
 	}
 }

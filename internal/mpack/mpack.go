@@ -33,6 +33,19 @@ func AppendStr(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
+// AppendBin appends b as bin (bin8/16/32), as the codec writes a []byte.
+func AppendBin(b []byte, v []byte) []byte {
+	switch n := len(v); {
+	case n <= math.MaxUint8:
+		b = append(b, 0xc4, byte(n))
+	case n <= math.MaxUint16:
+		b = binary.BigEndian.AppendUint16(append(b, 0xc5), uint16(n))
+	default:
+		b = binary.BigEndian.AppendUint32(append(b, 0xc6), uint32(n))
+	}
+	return append(b, v...)
+}
+
 func AppendMapHeader(b []byte, n int) []byte {
 	switch {
 	case n <= 15:
@@ -236,6 +249,16 @@ func (r *Reader) Str() (string, error) {
 	}
 	s, err := r.take(n)
 	return string(s), err
+}
+
+// Bytes reads a bin or a str as a new byte slice; nil (and an empty value)
+// reads as nil.
+func (r *Reader) Bytes() ([]byte, error) {
+	s, err := r.Str()
+	if err != nil || s == "" {
+		return nil, err
+	}
+	return []byte(s), nil
 }
 
 // integer reads any integer format as a signed value and whether it is

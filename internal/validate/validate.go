@@ -27,8 +27,9 @@ const (
 	MinTTL        = time.Second
 	MaxTTL        = 24 * time.Hour
 	DefaultTTL    = 10 * time.Second
-	MaxRequestID  = 64   // bytes of a request id
-	MaxHeartbeats = 1024 // instances in one heartbeat request (fits the default 1 MiB frame)
+	MaxRequestID  = 64       // bytes of a request id
+	MaxHeartbeats = 1024     // instances in one heartbeat request (fits the default 1 MiB frame)
+	MaxMetaBytes  = 64 << 10 // bytes of a service's metadata
 )
 
 // Name checks a service name: 1–128 bytes of [A-Za-z0-9._-], starting with a letter or digit.
@@ -185,6 +186,19 @@ func Registration(name, addr string, attrs map[string]string, ttl time.Duration)
 		return err
 	}
 	return TTL(ttl)
+}
+
+// Meta checks a service's metadata: a name, and at most 64 KiB of data (any
+// bytes, none included). Data beyond the limit fails with codes.ErrTooLarge.
+func Meta(name string, data []byte) error {
+	if err := Name(name); err != nil {
+		return err
+	}
+	if len(data) > MaxMetaBytes {
+		return fmt.Errorf("metadata of %s is %d bytes, the limit is %d (64 KiB): keep large data elsewhere and store a reference to it: %w",
+			name, len(data), MaxMetaBytes, codes.ErrTooLarge)
+	}
+	return nil
 }
 
 // Instance checks a (service name, address) pair.

@@ -254,3 +254,20 @@ func TestValidate_TextIsUTF8WithoutControls(t *testing.T) {
 		t.Errorf("a hex request id: %v", err)
 	}
 }
+
+func TestValidate_Meta(t *testing.T) {
+	if err := validate.Meta("db", nil); err != nil {
+		t.Errorf("empty metadata: %v", err)
+	}
+	if err := validate.Meta("db", make([]byte, validate.MaxMetaBytes)); err != nil {
+		t.Errorf("64 KiB of metadata: %v", err)
+	}
+	if err := validate.Meta("db", []byte{0, 0xff, '\n'}); err != nil {
+		t.Errorf("binary metadata: %v", err)
+	}
+	err := validate.Meta("db", make([]byte, validate.MaxMetaBytes+1))
+	if !errors.Is(err, codes.ErrTooLarge) || !strings.Contains(err.Error(), "65537 bytes, the limit is 65536") {
+		t.Errorf("64 KiB + 1: %v, want too_large naming both sizes", err)
+	}
+	check(t, "Meta(bad name)", validate.Meta("db/x", nil), `'/' at byte 2`)
+}

@@ -31,7 +31,7 @@ func newReader(b []byte) *mpack.Reader {
 // omitempty ones only when set.
 func appendHeader(b []byte, h *Header) []byte {
 	n := 1
-	for _, set := range [...]bool{h.Method != "", h.Forwarded, h.Code != "", h.Error != "", h.More} {
+	for _, set := range [...]bool{h.Method != "", h.Forwarded, h.Code != "", h.Error != "", h.More, h.Index != 0} {
 		if set {
 			n++
 		}
@@ -45,6 +45,9 @@ func appendHeader(b []byte, h *Header) []byte {
 	}
 	if h.Forwarded {
 		b = mpack.AppendBool(mpack.AppendStr(b, "forwarded"), true)
+	}
+	if h.Index != 0 {
+		b = mpack.AppendUint(mpack.AppendStr(b, "index"), h.Index)
 	}
 	if h.Method != "" {
 		b = mpack.AppendStr(mpack.AppendStr(b, "method"), h.Method)
@@ -61,7 +64,7 @@ func (w *WatchEvents) appendMsgpack(b []byte) []byte {
 
 func (e *Event) appendMsgpack(b []byte) []byte {
 	n := 3
-	for _, set := range [...]bool{e.Addr != "", len(e.Attrs) > 0, e.TTLMillis != 0, e.CreateIndex != 0, e.Reason != ""} {
+	for _, set := range [...]bool{e.Addr != "", len(e.Attrs) > 0, e.TTLMillis != 0, e.CreateIndex != 0, e.Reason != "", len(e.Data) > 0, e.Deleted} {
 		if set {
 			n++
 		}
@@ -75,6 +78,12 @@ func (e *Event) appendMsgpack(b []byte) []byte {
 	}
 	if e.CreateIndex != 0 {
 		b = mpack.AppendUint(mpack.AppendStr(b, "create_index"), e.CreateIndex)
+	}
+	if len(e.Data) > 0 {
+		b = mpack.AppendBin(mpack.AppendStr(b, "data"), e.Data)
+	}
+	if e.Deleted {
+		b = mpack.AppendBool(mpack.AppendStr(b, "deleted"), true)
 	}
 	b = mpack.AppendUint(mpack.AppendStr(b, "index"), e.Index)
 	b = mpack.AppendStr(mpack.AppendStr(b, "kind"), e.Kind)
@@ -107,6 +116,8 @@ func decodeHeader(b []byte, h *Header) (int, error) {
 			h.Error, err = r.Str()
 		case "more":
 			h.More, err = r.Bool()
+		case "index":
+			h.Index, err = r.Uint()
 		default:
 			return false, nil
 		}
@@ -140,6 +151,10 @@ func (e *Event) decode(r *mpack.Reader) error {
 			e.CreateIndex, err = r.Uint()
 		case "reason":
 			e.Reason, err = r.Str()
+		case "data":
+			e.Data, err = r.Bytes()
+		case "deleted":
+			e.Deleted, err = r.Bool()
 		default:
 			return false, nil
 		}

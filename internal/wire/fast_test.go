@@ -42,7 +42,8 @@ func TestFast_BytesMatchTheCodec(t *testing.T) {
 		headers = append(headers, Header{Seq: 7, Method: s}, Header{Code: s, Error: s, More: true})
 	}
 	for _, u := range fastUints {
-		headers = append(headers, Header{Seq: u, Forwarded: true}, Header{Seq: u, Method: "List", Forwarded: true, Code: "x", Error: "y", More: true})
+		headers = append(headers, Header{Seq: u, Forwarded: true}, Header{Seq: u, Method: "List", Forwarded: true, Code: "x", Error: "y", More: true},
+			Header{Seq: 3, Code: "conflict", Error: "e", Index: u})
 	}
 	for _, h := range headers {
 		if got, want := appendHeader(nil, &h), codecEncode(t, &h); !bytes.Equal(got, want) {
@@ -60,6 +61,10 @@ func TestFast_BytesMatchTheCodec(t *testing.T) {
 		events = append(events, Event{Kind: "down", TTLMillis: i})
 	}
 	events = append(events, Event{Attrs: map[string]string{}}) // empty map: left out, like nil
+	for _, s := range fastStrings {
+		events = append(events, Event{Kind: "meta", Index: 9, Name: "db", Data: []byte(s)})
+	}
+	events = append(events, Event{Kind: "meta", Index: 10, Name: "db", Deleted: true}, Event{Kind: "meta", Data: []byte{}})
 	for _, e := range events {
 		if got, want := e.appendMsgpack(nil), codecEncode(t, &e); !bytes.Equal(got, want) {
 			t.Fatalf("event %+v:\n fast  %x\n codec %x", e, got[:min(len(got), 64)], want[:min(len(want), 64)])
@@ -88,6 +93,8 @@ func TestFast_RoundTripsWithTheCodec(t *testing.T) {
 		{Kind: "up", Index: 42, Name: "web", Addr: "10.0.0.5:8080", Attrs: attrs, TTLMillis: 10000, CreateIndex: 40},
 		{Kind: "down", Index: math.MaxUint64, Name: "web", Addr: "a", TTLMillis: -5, Reason: "expire"},
 		{Kind: "current", Index: 43, Name: "web"},
+		{Kind: "meta", Index: 44, Name: "web", Data: []byte{0, 1, 0xff}},
+		{Kind: "meta", Index: 45, Name: "web", Deleted: true},
 	}}
 	var fromCodec, fromFast WatchEvents
 	if err := fromCodec.decodeMsgpack(codecEncode(t, &w)); err != nil {
@@ -101,7 +108,8 @@ func TestFast_RoundTripsWithTheCodec(t *testing.T) {
 			t.Errorf("%s:\n got  %+v\n want %+v", name, got, w)
 		}
 	}
-	for _, h := range []Header{{}, {Seq: math.MaxUint64, Method: "Watch", Forwarded: true, Code: "not_found", Error: "gone", More: true}} {
+	for _, h := range []Header{{}, {Seq: math.MaxUint64, Method: "Watch", Forwarded: true, Code: "not_found", Error: "gone", More: true},
+		{Seq: 4, Code: "conflict", Error: "moved on", Index: 77}} {
 		var got Header
 		n, err := decodeHeader(append(codecEncode(t, &h), 0x80), &got)
 		if err != nil || got != h || n != len(codecEncode(t, &h)) {
@@ -370,4 +378,54 @@ func FuzzFast_WritePath(f *testing.F) {
 		var s1, s2 HeartbeatResponse
 		check(&s1, &s2, s1.decodeMsgpack(b), codecDecode(b, &s2))
 	})
+}
+
+// TestFast_ConflictIndexCrossesTheWire: an error response to a
+// compare-and-set carries the metadata's current index in its header, and
+// the receiver rebuilds a conflict holding it.
+func TestFast_ConflictIndexCrossesTheWire(t *testing.T) {
+	sent := codes.Conflict(41, "set metadata of db at index %d", 40)
+	var buf bytes.Buffer
+	if err := WriteFrame(&buf, ErrorHeader(9, sent), nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	f, err := ReadFrame(bufio.NewReader(&buf), DefaultMaxFrame)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := f.Header.Err()
+	if idx, ok := codes.ConflictIndex(got); !ok || idx != 41 || got.Error() != sent.Error() {
+		t.Fatalf("received %v (conflict %v, index %d), want %v with index 41", got, ok, idx, sent)
+	}
+	// A conflict with no metadata: the index is left out, and reads as 0.
+	buf.Reset()
+	if err := WriteFrame(&buf, ErrorHeader(10, codes.Conflict(0, "x")), nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(buf.Bytes(), []byte("\xa5index")) {
+		t.Errorf("index 0 written: %q", buf.Bytes())
+	}
+	// Other errors carry no index.
+	if h := ErrorHeader(1, codes.ErrNotFound); h.Index != 0 || h.Code != "not_found" {
+		t.Errorf("ErrorHeader(not_found) = %+v", h)
+	}
+}
+
+// TestFast_SetMetaRequestDecoding: the hand decoder reads what the codec
+// writes, and refuses data that is neither bin nor str.
+func TestFast_SetMetaRequestDecoding(t *testing.T) {
+	for _, q := range []SetMetaRequest{{}, {Name: "db", Data: []byte{0, 0xff}, ExpectIndex: math.MaxUint64, RequestID: "r"},
+		{Name: "db", Data: bytes.Repeat([]byte("x"), 70000)}} {
+		var got SetMetaRequest
+		if err := got.decodeMsgpack(codecEncode(t, &q)); err != nil || !reflect.DeepEqual(got, q) {
+			t.Errorf("decode of %+v = %+v, %v", q.Name, got.Name, err)
+		}
+	}
+	var got SetMetaRequest
+	if err := got.decodeMsgpack(codecEncode(t, map[string]any{"name": "db", "data": "as text"})); err != nil || string(got.Data) != "as text" {
+		t.Errorf("data as a str: %q, %v", got.Data, err)
+	}
+	if err := got.decodeMsgpack(codecEncode(t, map[string]any{"name": "db", "data": map[string]string{"a": "b"}})); err == nil {
+		t.Errorf("data as a map accepted: %+v", got)
+	}
 }

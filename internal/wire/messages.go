@@ -14,6 +14,9 @@ const (
 	MethodNodeInfo   = "NodeInfo"
 	MethodReadIndex  = "ReadIndex"
 	MethodServices   = "Services"
+	MethodSetMeta    = "SetMeta"
+	MethodGetMeta    = "GetMeta"
+	MethodDeleteMeta = "DeleteMeta"
 )
 
 // Event kinds.
@@ -23,6 +26,7 @@ const (
 	KindDown    = "down"    // an instance went away (Reason says unregister or expire)
 	KindCurrent = "current" // the initial (or resynced) state is complete as of Index
 	KindResync  = "resync"  // history was lost: drop what you hold, a full state follows
+	KindMeta    = "meta"    // the service's metadata was set (Data), or deleted (Deleted); also in a state block
 )
 
 // Down reasons.
@@ -39,10 +43,24 @@ type Header struct {
 	Code      string `codec:"code,omitempty"`      // responses: error code, empty on success
 	Error     string `codec:"error,omitempty"`     // responses: error message
 	More      bool   `codec:"more,omitempty"`      // responses: more frames follow for this Seq (streams)
+	// Index, on a conflict: the index the service's metadata is at now (0
+	// or absent: it has none), so the caller can read again and retry.
+	Index uint64 `codec:"index,omitempty"`
 }
 
-// Err turns a response header's code and message back into an error.
-func (h *Header) Err() error { return codes.FromWire(codes.Code(h.Code), h.Error) }
+// Err turns a response header's code and message back into an error (a
+// *codes.ConflictError carrying Index for a conflict).
+func (h *Header) Err() error { return codes.FromWireIndex(codes.Code(h.Code), h.Error, h.Index) }
+
+// ErrorHeader is the header of an error response to request seq: err's
+// code and message, and for a conflict the metadata's current index.
+func ErrorHeader(seq uint64, err error) *Header {
+	h := &Header{Seq: seq, Code: string(codes.Of(err)), Error: err.Error()}
+	if idx, ok := codes.ConflictIndex(err); ok {
+		h.Index = idx
+	}
+	return h
+}
 
 // RegisterRequest registers an instance, or registers it again with new attributes or TTL.
 type RegisterRequest struct {
@@ -167,6 +185,10 @@ type Event struct {
 	TTLMillis   int64             `codec:"ttl_ms,omitempty"`
 	CreateIndex uint64            `codec:"create_index,omitempty"`
 	Reason      string            `codec:"reason,omitempty"`
+	// Data is the service's metadata on a meta event (absent when empty).
+	Data []byte `codec:"data,omitempty"`
+	// Deleted, on a meta event: the metadata was deleted (Data is absent).
+	Deleted bool `codec:"deleted,omitempty"`
 }
 
 // WatchEvents is one frame of a watch stream.

@@ -11,6 +11,7 @@
 //
 //	Replicas        journals agree index by index; state hashes agree
 //	Linearizable    register/unregister/consistent list per service (porcupine)
+//	MetaLinearizable service metadata: compare-and-set writes and consistent gets per service (porcupine)
 //	Durability      acknowledged writes are committed and survive; none applied twice
 //	TTLSafety       no expiry earlier than TTL after the last sign of life
 //	TTLLiveness     a stopped instance is removed within the documented bound
@@ -35,14 +36,15 @@ import (
 
 // Checker names, as they appear in Verdict.Checker and Violation.Checker.
 const (
-	NameReplicas       = "replicas"
-	NameLinearizable   = "linearizable"
-	NameDurability     = "durability"
-	NameTTLSafety      = "ttl-safety"
-	NameTTLLiveness    = "ttl-liveness"
-	NameWatches        = "watches"
-	NameMonotonicReads = "monotonic-reads"
-	NameElection       = "election"
+	NameReplicas         = "replicas"
+	NameLinearizable     = "linearizable"
+	NameMetaLinearizable = "meta-linearizable"
+	NameDurability       = "durability"
+	NameTTLSafety        = "ttl-safety"
+	NameTTLLiveness      = "ttl-liveness"
+	NameWatches          = "watches"
+	NameMonotonicReads   = "monotonic-reads"
+	NameElection         = "election"
 )
 
 // DefaultLinearizableTimeout is the porcupine budget per service that All
@@ -119,12 +121,14 @@ func (v Verdict) String() string {
 }
 
 // All runs every checker, in the order of the package comment. The
-// linearizability check gets DefaultLinearizableTimeout per service.
+// linearizability checks get DefaultLinearizableTimeout per service.
 func All(run *history.Run) []Verdict {
 	lin, _ := Linearizable(run, DefaultLinearizableTimeout)
+	meta, _ := MetaLinearizable(run, DefaultLinearizableTimeout)
 	return []Verdict{
 		Replicas(run),
 		lin,
+		meta,
 		Durability(run),
 		TTLSafety(run),
 		TTLLiveness(run),

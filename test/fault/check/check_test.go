@@ -12,9 +12,13 @@ import (
 // follows the web service to the end.
 func allGoodRun(t *testing.T) *history.Run {
 	b, ops := durableRun()
+	meta := map[string]uint64{}
+	m := b.setMeta("cfg", 0, "m1", 100, meta)
 	ops = append(ops,
 		opList(30, "c4", "web", 72, 80, 10, "b:1", "c:1"),
-		opBeat(31, "h1", "ttl", "t:1", 90, 95, history.OK))
+		opBeat(31, "h1", "ttl", "t:1", 90, 95, history.OK),
+		opMetaSet(32, "c5", "cfg", "x", 0, "m1", 98, 102, history.OK, m),
+		opMetaGet(33, "c5", "cfg", 103, 104, "x", m))
 	run := b.run(ops)
 	run.Hashes = hashes(b.last(), "feed", "n1", "n2", "n3")
 	run.Sessions = []history.WatchSession{
@@ -38,7 +42,8 @@ func allGoodRun(t *testing.T) *history.Run {
 
 func TestCheck_AllGood(t *testing.T) {
 	vs := All(allGoodRun(t))
-	names := []string{NameReplicas, NameLinearizable, NameDurability, NameTTLSafety, NameTTLLiveness, NameWatches, NameMonotonicReads, NameElection}
+	names := []string{NameReplicas, NameLinearizable, NameMetaLinearizable, NameDurability, NameTTLSafety, NameTTLLiveness, NameWatches,
+		NameMonotonicReads, NameElection}
 	if len(vs) != len(names) {
 		t.Fatalf("%d verdicts", len(vs))
 	}
@@ -48,9 +53,9 @@ func TestCheck_AllGood(t *testing.T) {
 		}
 		wantOK(t, v)
 	}
-	if vs[1].Stats["services"] != 1 || vs[1].Stats["services_skipped"] != 1 || vs[5].Stats["converged_checked"] != 1 ||
-		vs[6].Stats["reads"] != 1 {
-		t.Errorf("stats: %v %v %v", vs[1].Stats, vs[5].Stats, vs[6].Stats)
+	if vs[1].Stats["services"] != 1 || vs[1].Stats["services_skipped"] != 1 || vs[2].Stats["ops"] != 2 || vs[6].Stats["converged_checked"] != 1 ||
+		vs[7].Stats["reads"] != 1 {
+		t.Errorf("stats: %v %v %v %v", vs[1].Stats, vs[2].Stats, vs[6].Stats, vs[7].Stats)
 	}
 }
 

@@ -11,11 +11,12 @@ import (
 // and that no write was applied twice or applied after it was reported as
 // failed. The committed log is the union of the journals (logView).
 //
-//  1. Acknowledged writes are committed. Every Register or Unregister op
-//     with outcome ok must have a journal entry carrying its request id
-//     ("acknowledged write missing from every journal" otherwise). The first
-//     such entry must be this write (same type, service and address) and, if
-//     the op recorded an index, sit at that index (a retried duplicate
+//  1. Acknowledged writes are committed. Every Register, Unregister,
+//     MetaSet or MetaDelete op with outcome ok must have a journal entry
+//     carrying its request id ("acknowledged write missing from every
+//     journal" otherwise). The first such entry must be this write (same
+//     type, service and address; a metadata write changed the state) and,
+//     if the op recorded an index, sit at that index (a retried duplicate
 //     answers the first index). Ops without a request id are noted, not
 //     checked.
 //  2. Acknowledged registrations survive. The instance of an ok Register
@@ -25,8 +26,9 @@ import (
 //  3. Nothing applied twice. A request id may have changed the state at one
 //     index only; a later entry with the same id must have Changed false
 //     (the FSM's deduplication). One violation per extra index.
-//  4. Failed means not applied. An op with outcome fail must have no entry
-//     with its request id and Changed true.
+//  4. Failed means not applied. An op with outcome fail (a metadata write's
+//     conflict among them) must have no entry with its request id and
+//     Changed true.
 //  5. The final state is the journals' state. Replaying the union's changed
 //     entries up to FinalIndex must give exactly run.Final, service by
 //     service: the same addresses, each with the same registration index.
@@ -61,7 +63,14 @@ func Durability(run *history.Run) Verdict {
 
 	noID := 0
 	for _, op := range run.Ops {
-		if op.Kind != history.Register && op.Kind != history.Unregister {
+		typ := op.Kind // the journal's type of the write
+		switch op.Kind {
+		case history.Register, history.Unregister:
+		case history.MetaSet:
+			typ = typeSetMeta
+		case history.MetaDelete:
+			typ = typeDeleteMeta
+		default:
 			continue
 		}
 		if op.RequestID == "" {
@@ -82,7 +91,7 @@ func Durability(run *history.Run) Verdict {
 				continue
 			}
 			first := lv.slots[ids[0]].e
-			if first.Type != op.Kind || first.Name != op.Service || first.Addr != op.Addr {
+			if first.Type != typ || first.Name != op.Service || first.Addr != op.Addr || (typ != op.Kind && !first.Changed) {
 				v.fail(Violation{Service: op.Service, Addr: op.Addr, Node: op.Node, Index: ids[0], At: op.Return,
 					Msg: fmt.Sprintf("request %s of %s (op %d) first committed as %s", op.RequestID, op.Kind, op.ID, describeEntry(first))})
 				continue

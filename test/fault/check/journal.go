@@ -12,6 +12,8 @@ const (
 	typeRegister   = "register"
 	typeUnregister = "unregister"
 	typeExpire     = "expire"
+	typeSetMeta    = "set-meta"
+	typeDeleteMeta = "delete-meta"
 )
 
 // Watch event kinds (history.Event.Kind) and down reasons.
@@ -21,6 +23,7 @@ const (
 	kindDown    = "down"
 	kindCurrent = "current"
 	kindResync  = "resync"
+	kindMeta    = "meta"
 )
 
 // slot is one log index as the union of all journals saw it.
@@ -155,11 +158,12 @@ func describeGaps(gs []gap) string {
 }
 
 // change is one committed change of a service: an entry with Changed set.
+// A change of the service's metadata has kind meta and no address.
 type change struct {
 	index  uint64
 	addr   string
-	kind   string // up, update or down
-	reason string // down: unregister or expire
+	kind   string // up, update, down or meta
+	reason string // down: unregister or expire; meta: "deleted" for a delete-meta
 	typ    string // the entry type
 	at     int64  // earliest apply time
 }
@@ -172,7 +176,8 @@ type serviceLog struct {
 
 // services derives every service's committed changes by replaying the union
 // in index order: a changed register is an up if the instance was absent,
-// else an update; a changed unregister or expire is a down.
+// else an update; a changed unregister or expire is a down; a changed
+// set-meta or delete-meta is a meta change.
 func (lv *logView) services() map[string]*serviceLog {
 	out := map[string]*serviceLog{}
 	state := map[instKey]bool{}
@@ -193,6 +198,10 @@ func (lv *logView) services() map[string]*serviceLog {
 		case typeUnregister, typeExpire:
 			c.kind, c.reason = kindDown, e.Type
 			delete(state, k)
+		case typeSetMeta:
+			c.kind, c.addr = kindMeta, ""
+		case typeDeleteMeta:
+			c.kind, c.addr, c.reason = kindMeta, "", metaDeleted
 		default:
 			continue
 		}
@@ -207,8 +216,33 @@ func (lv *logView) services() map[string]*serviceLog {
 	return out
 }
 
+// metaDeleted is the reason of a meta change that deleted the metadata.
+const metaDeleted = "deleted"
+
+// metaAt replays a service's meta changes up to and including index n: the
+// index of its metadata then (0: none).
+func (sl *serviceLog) metaAt(n uint64) uint64 {
+	var idx uint64
+	if sl == nil {
+		return 0
+	}
+	for _, c := range sl.changes {
+		if c.index > n {
+			break
+		}
+		switch {
+		case c.kind != kindMeta:
+		case c.reason == metaDeleted:
+			idx = 0
+		default:
+			idx = c.index
+		}
+	}
+	return idx
+}
+
 // stateAt replays a service's changes up to and including index n: addr →
-// index of its last registration.
+// index of its last registration. Meta changes are not instances: see metaAt.
 func (sl *serviceLog) stateAt(n uint64) map[string]uint64 {
 	st := map[string]uint64{}
 	if sl == nil {
@@ -217,6 +251,9 @@ func (sl *serviceLog) stateAt(n uint64) map[string]uint64 {
 	for _, c := range sl.changes {
 		if c.index > n {
 			break
+		}
+		if c.kind == kindMeta {
+			continue
 		}
 		if c.kind == kindDown {
 			delete(st, c.addr)

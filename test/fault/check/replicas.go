@@ -14,7 +14,7 @@ import (
 // Journals: for every index that two journal lines hold — on two nodes, or
 // twice on one node (a restart applies entries again) — the lines must agree
 // on Term, RaftIndex, Type, RequestID, Name, Addr, TTLMillis, ExpireIndex, DecidedAt,
-// Changed and Err (everything but the apply time At). Each index is compared
+// MetaExpect, MetaIndex, Changed and Err (everything but the apply time At). Each index is compared
 // against the line of the first node by name that holds it; every node with
 // a differing line is one violation naming both nodes (Node "ref,other"),
 // with the index and the reference line's service and address. Gaps in a
@@ -146,6 +146,8 @@ func entryDiff(a, b history.Entry) string {
 	add("ttl_ms", a.TTLMillis, b.TTLMillis)
 	add("expire_index", a.ExpireIndex, b.ExpireIndex)
 	add("decided_at", a.DecidedAt, b.DecidedAt)
+	add("meta_expect", a.MetaExpect, b.MetaExpect)
+	add("meta_index", a.MetaIndex, b.MetaIndex)
 	add("changed", a.Changed, b.Changed)
 	add("err", a.Err, b.Err)
 	return strings.Join(d, ", ")
@@ -159,6 +161,9 @@ func describeEntry(e history.Entry) string {
 	s := fmt.Sprintf("%s %s %s (term %d", e.Type, e.Name, e.Addr, e.Term)
 	if e.ExpireIndex != 0 {
 		s += fmt.Sprintf(", of index %d", e.ExpireIndex)
+	}
+	if e.Type == typeSetMeta || e.Type == typeDeleteMeta {
+		s += fmt.Sprintf(", expecting %d, metadata at %d", e.MetaExpect, e.MetaIndex)
 	}
 	if !e.Changed {
 		s += ", unchanged"

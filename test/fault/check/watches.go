@@ -19,14 +19,19 @@ import (
 // watcher's position is the index of the last change event or current
 // marker it was delivered.
 //
+// Changed set-meta and delete-meta entries are meta changes of the
+// service: a meta event (Deleted for a delete-meta) at their index.
+//
 // A session starts inside a state block if FromIndex is 0; a resync event
 // starts one too. Inside a block only up events may come (each one is the
-// instance with its last registration index); the current marker at N ends
-// it. Then:
+// instance with its last registration index), and at most one meta event
+// (the metadata, at its index; never a deleted one); the current marker at
+// N ends it. Then:
 //
 //   - (d) a state block must equal the service's replayed state at N: the
-//     same addresses, each with its last registration index (skipped, noted,
-//     if an unexplained journal gap lies at or below N).
+//     same addresses, each with its last registration index, and the same
+//     metadata (its index, or none) (skipped, noted, if an unexplained
+//     journal gap lies at or below N).
 //   - (a) change events (up, update, down outside a block) must have indices
 //     strictly greater than the position (the previous change, the
 //     preceding current marker, or the session's FromIndex); such an event
@@ -34,8 +39,9 @@ import (
 //   - (b) a change event must be a committed change of the service: the index
 //     must hold one ("event for an entry that never committed" otherwise,
 //     unless the index is in an unexplained journal gap: noted), with the
-//     same address, the same kind (up/update/down) and, for down, the same
-//     reason.
+//     same address, the same kind (up/update/down/meta) and, for down, the
+//     same reason, for meta, deleted exactly when the entry is a
+//     delete-meta.
 //   - (c) no gaps: every committed change of the service between the
 //     position and a change event — or a current marker outside a block,
 //     which a resumed stream sends once caught up and which says "you have
@@ -53,8 +59,9 @@ import (
 //     change up to FinalIndex, the watcher's view — its state blocks
 //     replacing the state, its change events applied — must hold exactly the
 //     service's addresses in run.Final (compared with the journals' state at
-//     the position instead if the service changed after FinalIndex). A
-//     watcher that ended earlier is noted, not a violation.
+//     the position instead if the service changed after FinalIndex), and the
+//     metadata of the journals' replay there. A watcher that ended earlier
+//     is noted, not a violation.
 func Watches(run *history.Run) Verdict {
 	v := newVerdict(NameWatches)
 	lv := newLogView(run)
@@ -98,11 +105,13 @@ type watchCheck struct {
 	name string
 	svc  string
 
-	pos      uint64            // last change event or current marker delivered
-	inBlock  bool              // inside a state block (also: one cut short)
-	block    map[string]uint64 // the block being delivered
-	view     map[string]uint64 // what the watcher believes: addr → index
-	viewSure bool              // view rests on a state block (or a known state)
+	pos       uint64            // last change event or current marker delivered
+	inBlock   bool              // inside a state block (also: one cut short)
+	block     map[string]uint64 // the block being delivered
+	blockMeta uint64            // the metadata's index in the block (0: none yet)
+	view      map[string]uint64 // what the watcher believes: addr → index
+	metaView  uint64            // the metadata's index the watcher believes (0: none)
+	viewSure  bool              // view rests on a state block (or a known state)
 
 	// Current session.
 	sess  history.WatchSession
@@ -131,11 +140,11 @@ func (w *watchCheck) session(k int, s history.WatchSession) {
 		w.pos, w.inBlock, w.first = x, false, true
 		if !w.viewSure {
 			if w.lv.firstGap(x) == 0 {
-				w.view, w.viewSure = w.sl.stateAt(x), true
+				w.view, w.metaView, w.viewSure = w.sl.stateAt(x), w.sl.metaAt(x), true
 			}
 		}
 	} else {
-		w.inBlock, w.block = true, map[string]uint64{}
+		w.inBlock, w.block, w.blockMeta = true, map[string]uint64{}, 0
 	}
 	for _, e := range s.Events {
 		w.v.Stats["events"]++
@@ -146,7 +155,20 @@ func (w *watchCheck) session(k int, s history.WatchSession) {
 func (w *watchCheck) event(e history.Event) {
 	switch e.Kind {
 	case kindResync:
-		w.inBlock, w.block, w.first = true, map[string]uint64{}, false
+		w.inBlock, w.block, w.blockMeta, w.first = true, map[string]uint64{}, 0, false
+	case kindMeta:
+		if !w.inBlock {
+			w.change(e)
+			return
+		}
+		switch {
+		case e.Deleted:
+			w.fail(e, "", e.Index, "a deleted meta event inside a state block (a block holds the metadata, or no meta event)")
+		case w.blockMeta != 0:
+			w.fail(e, "", e.Index, "state block has two meta events, at %d and %d", w.blockMeta, e.Index)
+		default:
+			w.blockMeta = e.Index
+		}
 	case kindCurrent:
 		if w.inBlock {
 			w.endBlock(e)
@@ -177,8 +199,8 @@ func (w *watchCheck) endBlock(e history.Event) {
 	w.v.Stats["state_blocks"]++
 	n := e.Index
 	w.inBlock = false
-	w.view, w.viewSure = w.block, true
-	w.block = nil
+	w.view, w.metaView, w.viewSure = w.block, w.blockMeta, true
+	w.block, w.blockMeta = nil, 0
 	if g := w.lv.firstGap(n); g != 0 {
 		w.v.note("watcher %s session %d: state block at %d not checked (journal gap at %d)", w.name, w.sess.Session, n, g)
 		return
@@ -198,6 +220,17 @@ func (w *watchCheck) endBlock(e history.Event) {
 			w.fail(e, a, n, "state block at %d shows %s (index %d), which is not registered at %d", n, a, w.view[a], n)
 		}
 	}
+	if wantMeta := w.sl.metaAt(n); w.metaView != wantMeta {
+		w.fail(e, "", n, "state block at %d has %s, the journals' replay %s", n, describeMeta(w.metaView), describeMeta(wantMeta))
+	}
+}
+
+// describeMeta says which metadata an index stands for.
+func describeMeta(idx uint64) string {
+	if idx == 0 {
+		return "no metadata"
+	}
+	return fmt.Sprintf("the metadata set at %d", idx)
 }
 
 // caughtUp checks a current marker outside a block: everything up to it
@@ -247,6 +280,9 @@ func (w *watchCheck) change(e history.Event) {
 		if c.kind == kindDown && e.Kind == kindDown && c.reason != e.Reason {
 			bad = append(bad, fmt.Sprintf("reason %q, the committed change is %s", e.Reason, c.reason))
 		}
+		if c.kind == kindMeta && e.Kind == kindMeta && (c.reason == metaDeleted) != e.Deleted {
+			bad = append(bad, fmt.Sprintf("deleted %v, the committed change is a %s", e.Deleted, c.typ))
+		}
 		if len(bad) > 0 {
 			w.fail(e, c.addr, e.Index, "event at index %d does not match the committed change: %s", e.Index, strings.Join(bad, "; "))
 		}
@@ -288,6 +324,13 @@ func (w *watchCheck) missing(e history.Event, skipped []change, from, to uint64)
 
 // apply applies a change event to the watcher's view.
 func (w *watchCheck) apply(e history.Event) {
+	if e.Kind == kindMeta {
+		w.metaView = e.Index
+		if e.Deleted {
+			w.metaView = 0
+		}
+		return
+	}
 	if w.view == nil {
 		w.view = map[string]uint64{}
 	}
@@ -323,13 +366,13 @@ func (w *watchCheck) converge(last history.WatchSession, finalIndex uint64, fina
 	if want == nil {
 		want = map[string]uint64{}
 	}
-	against := "the final state"
+	against, metaAt := "the final state", finalIndex
 	if w.pos > finalIndex && w.sl.lastUpTo(w.pos) > finalIndex {
 		if g := w.lv.firstGap(w.pos); g != 0 {
 			w.v.note("watcher %s: ended at %d, after changes past the final index, with a journal gap at %d; convergence not checked", w.name, w.pos, g)
 			return
 		}
-		want, against = w.sl.stateAt(w.pos), fmt.Sprintf("the journals' state at %d", w.pos)
+		want, against, metaAt = w.sl.stateAt(w.pos), fmt.Sprintf("the journals' state at %d", w.pos), w.pos
 	}
 	w.v.Stats["converged_checked"]++
 	e := history.Event{At: last.Closed}
@@ -342,5 +385,10 @@ func (w *watchCheck) converge(last history.WatchSession, finalIndex uint64, fina
 		if _, ok := want[a]; !ok {
 			w.fail(e, a, w.pos, "did not converge: its view at %d has %s, which %s does not", w.pos, a, against)
 		}
+	}
+	if g := w.lv.firstGap(metaAt); g != 0 {
+		w.v.note("watcher %s: journal gap at %d; its metadata's convergence not checked", w.name, g)
+	} else if want := w.sl.metaAt(metaAt); w.metaView != want {
+		w.fail(e, "", w.pos, "did not converge: its view at %d has %s, the journals' replay at %d %s", w.pos, describeMeta(w.metaView), metaAt, describeMeta(want))
 	}
 }

@@ -39,6 +39,11 @@ const (
 	List       = "list"  // default (local) read
 	CList      = "clist" // consistent read
 	Stop       = "stop"  // a TTL client stops heartbeating on purpose (instant)
+	// Service metadata (SetMeta, DeleteMeta: compare-and-set on Expect; GetMeta
+	// with a consistent read).
+	MetaSet    = "meta-set"
+	MetaDelete = "meta-delete"
+	MetaGet    = "meta-get"
 )
 
 // Op is one client operation.
@@ -59,6 +64,12 @@ type Op struct {
 	Err       string            `json:"err,omitempty"`
 	Index     uint64            `json:"index,omitempty"`  // write: committed index; read: state index
 	Result    []string          `json:"result,omitempty"` // reads: the addresses listed, sorted
+	// Metadata ops: the data set or read (text), the index a write expected
+	// (0: meta-set only if there is none; meta-delete whatever it is), and
+	// the metadata's index a get read or a conflict reported (0: none).
+	Data      string `json:"data,omitempty"`
+	Expect    uint64 `json:"expect,omitempty"`
+	MetaIndex uint64 `json:"meta_index,omitempty"`
 }
 
 // Event is one event received on a watch stream.
@@ -67,7 +78,10 @@ type Event struct {
 	Index  uint64 `json:"index"`
 	Addr   string `json:"addr,omitempty"`
 	Reason string `json:"reason,omitempty"`
-	At     int64  `json:"at"`
+	// Deleted, on a meta event: the metadata was deleted (else it was set,
+	// and Index is its index).
+	Deleted bool  `json:"deleted,omitempty"`
+	At      int64 `json:"at"`
 }
 
 // WatchSession is one watch stream, from opening to its end. A watcher's
@@ -92,13 +106,15 @@ type Entry struct {
 	Index       uint64 `json:"index"`
 	Term        uint64 `json:"term"`
 	RaftIndex   uint64 `json:"raft_index,omitempty"` // the log entry that carried it (a batch entry carries several)
-	Type        string `json:"type"`                 // register, unregister, expire, config
+	Type        string `json:"type"`                 // register, unregister, expire, set-meta, delete-meta, config
 	RequestID   string `json:"request_id,omitempty"`
 	Name        string `json:"name,omitempty"`
 	Addr        string `json:"addr,omitempty"`
 	TTLMillis   int64  `json:"ttl_ms,omitempty"`
 	ExpireIndex uint64 `json:"expire_index,omitempty"` // expire: the registration index it names
 	DecidedAt   int64  `json:"decided_at,omitempty"`   // expire: when the leader decided it
+	MetaExpect  uint64 `json:"meta_expect,omitempty"`  // set-meta, delete-meta: the index the command expected
+	MetaIndex   uint64 `json:"meta_index,omitempty"`   // set-meta, delete-meta: the metadata's index before it (0: none)
 	Changed     bool   `json:"changed"`
 	Err         string `json:"err,omitempty"`
 	At          int64  `json:"at"` // when this node applied it

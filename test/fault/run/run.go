@@ -186,7 +186,9 @@ func Run(ctx context.Context, sc Scenario, opts Options) (*Result, error) {
 	res.Elapsed = time.Since(res.Started)
 
 	lin, services := check.Linearizable(res.Run, 60*time.Second)
-	res.Verdicts = []check.Verdict{check.Replicas(res.Run), lin, check.Durability(res.Run),
+	meta, metaServices := check.MetaLinearizable(res.Run, 60*time.Second)
+	services = append(services, metaServices...)
+	res.Verdicts = []check.Verdict{check.Replicas(res.Run), lin, meta, check.Durability(res.Run),
 		check.TTLSafety(res.Run), check.TTLLiveness(res.Run), check.Watches(res.Run), check.MonotonicReads(res.Run),
 		check.Election(res.Run)}
 	for _, v := range res.Verdicts {

@@ -117,7 +117,7 @@ func (wt *watcher) session(ctx context.Context, node int) string {
 		at := now()
 		lastFrame = time.Now()
 		for _, e := range batch.Events {
-			s.Events = append(s.Events, history.Event{Kind: e.Kind, Index: e.Index, Addr: e.Addr, Reason: e.Reason, At: at})
+			s.Events = append(s.Events, history.Event{Kind: e.Kind, Index: e.Index, Addr: e.Addr, Reason: e.Reason, Deleted: e.Deleted, At: at})
 			wt.seen = max(wt.seen, e.Index)
 			switch e.Kind {
 			case wire.KindResync:

@@ -1,6 +1,7 @@
 // Package workload drives a discoverd cluster the way the fault suite needs
 // it: many services with a few clients each, doing registrations,
-// unregistrations, heartbeats and default and consistent lists, TTL clients
+// unregistrations, heartbeats and default and consistent lists, clients
+// racing compare-and-sets of two services' metadata (meta.go), TTL clients
 // of which some stop heartbeating on purpose, clients that only ever talk to
 // one follower, a reader on every node that reads it again as soon as it is
 // back after a restart, and watchers that drop their stream and resume it on
@@ -51,6 +52,8 @@ type Config struct {
 	OpTimeout         time.Duration // one attempt's deadline
 	Think             time.Duration // pause between a client's operations (randomized ±50%)
 	Seed              int64
+	MetaServices      int           // services (the first lin services) whose metadata meta clients work on
+	MetaClients       int           // meta clients per such service, racing compare-and-sets
 	Electors          int           // Go clients (client.Elect) standing for leadership of one service, elect-0
 	ElectTTL          time.Duration // their registrations' TTL
 	// TLS gives the nodes' TLS for an address (nil: plaintext).
@@ -65,7 +68,7 @@ func DefaultConfig() Config {
 	return Config{Services: 4, ClientsPerService: 4, AddrsPerService: 3, FollowerOnly: 0.25,
 		TTLServices: 2, TTLClients: 4, TTL: 2 * time.Second, StopShare: 0.25, NodeReaders: 1,
 		Watchers: 6, ResumeEvery: 3 * time.Second, OpTimeout: 2 * time.Second, Think: 40 * time.Millisecond,
-		Electors: 3, ElectTTL: 2 * time.Second, Seed: 1}
+		MetaServices: 2, MetaClients: 3, Electors: 3, ElectTTL: 2 * time.Second, Seed: 1}
 }
 
 // Node is a node the workload may talk to.
@@ -142,6 +145,20 @@ func (w *Workload) Start(ctx context.Context) {
 			go func() {
 				defer w.clients.Done()
 				w.linClient(ctx, svc, fmt.Sprintf("%s-c%d", svc, c), rng, pinned)
+			}()
+		}
+	}
+	for s, svc := range w.MetaServiceNames() {
+		for c := range w.cfg.MetaClients {
+			rng := rand.New(rand.NewPCG(seed, uint64(50000+s*100+c)))
+			pinned := -1
+			if rng.Float64() < w.cfg.FollowerOnly && len(w.nodes) > 1 {
+				pinned = (w.leader + 1 + rng.IntN(len(w.nodes)-1)) % len(w.nodes)
+			}
+			w.clients.Add(1)
+			go func() {
+				defer w.clients.Done()
+				w.metaClient(ctx, svc, fmt.Sprintf("%s-m%d", svc, c), rng, pinned)
 			}()
 		}
 	}
