@@ -38,6 +38,12 @@ const (
 	// remove unconditionally: upgrade every node before clients that send
 	// if_index.
 	UnregisterIfType MessageType = 5
+	// SuspectType sets or clears the suspect marker of one registration
+	// (SuspectCommand): the leader's expiry-storm guard (ttl/storm.go) holds
+	// back its expiry. It changes nothing else. Nodes older than this type
+	// stop at it ("unknown message type 8"): upgrade every node before the
+	// guard may hold an expiry, or run with -storm-threshold 0 until then.
+	SuspectType MessageType = 8
 )
 
 func (t MessageType) String() string {
@@ -52,6 +58,8 @@ func (t MessageType) String() string {
 		return "batch"
 	case UnregisterIfType:
 		return "unregister-if"
+	case SuspectType:
+		return "suspect"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -86,6 +94,18 @@ type ExpireCommand struct {
 	// expiry. Informational only — journals and the fault suite's TTL checks
 	// read it; Apply never does, so it cannot make replicas diverge.
 	DecidedAt int64
+}
+
+// SuspectCommand sets the suspect marker of (Name, Addr) to Suspect, only if
+// its last registration is still the one at Index. The leader's expiry-storm
+// guard proposes Suspect true when it holds back the instance's expiry, and
+// false when the instance heartbeats again while held (or a new leader, which
+// holds nothing yet, finds it marked). A registration clears the marker.
+type SuspectCommand struct {
+	Name    string
+	Addr    string
+	Index   uint64
+	Suspect bool
 }
 
 // codecHandle encodes commands and snapshots. Field names are the Go names;
