@@ -39,6 +39,9 @@ type ServiceUpdate struct {
 	Index   uint64            // the index that produced the change
 	Created uint64            // CreateIndex of the instance
 	Reason  string            // why it went away: "unregister", "expire" or "resync"
+	// Suspect: the instance is online but suspect (Service.Suspect); an
+	// update that only sets or clears it is an update like any other.
+	Suspect bool
 	// Missed counts updates dropped for this subscriber since the previous one
 	// it received, because its channel was full. When it is not zero, re-read
 	// Online() to catch up.
@@ -308,7 +311,7 @@ func (s *ServiceSet) replace(next map[string]*Service, index uint64) {
 		}
 	}
 	for addr, svc := range next {
-		if old, ok := s.online[addr]; !ok || old.Index != svc.Index {
+		if old, ok := s.online[addr]; !ok || old.Index != svc.Index || old.Suspect != svc.Suspect {
 			s.publishLocked(updateFor(svc, true, svc.Index, ""))
 		}
 	}
@@ -317,7 +320,7 @@ func (s *ServiceSet) replace(next map[string]*Service, index uint64) {
 
 func updateFor(svc *Service, online bool, index uint64, reason string) *ServiceUpdate {
 	return &ServiceUpdate{Name: svc.Name, Addr: svc.Addr, Online: online, Attrs: svc.Attrs, Index: index,
-		Created: svc.CreateIndex, Reason: reason}
+		Created: svc.CreateIndex, Reason: reason, Suspect: online && svc.Suspect}
 }
 
 // Lock must be held.

@@ -60,6 +60,7 @@ func TestFast_BytesMatchTheCodec(t *testing.T) {
 		events = append(events, Event{Kind: "down", TTLMillis: i})
 	}
 	events = append(events, Event{Attrs: map[string]string{}}) // empty map: left out, like nil
+	events = append(events, Event{Kind: "update", Index: 9, Name: "web", Addr: "a:1", Reason: "r", Suspect: true, TTLMillis: 1000})
 	for _, e := range events {
 		if got, want := e.appendMsgpack(nil), codecEncode(t, &e); !bytes.Equal(got, want) {
 			t.Fatalf("event %+v:\n fast  %x\n codec %x", e, got[:min(len(got), 64)], want[:min(len(want), 64)])
@@ -88,6 +89,7 @@ func TestFast_RoundTripsWithTheCodec(t *testing.T) {
 		{Kind: "up", Index: 42, Name: "web", Addr: "10.0.0.5:8080", Attrs: attrs, TTLMillis: 10000, CreateIndex: 40},
 		{Kind: "down", Index: math.MaxUint64, Name: "web", Addr: "a", TTLMillis: -5, Reason: "expire"},
 		{Kind: "current", Index: 43, Name: "web"},
+		{Kind: "update", Index: 44, Name: "web", Addr: "a", TTLMillis: 10000, CreateIndex: 40, Suspect: true},
 	}}
 	var fromCodec, fromFast WatchEvents
 	if err := fromCodec.decodeMsgpack(codecEncode(t, &w)); err != nil {
