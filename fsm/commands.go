@@ -99,8 +99,8 @@ type ExpireCommand struct {
 // SuspectCommand sets the suspect marker of (Name, Addr) to Suspect, only if
 // its last registration is still the one at Index. The leader's expiry-storm
 // guard proposes Suspect true when it holds back the instance's expiry, and
-// false when the instance heartbeats again while held (or a new leader, which
-// holds nothing yet, finds it marked). A registration clears the marker.
+// false when the instance heartbeats again (a later leader clears a marker an
+// earlier one set the same way). A registration clears the marker.
 type SuspectCommand struct {
 	Name    string
 	Addr    string

@@ -157,6 +157,12 @@ type mark struct {
 	want     bool
 	have     bool
 	inflight bool
+	// inherited: an earlier leader held this registration (the sweep found
+	// it marked). Its hold is not restarted: it expires at the deadline this
+	// leader armed, unless it heartbeats (armed: that deadline; a later one
+	// means a heartbeat came).
+	inherited bool
+	armed     time.Time
 }
 
 // syncLocked drops the state of an earlier leadership epoch.
@@ -364,8 +370,21 @@ func (s *storm) holdLocked(t *Tracker, e *entry, now time.Time) bool {
 	} else if h != nil {
 		s.endLocked(t, e.key, h, "registered again")
 	}
-	holdIt, scope, svc, all := s.decideLocked(t, e, now)
 	c := s.counts(e.key.Name)
+	if m := s.marks[e.key]; m != nil && m.inherited && m.index == e.index {
+		// An earlier leader held it already: one hold per registration
+		// (across leaders), so its expiry goes ahead at this deadline.
+		if s.holds == nil {
+			s.holds = map[Key]*hold{}
+		}
+		s.holds[e.key] = &hold{e: e, index: e.index, since: now, until: now, released: true}
+		s.released++
+		s.letGoLocked(c, e, now, true)
+		t.log.Warn("expiry released: held by an earlier leader already", "service", e.key.Name, "addr", e.key.Addr, "index", e.index,
+			"service_held", c.held, "held", s.all.held)
+		return false
+	}
+	holdIt, scope, svc, all := s.decideLocked(t, e, now)
 	until := e.deadline.Add(s.maxHold(e))
 	if !holdIt || !until.After(now) {
 		s.letGoLocked(c, e, now, false)
@@ -421,12 +440,14 @@ func (s *storm) requeueLocked(t *Tracker, e *entry, until, now time.Time) {
 	heap.Fix(&t.queue, e.heapIdx)
 }
 
-// aliveLocked is told of an entry the heap reached whose deadline had moved
-// later (collectDueLocked): a held instance that heartbeated (or was
-// registered again) is no longer held, and its marker is cleared.
-func (s *storm) aliveLocked(t *Tracker, e *entry) {
+// aliveLocked is told of an entry the heap reached before its deadline
+// (collectDueLocked): a held instance that heartbeated (or was registered
+// again) is no longer held, and its marker is cleared. An instance an
+// earlier leader held that has not been heard from since this leader armed
+// it is looked at again soon; true then: it requeued e.
+func (s *storm) aliveLocked(t *Tracker, e *entry, now time.Time) bool {
 	if len(s.holds) == 0 && len(s.marks) == 0 {
-		return
+		return false
 	}
 	s.syncLocked(t)
 	if h := s.holds[e.key]; h != nil {
@@ -436,9 +457,16 @@ func (s *storm) aliveLocked(t *Tracker, e *entry) {
 		}
 		s.endLocked(t, e.key, h, why)
 	}
-	if m := s.marks[e.key]; m != nil {
-		s.setMarkLocked(t, e.key, e.index, false)
+	m := s.marks[e.key]
+	if m == nil {
+		return false
 	}
+	if m.inherited && m.index == e.index && !e.deadline.After(m.armed) {
+		s.requeueLocked(t, e, e.deadline, now)
+		return true
+	}
+	s.setMarkLocked(t, e.key, e.index, false)
+	return false
 }
 
 // setMarkLocked asks for the suspect marker of registration index of k.
@@ -456,6 +484,9 @@ func (s *storm) setMarkLocked(t *Tracker, k Key, index uint64, want bool) {
 		s.marks[k] = m
 	}
 	m.want = want
+	if !want {
+		m.inherited = false
+	}
 	s.proposeMarkLocked(t, k, m)
 }
 
@@ -539,9 +570,13 @@ func (s *storm) sweepDueLocked(t *Tracker) bool {
 }
 
 // stormSweep reads the suspect markers of the FSM when this node starts to
-// lead (or reloads after a restore): an earlier leader's holds ended with
-// its leadership — this one armed every instance afresh — so each marker is
-// cleared, unless this leader holds that instance by then.
+// lead (or reloads after a restore). An earlier leader held each marked
+// registration; its hold ended with its leadership, and this leader armed
+// every instance afresh. A marked instance keeps its marker until it
+// heartbeats (the marker is cleared, within a TTL/8 of the heartbeat moving
+// its deadline) or its new deadline passes: then its expiry goes ahead, not
+// held again — one hold per registration, whatever the leader changes, so
+// the guard adds one max hold to removal at most (DESIGN.md).
 func (t *Tracker) stormSweep() {
 	t.src.WithInstances(func(_ uint64, all iter.Seq[*fsm.Instance]) {
 		t.mu.Lock()
@@ -552,6 +587,7 @@ func (t *Tracker) stormSweep() {
 		}
 		s.syncLocked(t)
 		s.swept = t.epoch
+		now := t.cfg.Clock.Now()
 		n := 0
 		for in := range all {
 			if !in.Suspect {
@@ -559,19 +595,18 @@ func (t *Tracker) stormSweep() {
 			}
 			k := Key{in.Name, in.Addr}
 			e := t.entries[k]
-			if e == nil || e.index != in.ModifyIndex {
+			if e == nil || e.index != in.ModifyIndex || e.expiring || e.heapIdx < 0 {
 				continue
 			}
 			if s.marks == nil {
 				s.marks = map[Key]*mark{}
 			}
-			m := &mark{index: e.index, have: true, want: s.heldLocked(t, e)}
-			s.marks[k] = m
-			s.proposeMarkLocked(t, k, m)
+			s.marks[k] = &mark{index: e.index, have: true, want: true, inherited: true, armed: e.deadline}
+			s.requeueLocked(t, e, e.deadline, now) // to notice a heartbeat soon
 			n++
 		}
 		if n > 0 {
-			t.log.Info("clearing suspect markers an earlier leader left", "instances", n)
+			t.log.Info("instances an earlier leader held: their expiries go ahead at their deadlines unless they heartbeat", "instances", n)
 		}
 	})
 	t.nudge()

@@ -431,7 +431,9 @@ func (t *Tracker) collectDueLocked(now time.Time) []proposal {
 	for len(t.queue) > 0 && !t.queue[0].queued.After(now) {
 		e := t.queue[0]
 		if e.deadline.After(now) {
-			t.storm.aliveLocked(t, e) // storm.go: a held instance heartbeated
+			if t.storm.aliveLocked(t, e, now) { // storm.go: a held instance heartbeated; requeued if true
+				continue
+			}
 			e.queued = e.deadline
 			heap.Fix(&t.queue, 0)
 			continue
