@@ -49,6 +49,7 @@ type journalLine struct {
 	TTLMillis   int64  `json:"ttl_ms,omitempty"`
 	ExpireIndex uint64 `json:"expire_index,omitempty"`
 	DecidedAt   int64  `json:"decided_at,omitempty"`
+	Suspect     bool   `json:"suspect,omitempty"`
 	Changed     bool   `json:"changed"`
 	Err         string `json:"err,omitempty"`
 	At          int64  `json:"at"`
@@ -60,7 +61,7 @@ func (w *journalWriter) Applied(e fsm.JournalEntry) {
 		return
 	}
 	l := journalLine{Index: e.Index, Term: e.Term, RaftIndex: e.RaftIndex, Type: "config", RequestID: e.RequestID, Name: e.Name, Addr: e.Addr,
-		TTLMillis: e.TTL.Milliseconds(), ExpireIndex: e.ExpireIndex, DecidedAt: e.DecidedAt, Changed: e.Changed,
+		TTLMillis: e.TTL.Milliseconds(), ExpireIndex: e.ExpireIndex, DecidedAt: e.DecidedAt, Suspect: e.Suspect, Changed: e.Changed,
 		At: time.Now().UnixNano()}
 	if e.Type != 0 {
 		l.Type = e.Type.String()

@@ -12,6 +12,7 @@ const (
 	typeRegister   = "register"
 	typeUnregister = "unregister"
 	typeExpire     = "expire"
+	typeSuspect    = "suspect" // the expiry-storm guard's marker (fsm.SuspectCommand)
 )
 
 // Watch event kinds (history.Event.Kind) and down reasons.
@@ -162,6 +163,9 @@ type change struct {
 	reason string // down: unregister or expire
 	typ    string // the entry type
 	at     int64  // earliest apply time
+	// mark: a suspect entry, an update that changed only the marker (set
+	// to suspect); the instance's last registration stays what it was.
+	mark, suspect bool
 }
 
 // serviceLog is a service's committed changes in index order.
@@ -172,7 +176,8 @@ type serviceLog struct {
 
 // services derives every service's committed changes by replaying the union
 // in index order: a changed register is an up if the instance was absent,
-// else an update; a changed unregister or expire is a down.
+// else an update; a changed unregister or expire is a down; a changed
+// suspect entry is an update that changes no registration (mark).
 func (lv *logView) services() map[string]*serviceLog {
 	out := map[string]*serviceLog{}
 	state := map[instKey]bool{}
@@ -193,6 +198,8 @@ func (lv *logView) services() map[string]*serviceLog {
 		case typeUnregister, typeExpire:
 			c.kind, c.reason = kindDown, e.Type
 			delete(state, k)
+		case typeSuspect:
+			c.kind, c.mark, c.suspect = kindUpdate, true, e.Suspect
 		default:
 			continue
 		}
@@ -218,9 +225,10 @@ func (sl *serviceLog) stateAt(n uint64) map[string]uint64 {
 		if c.index > n {
 			break
 		}
-		if c.kind == kindDown {
+		switch {
+		case c.kind == kindDown:
 			delete(st, c.addr)
-		} else {
+		case !c.mark:
 			st[c.addr] = c.index
 		}
 	}

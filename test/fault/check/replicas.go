@@ -146,6 +146,7 @@ func entryDiff(a, b history.Entry) string {
 	add("ttl_ms", a.TTLMillis, b.TTLMillis)
 	add("expire_index", a.ExpireIndex, b.ExpireIndex)
 	add("decided_at", a.DecidedAt, b.DecidedAt)
+	add("suspect", a.Suspect, b.Suspect)
 	add("changed", a.Changed, b.Changed)
 	add("err", a.Err, b.Err)
 	return strings.Join(d, ", ")
@@ -159,6 +160,9 @@ func describeEntry(e history.Entry) string {
 	s := fmt.Sprintf("%s %s %s (term %d", e.Type, e.Name, e.Addr, e.Term)
 	if e.ExpireIndex != 0 {
 		s += fmt.Sprintf(", of index %d", e.ExpireIndex)
+	}
+	if e.Type == typeSuspect {
+		s += fmt.Sprintf(", suspect %v", e.Suspect)
 	}
 	if !e.Changed {
 		s += ", unchanged"
