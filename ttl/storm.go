@@ -273,8 +273,15 @@ func (s *storm) heldLocked(t *Tracker, e *entry) bool {
 	return h != nil && !h.released && h.e == e && h.index == e.index
 }
 
-// purgeLocked ends the holds whose entry is gone or registered again.
+// purgeLocked ends the holds whose entry is gone or registered again, and
+// forgets the markers of those (a registration or a removal took the
+// FSM's marker with it).
 func (s *storm) purgeLocked(t *Tracker) {
+	for k, m := range s.marks {
+		if e := t.entries[k]; !m.inflight && (e == nil || e.index != m.index) {
+			delete(s.marks, k)
+		}
+	}
 	for k, h := range s.holds {
 		e := t.entries[k]
 		if e == h.e && e.index == h.index {

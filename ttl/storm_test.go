@@ -456,3 +456,31 @@ func TestStorm_RegisteredAgainWhileHeld(t *testing.T) {
 	s.stepTo(at(45*time.Second), alive)
 	s.expectCalls(expiries(stopped[1:], at(45*time.Second))...)
 }
+
+// TestStorm_MarkersLeftWithTheGuardOff: a leader whose guard is off still
+// clears the marker an earlier leader left once the instance heartbeats,
+// and expires the others on time.
+func TestStorm_MarkersLeftWithTheGuardOff(t *testing.T) {
+	s := newStormHarness(t, StormConfig{})
+	ins := s.registerN("web", 3)
+	for _, in := range ins[:2] { // an earlier leader's markers
+		s.apply(fsm.SuspectType, &fsm.SuspectCommand{Name: in.Name, Addr: in.Addr, Index: in.ModifyIndex, Suspect: true})
+	}
+	s.prop.setLeader(false)
+	s.tr.StepDown()
+	s.advanceTo(at(time.Second))
+	s.becomeLeader() // armed at +1 s + TTL + grace = +13 s
+	s.settle()
+	s.expectMarks(nil, false, 0)
+	s.stepTo(at(5*time.Second), nil)
+	s.expectHeartbeatOK(keyOf(ins[0]))
+	s.stepTo(at(7*time.Second), ins[:1])
+	if m := s.takeMarks(); len(m) != 1 || m[0].Addr != ins[0].Addr || m[0].Suspect {
+		t.Fatalf("markers %+v, want %s cleared", m, ins[0].Addr)
+	}
+	s.expectSuspect(ins[:1], false)
+	s.expectSuspect(ins[1:2], true)
+	s.stepTo(at(13*time.Second), ins[:1])
+	s.expectCalls(expiries(ins[1:], at(13*time.Second))...)
+	s.expectStorm(0, 0, 0, 0)
+}
