@@ -58,6 +58,7 @@ type cacheInstance struct {
 	TTLMillis   int64             `json:"ttl_ms,omitempty"`
 	CreateIndex uint64            `json:"create_index"`
 	Index       uint64            `json:"index"`
+	Suspect     bool              `json:"suspect,omitempty"`
 }
 
 // cachePath is the cache file of service name in dir.
@@ -84,7 +85,7 @@ func (c *Client) cachedSet(name string, err error) *ServiceSet {
 	online := make(map[string]*Service, len(cf.Instances))
 	for _, in := range cf.Instances {
 		online[in.Addr] = &Service{Name: name, Addr: in.Addr, Attrs: in.Attrs, TTL: time.Duration(in.TTLMillis) * time.Millisecond,
-			CreateIndex: in.CreateIndex, Index: in.Index}
+			CreateIndex: in.CreateIndex, Index: in.Index, Suspect: in.Suspect}
 	}
 	var meta Meta
 	if cf.Meta != nil {
@@ -239,7 +240,7 @@ func (s *ServiceSet) cacheFileLocked() *cacheFile {
 		Instances: make([]cacheInstance, 0, len(s.online))}
 	for _, svc := range s.online {
 		cf.Instances = append(cf.Instances, cacheInstance{Addr: svc.Addr, Attrs: svc.Attrs, TTLMillis: svc.TTL.Milliseconds(),
-			CreateIndex: svc.CreateIndex, Index: svc.Index})
+			CreateIndex: svc.CreateIndex, Index: svc.Index, Suspect: svc.Suspect})
 	}
 	slices.SortFunc(cf.Instances, func(a, b cacheInstance) int { return cmp.Compare(a.CreateIndex, b.CreateIndex) })
 	if s.meta.Index != 0 {

@@ -631,12 +631,20 @@ type Service struct {
 	Attrs       map[string]string
 	TTL         time.Duration
 	CreateIndex uint64 // index of the first registration: the oldest is the service's leader, and this is its fencing token
-	Index       uint64 // index of the last registration
+	// Index is the index of the last registration; in a watch's change
+	// event, the index of that change (a registration, or a change of
+	// Suspect).
+	Index uint64
+	// Suspect: the instance's TTL ran out, but the leader's expiry-storm
+	// guard holds its expiry back, because a large share of the service
+	// stopped heartbeating at once (docs/protocol.md, "List"). It may come
+	// back (a heartbeat clears it) or be expired within the guard's max hold.
+	Suspect bool
 }
 
 func serviceFromWire(in *wire.Instance) *Service {
 	return &Service{Name: in.Name, Addr: in.Addr, Attrs: in.Attrs, TTL: time.Duration(in.TTLMillis) * time.Millisecond,
-		CreateIndex: in.CreateIndex, Index: in.Index}
+		CreateIndex: in.CreateIndex, Index: in.Index, Suspect: in.Suspect}
 }
 
 // ListOptions shape Instances.

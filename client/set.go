@@ -47,6 +47,9 @@ type ServiceUpdate struct {
 	Index      uint64            // the index that produced the change
 	Created    uint64            // CreateIndex of the instance
 	Reason     string            // why it went away: "unregister", "expire" or "resync"
+	// Suspect: the instance is online but suspect (Service.Suspect); an
+	// update that only sets or clears it is an update like any other.
+	Suspect bool
 	// Missed counts updates dropped for this subscriber since the previous one
 	// it received, because its channel was full. When it is not zero, re-read
 	// Online() to catch up.
@@ -351,7 +354,7 @@ func (s *ServiceSet) replace(block *stateBlock, index uint64) {
 		}
 	}
 	for addr, svc := range next {
-		if old, ok := s.online[addr]; !ok || old.Index != svc.Index {
+		if old, ok := s.online[addr]; !ok || old.Index != svc.Index || old.Suspect != svc.Suspect {
 			s.publishLocked(updateFor(svc, true, svc.Index, ""))
 		}
 	}
@@ -379,7 +382,7 @@ func (s *ServiceSet) metaUpdateLocked(index uint64) *ServiceUpdate {
 
 func updateFor(svc *Service, online bool, index uint64, reason string) *ServiceUpdate {
 	return &ServiceUpdate{Name: svc.Name, Addr: svc.Addr, Online: online, Attrs: svc.Attrs, Index: index,
-		Created: svc.CreateIndex, Reason: reason}
+		Created: svc.CreateIndex, Reason: reason, Suspect: online && svc.Suspect}
 }
 
 // Lock must be held.

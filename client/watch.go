@@ -268,7 +268,7 @@ func (w *Watch) deliver(e wire.Event) *Event {
 	}
 	if e.Addr != "" {
 		out.Service = &Service{Name: e.Name, Addr: e.Addr, Attrs: e.Attrs, TTL: time.Duration(e.TTLMillis) * time.Millisecond,
-			CreateIndex: e.CreateIndex, Index: e.Index}
+			CreateIndex: e.CreateIndex, Index: e.Index, Suspect: e.Suspect}
 	}
 	return out
 }

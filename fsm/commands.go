@@ -46,7 +46,12 @@ const (
 	// DeleteMetaType deletes a service's metadata, if it is at ExpectIndex
 	// when that is not 0 (DeleteMetaCommand).
 	DeleteMetaType MessageType = 7
-	// Type 8 is taken by a feature built beside metadata: never use it here.
+	// SuspectType sets or clears the suspect marker of one registration
+	// (SuspectCommand): the leader's expiry-storm guard (ttl/storm.go) holds
+	// back its expiry. It changes nothing else. Nodes older than this type
+	// stop at it ("unknown message type 8"): upgrade every node before the
+	// guard may hold an expiry, or run with -storm-threshold 0 until then.
+	SuspectType MessageType = 8
 )
 
 func (t MessageType) String() string {
@@ -65,6 +70,8 @@ func (t MessageType) String() string {
 		return "set-meta"
 	case DeleteMetaType:
 		return "delete-meta"
+	case SuspectType:
+		return "suspect"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -119,6 +126,18 @@ type DeleteMetaCommand struct {
 	Name        string
 	ExpectIndex uint64
 	RequestID   string
+}
+
+// SuspectCommand sets the suspect marker of (Name, Addr) to Suspect, only if
+// its last registration is still the one at Index. The leader's expiry-storm
+// guard proposes Suspect true when it holds back the instance's expiry, and
+// false when the instance heartbeats again (a later leader clears a marker an
+// earlier one set the same way). A registration clears the marker.
+type SuspectCommand struct {
+	Name    string
+	Addr    string
+	Index   uint64
+	Suspect bool
 }
 
 // codecHandle encodes commands and snapshots. Field names are the Go names;

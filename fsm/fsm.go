@@ -37,6 +37,11 @@ type Instance struct {
 	TTL         time.Duration
 	CreateIndex uint64 // index of the first registration; kept across re-registrations
 	ModifyIndex uint64 // index of the last registration
+	// Suspect: the leader's expiry-storm guard holds back this
+	// registration's expiry although its TTL ran out (SuspectCommand). A
+	// registration clears it. Absent from snapshots while false, so older
+	// snapshots restore with it false.
+	Suspect bool `codec:",omitempty"`
 }
 
 // EventKind says what an Event means.
@@ -44,7 +49,7 @@ type EventKind uint8
 
 const (
 	EventUp      EventKind = 1 // an instance appeared
-	EventUpdate  EventKind = 2 // an instance was registered again
+	EventUpdate  EventKind = 2 // an instance was registered again, or its suspect marker changed
 	EventDown    EventKind = 3 // an instance went away
 	EventCurrent EventKind = 4 // watch streams only: the state sent so far is complete at Index
 	EventResync  EventKind = 5 // watch streams only: history was lost, a full state follows
@@ -239,11 +244,12 @@ type JournalEntry struct {
 	RequestID   string
 	Name, Addr  string
 	TTL         time.Duration
-	ExpireIndex uint64 // expire: the registration index named
+	ExpireIndex uint64 // expire, suspect: the registration index named
 	DecidedAt   int64  // expire: informational, see ExpireCommand
 	// set-meta, delete-meta: the index the command expected, and the
 	// metadata's index before it (0: none), whatever the outcome.
 	MetaExpect, MetaIndex uint64
+	Suspect               bool // suspect: the marker set
 	Changed               bool
 	Err                   error
 }
@@ -363,6 +369,10 @@ func (f *FSM) applyCommandLocked(index uint64, data []byte) (*Result, JournalEnt
 		mustDecode(index, t, body, &c)
 		before := f.metaIndexLocked(c.Name)
 		return f.deleteMetaLocked(index, &c), JournalEntry{Type: t, RequestID: c.RequestID, Name: c.Name, MetaExpect: c.ExpectIndex, MetaIndex: before}
+	case SuspectType:
+		var c SuspectCommand
+		mustDecode(index, t, body, &c)
+		return f.suspectLocked(index, &c), JournalEntry{Type: t, Name: c.Name, Addr: c.Addr, ExpireIndex: c.Index, Suspect: c.Suspect}
 	}
 	panic(fmt.Sprintf("fsm: unknown message type %d at index %d (written by a newer discoverd?)", t, index))
 }
@@ -437,6 +447,28 @@ func (f *FSM) expireLocked(index uint64, c *ExpireCommand) *Result {
 		f.removeLocked(svc, c.Addr, index, ReasonExpire)
 		r.Changed = true
 	}
+	return r
+}
+
+// suspectLocked sets the suspect marker of the exact registration named; a
+// registration made since, or a marker already so, is left alone. The change
+// is an update event of the instance (same CreateIndex and ModifyIndex). The
+// observer is not told: the marker changes no deadline. Lock must be held.
+func (f *FSM) suspectLocked(index uint64, c *SuspectCommand) *Result {
+	r := &Result{Index: index}
+	svc := f.st.services[c.Name]
+	if svc == nil {
+		return r
+	}
+	in := svc.instances[c.Addr]
+	if in == nil || in.ModifyIndex != c.Index || in.Suspect == c.Suspect {
+		return r
+	}
+	marked := *in // instances are immutable: store a changed copy
+	marked.Suspect = c.Suspect
+	svc.instances[c.Addr] = &marked
+	f.recordLocked(svc, Event{Kind: EventUpdate, Index: index, Name: svc.name, Instance: &marked})
+	r.Changed = true
 	return r
 }
 

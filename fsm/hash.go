@@ -95,6 +95,11 @@ func hashInstance(h hash.Hash, s func(string), u func(uint64), in *Instance) {
 	u(uint64(in.TTL))
 	u(in.CreateIndex)
 	u(in.ModifyIndex)
+	if in.Suspect {
+		u(1)
+	} else {
+		u(0)
+	}
 	keys := make([]string, 0, len(in.Attrs))
 	for k := range in.Attrs {
 		keys = append(keys, k)

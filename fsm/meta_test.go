@@ -461,10 +461,10 @@ func TestFSM_MetaCommandsEncode(t *testing.T) {
 	f := New(Config{})
 	p := func() (p any) {
 		defer func() { p = recover() }()
-		f.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: []byte{8, 0x80}})
+		f.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: []byte{9, 0x80}})
 		return nil
 	}()
-	if !strings.Contains(fmt.Sprint(p), "unknown message type 8") {
-		t.Errorf("type 8: panic %v", p)
+	if !strings.Contains(fmt.Sprint(p), "unknown message type 9") {
+		t.Errorf("type 9 (the first unused one): panic %v", p)
 	}
 }

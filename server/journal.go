@@ -51,6 +51,7 @@ type journalLine struct {
 	DecidedAt   int64  `json:"decided_at,omitempty"`
 	MetaExpect  uint64 `json:"meta_expect,omitempty"` // set-meta, delete-meta: the index expected
 	MetaIndex   uint64 `json:"meta_index,omitempty"`  // set-meta, delete-meta: the metadata's index before
+	Suspect     bool   `json:"suspect,omitempty"`
 	Changed     bool   `json:"changed"`
 	Err         string `json:"err,omitempty"`
 	At          int64  `json:"at"`
@@ -62,7 +63,7 @@ func (w *journalWriter) Applied(e fsm.JournalEntry) {
 		return
 	}
 	l := journalLine{Index: e.Index, Term: e.Term, RaftIndex: e.RaftIndex, Type: "config", RequestID: e.RequestID, Name: e.Name, Addr: e.Addr,
-		TTLMillis: e.TTL.Milliseconds(), ExpireIndex: e.ExpireIndex, DecidedAt: e.DecidedAt, MetaExpect: e.MetaExpect, MetaIndex: e.MetaIndex, Changed: e.Changed,
+		TTLMillis: e.TTL.Milliseconds(), ExpireIndex: e.ExpireIndex, DecidedAt: e.DecidedAt, MetaExpect: e.MetaExpect, MetaIndex: e.MetaIndex, Suspect: e.Suspect, Changed: e.Changed,
 		At: time.Now().UnixNano()}
 	if e.Type != 0 {
 		l.Type = e.Type.String()

@@ -99,6 +99,9 @@ type Config struct {
 	Clock Clock
 	// Logger receives expiry decisions. Default slog.Default().
 	Logger *slog.Logger
+	// Storm configures the expiry-storm guard (storm.go); its zero value
+	// turns the guard off.
+	Storm StormConfig
 }
 
 // DefaultConfig returns the defaults.
@@ -176,6 +179,7 @@ type Tracker struct {
 	// being armed, if any.
 	cancelArm context.CancelFunc
 	expired   uint64 // expire proposals that removed an instance (stats)
+	storm     storm  // the expiry-storm guard's state (storm.go)
 
 	wake chan struct{} // nudges the loop; buffered 1
 	sem  chan struct{} // bounds in-flight proposals
@@ -451,6 +455,14 @@ type Stats struct {
 	Tracked  int
 	Expiring int
 	Expired  uint64
+	// The expiry-storm guard (storm.go): expiries held now, holds begun,
+	// holds released at their max hold (the expiry then went ahead), and
+	// holds that ended otherwise (a heartbeat, a registration, a removal,
+	// leadership lost).
+	StormHeld     int
+	StormHolds    uint64
+	StormReleased uint64
+	StormUnheld   uint64
 }
 
 // Stats returns current counts.
@@ -463,6 +475,7 @@ func (t *Tracker) Stats() Stats {
 			s.Expiring++
 		}
 	}
+	t.storm.statsLocked(t, &s)
 	return s
 }
 
@@ -477,6 +490,7 @@ type proposal struct {
 	key   Key
 	index uint64
 	epoch uint64
+	mark  markKind // not an expiry but a suspect marker (storm.go)
 }
 
 // Run is the expiry loop; it returns when ctx ends and in-flight proposals finish.
@@ -487,8 +501,14 @@ func (t *Tracker) Run(ctx context.Context) {
 		t.mu.Lock()
 		if t.rearm {
 			t.rearm = false
+			t.storm.forgetLocked(t)
 			t.mu.Unlock()
 			t.load(0, nil)
+			continue
+		}
+		if t.storm.sweepDueLocked(t) {
+			t.mu.Unlock()
+			t.stormSweep() // storm.go: the markers an earlier leader left
 			continue
 		}
 		var due []proposal
@@ -548,15 +568,21 @@ func (t *Tracker) collectDueLocked(now time.Time) []proposal {
 	for len(t.queue) > 0 && !t.queue[0].queued.After(now) {
 		e := t.queue[0]
 		if e.deadline.After(now) {
+			if t.storm.aliveLocked(t, e, now) { // storm.go: a held instance heartbeated; requeued if true
+				continue
+			}
 			e.queued = e.deadline
 			heap.Fix(&t.queue, 0)
+			continue
+		}
+		if t.storm.holdLocked(t, e, now) { // storm.go: the expiry-storm guard holds it (requeued)
 			continue
 		}
 		heap.Pop(&t.queue)
 		e.expiring = true
 		due = append(due, proposal{key: e.key, index: e.index, epoch: t.epoch})
 	}
-	return due
+	return t.storm.drainLocked(t, due) // storm.go: suspect markers to propose
 }
 
 // propose commits one expiry. It waits for Raft's verdict without a
@@ -566,6 +592,10 @@ func (t *Tracker) collectDueLocked(now time.Time) []proposal {
 // node loses leadership, and then the next leader re-arms everything after
 // its barrier, which has applied every entry that could ever commit.
 func (t *Tracker) propose(ctx context.Context, p proposal) {
+	if p.mark != markNone {
+		t.proposeMark(ctx, p) // storm.go
+		return
+	}
 	removed, err := t.proposer.ProposeExpire(ctx, p.key.Name, p.key.Addr, p.index)
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -85,6 +85,9 @@ type fakeProposer struct {
 	failNext int
 	held     int           // held calls not yet released
 	askedCh  chan struct{} // if set, gets a token (non-blocking) on every IsLeader
+
+	// ProposeSuspect (storm_test.go) commits through suspect, if set.
+	suspect func(name, addr string, index uint64, v bool) bool
 }
 
 func (p *fakeProposer) IsLeader() bool {

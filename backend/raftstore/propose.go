@@ -8,10 +8,17 @@ import (
 	"github.com/discoverd/discoverd/fsm"
 	"github.com/discoverd/discoverd/internal/codes"
 	"github.com/discoverd/discoverd/raftnode"
+	"github.com/discoverd/discoverd/ttl"
 )
 
 // The FSM is the state machine raftnode replicates.
 var _ raftnode.Machine = (*fsm.FSM)(nil)
+
+// The tracker proposes its expiries and suspect markers through a Proposer.
+var (
+	_ ttl.Proposer        = (*Proposer)(nil)
+	_ ttl.SuspectProposer = (*Proposer)(nil)
+)
 
 // Proposer is the glue between the FSM's commands and the Raft node, which
 // knows none of them: it encodes a command into a log entry, proposes it
@@ -54,6 +61,17 @@ func (p *Proposer) IsLeader() bool { return p.node.IsLeader() }
 // only if no newer registration replaced it.
 func (p *Proposer) ProposeExpire(ctx context.Context, name, addr string, index uint64) (bool, error) {
 	res, err := p.Apply(ctx, fsm.ExpireType, &fsm.ExpireCommand{Name: name, Addr: addr, Index: index, DecidedAt: time.Now().UnixNano()})
+	if err != nil {
+		return false, err
+	}
+	return res.Changed, res.Err
+}
+
+// ProposeSuspect implements ttl.SuspectProposer: it commits a suspect
+// command, which sets the marker of the registration of (name, addr) at
+// index only if no newer registration replaced it.
+func (p *Proposer) ProposeSuspect(ctx context.Context, name, addr string, index uint64, suspect bool) (bool, error) {
+	res, err := p.Apply(ctx, fsm.SuspectType, &fsm.SuspectCommand{Name: name, Addr: addr, Index: index, Suspect: suspect})
 	if err != nil {
 		return false, err
 	}

@@ -58,6 +58,8 @@ func (s *Store) Status(ctx context.Context) (wire.StatusResponse, error) {
 func (s *Store) selfStatus() wire.NodeStatus {
 	st := nodeStatus(s.node.Status())
 	st.Ready, st.Freshness = s.CaughtUp(), s.Freshness()
+	ts := s.tracker.Stats()
+	st.StormHeld, st.StormHolds, st.StormReleased, st.StormUnheld = uint64(ts.StormHeld), ts.StormHolds, ts.StormReleased, ts.StormUnheld
 	return st
 }
 

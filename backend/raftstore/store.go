@@ -204,7 +204,7 @@ func (s *Store) List(ctx context.Context, name string, opts backend.ListOptions)
 
 func toWire(in *fsm.Instance) wire.Instance {
 	return wire.Instance{Name: in.Name, Addr: in.Addr, Attrs: in.Attrs, TTLMillis: in.TTL.Milliseconds(),
-		CreateIndex: in.CreateIndex, Index: in.ModifyIndex}
+		CreateIndex: in.CreateIndex, Index: in.ModifyIndex, Suspect: in.Suspect}
 }
 
 // Subscribe implements backend.DiscoveryBackend from the local FSM.
@@ -245,6 +245,7 @@ func toWireEvent(e fsm.Event) wire.Event {
 	we := wire.Event{Kind: e.Kind.String(), Index: e.Index, Name: e.Name}
 	if in := e.Instance; in != nil {
 		we.Addr, we.Attrs, we.TTLMillis, we.CreateIndex = in.Addr, in.Attrs, in.TTL.Milliseconds(), in.CreateIndex
+		we.Suspect = in.Suspect && e.Kind != fsm.EventDown // a removal is final, marked or not
 	}
 	if e.Kind == fsm.EventMeta {
 		if e.Meta != nil {

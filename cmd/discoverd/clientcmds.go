@@ -272,10 +272,11 @@ func runUnregister(ctx context.Context, args []string, stdout, stderr io.Writer)
 
 // jsonInstance is the -json shape of services.
 type jsonInstance struct {
-	Name  string            `json:"name"`
-	Addr  string            `json:"addr"`
-	Attrs map[string]string `json:"attrs"`
-	Index uint64            `json:"index"`
+	Name    string            `json:"name"`
+	Addr    string            `json:"addr"`
+	Attrs   map[string]string `json:"attrs"`
+	Index   uint64            `json:"index"`
+	Suspect bool              `json:"suspect"`
 }
 
 // jsonList is the -json shape of services NAME: the instances and the
@@ -298,7 +299,7 @@ func runServices(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	var cf clientFlags
 	fs := newFlagSet("services", "[NAME [key=value ...]]", stderr)
 	cf.register(fs)
-	asJSON := fs.Bool("json", false, `print {"name","index","known_leader","last_contact_ms","instances":[{"name","addr","attrs","index"}]}; without NAME, an array of {"name","instances"}`)
+	asJSON := fs.Bool("json", false, `print {"name","index","known_leader","last_contact_ms","instances":[{"name","addr","attrs","index","suspect"}]}; without NAME, an array of {"name","instances"}`)
 	consistent := fs.Bool("consistent", false, "linearizable read, confirmed by the leader")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -341,20 +342,47 @@ func runServices(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			if attrs == nil {
 				attrs = map[string]string{}
 			}
-			out.Instances = append(out.Instances, jsonInstance{Name: s.Name, Addr: s.Addr, Attrs: attrs, Index: s.Index})
+			out.Instances = append(out.Instances, jsonInstance{Name: s.Name, Addr: s.Addr, Attrs: attrs, Index: s.Index, Suspect: s.Suspect})
 		}
 		return writeJSON(stdout, out)
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "ADDR\tINDEX\tATTRS\n")
+	return writeInstances(stdout, name, idx, list, res.KnownLeader, lastContactMS)
+}
+
+// writeInstances prints services NAME as a table. A SUSPECT column (yes or
+// no) appears only when some instance is suspect.
+func writeInstances(stdout io.Writer, name string, idx uint64, list []*client.Service, knownLeader bool, lastContactMS int64) error {
+	suspect := 0
 	for _, s := range list {
+		if s.Suspect {
+			suspect++
+		}
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	if suspect > 0 {
+		fmt.Fprintf(tw, "ADDR\tINDEX\tSUSPECT\tATTRS\n")
+	} else {
+		fmt.Fprintf(tw, "ADDR\tINDEX\tATTRS\n")
+	}
+	for _, s := range list {
+		if suspect > 0 {
+			mark := "no"
+			if s.Suspect {
+				mark = "yes"
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", s.Addr, s.Index, mark, formatAttrs(s.Attrs))
+			continue
+		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\n", s.Addr, s.Index, formatAttrs(s.Attrs))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s of %s at index %d\n", plural(len(list), "instance", "instances"), name, idx)
-	if !res.KnownLeader {
+	if suspect > 0 {
+		fmt.Fprintf(stdout, "%d suspect: stopped heartbeating with many others at once; the expiry-storm guard holds their expiry back for a while\n", suspect)
+	}
+	if !knownLeader {
 		// The node answered from its last state: say how old it may be.
 		fmt.Fprintf(stdout, "the answering node knows no leader (last contact: %s): this state may be out of date\n",
 			formatLastContact(lastContactMS))
@@ -420,12 +448,13 @@ func formatAttrs(a map[string]string) string {
 
 // jsonEvent is the -json shape of watch.
 type jsonEvent struct {
-	Kind   string            `json:"kind"`
-	Index  uint64            `json:"index"`
-	Name   string            `json:"name"`
-	Addr   string            `json:"addr,omitempty"`
-	Attrs  map[string]string `json:"attrs,omitempty"`
-	Reason string            `json:"reason,omitempty"`
+	Kind    string            `json:"kind"`
+	Index   uint64            `json:"index"`
+	Name    string            `json:"name"`
+	Addr    string            `json:"addr,omitempty"`
+	Attrs   map[string]string `json:"attrs,omitempty"`
+	Reason  string            `json:"reason,omitempty"`
+	Suspect bool              `json:"suspect,omitempty"`
 	// A meta event: the metadata's size and bytes, or deleted.
 	Size       *int   `json:"size,omitempty"`
 	DataBase64 []byte `json:"data_base64,omitempty"`
@@ -451,7 +480,7 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var cf clientFlags
 	fs := newFlagSet("watch", "NAME", stderr)
 	cf.register(fs)
-	asJSON := fs.Bool("json", false, `print one JSON object per event: {"kind","index","name","addr","attrs"} (meta: {"kind","index","name","size","data_base64"} or "deleted")`)
+	asJSON := fs.Bool("json", false, `print one JSON object per event: {"kind","index","name","addr","attrs","reason","suspect"} (meta: {"kind","index","name","size","data_base64"} or "deleted")`)
 	from := fs.Uint64("from", 0, "resume after this index instead of starting with the current state")
 	name, err := parseName(fs, args)
 	if err != nil {
@@ -482,7 +511,7 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		je := jsonEvent{Kind: string(e.Kind), Index: e.Index, Name: name, Reason: e.Reason}
 		if e.Service != nil {
-			je.Addr, je.Attrs = e.Service.Addr, e.Service.Attrs
+			je.Addr, je.Attrs, je.Suspect = e.Service.Addr, e.Service.Attrs, e.Service.Suspect
 		}
 		if e.Kind == client.EventMeta {
 			if e.Meta == nil {
@@ -507,6 +536,9 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		if je.Reason != "" {
 			line += " (" + je.Reason + ")"
+		}
+		if je.Suspect {
+			line += " [suspect]"
 		}
 		switch {
 		case je.Deleted:
@@ -540,6 +572,13 @@ type jsonNode struct {
 	KnownLeader       bool   `json:"known_leader"`
 	LastContactMillis int64  `json:"last_contact_ms"`
 	Error             string `json:"error,omitempty"`
+	// The expiry-storm guard on this node, since it started (it holds
+	// expiries only while it leads): held now, holds begun, released at
+	// their max hold, ended otherwise.
+	StormHeld     uint64 `json:"storm_held"`
+	StormHolds    uint64 `json:"storm_holds"`
+	StormReleased uint64 `json:"storm_released"`
+	StormUnheld   uint64 `json:"storm_unheld"`
 }
 
 // unreachable reports whether the node did not answer status.
@@ -549,7 +588,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var cf clientFlags
 	fs := newFlagSet("status", "", stderr)
 	cf.register(fs)
-	asJSON := fs.Bool("json", false, `print {"leader","nodes":[{"id","addr","state","term","applied_index","commit_index","ready","known_leader","last_contact_ms","error"}]}`)
+	asJSON := fs.Bool("json", false, `print {"leader","nodes":[{"id","addr","state","term","applied_index","commit_index","ready","known_leader","last_contact_ms","error","storm_held","storm_holds","storm_released","storm_unheld"}]}`)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -571,7 +610,8 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	for _, n := range st.Nodes {
 		out.Nodes = append(out.Nodes, jsonNode{ID: n.ID, Addr: n.Addr, State: n.State, Term: n.Term,
 			AppliedIndex: n.AppliedIndex, CommitIndex: n.CommitIndex, Ready: n.Ready, KnownLeader: n.KnownLeader,
-			LastContactMillis: n.LastContactMillis, Error: n.Error})
+			LastContactMillis: n.LastContactMillis, Error: n.Error,
+			StormHeld: n.StormHeld, StormHolds: n.StormHolds, StormReleased: n.StormReleased, StormUnheld: n.StormUnheld})
 	}
 	if *asJSON {
 		return writeJSON(stdout, out)
@@ -612,6 +652,15 @@ func writeStatus(w io.Writer, st jsonStatus) error {
 	}
 	for line := range strings.Lines(b.String()) {
 		if _, err := fmt.Fprintln(w, strings.TrimRight(line, " \n")); err != nil {
+			return err
+		}
+	}
+	for _, n := range st.Nodes {
+		if n.unreachable() || n.StormHolds == 0 {
+			continue
+		}
+		if _, err := fmt.Fprintf(w, "expiry-storm guard on %s: %d held now; %s since it started: %d released at their max hold, %d ended by a heartbeat or otherwise\n",
+			n.ID, n.StormHeld, plural(n.StormHolds, "hold", "holds"), n.StormReleased, n.StormUnheld); err != nil {
 			return err
 		}
 	}

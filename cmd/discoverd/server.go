@@ -39,6 +39,7 @@ type serverFlags struct {
 	tls                                           serverTLSFlags
 	maxConns, maxConnsPerIP, maxHandshakes        int
 	handshakeTimeout, frameTimeout, idleTimeout   time.Duration
+	storm                                         stormFlags // storm.go
 }
 
 func (f *serverFlags) register(fs *flag.FlagSet, withIdentity bool) {
@@ -75,6 +76,7 @@ func (f *serverFlags) register(fs *flag.FlagSet, withIdentity bool) {
 	fs.DurationVar(&f.applyLinger, "raft-apply-linger", d.ApplyLinger, "group commit: longest a group waits to grow to the size of the last one (0: never)")
 	fs.BoolVar(&f.applyBatch, "raft-apply-batch", !d.NoBatchEntries, "group commit: a group of writes is one Raft entry (false: one entry per write, for clusters with nodes older than batch entries)")
 	fs.DurationVar(&f.grace, "ttl-grace", time.Second, "extra time a new leader gives every instance, on top of the deadline it learned from the other nodes (or of its TTL), before expiring it")
+	f.storm.register(fs)
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a stop waits for requests in flight and the leader's handover (Raft then gets 15s more before the process exits anyway)")
 	fs.IntVar(&f.maxFrame, "max-frame", wire.DefaultMaxFrame, "largest client request frame in bytes")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -115,8 +117,12 @@ func (f *serverFlags) config(log *slog.Logger) (server.Config, error) {
 	if f.idleTimeout < time.Second || f.idleTimeout > 24*time.Hour {
 		return server.Config{}, usageErr("-idle-timeout %v: want 1s to 24h", f.idleTimeout)
 	}
+	storm, err := f.storm.config()
+	if err != nil {
+		return server.Config{}, err
+	}
 	cfg := server.Config{Raft: rc, Logger: log}
-	cfg.TTL.Grace = f.grace
+	cfg.TTL.Grace, cfg.TTL.Storm = f.grace, storm
 	cfg.RPC.MaxFrame = f.maxFrame
 	cfg.RPC.FrameTimeout, cfg.RPC.IdleTimeout = f.frameTimeout, f.idleTimeout
 	cfg.Mux = mux.Config{MaxConns: f.maxConns, MaxConnsPerIP: f.maxConnsPerIP, MaxHandshakes: f.maxHandshakes, HandshakeTimeout: f.handshakeTimeout}

@@ -64,7 +64,7 @@ func (w *WatchEvents) appendMsgpack(b []byte) []byte {
 
 func (e *Event) appendMsgpack(b []byte) []byte {
 	n := 3
-	for _, set := range [...]bool{e.Addr != "", len(e.Attrs) > 0, e.TTLMillis != 0, e.CreateIndex != 0, e.Reason != "", len(e.Data) > 0, e.Deleted} {
+	for _, set := range [...]bool{e.Addr != "", len(e.Attrs) > 0, e.TTLMillis != 0, e.CreateIndex != 0, e.Reason != "", len(e.Data) > 0, e.Deleted, e.Suspect} {
 		if set {
 			n++
 		}
@@ -90,6 +90,9 @@ func (e *Event) appendMsgpack(b []byte) []byte {
 	b = mpack.AppendStr(mpack.AppendStr(b, "name"), e.Name)
 	if e.Reason != "" {
 		b = mpack.AppendStr(mpack.AppendStr(b, "reason"), e.Reason)
+	}
+	if e.Suspect {
+		b = mpack.AppendBool(mpack.AppendStr(b, "suspect"), true)
 	}
 	if e.TTLMillis != 0 {
 		b = mpack.AppendInt(mpack.AppendStr(b, "ttl_ms"), e.TTLMillis)
@@ -155,6 +158,8 @@ func (e *Event) decode(r *mpack.Reader) error {
 			e.Data, err = r.Bytes()
 		case "deleted":
 			e.Deleted, err = r.Bool()
+		case "suspect":
+			e.Suspect, err = r.Bool()
 		default:
 			return false, nil
 		}

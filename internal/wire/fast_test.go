@@ -65,6 +65,7 @@ func TestFast_BytesMatchTheCodec(t *testing.T) {
 		events = append(events, Event{Kind: "meta", Index: 9, Name: "db", Data: []byte(s)})
 	}
 	events = append(events, Event{Kind: "meta", Index: 10, Name: "db", Deleted: true}, Event{Kind: "meta", Data: []byte{}})
+	events = append(events, Event{Kind: "update", Index: 9, Name: "web", Addr: "a:1", Reason: "r", Suspect: true, TTLMillis: 1000})
 	for _, e := range events {
 		if got, want := e.appendMsgpack(nil), codecEncode(t, &e); !bytes.Equal(got, want) {
 			t.Fatalf("event %+v:\n fast  %x\n codec %x", e, got[:min(len(got), 64)], want[:min(len(want), 64)])
@@ -95,6 +96,7 @@ func TestFast_RoundTripsWithTheCodec(t *testing.T) {
 		{Kind: "current", Index: 43, Name: "web"},
 		{Kind: "meta", Index: 44, Name: "web", Data: []byte{0, 1, 0xff}},
 		{Kind: "meta", Index: 45, Name: "web", Deleted: true},
+		{Kind: "update", Index: 44, Name: "web", Addr: "a", TTLMillis: 10000, CreateIndex: 40, Suspect: true},
 	}}
 	var fromCodec, fromFast WatchEvents
 	if err := fromCodec.decodeMsgpack(codecEncode(t, &w)); err != nil {

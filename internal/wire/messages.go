@@ -136,6 +136,9 @@ type Instance struct {
 	TTLMillis   int64             `codec:"ttl_ms"`
 	CreateIndex uint64            `codec:"create_index"` // index of its first registration (fencing token)
 	Index       uint64            `codec:"index"`        // index of its last registration
+	// Suspect: its TTL ran out, but the leader's expiry-storm guard holds
+	// back its expiry (ttl/DESIGN.md); it heartbeats again, or it expires.
+	Suspect bool `codec:"suspect,omitempty"`
 }
 
 // ListResponse is the state of one service at Index.
@@ -189,6 +192,7 @@ type Event struct {
 	Data []byte `codec:"data,omitempty"`
 	// Deleted, on a meta event: the metadata was deleted (Data is absent).
 	Deleted bool `codec:"deleted,omitempty"`
+	Suspect bool `codec:"suspect,omitempty"` // as in Instance; a change of it is an update
 }
 
 // WatchEvents is one frame of a watch stream.
@@ -230,6 +234,14 @@ type NodeStatus struct {
 	// Only when asked for with NodeInfoRequest.StateHash:
 	FSMApplied uint64 `codec:"fsm_applied,omitempty"` // the state machine's applied index
 	StateHash  string `codec:"state_hash,omitempty"`  // SHA-256 of the replicated state at FSMApplied
+	// The expiry-storm guard of this node's leader tracker (ttl/storm.go),
+	// since the node started: expiries held now, holds begun, holds
+	// released at their max hold (the expiry went ahead), holds that ended
+	// otherwise (heartbeat, registration, removal, leadership lost).
+	StormHeld     uint64 `codec:"storm_held,omitempty"`
+	StormHolds    uint64 `codec:"storm_holds,omitempty"`
+	StormReleased uint64 `codec:"storm_released,omitempty"`
+	StormUnheld   uint64 `codec:"storm_unheld,omitempty"`
 }
 
 // NodeInfoRequest asks one node about itself.

@@ -55,7 +55,7 @@ func messages() []message {
 		{"list response", wire.Header{Seq: 5},
 			&wire.ListResponse{Index: 43, Instances: []wire.Instance{
 				{Name: "web", Addr: "h:1", Attrs: attrs, TTLMillis: 10000, CreateIndex: 3, Index: 40},
-				{Name: "web", Addr: "h:2", Attrs: map[string]string{"x": "y"}, TTLMillis: 1000, CreateIndex: 41, Index: 41},
+				{Name: "web", Addr: "h:2", Attrs: map[string]string{"x": "y"}, TTLMillis: 1000, CreateIndex: 41, Index: 41, Suspect: true},
 			}},
 			func() any { return new(wire.ListResponse) }},
 		{"watch", wire.Header{Seq: 6, Method: wire.MethodWatch},
@@ -64,6 +64,7 @@ func messages() []message {
 		{"watch events", wire.Header{Seq: 6, More: true},
 			&wire.WatchEvents{Events: []wire.Event{
 				{Kind: wire.KindUp, Index: 11, Name: "web", Addr: "h:1", Attrs: attrs, TTLMillis: 10000, CreateIndex: 11},
+				{Kind: wire.KindUpdate, Index: 12, Name: "web", Addr: "h:1", TTLMillis: 10000, CreateIndex: 11, Suspect: true},
 				{Kind: wire.KindDown, Index: 12, Name: "web", Addr: "h:1", Reason: wire.ReasonExpire},
 				{Kind: wire.KindCurrent, Index: 12, Name: "web"},
 			}},
@@ -87,7 +88,7 @@ func messages() []message {
 			&wire.Empty{},
 			func() any { return new(wire.Empty) }},
 		{"node info response", wire.Header{Seq: 8},
-			&wire.NodeStatus{ID: "n1", Addr: "h:1111", State: "Follower", Term: 1, Leader: "n2"},
+			&wire.NodeStatus{ID: "n1", Addr: "h:1111", State: "Follower", Term: 1, Leader: "n2", StormHeld: 3, StormHolds: 9, StormReleased: 4, StormUnheld: 2},
 			func() any { return new(wire.NodeStatus) }},
 		{"error response", wire.Header{Seq: 9, Code: string(codes.CodeNoLeader), Error: "no leader after 3s"},
 			&wire.Empty{},

@@ -14,6 +14,7 @@ const (
 	typeExpire     = "expire"
 	typeSetMeta    = "set-meta"
 	typeDeleteMeta = "delete-meta"
+	typeSuspect    = "suspect" // the expiry-storm guard's marker (fsm.SuspectCommand)
 )
 
 // Watch event kinds (history.Event.Kind) and down reasons.
@@ -166,6 +167,9 @@ type change struct {
 	reason string // down: unregister or expire; meta: "deleted" for a delete-meta
 	typ    string // the entry type
 	at     int64  // earliest apply time
+	// mark: a suspect entry, an update that changed only the marker (set
+	// to suspect); the instance's last registration stays what it was.
+	mark, suspect bool
 }
 
 // serviceLog is a service's committed changes in index order.
@@ -177,7 +181,8 @@ type serviceLog struct {
 // services derives every service's committed changes by replaying the union
 // in index order: a changed register is an up if the instance was absent,
 // else an update; a changed unregister or expire is a down; a changed
-// set-meta or delete-meta is a meta change.
+// set-meta or delete-meta is a meta change; a suspect entry is an update
+// that changes no registration (mark).
 func (lv *logView) services() map[string]*serviceLog {
 	out := map[string]*serviceLog{}
 	state := map[instKey]bool{}
@@ -202,6 +207,8 @@ func (lv *logView) services() map[string]*serviceLog {
 			c.kind, c.addr = kindMeta, ""
 		case typeDeleteMeta:
 			c.kind, c.addr, c.reason = kindMeta, "", metaDeleted
+		case typeSuspect:
+			c.kind, c.mark, c.suspect = kindUpdate, true, e.Suspect
 		default:
 			continue
 		}
@@ -252,12 +259,12 @@ func (sl *serviceLog) stateAt(n uint64) map[string]uint64 {
 		if c.index > n {
 			break
 		}
-		if c.kind == kindMeta {
+		switch {
+		case c.kind == kindMeta:
 			continue
-		}
-		if c.kind == kindDown {
+		case c.kind == kindDown:
 			delete(st, c.addr)
-		} else {
+		case !c.mark:
 			st[c.addr] = c.index
 		}
 	}

@@ -148,6 +148,7 @@ func entryDiff(a, b history.Entry) string {
 	add("decided_at", a.DecidedAt, b.DecidedAt)
 	add("meta_expect", a.MetaExpect, b.MetaExpect)
 	add("meta_index", a.MetaIndex, b.MetaIndex)
+	add("suspect", a.Suspect, b.Suspect)
 	add("changed", a.Changed, b.Changed)
 	add("err", a.Err, b.Err)
 	return strings.Join(d, ", ")
@@ -164,6 +165,9 @@ func describeEntry(e history.Entry) string {
 	}
 	if e.Type == typeSetMeta || e.Type == typeDeleteMeta {
 		s += fmt.Sprintf(", expecting %d, metadata at %d", e.MetaExpect, e.MetaIndex)
+	}
+	if e.Type == typeSuspect {
+		s += fmt.Sprintf(", suspect %v", e.Suspect)
 	}
 	if !e.Changed {
 		s += ", unchanged"

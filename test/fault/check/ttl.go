@@ -125,7 +125,9 @@ func TTLSafety(run *history.Run) Verdict {
 // nodes: then no leader exists until they are back, and their tables are
 // younger than the TTL, so the new leader arms at now + TTL + grace; the
 // bound is TTL + RemovalFailoverNanos after the later of the stop + TTL and
-// the fault's end. A delay over the bound is a violation. With no removal: if the instance was registered again after
+// the fault's end. An instance the expiry-storm guard held gets stormHold's
+// allowance on top, on the bound and on that window. A delay over the bound
+// is a violation. With no removal: if the instance was registered again after
 // the Stop (a Register op that did not fail, called before any removal), it
 // is noted and skipped; if it is still in run.Final, it is a violation
 // ("never removed") unless the run ended before the bound passed (noted);
@@ -182,11 +184,20 @@ func TTLLiveness(run *history.Run) Verdict {
 			v.Stats["skipped"]++
 			continue
 		}
-		winEnd := st.Call + ttl + b.RemovalNoFailoverNanos
+		hold, holds := stormHold(logs[st.Service], st, ttl, b) // 0 unless the expiry-storm guard held it
+		winEnd := st.Call + ttl + b.RemovalNoFailoverNanos + int64(holds)*hold
 		bound, boundWhy := ttl+b.RemovalNoFailoverNanos, "TTL + no-failover bound"
 		if fb, why, ok := failoverBound(run.Faults, st.Call, winEnd, end, ttl, b); ok {
 			bound, boundWhy = fb, why
 			v.Stats["faulted"]++
+		}
+		if holds > 0 {
+			if _, ok := overlappingFault(run.Faults, st.Call, winEnd, end); ok {
+				holds++ // a leader that failed may have held it without its marker committing
+			}
+			bound += int64(holds) * hold
+			boundWhy += fmt.Sprintf(", + %s for %d expiry-storm hold(s)", ms(int64(holds)*hold), holds)
+			v.Stats["storm_held"]++
 		}
 		var removal *change
 		if sl := logs[st.Service]; sl != nil {
@@ -270,4 +281,55 @@ func failoverBound(faults []history.Fault, stop, winEnd, end, ttl int64, b histo
 		}
 	}
 	return bound, why, ok
+}
+
+// stormHold is TTLLiveness's allowance for the expiry-storm guard
+// (ttl/DESIGN.md): a leader holds back the expiry of an instance that
+// stopped with many others, for at most Bounds.StormMaxHold TTLs past its
+// deadline, and marks it suspect while it does. Each changed suspect entry
+// setting the marker on the stopped instance after the Stop's call and
+// before its removal is one hold, and each adds one max hold
+// (StormMaxHold·TTL) to the bound and to the window in which a fault counts
+// as overlapping. A hold that began before the Stop and was not ended by
+// then (no registration, removal or cleared marker of the instance in
+// between) counts too. With a fault overlapping, one more hold is allowed:
+// a leader that held the instance and failed before its marker committed
+// leaves no trace, and the next leader may hold it again (a later leader
+// that finds the marker never does). It returns one max hold and the number
+// of holds seen.
+func stormHold(sl *serviceLog, st history.Op, ttl int64, b history.Bounds) (int64, int) {
+	if sl == nil || b.StormMaxHold <= 0 {
+		return 0, 0
+	}
+	holds := 0
+	for _, c := range sl.changes {
+		if c.addr != st.Addr {
+			continue
+		}
+		if c.kind == kindDown && c.at >= st.Call {
+			break // the removal
+		}
+		switch {
+		case c.mark && c.suspect:
+			holds++
+		case c.at < st.Call:
+			holds = 0 // registered, removed or unmarked before the stop: earlier holds are over
+		}
+	}
+	return int64(b.StormMaxHold * float64(ttl)), holds
+}
+
+// overlappingFault returns the first fault overlapping [from, to]; a fault
+// that never ended lasts until end.
+func overlappingFault(faults []history.Fault, from, to, end int64) (history.Fault, bool) {
+	for _, f := range faults {
+		fEnd := f.End
+		if fEnd == 0 {
+			fEnd = max(end, f.Start)
+		}
+		if f.Start <= to && fEnd >= from {
+			return f, true
+		}
+	}
+	return history.Fault{}, false
 }

@@ -106,15 +106,16 @@ type Entry struct {
 	Index       uint64 `json:"index"`
 	Term        uint64 `json:"term"`
 	RaftIndex   uint64 `json:"raft_index,omitempty"` // the log entry that carried it (a batch entry carries several)
-	Type        string `json:"type"`                 // register, unregister, expire, set-meta, delete-meta, config
+	Type        string `json:"type"`                 // register, unregister, expire, set-meta, delete-meta, suspect, config
 	RequestID   string `json:"request_id,omitempty"`
 	Name        string `json:"name,omitempty"`
 	Addr        string `json:"addr,omitempty"`
 	TTLMillis   int64  `json:"ttl_ms,omitempty"`
-	ExpireIndex uint64 `json:"expire_index,omitempty"` // expire: the registration index it names
+	ExpireIndex uint64 `json:"expire_index,omitempty"` // expire, suspect: the registration index it names
 	DecidedAt   int64  `json:"decided_at,omitempty"`   // expire: when the leader decided it
 	MetaExpect  uint64 `json:"meta_expect,omitempty"`  // set-meta, delete-meta: the index the command expected
 	MetaIndex   uint64 `json:"meta_index,omitempty"`   // set-meta, delete-meta: the metadata's index before it (0: none)
+	Suspect     bool   `json:"suspect,omitempty"`      // suspect: the marker set (the expiry-storm guard holds the expiry)
 	Changed     bool   `json:"changed"`
 	Err         string `json:"err,omitempty"`
 	At          int64  `json:"at"` // when this node applied it
@@ -179,6 +180,10 @@ type Bounds struct {
 	// RemovalFailoverNanos: across a leader failover, within TTL + this
 	// (after the restart, when a majority of the nodes was killed).
 	RemovalFailoverNanos int64 `json:"removal_failover_ns"`
+	// StormMaxHold is the servers' -storm-max-hold, in TTLs: each time the
+	// expiry-storm guard held an instance (marked it suspect), its removal
+	// may come this many TTLs later (0: no allowance).
+	StormMaxHold float64 `json:"storm_max_hold,omitempty"`
 }
 
 // Record is one line of a history file: exactly one field is set.

@@ -30,6 +30,8 @@ import (
 var Bounds = history.Bounds{
 	RemovalNoFailoverNanos: int64(1500 * time.Millisecond),
 	RemovalFailoverNanos:   int64(5 * time.Second),
+	// The servers' default -storm-max-hold (3x): no scenario changes it.
+	StormMaxHold: 3,
 }
 
 // Result is what a run produced.
@@ -157,7 +159,7 @@ func Run(ctx context.Context, sc Scenario, opts Options) (*Result, error) {
 	if err := c.WaitStable(ctx, 30*time.Second); err != nil {
 		res.Recovery = append(res.Recovery, "final: "+err.Error())
 	}
-	finalIdx, final, err := finalState(ctx, c, slices.Concat(w.LinServices(), w.TTLServiceNames(), w.ElectServiceNames(), []string{"final"}))
+	finalIdx, final, err := finalState(ctx, c, slices.Concat(w.LinServices(), w.TTLServiceNames(), w.StormServiceNames(), w.ElectServiceNames(), []string{"final"}))
 	if err != nil {
 		res.Recovery = append(res.Recovery, "final write/read: "+err.Error())
 	}

@@ -79,6 +79,17 @@ func Tier(name string, seed int64, duration time.Duration) ([]Scenario, error) {
 				return s
 			}(),
 			func() Scenario {
+				// The expiry-storm guard (ttl/DESIGN.md): 9 of a service's 12
+				// clients are cut off together for 2 TTLs (held, marked
+				// suspect, alive again when they come back), then stop for
+				// good (held, expired at the max hold), while the leader is
+				// killed and paused.
+				s := base("ttl-storm", seed, "kill-leader", "pause-leader")
+				s.Workload.Storm = workload.Storm{Clients: 12, Share: 0.75, CutAt: 6 * time.Second, Cut: 4 * time.Second, StopAt: 20 * time.Second}
+				s.Workload.Watchers = 8 // one on storm0
+				return s
+			}(),
+			func() Scenario {
 				// Clients pinned to followers that get cut off from the leader.
 				s := base("client-cut-off", seed, "partition-halves", "partition-leader")
 				s.Workload.FollowerOnly = 0.75

@@ -56,6 +56,7 @@ type Config struct {
 	MetaClients       int           // meta clients per such service, racing compare-and-sets
 	Electors          int           // Go clients (client.Elect) standing for leadership of one service, elect-0
 	ElectTTL          time.Duration // their registrations' TTL
+	Storm             Storm         // a service most of whose clients go silent at once (storm.go)
 	// TLS gives the nodes' TLS for an address (nil: plaintext).
 	TLS func(addr string) *tls.Config
 	// ClientTLS is the same TLS for the Go client, which verifies each
@@ -169,7 +170,7 @@ func (w *Workload) Start(ctx context.Context) {
 			w.clients.Add(1)
 			go func() {
 				defer w.clients.Done()
-				w.ttlClient(ctx, svc, addr, fmt.Sprintf("%s-h%d", svc, c), rng)
+				w.ttlClient(ctx, svc, addr, fmt.Sprintf("%s-h%d", svc, c), rng, nil)
 			}()
 		}
 	}
@@ -183,7 +184,8 @@ func (w *Workload) Start(ctx context.Context) {
 			}()
 		}
 	}
-	all := append(w.LinServices(), w.TTLServiceNames()...)
+	w.startStorm(ctx, seed)
+	all := slices.Concat(w.LinServices(), w.TTLServiceNames(), w.StormServiceNames())
 	for n := range w.nodes {
 		for r := range w.cfg.NodeReaders {
 			rng := rand.New(rand.NewPCG(seed, uint64(30000+n*100+r)))
@@ -414,8 +416,9 @@ func addrs(ins []wire.Instance) []string {
 
 // ttlClient keeps one instance alive with heartbeats every ~TTL/3 to random
 // nodes; it registers again when told the instance is gone, and may stop
-// heartbeating on purpose (recorded as a Stop op) and end.
-func (w *Workload) ttlClient(ctx context.Context, svc, addr, base string, rng *rand.Rand) {
+// heartbeating on purpose (recorded as a Stop op) and end. With a plan (a
+// storm client), it stops when the plan says, and is silent during its cut.
+func (w *Workload) ttlClient(ctx context.Context, svc, addr, base string, rng *rand.Rand, plan *silence) {
 	cs := w.newConns()
 	defer cs.pool.Close()
 	client := base
@@ -424,8 +427,14 @@ func (w *Workload) ttlClient(ctx context.Context, svc, addr, base string, rng *r
 	if rng.Float64() < w.cfg.StopShare {
 		stopAt = time.Now().Add(ttl + time.Duration(rng.Int64N(int64(4*ttl))))
 	}
+	if plan != nil {
+		stopAt = plan.stopAt
+	}
 	registered := false
 	for !w.stopClients.Load() && ctx.Err() == nil {
+		if plan != nil && plan.cutOff(ctx) {
+			continue // silent until the cut ends: nothing reached the cluster
+		}
 		node := rng.IntN(len(w.nodes))
 		if !registered {
 			op := history.Op{Client: client, Kind: history.Register, Service: svc, Addr: addr, TTLMillis: ttl.Milliseconds(),
