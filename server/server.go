@@ -221,30 +221,31 @@ func Start(cfg Config) (*Server, error) {
 	s.node = node
 	// 4. The deadline table and its peer protocol: heartbeats are
 	// acknowledged once a majority holds their deadlines, and a new leader
-	// arms from the tables (backend/raftstore/deadlines.go). Served from
-	// now on: a new leader may ask for this node's table at once.
+	// arms from the tables (backend/raftstore/deadlines.go). Served once
+	// Raft runs (step 6): answering a push reads Raft's term.
 	if cfg.Clock != nil {
 		cfg.TTL.Clock = cfg.Clock
 	}
 	table := ttl.NewTable(cfg.TTL.Clock)
 	s.peerPool = rpcconn.NewPool(rpcconn.Options{TLS: s.peerTLS(), Proto: mux.ConnPeer, MaxRequest: 64 << 20})
 	s.deadlines = raftstore.NewDeadlines(raftstore.DeadlinesConfig{Logger: log.With("component", "deadlines")}, node, table, s.peerPool)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		_ = s.deadlines.ServePeers(peerLn)
-	}()
 	// 5. The TTL tracker: it proposes expiries through the node, arms its
 	// deadlines from the FSM and the tables, and hears from the FSM of
 	// every change.
 	cfg.TTL.Table, cfg.TTL.Peers = table, s.deadlines
 	s.tracker = ttl.New(cfg.TTL, raftstore.NewProposer(node), s.fsm)
 	s.fsm.SetObserver(s.tracker)
-	// 6. Raft, applying to the FSM and telling the tracker of leadership.
+	// 6. Raft, applying to the FSM and telling the tracker of leadership;
+	// then the peer protocol (peers' connections waited in the mux).
 	if err := node.Start(s.fsm, s.tracker); err != nil {
 		_ = node.Shutdown()
 		return fail(err)
 	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		_ = s.deadlines.ServePeers(peerLn)
+	}()
 	// 7. Expiry, the store over all of the above, and the RPC server.
 	tctx, cancel := context.WithCancel(context.Background())
 	s.stopTracker = cancel
