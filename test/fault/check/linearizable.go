@@ -161,6 +161,29 @@ func ServiceModel() porcupine.Model {
 }
 
 // linOps returns the porcupine operations of one service's ops, with the
+// opCollector gathers the porcupine operations of one service and the ops
+// they came from; clients get small ids in order of first call.
+type opCollector struct {
+	clients map[string]int
+	out     []porcupine.Operation
+	src     []history.Op
+}
+
+func (c *opCollector) add(op history.Op, in, res any, ret int64) {
+	if c.clients == nil {
+		c.clients = map[string]int{}
+	}
+	id, ok := c.clients[op.Client]
+	if !ok {
+		id = len(c.clients)
+		c.clients[op.Client] = id
+	}
+	c.out = append(c.out, porcupine.Operation{ClientId: id, Input: in, Call: op.Call, Output: res, Return: ret,
+		Metadata: fmt.Sprintf("op %d, client %s, node %s, index %d, request %s, %s %s",
+			op.ID, op.Client, op.Node, op.Index, op.RequestID, op.Outcome, op.Code)})
+	c.src = append(c.src, op)
+}
+
 // history ops they stand for (same order).
 func linOps(ops []history.Op, lv *logView, resolved *resolution) ([]porcupine.Operation, []history.Op) {
 	sorted := make([]history.Op, len(ops))
@@ -171,9 +194,7 @@ func linOps(ops []history.Op, lv *logView, resolved *resolution) ([]porcupine.Op
 		}
 		return sorted[i].ID < sorted[j].ID
 	})
-	clients := map[string]int{}
-	var out []porcupine.Operation
-	var src []history.Op
+	var c opCollector
 	for _, op := range sorted {
 		in := linInput{Kind: op.Kind, Addr: op.Addr}
 		var res linOutput
@@ -213,17 +234,9 @@ func linOps(ops []history.Op, lv *logView, resolved *resolution) ([]porcupine.Op
 		default:
 			continue
 		}
-		id, ok := clients[op.Client]
-		if !ok {
-			id = len(clients)
-			clients[op.Client] = id
-		}
-		out = append(out, porcupine.Operation{ClientId: id, Input: in, Call: op.Call, Output: res, Return: ret,
-			Metadata: fmt.Sprintf("op %d, client %s, node %s, index %d, request %s, %s %s",
-				op.ID, op.Client, op.Node, op.Index, op.RequestID, op.Outcome, op.Code)})
-		src = append(src, op)
+		c.add(op, in, res, ret)
 	}
-	return out, src
+	return c.out, c.src
 }
 
 // Linearizable checks, per service, that the register, unregister and

@@ -202,9 +202,7 @@ func metaOps(ops []history.Op, lv *logView, resolved *resolution) ([]porcupine.O
 		}
 		return sorted[i].ID < sorted[j].ID
 	})
-	clients := map[string]int{}
-	var out []porcupine.Operation
-	var src []history.Op
+	var c opCollector
 	for _, op := range sorted {
 		in := metaInput{Kind: op.Kind, Data: op.Data, Expect: op.Expect}
 		var res metaOutput
@@ -242,17 +240,9 @@ func metaOps(ops []history.Op, lv *logView, resolved *resolution) ([]porcupine.O
 		default:
 			continue
 		}
-		id, ok := clients[op.Client]
-		if !ok {
-			id = len(clients)
-			clients[op.Client] = id
-		}
-		out = append(out, porcupine.Operation{ClientId: id, Input: in, Call: op.Call, Output: res, Return: ret,
-			Metadata: fmt.Sprintf("op %d, client %s, node %s, index %d, request %s, %s %s",
-				op.ID, op.Client, op.Node, op.Index, op.RequestID, op.Outcome, op.Code)})
-		src = append(src, op)
+		c.add(op, in, res, ret)
 	}
-	return out, src
+	return c.out, c.src
 }
 
 // MetaLinearizable checks, per service, that the metadata ops — meta-set
