@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -91,7 +92,11 @@ type Cluster struct {
 	mu     sync.Mutex
 	procs  []*prockit.Proc // nil while a node is stopped
 	paused []bool
-	pool   *rpcconn.Pool
+	// expectExit marks a node whose process may end (killed, or told
+	// to expect it); crashes lists the ones that ended without it.
+	expectExit []bool
+	crashes    []string
+	pool       *rpcconn.Pool
 }
 
 // Start lays out and starts every node and waits until the cluster is stable.
@@ -110,7 +115,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("network layout: %w", err)
 	}
-	c := &Cluster{opts: opts, procs: make([]*prockit.Proc, opts.Nodes), paused: make([]bool, opts.Nodes)}
+	c := &Cluster{opts: opts, procs: make([]*prockit.Proc, opts.Nodes), paused: make([]bool, opts.Nodes), expectExit: make([]bool, opts.Nodes)}
 	if opts.TLS {
 		if c.tls, err = makeTLS(filepath.Join(opts.Dir, "tls"), addrs); err != nil {
 			return nil, fmt.Errorf("tls: %w", err)
@@ -166,6 +171,10 @@ func (c *Cluster) StartNode(i int) error {
 		return fmt.Errorf("start %s: already running", c.Nodes[i].ID)
 	}
 	n := c.Nodes[i]
+	if c.procs[i] != nil && !c.expectExit[i] {
+		c.crashes = append(c.crashes, fmt.Sprintf("%s (pid %d) exited on its own before this restart: a crash? See nodes/%s/node.log", n.ID, c.procs[i].PID(), n.ID))
+	}
+	c.expectExit[i] = false
 	args := append(prockit.ServerArgs(n.ID, n.Addrs.Listen, n.DataDir, c.peers()), "-advertise", n.Addrs.Advertise,
 		"-journal", n.Journal, "-fault-clock", n.Clock, "-ttl-grace", "1s", "-log-level", "info")
 	args = append(args, prockit.RaftFlags()...)
@@ -211,11 +220,34 @@ func (c *Cluster) Kill(i int) error {
 		return nil
 	}
 	c.opts.Logf("kill -9 %s (pid %d)", c.Nodes[i].ID, p.PID())
+	c.ExpectExit(i)
 	err := p.Kill()
 	c.mu.Lock()
 	c.paused[i] = false
 	c.mu.Unlock()
 	return err
+}
+
+// ExpectExit says node i's current process may end without a Kill (a
+// disk fault may make it stop); other ends count as crashes.
+func (c *Cluster) ExpectExit(i int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.expectExit[i] = true
+}
+
+// Crashes lists the node processes that ended on their own (not killed,
+// not expected to) and were started again, and those down now.
+func (c *Cluster) Crashes() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := slices.Clone(c.crashes)
+	for i, p := range c.procs {
+		if p != nil && p.Exited() && !c.expectExit[i] {
+			out = append(out, fmt.Sprintf("%s (pid %d) exited on its own: a crash? See nodes/%s/node.log", c.Nodes[i].ID, p.PID(), c.Nodes[i].ID))
+		}
+	}
+	return out
 }
 
 // Restart starts a killed node again (no-op error if it is running).

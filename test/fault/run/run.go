@@ -147,6 +147,9 @@ func Run(ctx context.Context, sc Scenario, opts Options) (*Result, error) {
 	// Finish: everything healed; one final write that must succeed, a final
 	// consistent read of every service, watchers catch up, hashes, journals.
 	w.StopClients()
+	// A node that ended without being killed crashed: say so (the restarts
+	// below, and the heals before, would otherwise hide it).
+	res.Recovery = append(res.Recovery, c.Crashes()...)
 	if err := c.Net().HealAll(); err != nil {
 		logf("heal all: %v", err)
 	}
@@ -363,6 +366,7 @@ func (d *diskFault) Inject(_ context.Context, c *harness.Cluster, _ *rand.Rand) 
 	} else {
 		d.fs.SetFsyncError(true)
 		f.Detail = "every fsync of the node's data dir fails with EIO"
+		c.ExpectExit(0) // it stops rather than run on an unsynced log (raftnode/failstop.go)
 	}
 	return f, nil
 }
