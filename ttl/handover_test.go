@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"reflect"
 	"testing"
 	"time"
 
@@ -29,12 +28,12 @@ const (
 func TestTable_KeepsTheLatestDeadlineAndDropsPassedOnes(t *testing.T) {
 	clk := newFakeClock()
 	tb := NewTable(clk)
-	if err := tb.Accept(3, 3, Group([]Renewal{{iWeb, 10 * time.Second}})); err != nil {
+	if err := tb.Accept(3, 3, []Renewal{{iWeb, 10 * time.Second}}); err != nil {
 		t.Fatal(err)
 	}
 	clk.Set(at(2 * time.Second))
 	// A shorter renewal arriving later (reordered pushes) does not shorten it.
-	if err := tb.Accept(3, 3, Group([]Renewal{{iWeb, time.Second}})); err != nil {
+	if err := tb.Accept(3, 3, []Renewal{{iWeb, time.Second}}); err != nil {
 		t.Fatal(err)
 	}
 	tb.Registered(iAPI, 5*time.Second)
@@ -61,7 +60,7 @@ func TestTable_KeepsTheLatestDeadlineAndDropsPassedOnes(t *testing.T) {
 func TestTable_RefusesPushesOfOlderTerms(t *testing.T) {
 	clk := newFakeClock()
 	tb := NewTable(clk)
-	r := Group([]Renewal{{iWeb, 10 * time.Second}})
+	r := []Renewal{{iWeb, 10 * time.Second}}
 	// The node's own Raft term is newer than the pusher's: refused.
 	if err := tb.Accept(4, 5, r); !errors.Is(err, ErrStaleTerm) || !errors.Is(err, codes.ErrNotLeader) {
 		t.Fatalf("push of term 4 to a node in term 5: %v, want ErrStaleTerm", err)
@@ -115,29 +114,6 @@ func TestTable_SweepsPassedDeadlinesAsItGrows(t *testing.T) {
 	}
 	if n := tb.Len(); n > 4000 {
 		t.Fatalf("table holds %d entries, want the 1500 passed ones swept", n)
-	}
-	// One instance renewed over and over (a client heartbeating far more
-	// often than its TTL needs) does not make the table grow without bound:
-	// a bucket that doubled is folded to one deadline per index.
-	for i := range 20000 {
-		clk.Set(at(2*time.Second + time.Duration(i)*time.Millisecond))
-		if err := tb.Accept(1, 1, []RenewalGroup{{Remaining: time.Hour, Indexes: []uint64{77, 78}}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if n := tb.Len(); n > 4000+2+2*4096 {
-		t.Fatalf("table holds %d records after 20000 renewals of two instances", n)
-	}
-	if v := tb.Collect(1); v.Remaining[77] != time.Hour || v.Remaining[78] != time.Hour {
-		t.Fatalf("after folding: %v %v, want the latest renewal's full hour", v.Remaining[77], v.Remaining[78])
-	}
-}
-
-func TestTable_GroupKeepsOrderAndTTLs(t *testing.T) {
-	gs := Group([]Renewal{{1, time.Second}, {2, time.Minute}, {3, time.Second}})
-	want := []RenewalGroup{{time.Second, []uint64{1, 3}}, {time.Minute, []uint64{2}}}
-	if !reflect.DeepEqual(gs, want) {
-		t.Fatalf("Group = %+v, want %+v", gs, want)
 	}
 }
 

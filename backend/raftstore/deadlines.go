@@ -177,10 +177,9 @@ func (d *Deadlines) round(rs []ttl.Renewal) error {
 	if err != nil {
 		return err
 	}
-	gs := ttl.Group(rs)
 	held := 0
 	if self {
-		if err := d.table.Accept(term, d.node.CurrentTerm(), gs); err != nil {
+		if err := d.table.Accept(term, d.node.CurrentTerm(), rs); err != nil {
 			return fmt.Errorf("heartbeat not acknowledged: %v: %w", err, codes.ErrNoLeader)
 		}
 		held++
@@ -188,7 +187,7 @@ func (d *Deadlines) round(rs []ttl.Renewal) error {
 	if held >= quorum {
 		return nil
 	}
-	req := &wire.PushDeadlinesRequest{Term: term, Groups: deadlinesToWire(gs)}
+	req := &wire.PushDeadlinesRequest{Term: term, Groups: deadlinesToWire(rs)}
 	results := make(chan error, len(others))
 	for _, addr := range others {
 		d.mu.Lock()
@@ -326,13 +325,22 @@ const maxRemaining = validate.MaxTTL + time.Hour
 // may only get later.
 func microsUp(d time.Duration) int64 { return int64((d + time.Microsecond - 1) / time.Microsecond) }
 
-// deadlinesToWire converts groups of renewals; the index slices are shared.
-func deadlinesToWire(gs []ttl.RenewalGroup) []wire.DeadlineGroup {
-	out := make([]wire.DeadlineGroup, len(gs))
-	for i, g := range gs {
-		out[i] = wire.DeadlineGroup{RemainingMicros: microsUp(g.Remaining), Indexes: g.Indexes}
+// deadlinesToWire groups renewals by their remaining time (a round's
+// heartbeats mostly share a few TTLs).
+func deadlinesToWire(rs []ttl.Renewal) []wire.DeadlineGroup {
+	var groups []wire.DeadlineGroup
+	at := map[int64]int{}
+	for _, r := range rs {
+		us := microsUp(r.Remaining)
+		i, ok := at[us]
+		if !ok {
+			i = len(groups)
+			at[us] = i
+			groups = append(groups, wire.DeadlineGroup{RemainingMicros: us})
+		}
+		groups[i].Indexes = append(groups[i].Indexes, r.Index)
 	}
-	return out
+	return groups
 }
 
 // remainingFromWire checks and converts one remaining time.
@@ -343,16 +351,22 @@ func remainingFromWire(us int64) (time.Duration, error) {
 	return time.Duration(us) * time.Microsecond, nil
 }
 
-func renewalsFromWire(groups []wire.DeadlineGroup) ([]ttl.RenewalGroup, error) {
-	gs := make([]ttl.RenewalGroup, len(groups))
-	for i, g := range groups {
+func renewalsFromWire(groups []wire.DeadlineGroup) ([]ttl.Renewal, error) {
+	n := 0
+	for _, g := range groups {
+		n += len(g.Indexes)
+	}
+	rs := make([]ttl.Renewal, 0, n)
+	for _, g := range groups {
 		rem, err := remainingFromWire(g.RemainingMicros)
 		if err != nil {
 			return nil, err
 		}
-		gs[i] = ttl.RenewalGroup{Remaining: rem, Indexes: g.Indexes}
+		for _, idx := range g.Indexes {
+			rs = append(rs, ttl.Renewal{Index: idx, Remaining: rem})
+		}
 	}
-	return gs, nil
+	return rs, nil
 }
 
 func tableToWire(v ttl.TableView) *wire.CollectDeadlinesResponse {
