@@ -330,14 +330,19 @@ func microsUp(d time.Duration) int64 { return int64((d + time.Microsecond - 1) /
 func deadlinesToWire(rs []ttl.Renewal) []wire.DeadlineGroup {
 	var groups []wire.DeadlineGroup
 	at := map[int64]int{}
+	last := -1
 	for _, r := range rs {
 		us := microsUp(r.Remaining)
-		i, ok := at[us]
-		if !ok {
-			i = len(groups)
-			at[us] = i
-			groups = append(groups, wire.DeadlineGroup{RemainingMicros: us})
+		i := last
+		if i < 0 || groups[i].RemainingMicros != us { // consecutive renewals mostly share a TTL
+			var ok bool
+			if i, ok = at[us]; !ok {
+				i = len(groups)
+				at[us] = i
+				groups = append(groups, wire.DeadlineGroup{RemainingMicros: us, Indexes: make([]uint64, 0, len(rs))})
+			}
 		}
+		last = i
 		groups[i].Indexes = append(groups[i].Indexes, r.Index)
 	}
 	return groups
