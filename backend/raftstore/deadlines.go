@@ -339,7 +339,11 @@ func deadlinesToWire(rs []ttl.Renewal) []wire.DeadlineGroup {
 			if i, ok = at[us]; !ok {
 				i = len(groups)
 				at[us] = i
-				groups = append(groups, wire.DeadlineGroup{RemainingMicros: us, Indexes: make([]uint64, 0, len(rs))})
+				g := wire.DeadlineGroup{RemainingMicros: us}
+				if len(groups) == 0 {
+					g.Indexes = make([]uint64, 0, len(rs)) // the usual case: one TTL for all
+				}
+				groups = append(groups, g)
 			}
 		}
 		last = i
