@@ -73,6 +73,21 @@ type Conn struct {
 	done    chan struct{}
 
 	lastRecv atomic.Int64 // when the last frame arrived (Unix ns)
+
+	certAsked bool // the node asked for a client certificate and none was configured
+}
+
+// errNoClientCert is added to the error of a connection that broke before
+// its first answer after the node asked for a client certificate this
+// client does not have.
+const errNoClientCert = "the node asked for a client certificate and this client has none: if the node requires one, give it (discoverd: -cert and -key, or $DISCOVERD_CERT and $DISCOVERD_KEY; the Go client: Config.TLS with Certificates)"
+
+// withCertHint adds errNoClientCert to err when it applies.
+func (c *Conn) withCertHint(err error) error {
+	if !c.certAsked || c.lastRecv.Load() != 0 || strings.Contains(err.Error(), "client certificate") {
+		return err
+	}
+	return fmt.Errorf("%w; %s", err, errNoClientCert)
 }
 
 // ForServer returns a TLS option for clients: cfg for every address, with
@@ -108,6 +123,17 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 	if opts.TLS != nil {
 		tlsCfg = opts.TLS(addr)
 	}
+	// In TLS 1.3 a node refuses a missing client certificate only after
+	// the handshake, with an alert the first write can race (it then fails
+	// with "broken pipe"): note whether the node asked for one, to say so.
+	var certAsked atomic.Bool
+	if tlsCfg != nil && len(tlsCfg.Certificates) == 0 && tlsCfg.GetClientCertificate == nil {
+		tlsCfg = tlsCfg.Clone()
+		tlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			certAsked.Store(true)
+			return &tls.Certificate{}, nil
+		}
+	}
 	nc, err := mux.Dial(addr, opts.Proto, timeout, tlsCfg)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %v: %w", addr, err, codes.ErrUnavailable)
@@ -122,7 +148,7 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 		_ = tc.SetKeepAlivePeriod(15 * time.Second)
 	}
 	c := &Conn{addr: addr, opts: opts, nc: nc, w: wire.NewFrameWriter(nc, opts.WriteTimeout),
-		pending: map[uint64]*waiter{}, done: make(chan struct{})}
+		pending: map[uint64]*waiter{}, done: make(chan struct{}), certAsked: certAsked.Load()}
 	go c.readLoop()
 	return c, nil
 }
@@ -147,6 +173,7 @@ func (c *Conn) Close() error {
 }
 
 func (c *Conn) fail(err error) {
+	err = c.withCertHint(err)
 	c.mu.Lock()
 	if c.err != nil {
 		c.mu.Unlock()
@@ -267,6 +294,7 @@ func (c *Conn) Call(ctx context.Context, method string, forwarded bool, req, res
 		if cerr := c.Err(); cerr != nil && !strings.Contains(err.Error(), cerr.Error()) {
 			err = fmt.Errorf("%v (%v)", err, cerr)
 		}
+		err = c.withCertHint(err)
 		return fmt.Errorf("%s to %s: sending failed: %v: %w", method, c.addr, err, codes.ErrUnknownOutcome)
 	}
 	answer := func(f *wire.Frame) error {
