@@ -42,6 +42,7 @@ func TestCLI_UsageErrorsExitTwo(t *testing.T) {
 		{[]string{"server", "-id", "n1", "-data-dir", t.TempDir(), "-storm-min-instances", "0"}, "-storm-min-instances 0: want 1 or more"},
 		{[]string{"server", "-id", "n1", "-data-dir", t.TempDir(), "-log-level", "loud"}, "-log-level"},
 		{[]string{"server", "-nosuchflag"}, "flag provided but not defined"},
+		{[]string{"server", "-config", filepath.Join(t.TempDir(), "missing.yaml")}, "-config: open"},
 		{[]string{"server", "-backend", "zk"}, `-backend "zk": want raft or etcd`},
 		{[]string{"server", "-backend", "etcd"}, "needs -etcd-endpoints"},
 		{[]string{"server", "-backend", "etcd", "-etcd-endpoints", "127.0.0.1:2379"}, "is not an http(s)://host:port URL"},

@@ -161,11 +161,17 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := newFlagSet("server", "", stderr)
 	f.register(fs, true)
 	faultClock := faultClockFlag(fs)
+	config := fs.String("config", "", "read flags from this YAML or JSON file: one key per flag name, without the dash; flags on the command line win")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return usageErr("unexpected arguments %q", fs.Args())
+	}
+	if *config != "" {
+		if err := applyConfigFile(fs, *config); err != nil {
+			return err
+		}
 	}
 	switch f.backend {
 	case server.BackendEtcd:
