@@ -87,8 +87,7 @@ type Deadlines struct {
 
 	mu sync.Mutex
 	// Guarded by mu:
-	pending  []ttl.Renewal
-	waiting  []chan error
+	pending  []batch // waiting for the next round
 	running  bool
 	inFlight map[string]int // pushes in flight per peer address
 
@@ -107,25 +106,40 @@ func NewDeadlines(cfg DeadlinesConfig, node DeadlinesNode, table *ttl.Table, pee
 		inFlight: map[string]int{}, conns: map[net.Conn]struct{}{}}
 }
 
+// batch is one caller's renewals, made by the tracker of the leadership of
+// term.
+type batch struct {
+	term uint64
+	rs   []ttl.Renewal
+	done chan error
+}
+
 // Replicate returns once a majority of the voters hold the renewals (nil),
-// or fails: codes.ErrNotLeader when this node does not lead, codes.ErrNoLeader
-// when no majority took them. Concurrent callers share rounds: one push per
-// peer carries every renewal that was waiting when it started.
-func (d *Deadlines) Replicate(ctx context.Context, rs []ttl.Renewal) error {
+// or fails: codes.ErrNotLeader when this node does not lead term (the
+// leadership whose tracker made them) any more, codes.ErrNoLeader when no
+// majority took them. Concurrent callers share rounds: one push per peer
+// carries every renewal that was waiting when it started.
+//
+// A round pushes only renewals of the term it runs in (MUST): a new
+// leader arms from the tables it collected before its own rounds began, so
+// a renewal the previous leadership's tracker made, pushed in the new term
+// after that collection, would be acknowledged although no tracker holds
+// it (the fault suite's flaky-links scenario caught a leader that lost and
+// won leadership while a heartbeat waited for its round).
+func (d *Deadlines) Replicate(ctx context.Context, term uint64, rs []ttl.Renewal) error {
 	if len(rs) == 0 {
 		return nil
 	}
-	ch := make(chan error, 1)
+	b := batch{term: term, rs: rs, done: make(chan error, 1)}
 	d.mu.Lock()
-	d.pending = append(d.pending, rs...)
-	d.waiting = append(d.waiting, ch)
+	d.pending = append(d.pending, b)
 	if !d.running {
 		d.running = true
 		go d.rounds()
 	}
 	d.mu.Unlock()
 	select {
-	case err := <-ch:
+	case err := <-b.done:
 		return err
 	case <-ctx.Done():
 		return fmt.Errorf("heartbeat deadlines not yet held by a majority: %w", codes.ErrTimeout)
@@ -135,17 +149,31 @@ func (d *Deadlines) Replicate(ctx context.Context, rs []ttl.Renewal) error {
 func (d *Deadlines) rounds() {
 	for {
 		d.mu.Lock()
-		rs, waiting := d.pending, d.waiting
-		d.pending, d.waiting = nil, nil
-		if len(waiting) == 0 {
+		pending := d.pending
+		d.pending = nil
+		if len(pending) == 0 {
 			d.running = false
 			d.mu.Unlock()
 			return
 		}
 		d.mu.Unlock()
-		err := d.round(rs)
-		for _, ch := range waiting {
-			ch <- err
+		term := d.node.LeaderTerm()
+		var rs []ttl.Renewal
+		var in []batch
+		for _, b := range pending {
+			if b.term != term || term == 0 {
+				b.done <- fmt.Errorf("heartbeat not acknowledged: renewed in term %d, this node now leads term %d: %w", b.term, term, codes.ErrNotLeader)
+				continue
+			}
+			rs = append(rs, b.rs...)
+			in = append(in, b)
+		}
+		if len(in) == 0 {
+			continue
+		}
+		err := d.round(term, rs)
+		for _, b := range in {
+			b.done <- err
 		}
 	}
 }
@@ -167,12 +195,8 @@ func (d *Deadlines) voters() (others []string, self bool, quorum int, err error)
 	return others, self, len(vs)/2 + 1, nil
 }
 
-// round pushes rs to every voter and waits for a majority.
-func (d *Deadlines) round(rs []ttl.Renewal) error {
-	term := d.node.LeaderTerm()
-	if term == 0 {
-		return fmt.Errorf("heartbeat not acknowledged: this node no longer leads: %w", codes.ErrNotLeader)
-	}
+// round pushes rs, renewed in term, to every voter and waits for a majority.
+func (d *Deadlines) round(term uint64, rs []ttl.Renewal) error {
 	others, self, quorum, err := d.voters()
 	if err != nil {
 		return err

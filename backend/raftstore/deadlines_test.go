@@ -99,7 +99,7 @@ func TestDeadlines_ReplicateReachesAMajorityAndEveryPeer(t *testing.T) {
 	c[0].node.set(2, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := c[0].d.Replicate(ctx, []ttl.Renewal{{Index: web, Remaining: 10 * time.Second}}); err != nil {
+	if err := c[0].d.Replicate(ctx, 2, []ttl.Renewal{{Index: web, Remaining: 10 * time.Second}}); err != nil {
 		t.Fatal(err)
 	}
 	// The leader's own table and at least one other hold it at once; the
@@ -122,11 +122,11 @@ func TestDeadlines_OneFollowerDownStillAMajorityTwoDownNone(t *testing.T) {
 	c[2].stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := c[0].d.Replicate(ctx, []ttl.Renewal{{Index: web, Remaining: time.Second}}); err != nil {
+	if err := c[0].d.Replicate(ctx, 2, []ttl.Renewal{{Index: web, Remaining: time.Second}}); err != nil {
 		t.Fatalf("with one follower down: %v", err)
 	}
 	c[1].stop()
-	err := c[0].d.Replicate(ctx, []ttl.Renewal{{Index: web, Remaining: time.Second}})
+	err := c[0].d.Replicate(ctx, 2, []ttl.Renewal{{Index: web, Remaining: time.Second}})
 	if !errors.Is(err, codes.ErrNoLeader) {
 		t.Fatalf("with both followers down: %v, want no_leader", err)
 	}
@@ -137,7 +137,7 @@ func TestDeadlines_OneFollowerDownStillAMajorityTwoDownNone(t *testing.T) {
 
 func TestDeadlines_NotLeaderIsRefusedAtOnce(t *testing.T) {
 	c := newDLCluster(t, 3)
-	err := c[0].d.Replicate(context.Background(), []ttl.Renewal{{Index: web, Remaining: time.Second}})
+	err := c[0].d.Replicate(context.Background(), 1, []ttl.Renewal{{Index: web, Remaining: time.Second}})
 	if !errors.Is(err, codes.ErrNotLeader) {
 		t.Fatalf("push from a node that does not lead: %v, want not_leader", err)
 	}
@@ -156,7 +156,7 @@ func TestDeadlines_OldLeaderCannotAcknowledgeAfterANewLeaderCollected(t *testing
 	follower.node.set(0, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := old.d.Replicate(ctx, []ttl.Renewal{{Index: web, Remaining: 8 * time.Second}}); err != nil {
+	if err := old.d.Replicate(ctx, 2, []ttl.Renewal{{Index: web, Remaining: 8 * time.Second}}); err != nil {
 		t.Fatal(err)
 	}
 	// next wins term 3 with follower's vote; old is cut off and never hears
@@ -180,9 +180,31 @@ func TestDeadlines_OldLeaderCannotAcknowledgeAfterANewLeaderCollected(t *testing
 	// of term 3: the push is refused, and no acknowledgement is possible.
 	oldAgain := NewDeadlines(DeadlinesConfig{PushTimeout: time.Second, Logger: slog.New(slog.DiscardHandler)}, old.node, old.table,
 		rpcconn.NewPool(rpcconn.Options{Proto: mux.ConnPeer}))
-	err = oldAgain.Replicate(ctx, []ttl.Renewal{{Index: web, Remaining: 8 * time.Second}})
+	err = oldAgain.Replicate(ctx, 2, []ttl.Renewal{{Index: web, Remaining: 8 * time.Second}})
 	if !errors.Is(err, codes.ErrNoLeader) {
 		t.Fatalf("old leader's push after the collection: %v, want no_leader (refused)", err)
+	}
+}
+
+// Renewals a leadership's tracker made are pushed only in that term: the
+// same node leading a newer term refuses them (its tracker, armed from the
+// tables collected before, does not hold them), and the caller renews again.
+func TestDeadlines_RenewalsOfAnOlderTermAreRefused(t *testing.T) {
+	c := newDLCluster(t, 3)
+	c[0].node.set(8, 8)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := c[0].d.Replicate(ctx, 7, []ttl.Renewal{{Index: web, Remaining: 2 * time.Second}})
+	if !errors.Is(err, codes.ErrNotLeader) {
+		t.Fatalf("renewals of term 7 pushed while leading term 8: %v, want not_leader", err)
+	}
+	for _, p := range c {
+		if r := remainingOn(p, web); r != 0 {
+			t.Fatalf("a refused renewal reached a table: %v remaining", r)
+		}
+	}
+	if err := c[0].d.Replicate(ctx, 8, []ttl.Renewal{{Index: web, Remaining: 2 * time.Second}}); err != nil {
+		t.Fatalf("renewals of the current term: %v", err)
 	}
 }
 

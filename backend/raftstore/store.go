@@ -136,14 +136,22 @@ func (s *Store) Heartbeat(ctx context.Context, keys []backend.InstanceKey) ([]er
 		for i, k := range keys {
 			tk[i] = ttl.Key{Name: k.Name, Addr: k.Addr}
 		}
+		// The term whose tracker renews: read before and after, the same
+		// non-zero term means this node led it throughout, and its tracker
+		// made the renewals (deadlines.go: a round pushes only its own
+		// term's).
+		term := s.node.LeaderTerm()
 		res, renewed, err := s.tracker.Renew(ctx, tk)
 		if err == nil {
+			if after := s.node.LeaderTerm(); after != term || after == 0 {
+				term = 0 // leadership changed meanwhile: Replicate refuses, the caller retries
+			}
 			// Acknowledge only once a majority holds the renewed
 			// deadlines: a new leader collects the tables of a majority
 			// and arms from them, and a deposed leader that has not
 			// noticed yet (paused, partitioned) finds its pushes refused
 			// (deadlines.go).
-			err = s.dl.Replicate(ctx, renewed)
+			err = s.dl.Replicate(ctx, term, renewed)
 		}
 		results = res
 		return err
