@@ -36,6 +36,17 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 }
 
 // client returns a client for the flags; opts adjust its configuration.
+// request opens a client and a context bounded by -timeout for the
+// requests of one command; done releases both.
+func (c *clientFlags) request(ctx context.Context) (*client.Client, context.Context, func(), error) {
+	cl, err := c.client(0)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	rctx, cancel := context.WithTimeout(ctx, c.timeout)
+	return cl, rctx, func() { cancel(); _ = cl.Close() }, nil
+}
+
 func (c *clientFlags) client(ttl time.Duration, opts ...func(*client.Config)) (*client.Client, error) {
 	cfg := client.Config{RequestTimeout: c.timeout, TTL: ttl}
 	for _, o := range opts {
@@ -256,13 +267,11 @@ func runUnregister(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := validate.Instance(name, addr); err != nil {
 		return usageErr("%v", err)
 	}
-	cl, err := cf.client(0)
+	cl, rctx, done, err := cf.request(ctx)
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
-	rctx, cancel := context.WithTimeout(ctx, cf.timeout)
-	defer cancel()
+	defer done()
 	if err := cl.UnregisterAddr(rctx, name, addr); err != nil {
 		return err
 	}
@@ -318,13 +327,11 @@ func runServices(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	cl, err := cf.client(0)
+	cl, rctx, done, err := cf.request(ctx)
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
-	rctx, cancel := context.WithTimeout(ctx, cf.timeout)
-	defer cancel()
+	defer done()
 	res, err := cl.List(rctx, name, client.ListOptions{Attrs: filter, Consistent: *consistent})
 	if err != nil {
 		return err
@@ -393,13 +400,11 @@ func writeInstances(stdout io.Writer, name string, idx uint64, list []*client.Se
 // listServices is services without a NAME: every service that has
 // instances, sorted by name, with its number of instances.
 func listServices(ctx context.Context, cf *clientFlags, asJSON, consistent bool, stdout io.Writer) error {
-	cl, err := cf.client(0)
+	cl, rctx, done, err := cf.request(ctx)
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
-	rctx, cancel := context.WithTimeout(ctx, cf.timeout)
-	defer cancel()
+	defer done()
 	list, idx, err := cl.ServiceNames(rctx, client.ServiceNamesOptions{Consistent: consistent})
 	if err != nil {
 		return err
@@ -595,13 +600,11 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if fs.NArg() != 0 {
 		return usageErr("unexpected arguments %q", fs.Args())
 	}
-	cl, err := cf.client(0)
+	cl, rctx, done, err := cf.request(ctx)
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
-	rctx, cancel := context.WithTimeout(ctx, cf.timeout)
-	defer cancel()
+	defer done()
 	st, err := cl.Status(rctx)
 	if err != nil {
 		return err

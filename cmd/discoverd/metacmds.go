@@ -67,13 +67,11 @@ func runMetaGet(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	cl, err := cf.client(0)
+	cl, rctx, done, err := cf.request(ctx)
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
-	rctx, cancel := context.WithTimeout(ctx, cf.timeout)
-	defer cancel()
+	defer done()
 	m, err := cl.GetMeta(rctx, name, client.MetaOptions{Consistent: *consistent})
 	if err != nil {
 		return err
@@ -117,13 +115,11 @@ func runMetaSet(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := validate.Meta(name, data); err != nil {
 		return usageErr("%v", err)
 	}
-	cl, err := cf.client(0)
+	cl, rctx, done, err := cf.request(ctx)
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
-	rctx, cancel := context.WithTimeout(ctx, cf.timeout)
-	defer cancel()
+	defer done()
 	idx, err := cl.SetMeta(rctx, name, data, *index)
 	if err != nil {
 		return conflictHint(name, err)
@@ -167,13 +163,11 @@ func runMetaDelete(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	cl, err := cf.client(0)
+	cl, rctx, done, err := cf.request(ctx)
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
-	rctx, cancel := context.WithTimeout(ctx, cf.timeout)
-	defer cancel()
+	defer done()
 	if _, err := cl.DeleteMeta(rctx, name, *index); err != nil {
 		if errors.Is(err, client.ErrNotFound) {
 			return fmt.Errorf("%s has no metadata: nothing to delete", name)
