@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"time"
 )
@@ -29,7 +30,7 @@ func ParsePeers(s string) ([]Peer, error) {
 		if !ok || id == "" || addr == "" {
 			return nil, fmt.Errorf("peer %q: want id=host:port", part)
 		}
-		if err := validID(id); err != nil {
+		if err := ValidateID(id); err != nil {
 			return nil, fmt.Errorf("peer %q: %w", part, err)
 		}
 		if _, _, err := net.SplitHostPort(addr); err != nil {
@@ -47,7 +48,8 @@ func ParsePeers(s string) ([]Peer, error) {
 	return peers, nil
 }
 
-func validID(id string) error {
+// ValidateID checks a node id: 1-64 letters, digits, '-', '_' and '.'.
+func ValidateID(id string) error {
 	if len(id) > 64 {
 		return fmt.Errorf("node id %q is longer than 64 bytes", id)
 	}
@@ -73,6 +75,9 @@ type Config struct {
 	// Peers is the initial voter set, identical on every node, used only when
 	// DataDir has no Raft state yet. Empty means a single-node cluster of this node.
 	Peers []Peer
+	// NoBootstrap: a data dir without Raft state is not bootstrapped; the
+	// node waits to be added to a cluster (server -join).
+	NoBootstrap bool
 	// DialOverrides maps a peer id to the address this node dials instead of
 	// the peer's advertised one, for Raft and for forwarding (tests, proxies).
 	DialOverrides map[string]string
@@ -147,9 +152,22 @@ func DefaultConfig() Config {
 	}
 }
 
+// checkBootstrapAddr checks, before a first start bootstraps the cluster
+// from Peers, that Peers gives this node the address it advertises: every
+// node must bootstrap the same configuration. (After the first start a
+// changed address is the cluster's to apply: server/members.go.)
+func (c *Config) checkBootstrapAddr() error {
+	for _, p := range c.Peers {
+		if p.ID == c.ID && p.Addr != c.Addr {
+			return fmt.Errorf("peers list %s=%s but this node advertises %s: they must match on the first start", p.ID, p.Addr, c.Addr)
+		}
+	}
+	return nil
+}
+
 // Validate checks the configuration.
 func (c *Config) Validate() error {
-	if err := validID(c.ID); err != nil {
+	if err := ValidateID(c.ID); err != nil {
 		return err
 	}
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
@@ -158,19 +176,8 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("data dir is not set")
 	}
-	if len(c.Peers) > 0 {
-		found := false
-		for _, p := range c.Peers {
-			if p.ID == c.ID {
-				found = true
-				if p.Addr != c.Addr {
-					return fmt.Errorf("peers list %s=%s but this node advertises %s: they must match", p.ID, p.Addr, c.Addr)
-				}
-			}
-		}
-		if !found {
-			return fmt.Errorf("node id %q is not in the peers list", c.ID)
-		}
+	if len(c.Peers) > 0 && !c.NoBootstrap && !slices.ContainsFunc(c.Peers, func(p Peer) bool { return p.ID == c.ID }) {
+		return fmt.Errorf("node id %q is not in the peers list (a node joining a running cluster uses -join)", c.ID)
 	}
 	if c.HeartbeatTimeout < 5*time.Millisecond || c.ElectionTimeout < 5*time.Millisecond {
 		return fmt.Errorf("raft heartbeat (%v) and election (%v) timeouts must be at least 5ms", c.HeartbeatTimeout, c.ElectionTimeout)

@@ -28,6 +28,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -80,7 +81,10 @@ type Node struct {
 	hlog      hclog.Logger // hashicorp/raft's logs, into the node's logger
 
 	// Set by Start; read-only after.
-	raft      *raft.Raft
+	raft *raft.Raft
+	// live is raft once Start set it, for the transport's goroutines
+	// (which may dial before Start returns).
+	live      atomic.Pointer[raft.Raft]
 	observers []LeadershipObserver
 	group     *groupCommit // nil if cfg.MaxApplyGroups == 0
 	notifyCh  chan bool
@@ -115,6 +119,40 @@ const (
 // connections. Raft does not run until Start; a node that is never started
 // must be Shutdown to release its data dir.
 func Open(cfg Config, ln net.Listener) (*Node, error) {
+	n, err := openState(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if !n.hasState && !cfg.NoBootstrap {
+		if err := cfg.checkBootstrapAddr(); err != nil {
+			n.closeStores()
+			return nil, err
+		}
+	}
+
+	// 7. The transport over the shared port, dialling peers at their dial
+	// overrides if any, over TLS if configured (the port's mux checks what
+	// dials in); on the leader, the commit notices watch it
+	// (commitnotify.go).
+	tcfg := &raft.NetworkTransportConfig{
+		Stream:  newStreamLayer(ln, cfg.Addr, cfg.PeerTLS),
+		MaxPool: 3,
+		Timeout: 10 * time.Second,
+		Logger:  n.hlog.Named("transport"),
+	}
+	if len(cfg.DialOverrides) > 0 {
+		tcfg.ServerAddressProvider = addrProvider{n}
+	}
+	n.transport = raft.NewNetworkTransportWithConfig(tcfg)
+	n.trans = n.transport
+	if !cfg.NoCommitNotify {
+		n.notifier, n.trans = newCommitNotifier(n, n.transport)
+	}
+	return n, nil
+}
+
+// openState opens the node's stores in cfg.DataDir (steps 1-6 of Open).
+func openState(cfg Config) (*Node, error) {
 	// 1. The configuration, and the data dir claimed for this node id:
 	// two nodes sharing one Raft state would corrupt the cluster.
 	if err := cfg.Validate(); err != nil {
@@ -199,25 +237,6 @@ func Open(cfg Config, ln net.Listener) (*Node, error) {
 		n.closeStores()
 		return nil, fmt.Errorf("inspect raft state: %w", err)
 	}
-
-	// 7. The transport over the shared port, dialling peers at their dial
-	// overrides if any, over TLS if configured (the port's mux checks what
-	// dials in); on the leader, the commit notices watch it
-	// (commitnotify.go).
-	tcfg := &raft.NetworkTransportConfig{
-		Stream:  newStreamLayer(ln, cfg.Addr, cfg.PeerTLS),
-		MaxPool: 3,
-		Timeout: 10 * time.Second,
-		Logger:  n.hlog.Named("transport"),
-	}
-	if len(cfg.DialOverrides) > 0 {
-		tcfg.ServerAddressProvider = addrProvider{n}
-	}
-	n.transport = raft.NewNetworkTransportWithConfig(tcfg)
-	n.trans = n.transport
-	if !cfg.NoCommitNotify {
-		n.notifier, n.trans = newCommitNotifier(n, n.transport)
-	}
 	return n, nil
 }
 
@@ -269,11 +288,14 @@ func (n *Node) Start(m Machine, observers ...LeadershipObserver) error {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	n.raft = r
+	n.live.Store(r)
 
 	// 3. Bootstrap, only from a data dir without Raft state. Every node
 	// bootstraps with the same configuration, which hashicorp/raft
 	// allows.
-	if !n.hasState {
+	if !n.hasState && n.cfg.NoBootstrap {
+		n.log.Info("new data dir: not bootstrapping, waiting to be added to a cluster")
+	} else if !n.hasState {
 		var servers []raft.Server
 		for _, p := range n.cfg.Peers {
 			servers = append(servers, raft.Server{ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Addr), Suffrage: raft.Voter})
@@ -359,6 +381,10 @@ func (n *Node) Shutdown() error {
 	return err
 }
 
+// HadState reports whether the data dir held Raft state when the node
+// opened it (a restart), rather than being new.
+func (n *Node) HadState() bool { return n.hasState }
+
 // ID returns this node's id.
 func (n *Node) ID() string { return n.cfg.ID }
 
@@ -380,6 +406,18 @@ type addrProvider struct{ n *Node }
 func (p addrProvider) ServerAddr(id raft.ServerID) (raft.ServerAddress, error) {
 	if o, ok := p.n.cfg.DialOverrides[string(id)]; ok {
 		return raft.ServerAddress(o), nil
+	}
+	// A member added after the first start: its address is in the
+	// configuration. (The transport asks from its own goroutines, never
+	// from Raft's main loop, which answers GetConfiguration.)
+	if r := p.n.live.Load(); r != nil {
+		if f := r.GetConfiguration(); f.Error() == nil {
+			for _, s := range f.Configuration().Servers {
+				if s.ID == id {
+					return s.Address, nil
+				}
+			}
+		}
 	}
 	if a, ok := p.n.peers[string(id)]; ok {
 		return raft.ServerAddress(a), nil

@@ -61,31 +61,23 @@ func (n *Node) isVoter() bool {
 }
 
 // Servers returns the current Raft configuration.
-func (n *Node) Servers() ([]Peer, error) {
-	f := n.raft.GetConfiguration()
-	if err := f.Error(); err != nil {
-		return nil, err
-	}
-	var out []Peer
-	for _, s := range f.Configuration().Servers {
-		out = append(out, Peer{ID: string(s.ID), Addr: string(s.Address)})
-	}
-	return out, nil
-}
+func (n *Node) Servers() ([]Peer, error) { return n.members(false) }
 
 // Snapshot takes a snapshot now (tests, operators).
 func (n *Node) Snapshot() error { return n.raft.Snapshot().Error() }
 
 // Voters returns the voting members of the current Raft configuration.
-func (n *Node) Voters() ([]Peer, error) {
-	f := n.raft.GetConfiguration()
-	if err := f.Error(); err != nil {
+func (n *Node) Voters() ([]Peer, error) { return n.members(true) }
+
+func (n *Node) members(votersOnly bool) ([]Peer, error) {
+	ms, err := n.Configuration()
+	if err != nil {
 		return nil, err
 	}
 	var out []Peer
-	for _, s := range f.Configuration().Servers {
-		if s.Suffrage == raft.Voter {
-			out = append(out, Peer{ID: string(s.ID), Addr: string(s.Address)})
+	for _, m := range ms {
+		if m.Voter || !votersOnly {
+			out = append(out, Peer{ID: m.ID, Addr: m.Addr})
 		}
 	}
 	return out, nil
