@@ -36,6 +36,7 @@ const (
 	CodeResourceExhausted Code = "resource_exhausted"
 	CodeOverloaded        Code = "overloaded"
 	CodeConflict          Code = "conflict"
+	CodeRefused           Code = "refused"
 	CodeInternal          Code = "internal"
 )
 
@@ -78,6 +79,9 @@ var (
 	// nothing changed. The error is a *ConflictError carrying the current
 	// index (ConflictIndex): read again and retry.
 	ErrConflict = &Error{code: CodeConflict, msg: "metadata index does not match"}
+	// ErrRefused: the cluster's state does not allow the operation (a
+	// membership change that would lose the quorum, say); nothing changed.
+	ErrRefused = &Error{code: CodeRefused, msg: "refused"}
 	// ErrInternal: an unexpected server-side failure.
 	ErrInternal = &Error{code: CodeInternal, msg: "internal error"}
 )
@@ -87,7 +91,7 @@ var byCode = map[Code]*Error{}
 func init() {
 	for _, e := range []*Error{ErrInvalidArgument, ErrNotFound, ErrNoLeader, ErrNotLeader,
 		ErrUnknownOutcome, ErrStaleNode, ErrNotReady, ErrTooLarge, ErrTimeout, ErrShuttingDown,
-		ErrUnknownMethod, ErrUnavailable, ErrResourceExhausted, ErrOverloaded, ErrConflict, ErrInternal} {
+		ErrUnknownMethod, ErrUnavailable, ErrResourceExhausted, ErrOverloaded, ErrConflict, ErrRefused, ErrInternal} {
 		byCode[e.code] = e
 	}
 }
@@ -227,7 +231,7 @@ func NotApplied(err error) bool {
 	switch Of(err) {
 	case CodeInvalidArgument, CodeNotFound, CodeNoLeader, CodeNotLeader, CodeStaleNode, CodeNotReady,
 		CodeTooLarge, CodeShuttingDown, CodeUnknownMethod, CodeUnavailable, CodeResourceExhausted, CodeOverloaded,
-		CodeConflict:
+		CodeConflict, CodeRefused:
 		return true
 	}
 	return false

@@ -29,6 +29,7 @@ var all = []struct {
 	{codes.ErrUnavailable, "unavailable"},
 	{codes.ErrResourceExhausted, "resource_exhausted"},
 	{codes.ErrConflict, "conflict"},
+	{codes.ErrRefused, "refused"},
 	{codes.ErrInternal, "internal"},
 }
 
@@ -163,6 +164,7 @@ func TestCodes_RetryableAndNotApplied(t *testing.T) {
 		{codes.ErrResourceExhausted, false, true},
 		{codes.ErrConflict, false, true},
 		{codes.Conflict(7, "set"), false, true},
+		{codes.ErrRefused, false, true},
 		{codes.ErrInternal, false, false},
 		{nil, false, false},
 		{errors.New("anything else"), false, false},
