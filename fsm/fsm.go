@@ -110,6 +110,9 @@ type Observer interface {
 	InstanceRemoved(name, addr string)
 	// Restored is called after a snapshot replaced the whole state.
 	Restored()
+	// VotersApplied is called for every Raft configuration entry applied,
+	// with the ids of its voters, sorted.
+	VotersApplied(voters []string)
 }
 
 // Config bounds the FSM's memory. The zero value of a field means its default.
@@ -293,6 +296,9 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 				out[i] = f.applyOneLocked(l, l.Data)
 			}
 		case raft.LogConfiguration:
+			if f.observer != nil {
+				f.observer.VotersApplied(voterIDs(l.Data))
+			}
 			idx := f.nextIndexLocked(l.Index)
 			f.st.applied = idx
 			if f.journal != nil {
@@ -682,4 +688,21 @@ func (f *FSM) Stats() Stats {
 		s.Watchers += n.refs
 	}
 	return s
+}
+
+// voterIDs returns the sorted ids of the voters of an encoded Raft
+// configuration (nil if it does not decode: only Raft writes these entries).
+func voterIDs(data []byte) (ids []string) {
+	defer func() {
+		if recover() != nil {
+			ids = nil
+		}
+	}()
+	for _, s := range raft.DecodeConfiguration(data).Servers {
+		if s.Suffrage == raft.Voter {
+			ids = append(ids, string(s.ID))
+		}
+	}
+	slices.Sort(ids)
+	return ids
 }

@@ -52,7 +52,12 @@ func (h *harness) log(typ MessageType, cmd any) *raft.Log {
 // configLog builds the next non-command entry.
 func (h *harness) configLog() *raft.Log {
 	h.index++
-	return &raft.Log{Index: h.index, Term: 1, Type: raft.LogConfiguration}
+	conf := raft.Configuration{Servers: []raft.Server{
+		{Suffrage: raft.Voter, ID: "n2", Address: "127.0.0.1:2"},
+		{Suffrage: raft.Nonvoter, ID: "n3", Address: "127.0.0.1:3"},
+		{Suffrage: raft.Voter, ID: "n1", Address: "127.0.0.1:1"},
+	}}
+	return &raft.Log{Index: h.index, Term: 1, Type: raft.LogConfiguration, Data: raft.EncodeConfiguration(conf)}
 }
 
 func (h *harness) apply(typ MessageType, cmd any) *Result {
@@ -125,6 +130,10 @@ type fakeObserver struct {
 
 func (o *fakeObserver) InstanceRegistered(in *Instance) {
 	o.record(fmt.Sprintf("registered %s %s create=%d modify=%d", in.Name, in.Addr, in.CreateIndex, in.ModifyIndex))
+}
+
+func (o *fakeObserver) VotersApplied(voters []string) {
+	o.record(fmt.Sprintf("voters %v", voters))
 }
 
 func (o *fakeObserver) InstanceRemoved(name, addr string) {
@@ -1056,7 +1065,7 @@ func TestFSM_Observer(t *testing.T) {
 		{"expire", func() { h.expire("web", "a", 2) }, []string{"removed web a"}},
 		{"unregister unknown", func() { h.unregister("web", "a") }, nil},
 		{"unregister", func() { h.unregister("web", "b") }, []string{"removed web b"}},
-		{"configuration entry", func() { h.f.Apply(h.configLog()) }, nil},
+		{"configuration entry", func() { h.f.Apply(h.configLog()) }, []string{"voters [n1 n2]"}},
 		{"batch", func() {
 			h.f.ApplyBatch([]*raft.Log{
 				h.log(RegisterType, RegisterCommand{Name: "db", Addr: "x"}),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -314,5 +315,35 @@ func TestTTL_RenewReturnsWhatTheOtherNodesMustHold(t *testing.T) {
 	}
 	if len(rs) != 1 || rs[0] != (Renewal{web.ModifyIndex, 10 * time.Second}) {
 		t.Fatalf("renewals %+v, want web's TTL only", rs)
+	}
+}
+
+// TestTracker_VoterChangeMakesTableYoung: a table counts as young for a
+// TTL after the voter set changed, so a new leader never arms from
+// tables whose majority may not intersect the one that acknowledged a
+// heartbeat (DESIGN.md, "Membership changes"); the same voters again, or
+// a non-voter added, change nothing.
+func TestTracker_VoterChangeMakesTableYoung(t *testing.T) {
+	clk := newFakeClock()
+	tr := New(Config{Clock: clk, Logger: slog.New(slog.DiscardHandler)}, nil, nil)
+	age := func() time.Duration { return tr.Table().Collect(1).Age }
+	clk.Set(at(time.Minute))
+	tr.VotersApplied([]string{"n1", "n2", "n3"}) // the first configuration seen
+	if a := age(); a != 0 {
+		t.Fatalf("age after the first configuration %v, want 0", a)
+	}
+	clk.Set(at(2 * time.Minute))
+	tr.VotersApplied([]string{"n1", "n2", "n3"}) // e.g. a non-voter added
+	if a := age(); a != time.Minute {
+		t.Fatalf("age after the same voters %v, want 1m", a)
+	}
+	tr.VotersApplied([]string{"n1", "n2", "n3", "n4"})
+	clk.Set(at(2*time.Minute + time.Second))
+	if a := age(); a != time.Second {
+		t.Fatalf("age after a voter joined %v, want 1s", a)
+	}
+	tr.VotersApplied([]string{"n1", "n2", "n4"})
+	if a := age(); a != 0 {
+		t.Fatalf("age after a voter left %v, want 0", a)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"iter"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -169,12 +170,14 @@ type Tracker struct {
 
 	mu sync.Mutex
 	// Guarded by mu:
-	active  bool
-	epoch   uint64 // bumped on every activation and deactivation
-	entries map[Key]*entry
-	queue   deadlineHeap
-	changed chan struct{} // closed and replaced when active/epoch changes
-	rearm   bool          // a snapshot was restored while active: re-load from the source
+	voters     []string // the voter set of the last configuration entry applied
+	votersSeen bool
+	active     bool
+	epoch      uint64 // bumped on every activation and deactivation
+	entries    map[Key]*entry
+	queue      deadlineHeap
+	changed    chan struct{} // closed and replaced when active/epoch changes
+	rearm      bool          // a snapshot was restored while active: re-load from the source
 	// cancelArm stops the collection of deadline tables of the epoch
 	// being armed, if any.
 	cancelArm context.CancelFunc
@@ -388,6 +391,21 @@ func (t *Tracker) Restored() {
 	if t.active {
 		t.rearm = true
 		t.nudge()
+	}
+}
+
+// VotersApplied implements fsm.Observer: when the voter set changes, this
+// node's deadline table counts as young again for a TTL, so that a new
+// leader arms from the tables only when the majority that acknowledged
+// a heartbeat and the majority it collects from are of configurations at
+// most one change apart (ttl/DESIGN.md, "Membership changes").
+func (t *Tracker) VotersApplied(voters []string) {
+	t.mu.Lock()
+	changed := !t.votersSeen || !slices.Equal(voters, t.voters)
+	t.voters, t.votersSeen = voters, true
+	t.mu.Unlock()
+	if changed {
+		t.table.Restarted()
 	}
 }
 
