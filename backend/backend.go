@@ -109,6 +109,17 @@ type DiscoveryBackend interface {
 	Freshness() wire.Freshness
 }
 
+// Membership is implemented by a backend whose nodes are the cluster (the
+// Raft store): the RPC server answers its methods with it, and refuses them
+// (codes.ErrRefused) on a backend without it.
+type Membership interface {
+	// Members lists the configuration, from the leader, with each member's
+	// own status.
+	Members(ctx context.Context) (wire.MembersResponse, error)
+	// ChangeMember makes one change, on the leader.
+	ChangeMember(ctx context.Context, req wire.ChangeMemberRequest) (wire.ChangeMemberResponse, error)
+}
+
 // UpdateStream is an open watch.
 type UpdateStream interface {
 	// Next waits for the next events (at least one) or ctx's end. A Next

@@ -71,6 +71,9 @@ var (
 	ErrShuttingDown = codes.ErrShuttingDown
 	// ErrOverloaded: the leader could not take the write in time; not applied.
 	ErrOverloaded = codes.ErrOverloaded
+	// ErrRefused: the cluster's state does not allow the operation (a
+	// membership change that would lose the quorum); nothing changed.
+	ErrRefused = codes.ErrRefused
 	// ErrClosed: the client was closed.
 	ErrClosed = errors.New("discoverd client closed")
 )

@@ -535,6 +535,8 @@ func (c *conn) call(ctx context.Context, f *wire.Frame) (any, error) {
 		return &wire.ReadIndexResponse{Index: idx}, err
 	case wire.MethodServices:
 		return c.services(ctx, f)
+	case wire.MethodMembers, wire.MethodChangeMember:
+		return c.members(ctx, f)
 	case wire.MethodStatus:
 		st, err := be.Status(ctx)
 		return &st, err

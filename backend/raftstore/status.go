@@ -30,13 +30,20 @@ func (s *Store) Status(ctx context.Context) (wire.StatusResponse, error) {
 		return wire.StatusResponse{}, fmt.Errorf("read cluster configuration: %v: %w", err, codes.ErrInternal)
 	}
 	leaderID, _ := s.node.Leader()
-	resp := wire.StatusResponse{Leader: leaderID, Nodes: make([]wire.NodeStatus, len(servers))}
-	done := make(chan struct{}, len(servers))
-	for i, p := range servers {
+	return wire.StatusResponse{Leader: leaderID, Nodes: s.peerStatuses(ctx, servers)}, nil
+}
+
+// peerStatuses asks every peer for its status at once: this node answers
+// for itself, and a peer that does not answer within PeerTimeout is
+// "unreachable", with the error.
+func (s *Store) peerStatuses(ctx context.Context, peers []raftnode.Peer) []wire.NodeStatus {
+	out := make([]wire.NodeStatus, len(peers))
+	done := make(chan struct{}, len(peers))
+	for i, p := range peers {
 		go func() {
 			defer func() { done <- struct{}{} }()
 			if p.ID == s.node.ID() {
-				resp.Nodes[i] = s.selfStatus()
+				out[i] = s.selfStatus()
 				return
 			}
 			pctx, cancel := context.WithTimeout(ctx, s.cfg.PeerTimeout)
@@ -45,13 +52,13 @@ func (s *Store) Status(ctx context.Context) (wire.StatusResponse, error) {
 			if err := s.fwd.Call(pctx, s.node.DialAddr(p.ID, p.Addr), wire.MethodNodeInfo, true, &wire.Empty{}, &ns); err != nil {
 				ns = wire.NodeStatus{ID: p.ID, Addr: p.Addr, State: "unreachable", Error: err.Error()}
 			}
-			resp.Nodes[i] = ns
+			out[i] = ns
 		}()
 	}
-	for range servers {
+	for range peers {
 		<-done
 	}
-	return resp, nil
+	return out
 }
 
 // selfStatus is this node's status with its read gate and freshness.

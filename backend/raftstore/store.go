@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/discoverd/discoverd/backend"
@@ -72,6 +73,7 @@ type Store struct {
 	dl       *Deadlines
 	fwd      Forwarder
 	gate     readGate
+	memberMu sync.Mutex // one membership change at a time (members.go)
 }
 
 var _ backend.DiscoveryBackend = (*Store)(nil)
