@@ -63,6 +63,19 @@ type Config struct {
 	// TLSReload is how often the TLS files are checked for a change (they
 	// are reloaded when one changed). Default 5 s.
 	TLSReload time.Duration
+	// Join lists members' addresses a new node asks to be added through
+	// (server -join): with a new data dir and an id that Raft.Peers does
+	// not name, the node does not bootstrap; it asks them until one adds
+	// it, as a voter (promoted once caught up) or, with JoinNonVoter, as a
+	// non-voter.
+	Join         []string
+	JoinNonVoter bool
+	// LeaveOnStop makes a graceful stop remove this node from the cluster
+	// once it has handed leadership over.
+	LeaveOnStop bool
+	// DeadServerAfter, if positive, makes the leader remove a member that
+	// has failed for longer (backend/raftstore/cleanup.go).
+	DeadServerAfter time.Duration
 	// Mux bounds the port's connections (its TLS and Authorize come from TLS).
 	Mux    mux.Config
 	Logger *slog.Logger
@@ -93,6 +106,7 @@ type Server struct {
 	etcd      *etcdstore.Store // the etcd backend, instead of all of the above but rpc
 
 	stopTracker context.CancelFunc
+	stopMembers context.CancelFunc // ends joining and the dead-server cleanup
 	stopTLS     context.CancelFunc // ends the TLS files' watch
 	wg          sync.WaitGroup
 	once        sync.Once
@@ -213,7 +227,9 @@ func Start(cfg Config) (*Server, error) {
 		}
 		return nil, err
 	}
-	// 3. The Raft node's stores and transport; Raft does not run yet.
+	// 3. The Raft node's stores and transport; Raft does not run yet. A
+	// node that joins a cluster does not bootstrap one.
+	cfg.Raft.NoBootstrap = Joining(cfg)
 	node, err := raftnode.Open(cfg.Raft, raftLn)
 	if err != nil {
 		return fail(err)
@@ -263,6 +279,21 @@ func Start(cfg Config) (*Server, error) {
 		defer s.wg.Done()
 		_ = s.rpc.Serve(rpcLn)
 	}()
+	// 8. Membership: joining, a changed address, dead-server cleanup.
+	mctx, mcancel := context.WithCancel(context.Background())
+	s.stopMembers = mcancel
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.reconcileMembership(mctx, !node.HadState())
+	}()
+	if cfg.DeadServerAfter > 0 {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.store.RunCleanup(mctx, cfg.DeadServerAfter)
+		}()
+	}
 	log.Info("discoverd node started", "id", cfg.Raft.ID, "addr", cfg.Raft.Addr, "listen", ln.Addr().String(), "data_dir", cfg.Raft.DataDir)
 	return s, nil
 }
@@ -290,6 +321,9 @@ func (s *Server) stop(ctx context.Context, graceful bool) error {
 		}
 		if graceful {
 			s.handOver(ctx)
+			if s.cfg.LeaveOnStop {
+				s.leave(ctx)
+			}
 		}
 		err = s.stopRaft()
 	})
@@ -369,6 +403,7 @@ func (s *Server) stopServing(ctx context.Context, graceful bool) {
 	s.stopTLS()
 	if s.stopTracker != nil { // a Raft node
 		s.stopTracker()
+		s.stopMembers()
 	}
 }
 
