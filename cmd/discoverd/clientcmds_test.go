@@ -158,7 +158,8 @@ func TestCLI_EveryHelpStartsWithWhatAndExample(t *testing.T) {
 		all = append(all, []string{c.name})
 	}
 	all = append(all, []string{"tls", "ca", "create"}, []string{"tls", "cert", "create"},
-		[]string{"meta", "get"}, []string{"meta", "set"}, []string{"meta", "delete"})
+		[]string{"meta", "get"}, []string{"meta", "set"}, []string{"meta", "delete"},
+		[]string{"members", "add"}, []string{"members", "remove"}, []string{"members", "promote"}, []string{"members", "demote"})
 	named := map[string]bool{}
 	for _, cmd := range all {
 		name := strings.Join(cmd, " ")

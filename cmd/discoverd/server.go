@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"os/signal"
@@ -25,6 +26,9 @@ import (
 type serverFlags struct {
 	id, addr, advertise, dataDir, peers, peerDial string
 	journal, debugAddr                            string
+	join                                          string
+	nonvoter, leaveOnStop                         bool
+	deadServerAfter                               time.Duration
 	backend, etcdEndpoints, etcdPrefix            string
 	etcdDialTimeout                               time.Duration
 	heartbeat, election, lease, commit            time.Duration
@@ -50,6 +54,10 @@ func (f *serverFlags) register(fs *flag.FlagSet, withIdentity bool) {
 		fs.StringVar(&f.advertise, "advertise", "", "host:port peers and clients reach this node at, when it differs from -addr (e.g. -addr 0.0.0.0:1111)")
 		fs.StringVar(&f.dataDir, "data-dir", "", "directory for this node's Raft log, snapshots and id (required)")
 		fs.StringVar(&f.peers, "peers", "", "initial voters id=host:port,... — identical on every node, used only on first start; empty: a single-node cluster")
+		fs.StringVar(&f.join, "join", "", "host:port,... of members to ask, on a first start (new data dir) of a node -peers does not name, to add this node to their cluster: as a non-voter promoted to voter once caught up")
+		fs.BoolVar(&f.nonvoter, "nonvoter", false, "with -join: join as a non-voter and stay one (a read replica: serves reads and watches, does not vote)")
+		fs.BoolVar(&f.leaveOnStop, "leave-on-stop", false, "on a graceful stop (SIGTERM), leave the cluster: hand leadership over, then have the leader remove this node (for scaling down; not for restarts)")
+		fs.DurationVar(&f.deadServerAfter, "dead-server-after", 0, "when leader, remove a member that has not answered or followed for this long, if the voters left keep a healthy quorum and number at least 3 (0: off)")
 		fs.StringVar(&f.peerDial, "peer-dial", "", "id=host:port,... addresses to dial instead of peers' advertised ones (proxies, tests)")
 		fs.StringVar(&f.debugAddr, "debug-addr", "", "host:port to serve Go's profiler on (/debug/pprof/); off when empty. Keep it on loopback or a private network")
 		fs.StringVar(&f.journal, "journal", "", "append every applied log entry to this file as a JSON line (testing, forensics)")
@@ -156,6 +164,21 @@ func parseOverrides(s string) (map[string]string, error) {
 	return out, nil
 }
 
+// parseJoin parses -join: host:port,...
+func parseJoin(s string) ([]string, error) {
+	var out []string
+	for _, a := range strings.Split(s, ",") {
+		if a = strings.TrimSpace(a); a == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return nil, fmt.Errorf("%q is not host:port: %v", a, err)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
 func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var f serverFlags
 	fs := newFlagSet("server", "", stderr)
@@ -203,9 +226,20 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if cfg.Raft.Peers, err = raftnode.ParsePeers(f.peers); err != nil {
 		return usageErr("-peers: %v", err)
 	}
+	if cfg.Join, err = parseJoin(f.join); err != nil {
+		return usageErr("-join: %v", err)
+	}
+	if f.nonvoter && len(cfg.Join) == 0 {
+		return usageErr("-nonvoter needs -join (a non-voter joins an existing cluster)")
+	}
+	if f.deadServerAfter < 0 || (f.deadServerAfter > 0 && f.deadServerAfter < time.Second) {
+		return usageErr("-dead-server-after %v: want 0 (off) or at least 1s", f.deadServerAfter)
+	}
+	cfg.JoinNonVoter, cfg.LeaveOnStop, cfg.DeadServerAfter = f.nonvoter, f.leaveOnStop, f.deadServerAfter
 	if cfg.Raft.DialOverrides, err = parseOverrides(f.peerDial); err != nil {
 		return usageErr("-peer-dial: %v", err)
 	}
+	cfg.Raft.NoBootstrap = server.Joining(cfg)
 	if err := cfg.Raft.Validate(); err != nil {
 		return usageErr("%v", err)
 	}
@@ -294,7 +328,7 @@ func runEtcdServer(ctx context.Context, f *serverFlags, stderr io.Writer) error 
 			return usageErr("-etcd-endpoints: %q is not an http(s)://host:port URL", e)
 		}
 	}
-	for name, set := range map[string]bool{"-peers": f.peers != "", "-data-dir": f.dataDir != "", "-journal": f.journal != "", "-peer-dial": f.peerDial != ""} {
+	for name, set := range map[string]bool{"-peers": f.peers != "", "-data-dir": f.dataDir != "", "-journal": f.journal != "", "-peer-dial": f.peerDial != "", "-join": f.join != "", "-nonvoter": f.nonvoter, "-leave-on-stop": f.leaveOnStop, "-dead-server-after": f.deadServerAfter != 0} {
 		if set {
 			return usageErr("%s applies to the raft backend, not to -backend etcd (etcd holds the data)", name)
 		}
