@@ -272,6 +272,12 @@ func failoverBound(faults []history.Fault, stop, winEnd, end, ttl int64, b histo
 		span := fmt.Sprintf("fault %s overlaps, from %s to %s relative to the stop", f.Name, ms(f.Start-stop), to)
 		fb := ttl + b.RemovalFailoverNanos
 		w := "TTL + failover bound (deadline tables): " + span
+		if f.Name == "member-churn" {
+			// The voters changed: within a TTL of that, a new leader arms
+			// at now + TTL + grace (ttl/DESIGN.md, "Membership changes").
+			fb = 2*ttl + b.RemovalFailoverNanos
+			w = "the voters changed (fallback arming): 2·TTL + failover bound: " + span
+		}
 		if f.Name == "kill-majority" {
 			fb = max(ttl, fEnd-stop) + ttl + b.RemovalFailoverNanos
 			w = "a majority was killed: TTL + failover bound after the later of stop + TTL and the restart: " + span

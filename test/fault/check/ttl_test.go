@@ -132,6 +132,17 @@ func TestCheck_TTLLivenessKillMajorityCountsFromTheRestart(t *testing.T) {
 		msg: "removed (expire at index 9) 12500.0ms after its client stopped heartbeating (op 5); bound 12000.0ms (a majority was killed"})
 }
 
+// Within a TTL of a change of the voters a new leader arms at now + TTL +
+// grace: across member-churn the bound is 2·TTL + the failover slack.
+func TestCheck_TTLLivenessMemberChurnUsesTheFallbackBound(t *testing.T) {
+	churn := history.Fault{Name: "member-churn", Nodes: []string{"n1", "n2", "n3"}, Start: at(6000), End: at(9000)}
+	// Stop at 5 s, TTL 2 s, slack 3 s: bound 7 s after the stop.
+	wantOK(t, TTLLiveness(livenessRunT2(11500, churn)))
+	v := TTLLiveness(livenessRunT2(12500, churn))
+	wantViolations(t, v, want{service: "ttl", addr: "t:2", index: 9,
+		msg: "removed (expire at index 9) 7500.0ms after its client stopped heartbeating (op 5); bound 7000.0ms (the voters changed"})
+}
+
 func TestCheck_TTLLivenessGood(t *testing.T) {
 	v := TTLLiveness(livenessRun())
 	wantOK(t, v)

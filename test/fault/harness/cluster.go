@@ -96,7 +96,10 @@ type Cluster struct {
 	// to expect it); crashes lists the ones that ended without it.
 	expectExit []bool
 	crashes    []string
-	pool       *rpcconn.Pool
+	// joined marks a node emptied and started again with -join (Rejoin):
+	// from then on it starts with -join, never with -peers.
+	joined []bool
+	pool   *rpcconn.Pool
 }
 
 // Start lays out and starts every node and waits until the cluster is stable.
@@ -115,7 +118,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("network layout: %w", err)
 	}
-	c := &Cluster{opts: opts, procs: make([]*prockit.Proc, opts.Nodes), paused: make([]bool, opts.Nodes), expectExit: make([]bool, opts.Nodes)}
+	c := &Cluster{opts: opts, procs: make([]*prockit.Proc, opts.Nodes), paused: make([]bool, opts.Nodes), expectExit: make([]bool, opts.Nodes), joined: make([]bool, opts.Nodes)}
 	if opts.TLS {
 		if c.tls, err = makeTLS(filepath.Join(opts.Dir, "tls"), addrs); err != nil {
 			return nil, fmt.Errorf("tls: %w", err)
@@ -175,7 +178,11 @@ func (c *Cluster) StartNode(i int) error {
 		c.crashes = append(c.crashes, fmt.Sprintf("%s (pid %d) exited on its own before this restart: a crash? See nodes/%s/node.log", n.ID, c.procs[i].PID(), n.ID))
 	}
 	c.expectExit[i] = false
-	args := append(prockit.ServerArgs(n.ID, n.Addrs.Listen, n.DataDir, c.peers()), "-advertise", n.Addrs.Advertise,
+	args := prockit.ServerArgs(n.ID, n.Addrs.Listen, n.DataDir, c.peers())
+	if c.joined[i] {
+		args = []string{"server", "-id", n.ID, "-addr", n.Addrs.Listen, "-data-dir", n.DataDir, "-join", c.others(i)}
+	}
+	args = append(args, "-advertise", n.Addrs.Advertise,
 		"-journal", n.Journal, "-fault-clock", n.Clock, "-ttl-grace", "1s", "-log-level", "info")
 	args = append(args, prockit.RaftFlags()...)
 	args = append(args, c.tlsArgs(i)...)
@@ -192,6 +199,76 @@ func (c *Cluster) StartNode(i int) error {
 	c.procs[i], c.paused[i] = p, false
 	c.opts.Logf("started %s (pid %d) on %s", n.ID, p.PID(), n.Addrs.Listen)
 	return nil
+}
+
+// others is the -join list of node i: every other node's advertised
+// address (a join request goes there directly, not through the link
+// faults; Raft traffic then goes as usual).
+func (c *Cluster) others(i int) string {
+	var out []string
+	for j, n := range c.Nodes {
+		if j != i {
+			out = append(out, n.Addrs.Advertise)
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+// Rejoin kills node i, empties its data dir and starts it again with
+// -join and no -peers: a new node under the old id and address, which the
+// cluster must add (after a removal) for it to take part. Its journal is
+// kept: it journals what it applies again, as after a restart.
+func (c *Cluster) Rejoin(i int) error {
+	if err := c.Kill(i); err != nil {
+		return err
+	}
+	if p := c.proc(i); p != nil {
+		if err := p.Wait(10 * time.Second); err != nil {
+			return err
+		}
+	}
+	n := c.Nodes[i]
+	if err := os.RemoveAll(n.DataDir); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(n.DataDir, 0o755); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.joined[i] = true
+	c.mu.Unlock()
+	c.opts.Logf("emptied %s's data dir; starting it with -join", n.ID)
+	return c.StartNode(i)
+}
+
+// ChangeMember asks the running nodes in turn, through their client
+// addresses, for one membership change, until one answers it or timeout
+// passes; the last error says why not.
+func (c *Cluster) ChangeMember(ctx context.Context, req wire.ChangeMemberRequest, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last error
+	for ctx.Err() == nil {
+		for i, n := range c.Nodes {
+			if !c.Running(i) || c.Paused(i) {
+				continue
+			}
+			cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+			var resp wire.ChangeMemberResponse
+			err := c.pool.Call(cctx, n.Addrs.Client, wire.MethodChangeMember, false, &req, &resp)
+			ccancel()
+			if err == nil {
+				c.opts.Logf("members %s %s via %s: changed=%v", req.Op, req.ID, n.ID, resp.Changed)
+				return nil
+			}
+			last = fmt.Errorf("%s: %w", n.ID, err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("members %s %s: %w", req.Op, req.ID, last)
 }
 
 func (c *Cluster) proc(i int) *prockit.Proc {

@@ -63,6 +63,8 @@ func ByName(name string) (Nemesis, error) {
 		return &catchup{}, nil
 	case "clock-fast":
 		return &clock{speed: 2}, nil
+	case "member-churn":
+		return &memberChurn{}, nil
 	}
 	return nil, fmt.Errorf("unknown nemesis %q (have %s)", name, strings.Join(Names(), ", "))
 }
@@ -71,7 +73,7 @@ func ByName(name string) (Nemesis, error) {
 func Names() []string {
 	return []string{"kill-leader", "kill-random", "kill-majority", "pause-leader", "partition-leader",
 		"partition-follower", "partition-halves", "partition-bridge", "partition-one-way", "partition-flapping", "link-delay",
-		"link-loss", "snapshot-catchup", "clock-fast"}
+		"link-loss", "snapshot-catchup", "clock-fast", "member-churn"}
 }
 
 func leader(ctx context.Context, c *harness.Cluster) (int, error) {

@@ -95,6 +95,15 @@ func Tier(name string, seed int64, duration time.Duration) ([]Scenario, error) {
 				s.Workload.FollowerOnly = 0.75
 				return s
 			}(),
+			func() Scenario {
+				// Membership changes (remove, rejoin empty, demote,
+				// promote) with a leader killed in the middle of them,
+				// between rounds of lossy links; a compacting log makes
+				// the rejoined node catch up from a snapshot.
+				s := base("membership-5", seed, "member-churn", "link-loss", "member-churn")
+				s.Nodes, s.Args = 5, compacting
+				return s
+			}(),
 			// The same faults with TLS on: Raft reconnects over mutual TLS
 			// after every kill and partition.
 			func() Scenario {
@@ -120,7 +129,7 @@ func Tier(name string, seed int64, duration time.Duration) ([]Scenario, error) {
 				}(),
 				func() Scenario {
 					s := base(fmt.Sprintf("mixed-5-s%d", sd), sd, "partition-bridge", "kill-leader", "partition-halves",
-						"pause-leader", "link-delay", "kill-random")
+						"pause-leader", "link-delay", "member-churn", "kill-random")
 					s.Nodes, s.Duration = 5, 120*time.Second
 					return s
 				}(),
