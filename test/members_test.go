@@ -113,6 +113,9 @@ func (c *cluster) join(id string, extra ...string) *node {
 	c.nodes = append(c.nodes, nd)
 	nd.starts++
 	args := append([]string{"server", "-id", id, "-addr", nd.addr, "-data-dir", nd.dataDir, "-join", strings.Join(via, ",")}, prockit.RaftFlags()...)
+	if c.args != nil {
+		args = append(args, c.args(nd)...)
+	}
 	nd.p = c.h.start("server-"+id, append(args, extra...)...)
 	return nd
 }
@@ -281,6 +284,22 @@ func TestMembers_GrowTo5AndShrinkBack(t *testing.T) {
 
 	stop()
 	mw.check(t, first, "grow")
+}
+
+// TestMembers_JoinWithTLS: a node with a server certificate of the
+// cluster joins a TLS cluster (its join request and then Raft over mutual
+// TLS) and serves what the others hold.
+func TestMembers_JoinWithTLS(t *testing.T) {
+	h := newHarness(t)
+	c, p := h.tlsCluster(nil)
+	h.waitStable(c.servers(), c.ids(), 30*time.Second)
+	p.server("n4", "")
+	h.mustCLI(20*time.Second, "meta", "set", "db", "-file", writeTemp(t, "tls"), "-servers", c.servers())
+	n4 := c.join("n4")
+	h.waitMembers(c.servers(), "n1:voter:Any,n2:voter:Any,n3:voter:Any,n4:voter:Any", 30*time.Second)
+	if r := h.mustCLI(20*time.Second, "meta", "get", "db", "-servers", n4.addr); r.stdout != "tls" {
+		t.Errorf("n4 serves %q, want tls", r.stdout)
+	}
 }
 
 // TestMembers_ReplaceKilledNode: a node dies for good; a new one with a new
