@@ -407,15 +407,22 @@ func (s clusterStatus) node(id string) (nodeStatus, bool) {
 // status runs `discoverd status -json` against servers.
 func (h *harness) status(servers string) (clusterStatus, error) {
 	h.t.Helper()
-	r := h.cli(5*time.Second, "status", "-json", "-servers", servers, "-timeout", "2s")
-	if r.code != 0 {
-		return clusterStatus{}, fmt.Errorf("exit %d: %s", r.code, strings.TrimSpace(r.stderr))
-	}
 	var st clusterStatus
-	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
-		return clusterStatus{}, fmt.Errorf("decode status %q: %v", r.stdout, err)
+	err := h.cliJSON(&st, 5*time.Second, "status", "-json", "-servers", servers, "-timeout", "2s")
+	return st, err
+}
+
+// cliJSON runs a command that prints JSON and decodes its output into out.
+func (h *harness) cliJSON(out any, timeout time.Duration, args ...string) error {
+	h.t.Helper()
+	r := h.cli(timeout, args...)
+	if r.code != 0 {
+		return fmt.Errorf("exit %d: %s", r.code, strings.TrimSpace(r.stderr))
 	}
-	return st, nil
+	if err := json.Unmarshal([]byte(r.stdout), out); err != nil {
+		return fmt.Errorf("decode the output of %s %q: %v", args[0], r.stdout, err)
+	}
+	return nil
 }
 
 // instance is one element of `discoverd services -json`.

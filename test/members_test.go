@@ -2,7 +2,6 @@ package test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -51,15 +50,9 @@ func (m membersOut) shape() string {
 
 func (h *harness) members(servers string) (membersOut, error) {
 	h.t.Helper()
-	r := h.cli(10*time.Second, "members", "-json", "-servers", servers, "-timeout", "3s")
-	if r.code != 0 {
-		return membersOut{}, fmt.Errorf("exit %d: %s", r.code, strings.TrimSpace(r.stderr))
-	}
 	var m membersOut
-	if err := json.Unmarshal([]byte(r.stdout), &m); err != nil {
-		return membersOut{}, fmt.Errorf("decode members %q: %v", r.stdout, err)
-	}
-	return m, nil
+	err := h.cliJSON(&m, 10*time.Second, "members", "-json", "-servers", servers, "-timeout", "3s")
+	return m, err
 }
 
 // waitMembers polls `members` until its shape is want (see shape).
