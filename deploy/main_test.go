@@ -16,12 +16,7 @@ import (
 	"github.com/discoverd/discoverd/test/prockit"
 )
 
-func TestMain(m *testing.M) {
-	prockit.CleanLeftovers()
-	code := m.Run()
-	prockit.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(prockit.RunTests(m)) }
 
 // repoPath is a path inside the repository, from its root.
 func repoPath(t testing.TB, rel ...string) string {
