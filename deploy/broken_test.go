@@ -250,6 +250,8 @@ func TestKubernetes_BrokenKustomizationsAreCaught(t *testing.T) {
 			"rollingUpdate partition 2, want 3"},
 		{"leaving without -leave-on-stop", "overlays/five-leaving/kustomization.yaml", "value: -leave-on-stop", "value: -log-level=info", "overlays/five-leaving",
 			"-leave-on-stop is false, want true"},
+		{"five without -join", "base/discoverd.yaml", "join:\n  - discoverd-0.discoverd:1111\n  - discoverd-1.discoverd:1111\n  - discoverd-2.discoverd:1111\n", "", "overlays/five",
+			"pod discoverd-3 is not in -peers and has no -join"},
 		{"replicas of no workload", "overlays/five/kustomization.yaml", "- name: discoverd\n", "- name: discoverd-x\n", "overlays/five",
 			"replicas: no workload named discoverd-x"},
 		{"a strategic merge patch", "overlays/five/kustomization.yaml", "      - op: replace\n        path: /spec/minAvailable\n        value: 3",

@@ -2,10 +2,12 @@ package deploy_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -191,5 +193,33 @@ func TestDockerfile_StaticNonRootImage(t *testing.T) {
 		if f != ".git/HEAD" {
 			t.Errorf(".dockerignore leaves out %s, which `go build ./cmd/discoverd` reads", f)
 		}
+	}
+}
+
+// TestKubernetes_READMECommandsNameWhatExists: the paths the step-by-step
+// README gives exist, and the volumes it deletes after scaling back are
+// those of the pods that left (<claim>-<StatefulSet>-<ordinal>).
+func TestKubernetes_READMECommandsNameWhatExists(t *testing.T) {
+	readme := readFile(t, kubeDir(t, "README.md"))
+	paths := regexp.MustCompile(`deploy/kubernetes/[\w./-]*[\w/]`).FindAllString(readme, -1)
+	if len(paths) < 5 {
+		t.Fatalf("the README names %d paths of deploy/kubernetes: %q", len(paths), paths)
+	}
+	for _, p := range paths {
+		if _, err := os.Stat(repoPath(t, filepath.FromSlash(p))); err != nil {
+			t.Errorf("the README names %s: %v", p, err)
+		}
+	}
+	d, bad := sortOut(renderOK(t, kubeDir(t, "overlays/five")))
+	if d == nil {
+		t.Fatal(bad)
+	}
+	claim := getString(getList(d.sts, "spec", "volumeClaimTemplates")[0], "metadata", "name")
+	var pvcs []string
+	for i := kustomizations["base"].replicas; i < kustomizations["overlays/five"].replicas; i++ {
+		pvcs = append(pvcs, fmt.Sprintf("%s-%s", claim, d.podName(i)))
+	}
+	if want := "delete pvc " + strings.Join(pvcs, " "); !strings.Contains(readme, want) {
+		t.Errorf("the README does not say %q", want)
 	}
 }

@@ -600,8 +600,8 @@ func checkPod(d *deployment, p *podCommand, want shape, h helpFlags, img image) 
 			bad.addf("pod %s: port %d (-addr or -http-addr) is not a port of container %s", p.pod, port, c)
 		}
 	}
-	if want := fmt.Sprintf("%s.%s:%d", p.pod, name(d.headless), rpc); p.flags["advertise"].value != want {
-		bad.addf("pod %s: -advertise=%q, want %q: the pod's DNS name under the headless Service, and its -addr port", p.pod, p.flags["advertise"].value, want)
+	if adv := fmt.Sprintf("%s.%s:%d", p.pod, name(d.headless), rpc); p.flags["advertise"].value != adv {
+		bad.addf("pod %s: -advertise=%q, want %q: the pod's DNS name under the headless Service, and its -addr port", p.pod, p.flags["advertise"].value, adv)
 	}
 	if env := p.env["DISCOVERD"]; env != "" {
 		if host, port, err := net.SplitHostPort(env); err != nil || port != strconv.Itoa(rpc) || !net.ParseIP(host).IsLoopback() {
