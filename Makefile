@@ -1,13 +1,16 @@
 # discoverd — common tasks. `make help` lists them.
 GO ?= go
 
-.PHONY: help build test test-race lint bench bench-quick bench-inproc dev fault fault-long clean
+.PHONY: help build image test test-race lint bench bench-quick bench-inproc dev fault fault-long clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build bin/discoverd
 	$(GO) build -o bin/discoverd ./cmd/discoverd
+
+image: ## build the container image discoverd:latest from the Dockerfile (needs docker)
+	docker build -t discoverd:latest .
 
 test: ## run every test (quick, without the race detector)
 	$(GO) test -count=1 ./...

@@ -35,12 +35,7 @@ import (
 // Building the binary once per test binary run (test/prockit), and cleaning
 // up after runs that died before their cleanups ran.
 
-func TestMain(m *testing.M) {
-	prockit.CleanLeftovers()
-	code := m.Run()
-	prockit.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(prockit.RunTests(m)) }
 
 // discoverdBin returns the path of the discoverd binary, building it on first use.
 func discoverdBin(t testing.TB) string {

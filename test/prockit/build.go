@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"testing"
 )
 
 // tmpRoot holds the build directories this process makes (and the ones
@@ -148,4 +149,15 @@ func Cleanup() {
 		}
 	}
 	builds.own = ""
+}
+
+// RunTests is the TestMain of a package whose tests run discoverd
+// processes: it removes the leftovers of runs that died before their
+// cleanups ran, runs the tests, and removes this run's builds. It returns
+// m.Run's code, for os.Exit.
+func RunTests(m *testing.M) int {
+	CleanLeftovers()
+	code := m.Run()
+	Cleanup()
+	return code
 }

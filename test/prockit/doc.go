@@ -13,7 +13,7 @@
 //     signalled only by its own PID (Start, Proc);
 //   - leftovers: the processes and build directories of runs that died
 //     before their cleanups ran, removed when the next run starts
-//     (CleanLeftovers);
+//     (CleanLeftovers; RunTests is the TestMain that does it and Cleanup);
 //   - the flags every test cluster passes to `discoverd server`
 //     (RaftFlags, ServerArgs).
 package prockit
