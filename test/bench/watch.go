@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -276,11 +277,11 @@ func (b *bench) watchOnce(ctx context.Context, sys string, cl cluster, run watch
 		if l := byRole[role]; l != nil {
 			sr := l.summary()
 			rw.Extra[role+"_p50_ms"], rw.Extra[role+"_p99_ms"] = sr.p50, sr.p99
-			perRole = append(perRole, fmt.Sprintf("on the %s(s) %v", role, sr))
+			perRole = append(perRole, fmt.Sprintf("on the %s(s): %v", role, sr))
 		}
 	}
 	if len(perRole) > 0 {
-		b.vlogf("[%s] %s: watchers %v", sys, what, perRole)
+		b.vlogf("[%s] %s: watchers %s", sys, what, strings.Join(perRole, "; "))
 	}
 	if n := watchErrs.Load(); n > 0 {
 		rw.Extra["watch_errors"] = n
