@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/discoverd/discoverd/internal/wire"
+	"github.com/discoverd/discoverd/test/prockit"
 )
 
 // TestReplicasCaughtUp_SaysWhatIsMissing: the second layout waits for
@@ -87,11 +90,20 @@ func TestReplicaTable_PairsLayoutsByWatchers(t *testing.T) {
 func TestReplicas_RealNodes(t *testing.T) {
 	var out bytes.Buffer
 	b := &bench{out: &out}
-	t.Cleanup(b.procs.stopAll)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	sys := discoverdSystem{}
-	if err := b.setup(ctx, t.TempDir(), []system{sys}); err != nil {
+	// Not b.setup: its CleanLeftovers is for the command (and TestMain).
+	b.dir = t.TempDir()
+	t.Cleanup(b.procs.stopAll) // before the temporary directory goes
+	b.binDir, b.dataDir, b.logDir = filepath.Join(b.dir, "bin"), filepath.Join(b.dir, "data"), filepath.Join(b.dir, "logs")
+	for _, d := range []string{b.dataDir, b.logDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var err error
+	if b.discoverdBin, err = prockit.BuildInto(b.binDir); err != nil {
 		t.Fatal(err)
 	}
 	cl, err := b.startCluster(ctx, sys, "replicas")
