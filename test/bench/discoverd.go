@@ -456,3 +456,33 @@ func benchTLS(dir string, ids []string) (func(i int) []string, func(string) *tls
 	}
 	return args, rpcconn.ForServer(&tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, Certificates: []tls.Certificate{cert}}), nil
 }
+
+// addNode starts one more `discoverd server`, id, in the cluster's data dir
+// on a new loopback port, with args after its identity (the replicas
+// workload: -join … -nonvoter), and counts it among the cluster's nodes
+// (clients, leader, stop) at once: waiting until it is a member is the
+// caller's. Without TLS only (the run's certificates name the first three
+// nodes), and without a profiler: heapInuse is for the first three.
+func (c *discoverdCluster) addNode(id string, args ...string) error {
+	if c.tls != nil {
+		return fmt.Errorf("add node %s: not with TLS (the run's certificates name n1-n3 only)", id)
+	}
+	ports, err := testport.Pick(1)
+	if err != nil {
+		return err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	dir := filepath.Join(c.dataDir, id)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	tag := filepath.Base(c.dataDir) // start named it after the cluster's tag
+	full := append([]string{"server", "-id", id, "-addr", addr, "-data-dir", dir, "-log-level", "warn"}, args...)
+	full = append(full, c.b.discoverdArgs...)
+	p, err := c.b.procs.start(tag+"-"+id, c.b.discoverdBin, full, filepath.Join(c.b.logDir, tag+"-"+id+".log"))
+	if err != nil {
+		return err
+	}
+	c.ids, c.addrs, c.ps = append(c.ids, id), append(c.addrs, addr), append(c.ps, p)
+	return nil
+}

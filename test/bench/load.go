@@ -21,6 +21,17 @@ const opTimeout = 10 * time.Second
 // newClients makes n clients of cl and opens their connections. sticky
 // clients are spread over the nodes (client k on node k mod 3).
 func newClients(ctx context.Context, cl cluster, n int, sticky bool) ([]client, error) {
+	homes := make([]int, n)
+	for k := range homes {
+		homes[k] = k
+	}
+	return newClientsOn(ctx, cl, homes, sticky)
+}
+
+// newClientsOn makes a client of cl for each of homes (client k's home
+// node is homes[k]) and opens their connections.
+func newClientsOn(ctx context.Context, cl cluster, homes []int, sticky bool) ([]client, error) {
+	n := len(homes)
 	out := make([]client, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -31,7 +42,7 @@ func newClients(ctx context.Context, cl cluster, n int, sticky bool) ([]client, 
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			c, err := cl.newClient(ctx, k, sticky)
+			c, err := cl.newClient(ctx, homes[k], sticky)
 			if err != nil {
 				errs[k] = err
 				return

@@ -4,10 +4,12 @@
 // loopback — one system at a time — and runs the same workloads against
 // both: registration throughput and latency, heartbeats, 100 000 instances
 // kept alive, watch fan-out latency, leader failover and memory per
-// instance. It prints a table and writes results.json and results.md.
+// instance; and, for discoverd alone, watch fan-out latency with read
+// replicas (replicas). It prints a table and writes results.json and
+// results.md.
 //
 //	go run ./test/bench [-quick] [-out DIR] [-systems discoverd,etcd]
-//	    [-workloads registration,heartbeat,heartbeat100k,watch,failover,memory] [-v]
+//	    [-workloads registration,heartbeat,heartbeat100k,watch,idle,failover,memory,replicas] [-v]
 //
 // -workloads removal (not run by default) measures how long a stopped
 // instance takes to go away across a leader kill (50 kills, quick 5).
@@ -43,7 +45,7 @@ func main() {
 	os.Exit(code)
 }
 
-var allWorkloads = []string{"registration", "heartbeat", "heartbeat100k", "watch", "idle", "failover", "memory"}
+var allWorkloads = []string{"registration", "heartbeat", "heartbeat100k", "watch", "idle", "failover", "memory", "replicas"}
 
 // optionalWorkloads run only when named in -workloads: removal takes about
 // ten minutes on its own (50 leader kills; README).
@@ -174,6 +176,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if workloads["removal"] && slices.ContainsFunc(systems, func(s system) bool { return s.name() == "etcd" }) {
 		b.logf("bench: removal runs against discoverd only (etcd's leases keep their own remaining time across a leader change)")
 	}
+	if workloads["replicas"] && slices.ContainsFunc(systems, func(s system) bool { return s.name() != "discoverd" }) {
+		b.logf("bench: replicas runs against discoverd without TLS only (etcd's learners serve no watches; the run's certificates name three nodes)")
+	}
 	if workloads["heartbeat100k"] && slices.ContainsFunc(systems, func(s system) bool { return s.name() == "etcd" }) {
 		b.logf("bench: heartbeat100k runs against discoverd only (etcd, a lease and KeepAliveOnce per instance, registered 40 294 of 100 000 in 5 minutes and lost them all; README)")
 	}
@@ -273,19 +278,23 @@ func (b *bench) startCluster(ctx context.Context, sys system, purpose string) (c
 }
 
 // runSystem runs the selected workloads against one system. registration,
-// heartbeat and watch share one cluster; heartbeat100k, failover, memory and
-// removal each get a fresh one (a clean state; failover and removal kill
-// nodes).
+// heartbeat and watch share one cluster; heartbeat100k, failover, memory,
+// removal and replicas each get a fresh one (a clean state; failover and
+// removal kill nodes, replicas adds two).
 func (b *bench) runSystem(ctx context.Context, sys system, workloads map[string]bool) {
 	type step struct {
 		name string
 		fn   func(context.Context, string, cluster) error
 	}
 	shared := []step{{"registration", b.registration}, {"heartbeat", b.heartbeat}, {"watch", b.watch}, {"idle", b.idle}}
-	fresh := []step{{"heartbeat100k", b.heartbeat100k}, {"failover", b.failover}, {"memory", b.memory}, {"removal", b.removal}}
+	fresh := []step{{"heartbeat100k", b.heartbeat100k}, {"failover", b.failover}, {"memory", b.memory}, {"removal", b.removal}, {"replicas", b.replicas}}
 	if !isDiscoverd(sys.name()) {
 		// heartbeat100k and removal are discoverd's alone (see run).
 		fresh = slices.DeleteFunc(fresh, func(st step) bool { return st.name == "heartbeat100k" || st.name == "removal" })
+	}
+	if sys.name() != "discoverd" {
+		// replicas: discoverd without TLS alone (see run).
+		fresh = slices.DeleteFunc(fresh, func(st step) bool { return st.name == "replicas" })
 	}
 
 	var cl cluster

@@ -15,7 +15,7 @@ import (
 )
 
 // rowOrder is the order of workloads in the table.
-var rowOrder = []string{"registration", "heartbeat", "heartbeat-batched", "heartbeat100k", "watch", "idle", "failover", "memory", "removal"}
+var rowOrder = []string{"registration", "heartbeat", "heartbeat-batched", "heartbeat100k", "watch", replicaVoters.workload, replicaNonVoters.workload, "idle", "failover", "memory", "removal"}
 
 type tableRow struct {
 	workload        string
@@ -48,6 +48,8 @@ func cell(r *row) string {
 			r.OpsPerS, num(r.Extra["target_heartbeats_per_s"]), r.P99, num(r.Extra["lost"]), num(r.Extra["leader_cpu_pct"]))
 	case "watch":
 		s = fmt.Sprintf("%.1f/%.1f/%.1f ms, missing %.0f", r.P50, r.P99, r.Max, num(r.Extra["missing"]))
+	case replicaVoters.workload, replicaNonVoters.workload:
+		s = fmt.Sprintf("%s: %.1f/%.1f/%.1f ms, missing %.0f", r.Extra["layout"], r.P50, r.P99, r.Max, num(r.Extra["missing"]))
 	case "failover":
 		s = fmt.Sprintf("outage %.0f ms (median of %.0f kills, worst %.0f), max gap %.0f ms (steady %.0f ops/s)",
 			num(r.Extra["outage_ms"]), num(r.Extra["kills"]), r.Max, num(r.Extra["max_gap_ms"]), r.OpsPerS)
@@ -222,6 +224,15 @@ func (b *bench) report(wall time.Duration, mode string) error {
 		}
 		_ = tw.Flush()
 	}
+	if lines := b.replicaTable(); len(lines) > 0 {
+		fmt.Fprintf(b.out, "\nRead replicas (%s):\n\n", replicaAbout)
+		tw := tabwriter.NewWriter(b.out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, strings.Join(replicaHeader, "\t"))
+		for _, l := range lines {
+			fmt.Fprintln(tw, strings.Join(l, "\t"))
+		}
+		_ = tw.Flush()
+	}
 
 	results := b.results
 	if results == nil {
@@ -252,6 +263,13 @@ func (b *bench) report(wall time.Duration, mode string) error {
 			fmt.Fprintf(&md, "| %s | %d | %s | %s | %s |\n", r.workload, r.clients, r.d, r.e, r.ratio)
 		}
 	}
+	if lines := b.replicaTable(); len(lines) > 0 {
+		fmt.Fprintf(&md, "\n## Read replicas\n\n%s\n\n", replicaAbout)
+		fmt.Fprintf(&md, "| %s |\n|%s\n", strings.Join(replicaHeader, " | "), strings.Repeat(" --- |", len(replicaHeader)))
+		for _, l := range lines {
+			fmt.Fprintf(&md, "| %s |\n", strings.Join(l, " | "))
+		}
+	}
 	if len(b.failures) > 0 {
 		fmt.Fprintf(&md, "\n## Failures\n\n")
 		for _, f := range b.failures {
@@ -265,4 +283,46 @@ func (b *bench) report(wall time.Duration, mode string) error {
 	}
 	fmt.Fprintf(b.out, "\nbench: wrote %s and %s\n", filepath.Join(b.dir, "results.json"), filepath.Join(b.dir, "results.md"))
 	return nil
+}
+
+// replicaAbout says what the read-replicas table shows.
+const replicaAbout = "discoverd, watch ack → event p50/p99/max, the watchers spread evenly over every node, the writer on the leader"
+
+var replicaHeader = []string{"watchers", replicaVoters.label, replicaNonVoters.label, "p99 change", "p99 on leader/followers/non-voters (with replicas)"}
+
+// replicaTable pairs the replicas workload's two layouts at each watcher
+// count (none if it did not run): one line of cells per count.
+func (b *bench) replicaTable() [][]string {
+	var counts []int
+	for _, r := range b.results {
+		if r.Workload == replicaVoters.workload || r.Workload == replicaNonVoters.workload {
+			if !slices.Contains(counts, r.Clients) {
+				counts = append(counts, r.Clients)
+			}
+		}
+	}
+	slices.Sort(counts)
+	latCell := func(r *row) string {
+		if r == nil {
+			return "n/a"
+		}
+		s := fmt.Sprintf("%.1f/%.1f/%.1f ms", r.P50, r.P99, r.Max)
+		if n := num(r.Extra["missing"]); n > 0 {
+			s += fmt.Sprintf(", %.0f missing", n)
+		}
+		return s
+	}
+	var out [][]string
+	for _, c := range counts {
+		v, nv := b.find(replicaVoters.workload, c, "discoverd"), b.find(replicaNonVoters.workload, c, "discoverd")
+		change, roles := "", ""
+		if v != nil && nv != nil && v.P99 > 0 {
+			change = fmt.Sprintf("%+.1f%%", (nv.P99/v.P99-1)*100)
+		}
+		if nv != nil {
+			roles = fmt.Sprintf("%.1f/%.1f/%.1f ms", num(nv.Extra["leader_p99_ms"]), num(nv.Extra["follower_p99_ms"]), num(nv.Extra["nonvoter_p99_ms"]))
+		}
+		out = append(out, []string{fmt.Sprint(c), latCell(v), latCell(nv), change, roles})
+	}
+	return out
 }

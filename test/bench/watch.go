@@ -4,12 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// The watch workload (README.md, "Benchmarks").
+// The watch workload (README.md, "Benchmarks"), and the watch measurement
+// the replicas workload shares with it.
+
+// watchEvents is how many registrations a watch measurement makes, 100 ms
+// apart.
+const watchEvents = 20
 
 func (b *bench) watch(ctx context.Context, sys string, cl cluster) error {
 	counts := []int{100, 1000}
@@ -17,25 +24,105 @@ func (b *bench) watch(ctx context.Context, sys string, cl cluster) error {
 		counts = []int{100}
 	}
 	for _, nw := range counts {
-		if err := b.watchOnce(ctx, sys, cl, nw); err != nil {
+		// 10 connections over the three nodes (4, 3, 3), a random node per
+		// write: the layout of every earlier run.
+		run := watchRun{workload: "watch", watchers: nw, spread: watchSpread{nodes: []int{0, 1, 2}, conns: 10}, events: watchEvents}
+		if err := b.watchOnce(ctx, sys, cl, run); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (b *bench) watchOnce(ctx context.Context, sys string, cl cluster, nw int) error {
-	const (
-		conns  = 10
-		events = 20
-	)
+// watchRun is one watch measurement: watchers of a new service spread over
+// some of the nodes, events registrations 100 ms apart through one writer.
+type watchRun struct {
+	workload string // the row's
+	layout   string // the nodes' layout, said in the row and the log ("": none)
+	watchers int
+	spread   watchSpread
+	events   int
+	// writeToLeader: the writer's calls go to the leader (discoverd); else
+	// each to a random node.
+	writeToLeader bool
+}
+
+// watchSpread places watchers on nodes: connection k is on node
+// nodes[k mod len(nodes)], watcher j on connection j mod conns.
+type watchSpread struct {
+	nodes []int // indexes of the nodes the watchers read from
+	conns int
+}
+
+func (s watchSpread) home(k int) int { return s.nodes[k%len(s.nodes)] }
+
+// node returns the node watcher j reads from.
+func (s watchSpread) node(j int) int { return s.home(j % s.conns) }
+
+// spreadEvenly spreads nw watchers over nodes, at most perConn on one
+// connection, with as many connections on every node (a multiple of
+// len(nodes)), so that the nodes' watcher counts differ by one at most.
+func spreadEvenly(nw int, nodes []int, perConn int) watchSpread {
+	perNode := (nw + len(nodes) - 1) / len(nodes)
+	return watchSpread{nodes: nodes, conns: len(nodes) * max(1, (perNode+perConn-1)/perConn)}
+}
+
+// nodeRoles says what each of a discoverd cluster's nodes is: leader,
+// follower (a voter) or nonvoter; nil for another system.
+func nodeRoles(ctx context.Context, cl cluster) ([]string, error) {
+	dc, ok := cl.(*discoverdCluster)
+	if !ok {
+		return nil, nil
+	}
+	roles := make([]string, len(dc.addrs))
+	for i := range dc.addrs {
+		st, err := dc.nodeInfo(ctx, i)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case st.State == "Leader":
+			roles[i] = "leader"
+		case st.Voter:
+			roles[i] = "follower"
+		default:
+			roles[i] = "nonvoter"
+		}
+	}
+	if !slices.Contains(roles, "leader") {
+		return nil, errors.New("no node reports state Leader")
+	}
+	return roles, nil
+}
+
+func (b *bench) watchOnce(ctx context.Context, sys string, cl cluster, run watchRun) error {
+	nw, events, conns := run.watchers, run.events, run.spread.conns
+	what := fmt.Sprintf("%s %d watchers", run.workload, nw)
+	if run.layout != "" {
+		what += " (" + run.layout + ")"
+	}
 	service := fmt.Sprintf("watch-%d-%d", nw, b.nextID())
-	clients, err := newClients(ctx, cl, conns, true)
+	// Followers apply an entry only once the leader tells them it is
+	// committed: latencies are split by the role of the watcher's node.
+	roles, err := nodeRoles(ctx, cl)
+	if err != nil {
+		return err
+	}
+	homes := make([]int, conns)
+	for k := range homes {
+		homes[k] = run.spread.home(k)
+	}
+	clients, err := newClientsOn(ctx, cl, homes, true)
 	if err != nil {
 		return err
 	}
 	defer closeClients(clients)
-	writers, err := newClients(ctx, cl, 1, false)
+	var writers []client
+	if run.writeToLeader && roles != nil {
+		writers, err = newClientsOn(ctx, cl, []int{slices.Index(roles, "leader")}, true)
+	} else {
+		writers, err = newClients(ctx, cl, 1, false)
+	}
 	if err != nil {
 		return err
 	}
@@ -107,17 +194,7 @@ func (b *bench) watchOnce(ctx context.Context, sys string, cl cluster, nw int) e
 		}()
 	}
 
-	// discoverd watchers on client k read from node k mod 3: split their
-	// latencies by whether that node leads (followers apply an entry only
-	// once the leader tells them it is committed).
-	leader := -1
-	if isDiscoverd(sys) {
-		if leader, err = cl.leader(ctx); err != nil {
-			return err
-		}
-	}
-	onLeader := func(j int) bool { return (j%conns)%len(cl.procs()) == leader }
-
+	cpu := startCPU(cl.procs())
 	acks := make([]time.Time, events)
 	start := time.Now()
 	for e := range events {
@@ -135,14 +212,27 @@ func (b *bench) watchOnce(ctx context.Context, sys string, cl cluster, nw int) e
 	for wait := time.Now().Add(10 * time.Second); got.Load() < want && time.Now().Before(wait) && ctx.Err() == nil; {
 		sleepCtx(ctx, 20*time.Millisecond)
 	}
+	serverCPU, _ := cpu.pct()
+	clientCPU := cpu.clientPct()
 	stopWatch()
 	rwg.Wait()
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 
-	lat, latL, latF := &latencies{}, &latencies{}, &latencies{}
-	r, rL, rF := lat.worker(), latL.worker(), latF.worker()
+	lat := &latencies{}
+	r := lat.worker()
+	byRole := map[string]*latencies{}
+	recs := map[string]*rec{}
+	for _, i := range run.spread.nodes {
+		if roles == nil {
+			break
+		}
+		if role := roles[i]; byRole[role] == nil {
+			byRole[role] = &latencies{}
+			recs[role] = byRole[role].worker()
+		}
+	}
 	early, last := 0, start
 	for j := range nw {
 		for e := range events {
@@ -156,10 +246,8 @@ func (b *bench) watchOnce(ctx context.Context, sys string, cl cluster, nw int) e
 				d = 0
 			}
 			r.ok(d)
-			if onLeader(j) {
-				rL.ok(d)
-			} else {
-				rF.ok(d)
+			if roles != nil {
+				recs[roles[run.spread.node(j)]].ok(d)
 			}
 			if t.After(last) {
 				last = t
@@ -167,31 +255,43 @@ func (b *bench) watchOnce(ctx context.Context, sys string, cl cluster, nw int) e
 		}
 	}
 	r.flush()
-	rL.flush()
-	rF.flush()
+	for _, rr := range recs {
+		rr.flush()
+	}
 	s := lat.summary()
 	missing := int(want) - s.n
-	rw := newRow("watch", nw, sys, float64(s.n)/last.Sub(start).Seconds(), s)
+	rw := newRow(run.workload, nw, sys, float64(s.n)/last.Sub(start).Seconds(), s)
 	rw.Extra["watchers"] = nw
 	rw.Extra["events"] = events
 	rw.Extra["connections"] = conns
+	rw.Extra["watched_nodes"] = len(run.spread.nodes)
 	rw.Extra["missing"] = missing
 	rw.Extra["before_ack"] = early
-	if isDiscoverd(sys) {
-		sl, sf := latL.summary(), latF.summary()
-		rw.Extra["leader_p50_ms"], rw.Extra["leader_p99_ms"] = sl.p50, sl.p99
-		rw.Extra["follower_p50_ms"], rw.Extra["follower_p99_ms"] = sf.p50, sf.p99
-		b.vlogf("[%s] watch %d: watchers on the leader %v; on followers %v", sys, nw, sl, sf)
+	rw.Extra["server_cpu_pct"] = serverCPU
+	rw.Extra["client_cpu_pct"] = clientCPU
+	if run.layout != "" {
+		rw.Extra["layout"] = run.layout
+	}
+	var perRole []string
+	for _, role := range []string{"leader", "follower", "nonvoter"} {
+		if l := byRole[role]; l != nil {
+			sr := l.summary()
+			rw.Extra[role+"_p50_ms"], rw.Extra[role+"_p99_ms"] = sr.p50, sr.p99
+			perRole = append(perRole, fmt.Sprintf("on the %s(s): %v", role, sr))
+		}
+	}
+	if len(perRole) > 0 {
+		b.vlogf("[%s] %s: watchers %s", sys, what, strings.Join(perRole, "; "))
 	}
 	if n := watchErrs.Load(); n > 0 {
 		rw.Extra["watch_errors"] = n
 		rw.Extra["first_watch_error"] = firstWatchErr.Load()
 	}
 	b.add(rw)
-	b.logf("[%s] watch %d watchers x %d events: %d deliveries, write ack → event %v (%d before the ack)", sys, nw, events, s.n, s, early)
+	b.logf("[%s] %s x %d events over %d connections: %d deliveries, write ack → event %v (%d before the ack)", sys, what, events, conns, s.n, s, early)
 	if missing > 0 {
-		b.failf("[%s] watch %d watchers: %d of %d (watcher, event) deliveries MISSING (watch errors: %d, first: %v)",
-			sys, nw, missing, want, watchErrs.Load(), firstWatchErr.Load())
+		b.failf("[%s] %s: %d of %d (watcher, event) deliveries MISSING (watch errors: %d, first: %v)",
+			sys, what, missing, want, watchErrs.Load(), firstWatchErr.Load())
 	}
 	return nil
 }
