@@ -185,3 +185,14 @@ func boolValue(b bool) float64 {
 	}
 	return 0
 }
+
+// MetricNames returns the names of the node's own metric families (the Go
+// and process collectors' aside), Raft-only ones included; docs/metrics.md
+// documents each.
+func MetricNames() []string {
+	var out []string
+	for _, m := range append(append([]*metric(nil), raftMetrics...), commonMetrics...) {
+		out = append(out, m.name)
+	}
+	return out
+}
