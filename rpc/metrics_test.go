@@ -3,13 +3,10 @@ package rpc
 import (
 	"context"
 	"errors"
-	"net"
 	"testing"
 	"time"
 
 	"github.com/discoverd/discoverd/internal/codes"
-	"github.com/discoverd/discoverd/internal/logging"
-	"github.com/discoverd/discoverd/internal/mux"
 	"github.com/discoverd/discoverd/internal/wire"
 )
 
@@ -17,23 +14,8 @@ import (
 // its method and its answer's code; heartbeats count their instances, not
 // those forwarded by another node; an open watch is a stream until closed.
 func TestRPC_StatsCountCallsByMethodAndCode(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := mux.New(ln, mux.Config{})
-	rl := m.Listen(mux.ConnRPC)
-	go func() { _ = m.Serve() }()
-	fb := &fakeBackend{watch: make(chan struct{}, 16)}
-	s := New(Config{Logger: logging.Discard()}, fb)
-	go func() { _ = s.Serve(rl) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-		_ = m.Close()
-	})
-	c := dial(t, ln.Addr().String())
+	s, addr, _ := startServing(t, Config{})
+	c := dial(t, addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for range 3 {

@@ -127,18 +127,15 @@ func (s *Server) startHTTP() error {
 		h.certRequired = st.VerifyClients()
 		scheme = "https"
 	}
+	// A registry per server, not the global one: a process may run
+	// several nodes (discoverd dev, tests).
 	reg := prometheus.NewRegistry()
-	if err := reg.Register(collectors.NewGoCollector()); err != nil {
-		_ = ln.Close()
-		return err
-	}
-	if err := reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
-		_ = ln.Close()
-		return err
-	}
-	if err := reg.Register(newCollector(s, h.ln)); err != nil {
-		_ = ln.Close()
-		return err
+	for _, c := range []prometheus.Collector{collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newCollector(s, h.ln)} {
+		if err := reg.Register(c); err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("metrics: %w", err)
+		}
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health/live", func(w http.ResponseWriter, _ *http.Request) {
