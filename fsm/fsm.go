@@ -202,6 +202,8 @@ type FSM struct {
 	gen       uint64 // bumped by Restore: open watchers resync
 	notifiers map[string]*notifier
 	appliedCh chan struct{} // closed and replaced after every applied batch
+
+	counters counters // for /metrics (metrics.go); atomics, not state
 }
 
 var (
@@ -482,6 +484,7 @@ func (f *FSM) suspectLocked(index uint64, c *SuspectCommand) *Result {
 func (f *FSM) removeLocked(svc *service, addr string, index uint64, why Reason) {
 	in := svc.instances[addr]
 	delete(svc.instances, addr)
+	f.counters.removed[why].Add(1)
 	f.markEmptyLocked(svc, index)
 	f.recordLocked(svc, Event{Kind: EventDown, Index: index, Name: svc.name, Instance: in, Reason: why})
 	if f.observer != nil {

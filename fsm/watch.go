@@ -77,6 +77,7 @@ func (f *FSM) Watch(name string, fromIndex uint64) (*Watcher, error) {
 		w.cursor = fromIndex
 		w.caughtUp = true
 	default:
+		f.counters.resyncs[ResyncResume].Add(1)
 		w.pending, w.cursor = f.stateEventsLocked(name, true)
 	}
 	return w, nil
@@ -147,6 +148,11 @@ func (w *Watcher) Next(ctx context.Context, max int) ([]Event, error) {
 		if w.gen != f.gen || !f.canResumeLocked(w.name, w.cursor) {
 			// A snapshot replaced the state, or the watcher fell further
 			// behind than the history reaches: send the whole state again.
+			why := ResyncBehind
+			if w.gen != f.gen {
+				why = ResyncRestore
+			}
+			f.counters.resyncs[why].Add(1)
 			w.pending, w.cursor = f.stateEventsLocked(w.name, true)
 			w.gen = f.gen
 			f.mu.RUnlock()

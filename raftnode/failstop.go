@@ -9,6 +9,8 @@ import (
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/discoverd/discoverd/internal/histogram"
 )
 
 // failStopStore wraps the bolt log and stable store: a write that fails
@@ -26,9 +28,16 @@ type failStopStore struct {
 }
 
 // appendStats counts the log's appends (each one bbolt transaction with its
-// fsyncs): how many, how many entries they carried, how long they took.
+// fsyncs): how many, how many entries they carried, how long they took, and
+// the same per append in histograms (/metrics; nil: not kept).
 type appendStats struct {
 	appends, entries, micros atomic.Uint64
+	latency, size            *histogram.Histogram // microseconds, entries
+}
+
+// newAppendStats returns stats with their histograms.
+func newAppendStats() *appendStats {
+	return &appendStats{latency: histogram.New(histogram.LatencyUS...), size: histogram.New(histogram.Sizes...)}
 }
 
 var (
@@ -51,9 +60,12 @@ func (s failStopStore) StoreLogs(ls []*raft.Log) error {
 	start := time.Now()
 	err := s.check("StoreLogs", s.BoltStore.StoreLogs(ls))
 	if s.stats != nil {
+		us := uint64(time.Since(start).Microseconds())
 		s.stats.appends.Add(1)
 		s.stats.entries.Add(uint64(len(ls)))
-		s.stats.micros.Add(uint64(time.Since(start).Microseconds()))
+		s.stats.micros.Add(us)
+		s.stats.latency.Observe(us)
+		s.stats.size.Observe(uint64(len(ls)))
 	}
 	return err
 }

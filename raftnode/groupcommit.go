@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/discoverd/discoverd/internal/histogram"
 )
 
 // Group commit.
@@ -73,7 +75,8 @@ type groupCommit struct {
 	last   int                                    // size of the last group
 	join   func(entries [][]byte) ([]byte, error) // makes a group one entry; nil: one entry per write
 	start  time.Time
-	doneAt atomic.Int64 // when the last group was answered, as time since start
+	doneAt atomic.Int64         // when the last group was answered, as time since start
+	writes *histogram.Histogram // writes per group handed to raft (/metrics)
 }
 
 // release frees a group's slot once all its writes are answered.
@@ -84,7 +87,7 @@ func (g *groupCommit) release() {
 
 func newGroupCommit(r *raft.Raft, groups, maxEntries int, linger time.Duration, join func([][]byte) ([]byte, error)) *groupCommit {
 	return &groupCommit{r: r, queue: make(chan *proposal, 4*maxEntries), slots: make(chan struct{}, groups),
-		max: maxEntries, linger: linger, join: join, start: time.Now()}
+		max: maxEntries, linger: linger, join: join, start: time.Now(), writes: histogram.New(histogram.Sizes...)}
 }
 
 // run hands queued proposals to raft in groups until done closes; what is
@@ -164,6 +167,7 @@ func (g *groupCommit) run(done <-chan struct{}) {
 			<-g.slots
 			continue
 		}
+		g.writes.Observe(uint64(len(live)))
 		if g.join != nil && len(live) > 1 {
 			g.proposeBatch(live)
 			continue

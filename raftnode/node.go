@@ -77,7 +77,7 @@ type Node struct {
 	trans     raft.Transport  // transport, wrapped by the notifier if any
 	notifier  *commitNotifier // nil if cfg.NoCommitNotify
 	peers     map[string]string
-	appends   appendStats
+	appends   *appendStats
 	hlog      hclog.Logger // hashicorp/raft's logs, into the node's logger
 
 	// Set by Start; read-only after.
@@ -165,7 +165,7 @@ func openState(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("component", "raftnode"), hlog: logging.HCLog(cfg.Logger, "raft"),
-		peers: map[string]string{}, done: make(chan struct{})}
+		peers: map[string]string{}, done: make(chan struct{}), appends: newAppendStats()}
 	for _, p := range cfg.Peers {
 		n.peers[p.ID] = p.Addr
 	}
@@ -203,7 +203,7 @@ func openState(cfg Config) (*Node, error) {
 	if fail == nil {
 		fail = exitOnDiskFailure(n.log)
 	}
-	n.stable = failStopStore{BoltStore: bolt, fail: fail, stats: &n.appends}
+	n.stable = failStopStore{BoltStore: bolt, fail: fail, stats: n.appends}
 
 	// 3b. Every entry and the stable store read back: a damaged file stops
 	// the node here, with an error that says so (damage.go).

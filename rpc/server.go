@@ -95,7 +95,8 @@ type Server struct {
 	ctx    context.Context // cancelled on Shutdown: ends streams
 	cancel context.CancelFunc
 
-	workers *workers // run request handlers
+	workers *workers   // run request handlers
+	stats   *callStats // counts for /metrics (metrics.go)
 
 	mu    sync.Mutex
 	conns map[*conn]struct{}
@@ -107,7 +108,7 @@ type Server struct {
 func New(cfg Config, be backend.DiscoveryBackend) *Server {
 	cfg = cfg.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{cfg: cfg, be: be, log: cfg.Logger, ctx: ctx, cancel: cancel, conns: map[*conn]struct{}{}, workers: newWorkers(ctx)}
+	s := &Server{cfg: cfg, be: be, log: cfg.Logger, ctx: ctx, cancel: cancel, conns: map[*conn]struct{}{}, workers: newWorkers(ctx), stats: newCallStats()}
 	go s.sweep()
 	return s
 }
@@ -193,6 +194,7 @@ type conn struct {
 	wg      sync.WaitGroup
 
 	// The connection's clocks, read by the server's sweeper (sweep):
+	cut        atomic.Bool  // a frame write timed out: counted once (metrics.go)
 	active     atomic.Int32 // calls in flight and open streams
 	lastFrame  atomic.Int64 // when a frame last arrived or the last call ended (Unix ns)
 	frameStart atomic.Int64 // when the frame being read gave its length (Unix ns); 0 between frames
@@ -349,6 +351,9 @@ func (c *conn) write(hdr *wire.Header, body any) error {
 	err := c.w.WriteFrame(hdr, body, 0)
 	if err != nil {
 		// A client that cannot take our frames loses its connection.
+		if isTimeout(err) && c.cut.CompareAndSwap(false, true) {
+			c.s.stats.slowCuts.Add(1)
+		}
 		_ = c.nc.Close()
 	}
 	return err
@@ -386,6 +391,7 @@ func (c *conn) openStream(ctx context.Context, seq uint64) (context.Context, con
 	sctx, cancel := context.WithCancel(ctx)
 	c.streams[seq] = cancel
 	c.begin()
+	c.s.stats.watchStreams.Add(1)
 	return sctx, cancel, nil
 }
 
@@ -394,6 +400,7 @@ func (c *conn) closeStream(seq uint64, cancel context.CancelFunc) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.streams, seq)
+	c.s.stats.watchStreams.Add(-1)
 	c.end()
 }
 
@@ -411,9 +418,11 @@ func (c *conn) handle(ctx context.Context, f *wire.Frame) {
 	if f.Header.Forwarded {
 		ctx = backend.WithForwarded(ctx)
 	}
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, c.s.cfg.RequestTimeout)
 	defer cancel()
 	body, err := c.call(ctx, f)
+	c.s.stats.observe(f.Header.Method, err, time.Since(start))
 	c.reply(seq, body, err)
 }
 
@@ -464,6 +473,9 @@ func (c *conn) call(ctx context.Context, f *wire.Frame) (any, error) {
 			if err := validate.Instance(k.Name, k.Addr); err != nil {
 				return nil, err
 			}
+		}
+		if !f.Header.Forwarded {
+			c.s.stats.heartbeats.Add(uint64(len(req.Instances)))
 		}
 		res, err := be.Heartbeat(ctx, req.Instances)
 		if err != nil {
@@ -558,18 +570,19 @@ func (c *conn) watch(ctx context.Context, f *wire.Frame) {
 	if f.Header.Forwarded {
 		ctx = backend.WithForwarded(ctx)
 	}
+	start := time.Now()
 	var req wire.WatchRequest
-	if err := f.DecodeRequest(&req); err != nil {
-		c.writeError(seq, err)
-		return
+	err := f.DecodeRequest(&req)
+	if err == nil {
+		err = validate.Name(req.Name)
 	}
-	if err := validate.Name(req.Name); err != nil {
-		c.writeError(seq, err)
-		return
+	var st backend.UpdateStream
+	if err == nil {
+		sctx, scancel := context.WithTimeout(ctx, c.s.cfg.RequestTimeout)
+		st, err = c.s.be.Subscribe(sctx, req.Name, req.FromIndex, req.MinIndex)
+		scancel()
 	}
-	sctx, scancel := context.WithTimeout(ctx, c.s.cfg.RequestTimeout)
-	st, err := c.s.be.Subscribe(sctx, req.Name, req.FromIndex, req.MinIndex)
-	scancel()
+	c.s.stats.observe(wire.MethodWatch, err, time.Since(start))
 	if err != nil {
 		c.writeError(seq, err)
 		return

@@ -109,6 +109,13 @@ func (s *fakeStream) Close() {
 
 func startServer(t *testing.T, cfg Config) (string, *fakeBackend) {
 	t.Helper()
+	_, addr, fb := startServing(t, cfg)
+	return addr, fb
+}
+
+// startServing is startServer that also returns the server.
+func startServing(t *testing.T, cfg Config) (*Server, string, *fakeBackend) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -126,7 +133,7 @@ func startServer(t *testing.T, cfg Config) (string, *fakeBackend) {
 		s.Shutdown(ctx)
 		_ = m.Close()
 	})
-	return ln.Addr().String(), fb
+	return s, ln.Addr().String(), fb
 }
 
 func dial(t *testing.T, addr string) *rpcconn.Conn {

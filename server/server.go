@@ -77,7 +77,9 @@ type Config struct {
 	// has failed for longer (backend/raftstore/cleanup.go).
 	DeadServerAfter time.Duration
 	// Mux bounds the port's connections (its TLS and Authorize come from TLS).
-	Mux    mux.Config
+	Mux mux.Config
+	// HTTP configures the HTTP listener: health, metrics, profiler (http.go).
+	HTTP   HTTPConfig
 	Logger *slog.Logger
 }
 
@@ -104,6 +106,7 @@ type Server struct {
 	deadlines *raftstore.Deadlines
 	journal   *journalWriter
 	etcd      *etcdstore.Store // the etcd backend, instead of all of the above but rpc
+	http      *httpServer      // the HTTP listener, if any (http.go)
 
 	stopTracker context.CancelFunc
 	stopMembers context.CancelFunc // ends joining and the dead-server cleanup
@@ -294,6 +297,11 @@ func Start(cfg Config) (*Server, error) {
 			s.store.RunCleanup(mctx, cfg.DeadServerAfter)
 		}()
 	}
+	// 9. The HTTP listener, reading all of the above.
+	if err := s.startHTTP(); err != nil {
+		_ = s.Kill()
+		return nil, err
+	}
 	log.Info("discoverd node started", "id", cfg.Raft.ID, "addr", cfg.Raft.Addr, "listen", ln.Addr().String(), "data_dir", cfg.Raft.DataDir)
 	return s, nil
 }
@@ -399,6 +407,7 @@ func (s *Server) stopServing(ctx context.Context, graceful bool) {
 	if !graceful {
 		_ = s.ln.Close()
 	}
+	s.stopHTTP(ctx, graceful)
 	s.rpc.Shutdown(ctx)
 	s.stopTLS()
 	if s.stopTracker != nil { // a Raft node
@@ -486,6 +495,10 @@ func startEtcd(cfg Config, log *slog.Logger) (*Server, error) {
 		defer s.wg.Done()
 		_ = s.rpc.Serve(rpcLn)
 	}()
+	if err := s.startHTTP(); err != nil {
+		_ = s.Kill()
+		return nil, err
+	}
 	log.Info("discoverd etcd front end started", "listen", ln.Addr().String(), "etcd", strings.Join(cfg.Etcd.Endpoints, ","), "prefix", cfg.Etcd.Prefix)
 	return s, nil
 }

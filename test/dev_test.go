@@ -3,6 +3,7 @@ package test
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -59,13 +60,27 @@ func TestDev_CtrlCStopsCleanlyWithinThreeSeconds(t *testing.T) {
 	h := newHarness(t)
 	for round := range 3 {
 		name := fmt.Sprintf("dev%d", round+1)
-		p := h.start(name, "dev", "-addr", devAddr(t, 3), "-data-dir", filepath.Join(h.dir, name+"-data"))
+		httpAddr := devAddr(t, 3)
+		p := h.start(name, "dev", "-addr", devAddr(t, 3), "-http-addr", httpAddr, "-data-dir", filepath.Join(h.dir, name+"-data"))
 		poll(t, 30*time.Second, 20*time.Millisecond, name+" to print DISCOVERD=", func() (bool, string) {
 			if p.exited() {
 				t.Fatalf("%s exited before serving:\n%s", name, p.Describe())
 			}
 			return p.logContains("export DISCOVERD="), "no DISCOVERD= line yet"
 		})
+		if round == 0 { // each node serves health and metrics on its own HTTP port
+			host, port, _ := net.SplitHostPort(httpAddr)
+			first, _ := strconv.Atoi(port)
+			for i := range 3 {
+				url := "http://" + net.JoinHostPort(host, strconv.Itoa(first+i))
+				if !p.logContains(url) {
+					t.Errorf("dev did not print %s", url)
+				}
+				if code, body, err := httpGet(&http.Client{}, url+"/health/live"); err != nil || code != http.StatusOK {
+					t.Errorf("dev node %d: /health/live %d %v %s", i+1, code, err, body)
+				}
+			}
+		}
 		start := time.Now()
 		p.signal(t, syscall.SIGINT)
 		if err := p.Wait(devStopBound); err != nil {

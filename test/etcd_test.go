@@ -2,6 +2,7 @@ package test
 
 import (
 	"fmt"
+	"net/http"
 	"strings"
 	"syscall"
 	"testing"
@@ -105,5 +106,41 @@ func TestEtcd_CLIAgainstEtcdFrontEnds(t *testing.T) {
 	st, err := h.status(addrs[0])
 	if err != nil || st.Leader != "etcd0" || len(st.Nodes) != 1 || st.Nodes[0].State != "Leader" {
 		t.Fatalf("status = %v, %v; want etcd's one member as the leader", st, err)
+	}
+}
+
+// TestEtcd_FrontEndReadyWhileEtcdAnswers: an etcd front end's
+// /health/ready answers 200 while etcd answers, 503 naming etcd once it is
+// gone, and its /metrics carry the metrics of both backends but none of
+// Raft's.
+func TestEtcd_FrontEndReadyWhileEtcdAnswers(t *testing.T) {
+	h := newHarness(t)
+	e := etcdtest.StartCluster(t, 1)
+	ports := freePorts(t, 2)
+	url := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
+	h.start("fe1", "server", "-backend", "etcd", "-etcd-endpoints", strings.Join(e.Endpoints(), ","), "-etcd-prefix", "/http-test",
+		"-addr", fmt.Sprintf("127.0.0.1:%d", ports[0]), "-id", "fe1", "-http-addr", strings.TrimPrefix(url, "http://"))
+	hc := &http.Client{}
+	poll(t, 15*time.Second, 50*time.Millisecond, "the front end to be ready", func() (bool, string) {
+		code, body, err := httpGet(hc, url+"/health/ready")
+		return code == http.StatusOK, fmt.Sprint(code, " ", body, err)
+	})
+	m := scrape(t, hc, url)
+	if m.get(t, "discoverd_ready") != 1 {
+		t.Errorf("discoverd_ready %v while etcd answers", m["discoverd_ready"])
+	}
+	m.get(t, "discoverd_heartbeats_total")
+	for name := range m.families() {
+		if strings.HasPrefix(name, "discoverd_raft_") || name == "discoverd_instances" {
+			t.Errorf("an etcd front end exports %s", name)
+		}
+	}
+	e.Stop(0)
+	poll(t, 15*time.Second, 50*time.Millisecond, "the front end to be unready without etcd", func() (bool, string) {
+		code, body, err := httpGet(hc, url+"/health/ready")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "etcd does not answer"), fmt.Sprint(code, " ", body, err)
+	})
+	if code, _, err := httpGet(hc, url+"/health/live"); err != nil || code != http.StatusOK {
+		t.Errorf("/health/live without etcd: %d %v, want 200: the process runs", code, err)
 	}
 }

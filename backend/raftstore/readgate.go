@@ -53,6 +53,26 @@ const (
 // CaughtUp reports whether this node serves reads.
 func (s *Store) CaughtUp() bool { return s.gate.caught.Load() }
 
+// Readiness reports whether this node is ready to serve (the HTTP
+// listener's /health/ready): caught up with the cluster since it started
+// (CaughtUp) and knowing a leader now. If not, why says why.
+func (s *Store) Readiness() (ready bool, why string) {
+	if !s.gate.caught.Load() {
+		why = "no leader has answered yet"
+		if p := s.gate.why.Load(); p != nil {
+			why = *p
+		}
+		return false, "has not caught up with the cluster since it started (" + why + ")"
+	}
+	if f := s.Freshness(); !f.KnownLeader {
+		if f.LastContactMillis < 0 {
+			return false, "knows no leader"
+		}
+		return false, fmt.Sprintf("knows no leader: last heard from one %v ago", time.Duration(f.LastContactMillis)*time.Millisecond)
+	}
+	return true, ""
+}
+
 // readGate fails with codes.ErrNotReady unless this node has caught up
 // since it started; a read waits up to ReadyWait for it.
 func (s *Store) readGate(ctx context.Context) error {

@@ -18,6 +18,10 @@ import (
 	"github.com/discoverd/discoverd/server"
 )
 
+// devHTTPAddr is dev's default -http-addr: the first node's HTTP port; the
+// others take the next ports.
+const devHTTPAddr = "127.0.0.1:2111"
+
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var f serverFlags
 	fs := newFlagSet("dev", "", stderr)
@@ -26,8 +30,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	dataDir := fs.String("data-dir", "", "keep the nodes' data under this directory (default: a temporary one, removed on exit)")
 	withTLS := fs.Bool("tls", false, "TLS: make a throw-away CA and certificates (under the data dir, in tls/) and print the client flags to use")
 	f.register(fs, false)
-	// Development clusters log only warnings.
-	for name, v := range map[string]string{"log-level": "warn"} {
+	// Development clusters log only warnings, and serve health and metrics
+	// over HTTP, one port per node.
+	for name, v := range map[string]string{"log-level": "warn", "http-addr": devHTTPAddr} {
 		_ = fs.Set(name, v)
 		fs.Lookup(name).DefValue = v
 	}
@@ -78,17 +83,39 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		peers = append(peers, raftnode.Peer{ID: fmt.Sprintf("n%d", i+1), Addr: a})
 		addrs = append(addrs, a)
 	}
-	// Listen on every port first, so a busy port fails before anything starts.
-	var lns []net.Listener
+	httpAddrs, err := devHTTPAddrs(f.http.addr, *nodes)
+	if err != nil {
+		return err
+	}
+	// Listen on every port first, so a busy port fails before anything
+	// starts: the nodes' ports, then their HTTP ports.
+	var lns, hlns []net.Listener
+	closeAll := func(lists ...[]net.Listener) {
+		for _, l := range lists {
+			for _, ln := range l {
+				ln.Close()
+			}
+		}
+	}
 	for _, a := range addrs {
 		ln, err := net.Listen("tcp", a)
 		if err != nil {
-			for _, l := range lns {
-				l.Close()
-			}
+			closeAll(lns)
 			return fmt.Errorf("listen on %s (is another discoverd running? choose another -addr): %w", a, err)
 		}
 		lns = append(lns, ln)
+	}
+	for _, a := range httpAddrs {
+		if a == "" {
+			hlns = append(hlns, nil)
+			continue
+		}
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			closeAll(lns, hlns)
+			return fmt.Errorf("listen on %s (is another discoverd running? choose another -http-addr, or -http-addr \"\" for none): %w", a, err)
+		}
+		hlns = append(hlns, ln)
 	}
 	var srvs []*server.Server
 	// The cluster stops as a whole: no node hands leadership to another
@@ -108,14 +135,18 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		cfg.Listener = lns[i]
 		if store != nil {
 			if cfg.TLS, err = store(p.ID); err != nil {
+				closeAll(lns[i:], hlns[i:])
 				return errors.Join(err, stopAll())
 			}
 		}
+		if cfg.HTTP, err = f.http.config(httpAddrs[i], &f, store != nil); err != nil {
+			closeAll(lns[i:], hlns[i:])
+			return errors.Join(err, stopAll())
+		}
+		cfg.HTTP.Listener = hlns[i]
 		srv, err := server.Start(cfg)
 		if err != nil {
-			for _, l := range lns[i:] {
-				l.Close()
-			}
+			closeAll(lns[i:], hlns[i:])
 			return errors.Join(fmt.Errorf("start %s: %w", p.ID, err), stopAll())
 		}
 		srvs = append(srvs, srv)
@@ -128,6 +159,17 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	fmt.Fprintf(stdout, "discoverd dev cluster: %d nodes, leader %s, data in %s\n", *nodes, leader, dir)
 	fmt.Fprintf(stdout, "export DISCOVERD=%s%s\n", strings.Join(addrs, ","), clientEnv)
+	if httpAddrs[0] != "" {
+		scheme := "http"
+		if store != nil {
+			scheme = "https"
+		}
+		var urls []string
+		for _, a := range httpAddrs {
+			urls = append(urls, scheme+"://"+a)
+		}
+		fmt.Fprintf(stdout, "health and metrics (/health/live, /health/ready, /metrics): %s\n", strings.Join(urls, " "))
+	}
 	fmt.Fprintf(stdout, "Press Ctrl-C to stop.\n")
 	<-ctx.Done()
 	fmt.Fprintf(stdout, "stopping\n")

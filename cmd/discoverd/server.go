@@ -25,7 +25,7 @@ import (
 // serverFlags are the flags of `discoverd server`; dev reuses the tuning ones.
 type serverFlags struct {
 	id, addr, advertise, dataDir, peers, peerDial string
-	journal, debugAddr                            string
+	journal                                       string
 	join                                          string
 	nonvoter, leaveOnStop                         bool
 	deadServerAfter                               time.Duration
@@ -44,6 +44,7 @@ type serverFlags struct {
 	maxConns, maxConnsPerIP, maxHandshakes        int
 	handshakeTimeout, frameTimeout, idleTimeout   time.Duration
 	storm                                         stormFlags // storm.go
+	http                                          httpFlags  // http.go
 }
 
 func (f *serverFlags) register(fs *flag.FlagSet, withIdentity bool) {
@@ -59,7 +60,6 @@ func (f *serverFlags) register(fs *flag.FlagSet, withIdentity bool) {
 		fs.BoolVar(&f.leaveOnStop, "leave-on-stop", false, "on a graceful stop (SIGTERM), leave the cluster: hand leadership over, then have the leader remove this node (for scaling down; not for restarts)")
 		fs.DurationVar(&f.deadServerAfter, "dead-server-after", 0, "when leader, remove a member that has not answered or followed for this long, if the voters left keep a healthy quorum and number at least 3 (0: off)")
 		fs.StringVar(&f.peerDial, "peer-dial", "", "id=host:port,... addresses to dial instead of peers' advertised ones (proxies, tests)")
-		fs.StringVar(&f.debugAddr, "debug-addr", "", "host:port to serve Go's profiler on (/debug/pprof/); off when empty. Keep it on loopback or a private network")
 		fs.StringVar(&f.journal, "journal", "", "append every applied log entry to this file as a JSON line (testing, forensics)")
 		fs.StringVar(&f.backend, "backend", "raft", "store: raft (built-in Raft cluster) or etcd (stateless front end over an etcd v3 cluster)")
 		fs.StringVar(&f.etcdEndpoints, "etcd-endpoints", "", "with -backend etcd: etcd client URLs, comma-separated (e.g. http://127.0.0.1:2379)")
@@ -85,6 +85,7 @@ func (f *serverFlags) register(fs *flag.FlagSet, withIdentity bool) {
 	fs.BoolVar(&f.applyBatch, "raft-apply-batch", !d.NoBatchEntries, "group commit: a group of writes is one Raft entry (false: one entry per write, for clusters with nodes older than batch entries)")
 	fs.DurationVar(&f.grace, "ttl-grace", time.Second, "extra time a new leader gives every instance, on top of the deadline it learned from the other nodes (or of its TTL), before expiring it")
 	f.storm.register(fs)
+	f.http.register(fs)
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a stop waits for requests in flight and the leader's handover (Raft then gets 15s more before the process exits anyway)")
 	fs.IntVar(&f.maxFrame, "max-frame", wire.DefaultMaxFrame, "largest client request frame in bytes")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -254,14 +255,18 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return serve(ctx, &f, cfg, log)
 }
 
-// serve runs a node (either backend) with its profiler, if asked for, until
-// ctx ends, then shuts it down in order within -shutdown-timeout.
+// serve runs a node (either backend) with its HTTP listener, if asked for,
+// until ctx ends, then shuts it down in order within -shutdown-timeout.
 func serve(ctx context.Context, f *serverFlags, cfg server.Config, log *slog.Logger) error {
-	stopDebug, err := startDebug(f.debugAddr, log)
-	if err != nil {
-		return usageErr("%v", err)
+	var err error
+	if cfg.HTTP, err = f.http.config(f.http.addr, f, cfg.TLS != nil); err != nil {
+		return err
 	}
-	defer stopDebug()
+	closeHTTP, err := listenHTTP(&cfg.HTTP)
+	if err != nil {
+		return err
+	}
+	defer closeHTTP()
 	srv, err := server.Start(cfg)
 	if err != nil {
 		return err

@@ -86,12 +86,24 @@ var (
 	ErrInternal = &Error{code: CodeInternal, msg: "internal error"}
 )
 
+// sentinels are all of the above.
+var sentinels = []*Error{ErrInvalidArgument, ErrNotFound, ErrNoLeader, ErrNotLeader,
+	ErrUnknownOutcome, ErrStaleNode, ErrNotReady, ErrTooLarge, ErrTimeout, ErrShuttingDown,
+	ErrUnknownMethod, ErrUnavailable, ErrResourceExhausted, ErrOverloaded, ErrConflict, ErrRefused, ErrInternal}
+
 var byCode = map[Code]*Error{}
 
+// All returns every code, CodeOK first.
+func All() []Code {
+	out := []Code{CodeOK}
+	for _, e := range sentinels {
+		out = append(out, e.code)
+	}
+	return out
+}
+
 func init() {
-	for _, e := range []*Error{ErrInvalidArgument, ErrNotFound, ErrNoLeader, ErrNotLeader,
-		ErrUnknownOutcome, ErrStaleNode, ErrNotReady, ErrTooLarge, ErrTimeout, ErrShuttingDown,
-		ErrUnknownMethod, ErrUnavailable, ErrResourceExhausted, ErrOverloaded, ErrConflict, ErrRefused, ErrInternal} {
+	for _, e := range sentinels {
 		byCode[e.code] = e
 	}
 }

@@ -99,7 +99,8 @@ type Mux struct {
 	waiting map[net.Conn]struct{} // connections still in their handshake
 	conns   int                   // open connections (counted until closed)
 	perIP   map[string]int        // open connections by remote IP
-	refused uint64                // connections closed at once for a limit (stats)
+	byProto [256]int              // open connections handed over, by protocol byte
+	refused [numLimits]uint64     // connections closed at once, by the limit (stats)
 	closed  bool
 	wg      sync.WaitGroup
 }
@@ -174,18 +175,19 @@ func (m *Mux) admit(c net.Conn) (*countedConn, string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var why string
+	limit := -1
 	switch {
 	case m.closed:
 		return nil, ""
 	case m.conns >= m.cfg.MaxConns:
-		why = fmt.Sprintf("%d connections open (-max-conns)", m.conns)
+		why, limit = fmt.Sprintf("%d connections open (-max-conns)", m.conns), LimitConns
 	case m.perIP[ip] >= m.cfg.MaxConnsPerIP:
-		why = fmt.Sprintf("%d connections open from %s (-max-conns-per-ip)", m.perIP[ip], ip)
+		why, limit = fmt.Sprintf("%d connections open from %s (-max-conns-per-ip)", m.perIP[ip], ip), LimitConnsPerIP
 	case len(m.waiting) >= m.cfg.MaxHandshakes:
-		why = fmt.Sprintf("%d connections in their handshake (-max-handshakes)", len(m.waiting))
+		why, limit = fmt.Sprintf("%d connections in their handshake (-max-handshakes)", len(m.waiting)), LimitHandshakes
 	}
-	if why != "" {
-		m.refused++
+	if limit >= 0 {
+		m.refused[limit]++
 		return nil, why
 	}
 	m.conns++
@@ -195,42 +197,69 @@ func (m *Mux) admit(c net.Conn) (*countedConn, string) {
 	return cc, ""
 }
 
-// release gives a closed connection's place back.
-func (m *Mux) release(ip string) {
+// release gives a closed connection's place back; proto is the protocol it
+// was handed over to, 0 if none.
+func (m *Mux) release(ip string, proto byte) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.conns--
+	if proto != 0 {
+		m.byProto[proto]--
+	}
 	if m.perIP[ip]--; m.perIP[ip] <= 0 {
 		delete(m.perIP, ip)
 	}
 }
 
+// The limits a connection can be refused for, indexing Stats.RefusedBy.
+const (
+	LimitConns      = iota // MaxConns (-max-conns)
+	LimitConnsPerIP        // MaxConnsPerIP (-max-conns-per-ip)
+	LimitHandshakes        // MaxHandshakes (-max-handshakes)
+	numLimits
+)
+
 // Stats is what the mux holds now.
 type Stats struct {
-	Conns      int    // open connections
-	Handshakes int    // of them, still in their handshake
-	Refused    uint64 // connections closed at once for a limit, since start
+	Conns      int // open connections
+	Handshakes int // of them, still in their handshake
+	// Of them, handed over to each protocol: ConnRaft, ConnRPC, ConnPeer
+	// (the rest are in their handshake, or being closed after it failed).
+	Raft, RPC, Peer int
+	Refused         uint64            // connections closed at once for a limit, since start
+	RefusedBy       [numLimits]uint64 // the same by limit, indexed by Limit*
 }
 
 // Stats returns what the mux holds now.
 func (m *Mux) Stats() Stats {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return Stats{Conns: m.conns, Handshakes: len(m.waiting), Refused: m.refused}
+	st := Stats{Conns: m.conns, Handshakes: len(m.waiting), RefusedBy: m.refused,
+		Raft: m.byProto[ConnRaft], RPC: m.byProto[ConnRPC], Peer: m.byProto[ConnPeer]}
+	for _, n := range m.refused {
+		st.Refused += n
+	}
+	return st
 }
 
 // countedConn is a connection the mux counts until it is closed, by
 // whoever ends up holding it.
 type countedConn struct {
 	net.Conn
-	m    *Mux
-	ip   string
-	once sync.Once
+	m     *Mux
+	ip    string
+	proto byte // the protocol it was handed over to (guarded by m.mu); 0 before
+	once  sync.Once
 }
 
 func (c *countedConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(func() { c.m.release(c.ip) })
+	c.once.Do(func() {
+		c.m.mu.Lock()
+		proto := c.proto
+		c.m.mu.Unlock()
+		c.m.release(c.ip, proto)
+	})
 	return err
 }
 
@@ -282,6 +311,10 @@ func (m *Mux) handoff(cc *countedConn) {
 		}
 	}
 	_ = c.SetDeadline(time.Time{})
+	m.mu.Lock()
+	cc.proto = proto
+	m.byProto[proto]++
+	m.mu.Unlock()
 	select {
 	case l.conns <- c:
 	case <-l.done:

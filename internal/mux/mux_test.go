@@ -363,3 +363,44 @@ func TestMux_ClosedListenerClosesNewConnections(t *testing.T) {
 		expectClosed(t, dial(t, m.Addr().String(), 1), "a connection for a closed protocol")
 	}
 }
+
+// TestMux_StatsCountConnectionsByProtocolAndRefusalsByLimit: a connection
+// handed over counts under its protocol until it is closed; one over a
+// limit counts under that limit.
+func TestMux_StatsCountConnectionsByProtocolAndRefusalsByLimit(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := New(ln, Config{HandshakeTimeout: 5 * time.Second, MaxConns: 3})
+	raft, rpc := m.Listen(ConnRaft), m.Listen(ConnRPC)
+	go func() { _ = m.Serve() }()
+	t.Cleanup(func() { _ = m.Close() })
+	dial(t, ln.Addr().String(), ConnRaft)
+	dial(t, ln.Addr().String(), ConnRPC)
+	r1 := accept(t, raft)
+	accept(t, rpc)
+	if st := m.Stats(); st.Raft != 1 || st.RPC != 1 || st.Peer != 0 || st.Conns != 2 {
+		t.Fatalf("stats %+v, want one raft and one rpc connection", st)
+	}
+	silent, err := net.Dial("tcp", ln.Addr().String()) // in its handshake: the third place
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = silent.Close() })
+	waitFor(t, "the third connection in its handshake", func() bool { return m.Stats().Handshakes == 1 })
+	over, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = over.Close() })
+	closedByPeer(t, over, 5*time.Second)
+	if st := m.Stats(); st.RefusedBy[LimitConns] != 1 || st.Refused != 1 || st.RefusedBy[LimitConnsPerIP] != 0 {
+		t.Fatalf("stats %+v, want one refusal for MaxConns", st)
+	}
+	_ = r1.Close()
+	waitFor(t, "the raft connection to be given back", func() bool { return m.Stats().Raft == 0 })
+	if st := m.Stats(); st.RPC != 1 {
+		t.Fatalf("stats %+v after closing the raft connection, want the rpc one still counted", st)
+	}
+}

@@ -213,15 +213,28 @@ func (s *Store) ServerConfig() *tls.Config {
 	if s.verifyClients {
 		auth = tls.RequireAndVerifyClientCert
 	}
+	return s.ServerConfigWith(auth)
+}
+
+// ServerConfigWith is ServerConfig with the given client authentication and
+// ALPN protocols: the node's HTTP listener verifies a client certificate
+// only if one is given (health probes have none) and decides per path
+// (server/http.go).
+func (s *Store) ServerConfigWith(auth tls.ClientAuthType, protos ...string) *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
+		NextProtos: protos,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
 			b := s.cur.Load()
 			return &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{b.cert},
-				ClientCAs: b.pool, ClientAuth: auth}, nil
+				ClientCAs: b.pool, ClientAuth: auth, NextProtos: protos}, nil
 		},
 	}
 }
+
+// VerifyClients reports whether clients must present a certificate of the
+// CA (Options.VerifyClients, -tls-verify-clients).
+func (s *Store) VerifyClients() bool { return s.verifyClients }
 
 // PeerConfig returns the configuration for dialling another node (Raft,
 // forwarding, status): the node's own certificate as its client

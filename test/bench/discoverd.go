@@ -40,7 +40,7 @@ type discoverdCluster struct {
 	b       *bench
 	ids     []string
 	addrs   []string
-	debug   []string // profiler base URLs
+	debug   []string // profiler base URLs (-http-addr with -enable-pprof)
 	ps      []*proc
 	dataDir string
 	tls     func(addr string) *tls.Config // clients' TLS; nil without
@@ -73,15 +73,18 @@ func (s discoverdSystem) start(ctx context.Context, b *bench, tag string) (clust
 			c.stop()
 			return nil, err
 		}
+		httpAddr := fmt.Sprintf("127.0.0.1:%d", ports[3+i])
 		args := []string{"server", "-id", c.ids[i], "-addr", c.addrs[i], "-data-dir", dir,
 			"-peers", strings.Join(peers, ","), "-log-level", "warn",
-			"-debug-addr", fmt.Sprintf("127.0.0.1:%d", ports[3+i])}
+			"-http-addr", httpAddr, "-enable-pprof"}
+		scheme := "http"
 		if tlsArgs != nil {
 			args = append(args, tlsArgs(i)...)
+			scheme = "https" // the HTTP listener serves HTTPS with the node's certificate
 		}
 		args = append(args, b.discoverdArgs...)
-		c.debug = append(c.debug, fmt.Sprintf("http://127.0.0.1:%d", ports[3+i]))
-		b.vlogf("[discoverd] %s-%s: profiler at http://127.0.0.1:%d/debug/pprof/", tag, c.ids[i], ports[3+i])
+		c.debug = append(c.debug, scheme+"://"+httpAddr)
+		b.vlogf("[discoverd] %s-%s: profiler at %s://%s/debug/pprof/", tag, c.ids[i], scheme, httpAddr)
 		p, err := b.procs.start(tag+"-"+c.ids[i], b.discoverdBin, args, filepath.Join(b.logDir, tag+"-"+c.ids[i]+".log"))
 		if err != nil {
 			c.stop()
@@ -170,7 +173,11 @@ func (c *discoverdCluster) leader(ctx context.Context) (int, error) {
 }
 
 func (c *discoverdCluster) heapInuse(ctx context.Context, i int) (uint64, error) {
-	if err := forceGC(ctx, c.debug[i]); err != nil {
+	var tlsCfg *tls.Config
+	if c.tls != nil {
+		tlsCfg = c.tls(strings.TrimPrefix(c.debug[i], "https://"))
+	}
+	if err := forceGC(ctx, c.debug[i], tlsCfg); err != nil {
 		return 0, err
 	}
 	st, err := c.nodeInfo(ctx, i)

@@ -157,7 +157,7 @@ func (c *etcdCluster) leader(ctx context.Context) (int, error) {
 // profiler on its client URL) and reads go_memstats_heap_inuse_bytes from
 // its /metrics.
 func (c *etcdCluster) heapInuse(ctx context.Context, i int) (uint64, error) {
-	if err := forceGC(ctx, c.clientURLs[i]); err != nil {
+	if err := forceGC(ctx, c.clientURLs[i], nil); err != nil {
 		return 0, err
 	}
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -222,15 +223,21 @@ func (ps *procs) restart(p *proc) (*proc, error) {
 }
 
 // forceGC asks a Go server to collect garbage now, through its profiler
-// (net/http/pprof runs a GC before a heap profile when asked with gc=1).
-func forceGC(ctx context.Context, debugURL string) error {
+// (net/http/pprof runs a GC before a heap profile when asked with gc=1);
+// tlsCfg, if set, is the client's TLS for an https URL.
+func forceGC(ctx context.Context, debugURL string, tlsCfg *tls.Config) error {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(cctx, http.MethodGet, debugURL+"/debug/pprof/heap?gc=1", nil)
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	client := http.DefaultClient
+	if tlsCfg != nil {
+		client = &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}}
+		defer client.CloseIdleConnections()
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("force GC: %w", err)
 	}
