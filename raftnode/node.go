@@ -96,6 +96,11 @@ type Node struct {
 
 	pause *pauseWatch // this process's own stalls (pause.go)
 
+	// fence is held for reading by every Apply and for writing by a
+	// restore (backup.go: FenceWrites), so that no write enters the log
+	// while a backup is being restored.
+	fence sync.RWMutex
+
 	done chan struct{}
 	wg   sync.WaitGroup
 }
