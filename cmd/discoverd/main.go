@@ -1,6 +1,6 @@
 // Command discoverd runs a discoverd node (server), a local cluster for
 // development (dev), and the client commands that talk to a cluster
-// (register, unregister, services, watch, leader, meta, status); version
+// (register, unregister, services, watch, leader, meta, status, snapshot); version
 // says which build it is.
 //
 // Exit status: 0 on success, 1 on failure, 2 on a usage error, 65 when a
@@ -83,6 +83,7 @@ func commands() []command {
 		{"leader", "show a service's leader and its fencing index", runLeader},
 		{"meta", "read or change a service's metadata (compare-and-set)", runMeta},
 		{"status", "show the cluster's nodes and leader", runStatus},
+		{"snapshot", "back the cluster's state up to a file, inspect one, or restore one", runSnapshot},
 		{"tls", "make a cluster's CA and its servers' and clients' certificates", runTLSHelp},
 		{"version", "print discoverd's version", runVersion},
 	}
@@ -119,6 +120,14 @@ var helps = map[string]helpText{
 		"discoverd meta delete db -index 43"},
 	"status": {"Shows the cluster's leader and every node's state, indices, readiness and last contact with the leader.",
 		"discoverd status -servers 127.0.0.1:1111"},
+	"snapshot": {"Backs the cluster's state up to a file (taken on the leader), checks and describes such a file, or restores one into a running cluster.",
+		"discoverd snapshot save backup.snap"},
+	"snapshot save": {"Writes a backup of the cluster's whole state, taken on the leader, to FILE (written aside and renamed when complete).",
+		"discoverd snapshot save /var/backups/discoverd-$(date +%F).snap"},
+	"snapshot inspect": {"Checks a backup file (header, checksum, every value of the state) and prints its header and what it holds.",
+		"discoverd snapshot inspect -json backup.snap"},
+	"snapshot restore": {"Replaces the whole state of the cluster, on every node, with a backup file's, through the leader. Watchers resync.",
+		"discoverd snapshot restore backup.snap"},
 	"tls": {"Makes a cluster's CA, and certificates for its servers and clients.",
 		"discoverd tls ca create -out pki"},
 	"tls ca create": {"Makes a cluster's CA: ca.pem (for every node and client) and ca-key.pem (keep it off the nodes).",

@@ -164,7 +164,7 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	b.left -= uint64(n)
 	if errors.Is(err, io.EOF) {
 		if b.left > 0 {
-			b.err = fmt.Errorf("it is truncated: its body has %d of the %d bytes its header says: %w", b.h.Size-b.left, b.h.Size, ErrNotSnapshot)
+			b.err = b.h.truncated(b.h.Size - b.left)
 			return n, b.err
 		}
 		err = nil
@@ -179,12 +179,25 @@ func (b *bodyReader) finish() error {
 	if n, _ := io.ReadFull(b.r, one[:]); n > 0 {
 		return fmt.Errorf("it has bytes after the %d bytes of body its header says: %w", b.h.Size, ErrNotSnapshot)
 	}
-	var got [sha256.Size]byte
-	b.sum.Sum(got[:0])
-	if got != b.h.SHA256 {
-		return fmt.Errorf("its body is damaged: SHA-256 %s, the header says %s: %w", hex.EncodeToString(got[:]), b.h.Checksum(), ErrNotSnapshot)
+	if err := b.h.checkSum(b.sum); err != nil {
+		return err
 	}
 	return io.EOF
+}
+
+// truncated is the error for a body of only have bytes.
+func (h *Header) truncated(have uint64) error {
+	return fmt.Errorf("it is truncated: its body has %d of the %d bytes its header says: %w", have, h.Size, ErrNotSnapshot)
+}
+
+// checkSum compares the SHA-256 of a whole body with the header's.
+func (h *Header) checkSum(sum hash.Hash) error {
+	var got [sha256.Size]byte
+	sum.Sum(got[:0])
+	if got != h.SHA256 {
+		return fmt.Errorf("its body is damaged: SHA-256 %s, the header says %s: %w", hex.EncodeToString(got[:]), h.Checksum(), ErrNotSnapshot)
+	}
+	return nil
 }
 
 // Verify reads a whole file from r and returns its header once the body has
@@ -198,4 +211,59 @@ func Verify(r io.Reader) (*Header, error) {
 		return nil, err
 	}
 	return h, nil
+}
+
+// Checker checks a file written through it, as it is written: the header
+// once it has come, then the body's size and checksum (Done).
+type Checker struct {
+	head []byte // the header's bytes, until it is whole
+	h    *Header
+	sum  hash.Hash
+	body uint64 // bytes of body written
+	err  error
+}
+
+// Write implements io.Writer. It fails once the bytes written so far
+// cannot be the start of an intact file.
+func (c *Checker) Write(p []byte) (int, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	n := len(p)
+	if c.h == nil {
+		k := min(len(p), HeaderSize-len(c.head))
+		c.head = append(c.head, p[:k]...)
+		p = p[k:]
+		if len(c.head) < HeaderSize {
+			return n, nil
+		}
+		if c.h, c.err = Unmarshal(c.head); c.err != nil {
+			return 0, c.err
+		}
+		c.sum = sha256.New()
+	}
+	c.body += uint64(len(p))
+	if c.body > c.h.Size {
+		c.err = fmt.Errorf("it has more than the %d bytes of body its header says: %w", c.h.Size, ErrNotSnapshot)
+		return 0, c.err
+	}
+	c.sum.Write(p)
+	return n, nil
+}
+
+// Done returns the file's header once everything written was an intact
+// file, and says what is wrong otherwise.
+func (c *Checker) Done() (*Header, error) {
+	switch {
+	case c.err != nil:
+		return nil, c.err
+	case c.h == nil:
+		return Unmarshal(c.head)
+	case c.body < c.h.Size:
+		return nil, c.h.truncated(c.body)
+	}
+	if err := c.h.checkSum(c.sum); err != nil {
+		return nil, err
+	}
+	return c.h, nil
 }
