@@ -12,7 +12,10 @@ import (
 	"time"
 
 	"github.com/discoverd/discoverd/client"
+	"github.com/discoverd/discoverd/internal/codes"
+	"github.com/discoverd/discoverd/internal/rpcconn"
 	"github.com/discoverd/discoverd/internal/snapfile"
+	"github.com/discoverd/discoverd/internal/wire"
 )
 
 // Backups with real processes: `discoverd snapshot save`, `inspect` and
@@ -237,5 +240,101 @@ func TestSnapshot_RestoreIntoARunningClusterResyncsWatchers(t *testing.T) {
 	after, _ := agreedState(t, c)
 	if after <= before {
 		t.Errorf("every node at index %d after the restore, %d before: indices must only grow", after, before)
+	}
+}
+
+// TestSnapshot_UploadProtocolRefusesBadInput drives the restore upload by
+// hand, as a hostile or broken client would: chunks without a begin, out of
+// order or past the declared size, a commit before the whole file came, a
+// begin larger than -max-restore-size or on a follower, a second upload
+// while one is open, and a damaged file the client's own check would have
+// caught. Each is refused with a code and a message saying what to do; the
+// upload of a connection that closes is dropped (another can begin); and
+// no node's state changes.
+func TestSnapshot_UploadProtocolRefusesBadInput(t *testing.T) {
+	h := newHarness(t)
+	c := h.startClusterWith(3, func(*node) []string { return []string{"-max-restore-size", "2097152"} })
+	st := h.waitStable(c.servers(), c.ids(), 30*time.Second)
+	snapshotState(t, c.servers())
+	file := filepath.Join(h.dir, "backup.snap")
+	h.mustCLI(30*time.Second, "snapshot", "save", "-servers", c.servers(), file)
+	good, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	index, hash := agreedState(t, c)
+	var leader, follower string
+	for _, nd := range c.nodes {
+		if nd.id == st.Leader {
+			leader = nd.addr
+		} else {
+			follower = nd.addr
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dial := func(addr string) *rpcconn.Conn {
+		t.Helper()
+		conn, err := rpcconn.Dial(ctx, addr, rpcconn.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close() })
+		return conn
+	}
+	expect := func(what string, err error, code codes.Code, text string) {
+		t.Helper()
+		if codes.Of(err) != code || err == nil || !strings.Contains(err.Error(), text) {
+			t.Errorf("%s: got %v, want %s saying %q", what, err, code, text)
+		}
+	}
+	begin := func(conn *rpcconn.Conn, size int) error {
+		return conn.Call(ctx, wire.MethodSnapshotRestoreBegin, false, &wire.SnapshotRestoreBeginRequest{Size: uint64(size)}, &wire.SnapshotRestoreBeginResponse{})
+	}
+	chunk := func(conn *rpcconn.Conn, off int, data []byte) error {
+		return conn.Call(ctx, wire.MethodSnapshotRestoreChunk, false, &wire.SnapshotRestoreChunkRequest{Offset: uint64(off), Data: data}, &wire.Empty{})
+	}
+	commit := func(conn *rpcconn.Conn) error {
+		return conn.Call(ctx, wire.MethodSnapshotRestoreCommit, false, &wire.SnapshotRestoreCommitRequest{}, &wire.SnapshotRestoreResponse{})
+	}
+
+	a := dial(leader)
+	expect("a chunk without a begin", chunk(a, 0, good[:10]), codes.CodeInvalidArgument, "send SnapshotRestoreBegin first")
+	expect("a commit without a begin", commit(a), codes.CodeInvalidArgument, "send SnapshotRestoreBegin first")
+	expect("a begin past -max-restore-size", begin(a, 3<<20), codes.CodeTooLarge, "-max-restore-size 2097152")
+	expect("a begin smaller than a header", begin(a, 10), codes.CodeInvalidArgument, "smaller than a backup's header")
+	expect("a begin on a follower", begin(dial(follower), len(good)), codes.CodeNotLeader, "a restore runs on the leader")
+	if err := begin(a, len(good)); err != nil {
+		t.Fatalf("begin: %v", err)
+	}
+	expect("a second upload while one is open", begin(dial(leader), len(good)), codes.CodeResourceExhausted, "another restore is being uploaded")
+	expect("a chunk out of order", chunk(a, 5, good[5:10]), codes.CodeInvalidArgument, "send the chunks in order")
+	expect("a chunk past the declared size", chunk(a, 0, append(append([]byte(nil), good...), 0)), codes.CodeInvalidArgument, "goes past the")
+	if err := chunk(a, 0, good[:100]); err != nil {
+		t.Fatalf("chunk: %v", err)
+	}
+	expect("a commit of part of the file", commit(a), codes.CodeInvalidArgument, "send the rest before committing")
+	_ = a.Close()
+
+	// The closed connection's upload is gone: a new one may begin, and a
+	// damaged file is refused by the leader itself.
+	damaged := append([]byte(nil), good...)
+	damaged[len(damaged)-3] ^= 1
+	var b *rpcconn.Conn
+	poll(t, 5*time.Second, 20*time.Millisecond, "the closed connection's upload to be dropped", func() (bool, string) {
+		b = dial(leader)
+		err := begin(b, len(damaged))
+		return err == nil, fmt.Sprint(err)
+	})
+	if err := chunk(b, 0, damaged); err != nil {
+		t.Fatalf("chunk: %v", err)
+	}
+	expect("a commit of a damaged file", commit(b), codes.CodeInvalidArgument, "its body is damaged")
+	expect("a chunk after the commit", chunk(b, 0, good[:1]), codes.CodeInvalidArgument, "send SnapshotRestoreBegin first")
+
+	for id, v := range views(t, c, nil) {
+		if v.applied != index || v.hash != hash {
+			t.Errorf("after the refused uploads %s is at index %d with hash %.12s, want %d and %.12s (unchanged)", id, v.applied, v.hash, index, hash)
+		}
 	}
 }
