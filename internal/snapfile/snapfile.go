@@ -83,6 +83,9 @@ func (h *Header) Marshal() []byte {
 // Unmarshal parses a header from the first HeaderSize bytes of a file. It
 // says what is wrong with a file that does not start with one.
 func Unmarshal(b []byte) (*Header, error) {
+	if len(b) == 0 {
+		return nil, fmt.Errorf("it is empty: %w", ErrNotSnapshot)
+	}
 	if len(b) < len(Magic) || !bytes.Equal(b[:len(Magic)], Magic[:]) {
 		return nil, fmt.Errorf("it does not start with a discoverd snapshot's magic bytes (a file made by 'discoverd snapshot save' starts with 89 44 53 4e 41 50 0d 0a): %w", ErrNotSnapshot)
 	}
@@ -119,9 +122,6 @@ func ReadHeader(r io.Reader) (*Header, error) {
 	n, err := io.ReadFull(r, b)
 	switch {
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
-		if n == 0 {
-			return nil, fmt.Errorf("it is empty: %w", ErrNotSnapshot)
-		}
 		return Unmarshal(b[:n])
 	case err != nil:
 		return nil, err
@@ -177,12 +177,17 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 func (b *bodyReader) finish() error {
 	var one [1]byte
 	if n, _ := io.ReadFull(b.r, one[:]); n > 0 {
-		return fmt.Errorf("it has bytes after the %d bytes of body its header says: %w", b.h.Size, ErrNotSnapshot)
+		return b.h.overlong()
 	}
 	if err := b.h.checkSum(b.sum); err != nil {
 		return err
 	}
 	return io.EOF
+}
+
+// overlong is the error for a body longer than the header says.
+func (h *Header) overlong() error {
+	return fmt.Errorf("it has bytes after the %d bytes of body its header says: %w", h.Size, ErrNotSnapshot)
 }
 
 // truncated is the error for a body of only have bytes.
@@ -244,7 +249,7 @@ func (c *Checker) Write(p []byte) (int, error) {
 	}
 	c.body += uint64(len(p))
 	if c.body > c.h.Size {
-		c.err = fmt.Errorf("it has more than the %d bytes of body its header says: %w", c.h.Size, ErrNotSnapshot)
+		c.err = c.h.overlong()
 		return 0, c.err
 	}
 	c.sum.Write(p)
