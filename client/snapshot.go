@@ -170,7 +170,12 @@ func notApplied(err error) error {
 func (c *Client) onLeader(ctx context.Context, op func(*rpcconn.Conn) (done bool, err error)) error {
 	var last error
 	for {
-		for _, addr := range c.leaderFirst(ctx) {
+		addrs, err := c.leaderFirst(ctx)
+		var ue *unreachableError
+		if errors.As(err, &ue) && ue.refused {
+			return err // nothing listens anywhere
+		}
+		for _, addr := range addrs {
 			if ctx.Err() != nil {
 				break
 			}
@@ -197,15 +202,16 @@ func (c *Client) onLeader(ctx context.Context, op func(*rpcconn.Conn) (done bool
 }
 
 // leaderFirst returns the addresses to try: the leader's, as the cluster
-// reports it, then the client's servers.
-func (c *Client) leaderFirst(ctx context.Context) []string {
+// reports it, then the client's servers; and why the cluster could not say.
+func (c *Client) leaderFirst(ctx context.Context) ([]string, error) {
 	out := make([]string, 0, len(c.servers)+1)
-	if st, err := c.Status(ctx); err == nil {
+	st, err := c.Status(ctx)
+	if err == nil {
 		for _, n := range st.Nodes {
 			if n.ID == st.Leader && st.Leader != "" && n.Addr != "" {
 				out = append(out, n.Addr)
 			}
 		}
 	}
-	return append(out, c.servers...)
+	return append(out, c.servers...), err
 }
