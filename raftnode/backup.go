@@ -40,15 +40,8 @@ func (n *Node) BackupSnapshot(ctx context.Context) (SnapshotMeta, [2]io.ReadClos
 		return SnapshotMeta{}, rcs, leaderErr("snapshot: barrier", err)
 	}
 	fut := n.raft.Snapshot()
-	done := make(chan error, 1)
-	go func() { done <- fut.Error() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			return SnapshotMeta{}, rcs, leaderErr("take snapshot", err)
-		}
-	case <-ctx.Done():
-		return SnapshotMeta{}, rcs, fmt.Errorf("take snapshot: %v: %w", ctx.Err(), codes.ErrTimeout)
+	if err := await(ctx, fut); err != nil {
+		return SnapshotMeta{}, rcs, leaderErr("take snapshot", err)
 	}
 	meta, first, err := fut.Open()
 	if err != nil {
@@ -134,6 +127,19 @@ func (n *Node) FenceWrites(ctx context.Context) (release func(), err error) {
 	return n.fence.Unlock, nil
 }
 
+// await waits for a raft future, or for ctx to end (then it returns
+// ctx's error and leaves the future to finish on its own).
+func await(ctx context.Context, fut raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- fut.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // readyLeader fails unless this node leads and has finished its term's barrier.
 func (n *Node) readyLeader() error {
 	switch {
@@ -153,7 +159,7 @@ func leaderErr(what string, err error) error {
 		return fmt.Errorf("%s: %v: %w", what, err, codes.ErrNotLeader)
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return fmt.Errorf("%s: %w", what, codes.ErrShuttingDown)
-	case errors.Is(err, raft.ErrEnqueueTimeout), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, raft.ErrEnqueueTimeout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return fmt.Errorf("%s: %v: %w", what, err, codes.ErrTimeout)
 	}
 	return fmt.Errorf("%s: %v: %w", what, err, codes.ErrInternal)

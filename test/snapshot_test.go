@@ -65,6 +65,31 @@ func agreedState(t *testing.T, c *cluster) (uint64, string) {
 	return v.applied, v.hash
 }
 
+// backup is a backup saved by backedUp, and the state it holds.
+type backup struct {
+	path, leader string
+	file         []byte
+	index        uint64 // of the state saved, on every node
+	hash         string
+}
+
+// backedUp starts a 3-node cluster (with args' flags), gives it
+// snapshotState, and saves a backup with the CLI.
+func backedUp(t *testing.T, h *harness, args func(*node) []string) (*cluster, backup) {
+	t.Helper()
+	c := h.startClusterWith(3, args)
+	st := h.waitStable(c.servers(), c.ids(), 30*time.Second)
+	snapshotState(t, c.servers())
+	b := backup{path: filepath.Join(h.dir, "backup.snap"), leader: st.Leader}
+	h.mustCLI(30*time.Second, "snapshot", "save", "-servers", c.servers(), b.path)
+	var err error
+	if b.file, err = os.ReadFile(b.path); err != nil {
+		t.Fatal(err)
+	}
+	b.index, b.hash = agreedState(t, c)
+	return c, b
+}
+
 // inspected is `snapshot inspect -json`'s output.
 type inspected struct {
 	RaftIndex uint64 `json:"raft_index"`
@@ -148,16 +173,8 @@ func TestSnapshot_SaveAndRestoreIntoAFreshCluster(t *testing.T) {
 // and changes nothing on any node.
 func TestSnapshot_DamagedOrForeignFilesAreRefused(t *testing.T) {
 	h := newHarness(t)
-	c := h.startCluster(3)
-	h.waitStable(c.servers(), c.ids(), 30*time.Second)
-	snapshotState(t, c.servers())
-	file := filepath.Join(h.dir, "backup.snap")
-	h.mustCLI(30*time.Second, "snapshot", "save", "-servers", c.servers(), file)
-	good, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	index, hash := agreedState(t, c)
+	c, st := backedUp(t, h, nil)
+	good, index, hash := st.file, st.index, st.hash
 
 	flip := func(at int) []byte {
 		b := append([]byte(nil), good...)
@@ -206,11 +223,8 @@ func TestSnapshot_DamagedOrForeignFilesAreRefused(t *testing.T) {
 // an index past every index it saw before, and every node agrees on it.
 func TestSnapshot_RestoreIntoARunningClusterResyncsWatchers(t *testing.T) {
 	h := newHarness(t)
-	c := h.startCluster(3)
-	h.waitStable(c.servers(), c.ids(), 30*time.Second)
-	snapshotState(t, c.servers())
-	file := filepath.Join(h.dir, "backup.snap")
-	h.mustCLI(30*time.Second, "snapshot", "save", "-servers", c.servers(), file)
+	c, st := backedUp(t, h, nil)
+	file := st.path
 
 	// An instance registered after the backup, whose registrant then dies
 	// without unregistering: the restore, not an expiry, removes it.
@@ -253,19 +267,11 @@ func TestSnapshot_RestoreIntoARunningClusterResyncsWatchers(t *testing.T) {
 // no node's state changes.
 func TestSnapshot_UploadProtocolRefusesBadInput(t *testing.T) {
 	h := newHarness(t)
-	c := h.startClusterWith(3, func(*node) []string { return []string{"-max-restore-size", "2097152"} })
-	st := h.waitStable(c.servers(), c.ids(), 30*time.Second)
-	snapshotState(t, c.servers())
-	file := filepath.Join(h.dir, "backup.snap")
-	h.mustCLI(30*time.Second, "snapshot", "save", "-servers", c.servers(), file)
-	good, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	index, hash := agreedState(t, c)
+	c, st := backedUp(t, h, func(*node) []string { return []string{"-max-restore-size", "2097152"} })
+	good, index, hash := st.file, st.index, st.hash
 	var leader, follower string
 	for _, nd := range c.nodes {
-		if nd.id == st.Leader {
+		if nd.id == st.leader {
 			leader = nd.addr
 		} else {
 			follower = nd.addr

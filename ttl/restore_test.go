@@ -97,11 +97,7 @@ func TestTTL_HoldProposalsAcrossARestore(t *testing.T) {
 	h.expectStats(Stats{Active: true, Tracked: 1})
 	h.noCalls()
 
-	again := restoredAt.Add(10*time.Second + testGrace)
-	h.advanceTo(again.Add(-time.Nanosecond))
-	h.noCalls()
-	h.advanceTo(again)
-	h.expectCalls(expiry(web, again))
+	h.expectExpiryAt(web, restoredAt.Add(10*time.Second+testGrace))
 }
 
 // TestTTL_HoldProposalsGivesUpWithItsContext: a hold whose context ends
@@ -127,9 +123,5 @@ func TestTTL_HoldProposalsGivesUpWithItsContext(t *testing.T) {
 	h.prop.setHold(false)
 	h.settle()
 	h.expectStats(Stats{Active: true, Tracked: 1})
-	again := deadline.Add(10*time.Second + testGrace)
-	h.advanceTo(again.Add(-time.Nanosecond))
-	h.noCalls()
-	h.advanceTo(again)
-	h.expectCalls(expiry(web, again))
+	h.expectExpiryAt(web, deadline.Add(10*time.Second+testGrace))
 }

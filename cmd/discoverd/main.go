@@ -203,6 +203,39 @@ func runTLSHelp(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 func isHelpFlag(a string) bool { return a == "-h" || a == "-help" || a == "--help" }
 
+// subcommand is one of a command's subcommands (meta get, snapshot save).
+type subcommand struct {
+	name, summary string
+	run           func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+// runSubcommand runs the subcommand args[0] names; -h prints the command's
+// help, its usage line use and each subcommand's summary.
+func runSubcommand(ctx context.Context, command, use string, subs []subcommand, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || isHelpFlag(args[0]) {
+		if len(args) == 0 {
+			return usageErr("usage: %s", use)
+		}
+		writeHelp(stdout, command)
+		fmt.Fprintf(stdout, "Usage: %s\n\n", use)
+		names := make([]string, len(subs))
+		for i, sc := range subs {
+			fmt.Fprintf(stdout, "  %-8s %s\n", sc.name, sc.summary)
+			names[i] = sc.name
+		}
+		fmt.Fprintf(stdout, "\nRun 'discoverd %s %s -h' (%s) for the flags.\n", command, names[0], strings.Join(names[1:], ", "))
+		return nil
+	}
+	var names []string
+	for _, sc := range subs {
+		if sc.name == args[0] {
+			return sc.run(ctx, args[1:], stdout, stderr)
+		}
+		names = append(names, sc.name)
+	}
+	return usageErr("%s %q: want %s or %s (%s)", command, args[0], strings.Join(names[:len(names)-1], ", "), names[len(names)-1], use)
+}
+
 // newFlagSet returns a flag set whose errors become usage errors and whose
 // usage starts with the command's help text (helps).
 func newFlagSet(name, argsUsage string, stderr io.Writer) *flag.FlagSet {

@@ -27,37 +27,35 @@ const snapshotUse = "discoverd snapshot save FILE | discoverd snapshot inspect [
 const snapshotTimeout = 10 * time.Minute
 
 func runSnapshot(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || isHelpFlag(args[0]) {
-		if len(args) > 0 {
-			writeHelp(stdout, "snapshot")
-			fmt.Fprintf(stdout, "Usage: %s\n\n"+
-				"  save     writes a backup of the cluster's state, taken on the leader, to FILE\n"+
-				"  inspect  checks FILE and prints its header and what it holds\n"+
-				"  restore  replaces the whole state of the cluster, on every node, with FILE's\n\n"+
-				"Run 'discoverd snapshot save -h' (inspect, restore) for the flags.\n", snapshotUse)
-			return nil
-		}
-		return usageErr("usage: %s", snapshotUse)
-	}
-	switch args[0] {
-	case "save":
-		return runSnapshotSave(ctx, args[1:], stdout, stderr)
-	case "inspect":
-		return runSnapshotInspect(args[1:], stdout, stderr)
-	case "restore":
-		return runSnapshotRestore(ctx, args[1:], stdout, stderr)
-	}
-	return usageErr("snapshot %q: want save, inspect or restore (%s)", args[0], snapshotUse)
+	return runSubcommand(ctx, "snapshot", snapshotUse, []subcommand{
+		{"save", "writes a backup of the cluster's state, taken on the leader, to FILE", runSnapshotSave},
+		{"inspect", "checks FILE and prints its header and what it holds", func(_ context.Context, args []string, stdout, stderr io.Writer) error {
+			return runSnapshotInspect(args, stdout, stderr)
+		}},
+		{"restore", "replaces the whole state of the cluster, on every node, with FILE's", runSnapshotRestore},
+	}, args, stdout, stderr)
 }
 
-// snapshotFlags registers the client flags with -timeout defaulting to
-// snapshotTimeout.
-func snapshotFlags(fs *flag.FlagSet, cf *clientFlags) {
+// snapshotCommand parses the flags of save or restore (with the client
+// flags, -timeout defaulting to snapshotTimeout, and whatever extra adds)
+// and the one FILE argument, and opens the client: done releases it.
+func snapshotCommand(ctx context.Context, sub string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (
+	path string, cl *client.Client, rctx context.Context, done func(), err error) {
+	var cf clientFlags
+	fs := newFlagSet("snapshot "+sub, "FILE", stderr)
 	cf.register(fs)
 	t := fs.Lookup("timeout")
 	t.Usage = "how long the whole transfer may take, failovers included"
 	t.DefValue = snapshotTimeout.String()
 	_ = t.Value.Set(t.DefValue)
+	if extra != nil {
+		extra(fs)
+	}
+	if path, err = parseFile(fs, args); err != nil {
+		return "", nil, nil, nil, err
+	}
+	cl, rctx, done, err = cf.request(ctx)
+	return path, cl, rctx, done, err
 }
 
 // parseFile parses the flags and the one FILE argument.
@@ -72,14 +70,7 @@ func parseFile(fs *flag.FlagSet, args []string) (string, error) {
 }
 
 func runSnapshotSave(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var cf clientFlags
-	fs := newFlagSet("snapshot save", "FILE", stderr)
-	snapshotFlags(fs, &cf)
-	path, err := parseFile(fs, args)
-	if err != nil {
-		return err
-	}
-	cl, rctx, done, err := cf.request(ctx)
+	path, cl, rctx, done, err := snapshotCommand(ctx, "save", args, stderr, nil)
 	if err != nil {
 		return err
 	}
@@ -186,14 +177,14 @@ func inspectSnapshot(path string) (*jsonSnapshot, error) {
 }
 
 func runSnapshotRestore(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var cf clientFlags
-	fs := newFlagSet("snapshot restore", "FILE", stderr)
-	snapshotFlags(fs, &cf)
-	bump := fs.Uint64("bump-index", 0, "raise the restored state's index this much beyond the backup's: past indices a lost cluster showed its clients after the backup (docs/backup.md)")
-	path, err := parseFile(fs, args)
+	var bump *uint64
+	path, cl, rctx, done, err := snapshotCommand(ctx, "restore", args, stderr, func(fs *flag.FlagSet) {
+		bump = fs.Uint64("bump-index", 0, "raise the restored state's index this much beyond the backup's: past indices a lost cluster showed its clients after the backup (docs/backup.md)")
+	})
 	if err != nil {
 		return err
 	}
+	defer done()
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -203,11 +194,6 @@ func runSnapshotRestore(ctx context.Context, args []string, stdout, stderr io.Wr
 	if err != nil {
 		return err
 	}
-	cl, rctx, done, err := cf.request(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
 	res, err := cl.RestoreSnapshot(rctx, f, st.Size(), client.RestoreOptions{BumpIndex: *bump})
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
