@@ -16,7 +16,8 @@ import (
 )
 
 // Backups (docs/protocol.md, "Snapshots"). A save streams the backup file
-// from the leader in frames of wire.SnapshotChunkSize. A restore uploads it
+// from the leader in frames of wire.SnapshotChunkSize, at most maxSaves at
+// once per node. A restore uploads it
 // on one connection: a begin that declares its size, chunks in order, each
 // within -max-frame, then a commit. The upload goes to a file, not memory;
 // it is bounded in size (-max-restore-size) and in time (-restore-timeout,
@@ -46,9 +47,15 @@ func (c SnapshotConfig) withDefaults() SnapshotConfig {
 	return c
 }
 
-// snapshots is the server's side of restores: at most one upload at a time.
+// maxSaves bounds the saves a node serves at once: each has Raft take a
+// snapshot and holds it open while it streams.
+const maxSaves = 2
+
+// snapshots is the server's side of backups: at most maxSaves saves and
+// one upload at a time.
 type snapshots struct {
 	mu        sync.Mutex
+	saving    int  // guarded by mu
 	uploading bool // guarded by mu
 }
 
@@ -111,6 +118,19 @@ func (c *conn) longContext() (context.Context, context.CancelFunc) {
 // wire.SnapshotChunkSize. handle sends the final frame: success when the
 // whole file went out, or the error.
 func (c *conn) saveSnapshot(sn backend.Snapshotter, seq uint64) error {
+	snaps := &c.s.snaps
+	snaps.mu.Lock()
+	if snaps.saving >= maxSaves {
+		snaps.mu.Unlock()
+		return fmt.Errorf("%d snapshot saves are running on this node, the most it serves at once: try again when one is done: %w", maxSaves, codes.ErrResourceExhausted)
+	}
+	snaps.saving++
+	snaps.mu.Unlock()
+	defer func() {
+		snaps.mu.Lock()
+		snaps.saving--
+		snaps.mu.Unlock()
+	}()
 	ctx, cancel := c.longContext()
 	defer cancel()
 	file, err := sn.SaveSnapshot(ctx)
