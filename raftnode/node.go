@@ -174,7 +174,8 @@ func Open(cfg Config, ln net.Listener) (*Node, error) {
 
 	// 3b. Every entry and the stable store read back: a damaged file stops
 	// the node here, with an error that says so (damage.go).
-	if err := guard(func() error { return verifyLog(bolt) }); err != nil {
+	var missing uint64 // the highest index missing from the log, checked against the snapshots (6)
+	if err := guard(func() (err error) { missing, err = verifyLog(bolt); return err }); err != nil {
 		n.closeStores()
 		return nil, damaged(cfg.DataDir, raftDBFile, err)
 	}
@@ -196,7 +197,7 @@ func Open(cfg Config, ln net.Listener) (*Node, error) {
 	// 6. Whether this data dir already holds Raft state: only one that
 	// does not is bootstrapped (Start), so a restarted node never is. The
 	// snapshots must be readable and join up with the log.
-	if file, err := verifySnapshots(n.snaps, filepath.Join(cfg.DataDir, snapshotsDir, "snapshots"), bolt); err != nil {
+	if file, err := verifySnapshots(n.snaps, filepath.Join(cfg.DataDir, snapshotsDir, "snapshots"), bolt, missing); err != nil {
 		n.closeStores()
 		return nil, damaged(cfg.DataDir, file, err)
 	}
