@@ -20,6 +20,11 @@ import (
 // proposed), or codes.ErrUnknownOutcome (proposed, fate unknown: leadership
 // lost, or ctx ended while waiting for the commit).
 func (n *Node) Apply(ctx context.Context, entry []byte) (resp any, index uint64, err error) {
+	n.fence.RLock() // a restore waits for writes in flight, and new ones wait for it (backup.go)
+	defer n.fence.RUnlock()
+	if err := ctx.Err(); err != nil {
+		return nil, 0, fmt.Errorf("not proposed: %v: %w", err, codes.ErrOverloaded)
+	}
 	if n.raft.State() != raft.Leader {
 		return nil, 0, codes.ErrNotLeader
 	}

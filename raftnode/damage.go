@@ -57,35 +57,44 @@ func guard(f func() error) (err error) {
 
 // verifyLog reads back every log entry and the stable store's keys, so that
 // a damaged raft.db stops the node now, with a clear error, rather than
-// crashing it later in the middle of replication.
-func verifyLog(store *raftboltdb.BoltStore) error {
+// crashing it later in the middle of replication. An entry that is missing
+// is not damage by itself: a restored backup leaves a hole in the log at
+// the index of its snapshot (hashicorp/raft's user restore, on the leader
+// and on every follower that installs it; backup.go). verifyLog returns the
+// highest missing index, and verifySnapshots checks that a snapshot covers it.
+func verifyLog(store *raftboltdb.BoltStore) (missing uint64, err error) {
 	first, err := store.FirstIndex()
 	if err != nil {
-		return fmt.Errorf("first index: %w", err)
+		return 0, fmt.Errorf("first index: %w", err)
 	}
 	last, err := store.LastIndex()
 	if err != nil {
-		return fmt.Errorf("last index: %w", err)
+		return 0, fmt.Errorf("last index: %w", err)
 	}
 	var l raft.Log
 	for i := first; i != 0 && i <= last; i++ {
-		if err := store.GetLog(i, &l); err != nil {
-			return fmt.Errorf("log entry %d of %d–%d: %w", i, first, last, err)
+		err := store.GetLog(i, &l)
+		switch {
+		case errors.Is(err, raft.ErrLogNotFound):
+			missing = i
+		case err != nil:
+			return 0, fmt.Errorf("log entry %d of %d–%d: %w", i, first, last, err)
 		}
 	}
 	for _, k := range []string{"CurrentTerm", "LastVoteTerm"} {
 		if _, err := store.GetUint64([]byte(k)); err != nil && err.Error() != "not found" {
-			return fmt.Errorf("%s: %w", k, err)
+			return 0, fmt.Errorf("%s: %w", k, err)
 		}
 	}
-	return nil
+	return missing, nil
 }
 
 // verifySnapshots checks that every snapshot in dir is listed by the store
 // (a snapshot whose meta.json cannot be read would be skipped in silence)
 // and that the log joins up with the newest one: a log that starts after
-// index 1 needs a snapshot of what came before it.
-func verifySnapshots(snaps raft.SnapshotStore, dir string, store *raftboltdb.BoltStore) (string, error) {
+// index 1 needs a snapshot of what came before it, and so does an entry
+// missing from it (missing, from verifyLog).
+func verifySnapshots(snaps raft.SnapshotStore, dir string, store *raftboltdb.BoltStore, missing uint64) (string, error) {
 	metas, err := snaps.List()
 	if err != nil {
 		return "snapshots", err
@@ -111,6 +120,9 @@ func verifySnapshots(snaps raft.SnapshotStore, dir string, store *raftboltdb.Bol
 	}
 	if first > 1 && newest+1 < first {
 		return "snapshots", fmt.Errorf("the log starts at index %d, and no snapshot holds what came before it (newest snapshot: index %d)", first, newest)
+	}
+	if missing > newest {
+		return raftDBFile, fmt.Errorf("log entry %d is missing, and no snapshot holds it (newest snapshot: index %d)", missing, newest)
 	}
 	return "", nil
 }

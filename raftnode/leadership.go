@@ -186,16 +186,12 @@ func (n *Node) Stopping() { logging.Stopping(n.hlog) }
 // is the handover taking effect (logging.HandingOver).
 func (n *Node) TransferLeadership(ctx context.Context) error {
 	logging.HandingOver(n.hlog, true)
-	fut := n.raft.LeadershipTransfer()
-	done := make(chan error, 1)
-	go func() { done <- fut.Error() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			logging.HandingOver(n.hlog, false) // Raft gave up: this node still leads
-		}
-		return err
-	case <-ctx.Done():
-		return fmt.Errorf("leadership transfer did not finish in time: %w", ctx.Err())
+	err := await(ctx, n.raft.LeadershipTransfer())
+	switch {
+	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+		return fmt.Errorf("leadership transfer did not finish in time: %w", err)
+	case err != nil:
+		logging.HandingOver(n.hlog, false) // Raft gave up: this node still leads
 	}
+	return err
 }

@@ -100,6 +100,11 @@ type Node struct {
 
 	pause *pauseWatch // this process's own stalls (pause.go)
 
+	// fence is held for reading by every Apply and for writing by a
+	// restore (backup.go: FenceWrites), so that no write enters the log
+	// while a backup is being restored.
+	fence sync.RWMutex
+
 	done chan struct{}
 	wg   sync.WaitGroup
 }
@@ -207,7 +212,8 @@ func openState(cfg Config) (*Node, error) {
 
 	// 3b. Every entry and the stable store read back: a damaged file stops
 	// the node here, with an error that says so (damage.go).
-	if err := guard(func() error { return verifyLog(bolt) }); err != nil {
+	var missing uint64 // the highest index missing from the log, checked against the snapshots (6)
+	if err := guard(func() (err error) { missing, err = verifyLog(bolt); return err }); err != nil {
 		n.closeStores()
 		return nil, damaged(cfg.DataDir, raftDBFile, err)
 	}
@@ -229,7 +235,7 @@ func openState(cfg Config) (*Node, error) {
 	// 6. Whether this data dir already holds Raft state: only one that
 	// does not is bootstrapped (Start), so a restarted node never is. The
 	// snapshots must be readable and join up with the log.
-	if file, err := verifySnapshots(n.snaps, filepath.Join(cfg.DataDir, snapshotsDir, "snapshots"), bolt); err != nil {
+	if file, err := verifySnapshots(n.snaps, filepath.Join(cfg.DataDir, snapshotsDir, "snapshots"), bolt, missing); err != nil {
 		n.closeStores()
 		return nil, damaged(cfg.DataDir, file, err)
 	}

@@ -26,15 +26,11 @@ func (n *Node) Barrier(ctx context.Context) error {
 	if timeout <= 0 {
 		return fmt.Errorf("barrier: %w", context.DeadlineExceeded)
 	}
-	fut := n.raft.Barrier(timeout)
-	done := make(chan error, 1)
-	go func() { done <- fut.Error() }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return fmt.Errorf("barrier: %w", ctx.Err())
+	err := await(ctx, n.raft.Barrier(timeout))
+	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		return fmt.Errorf("barrier: %w", err)
 	}
+	return err
 }
 
 // WaitReady waits (bounded by ctx) until this node is a ready leader: it

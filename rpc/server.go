@@ -52,7 +52,9 @@ type Config struct {
 	// open watch stream and no frame from the client for this long (the
 	// client redials when it needs one again). Default 5 min.
 	IdleTimeout time.Duration
-	Logger      *slog.Logger
+	// Snapshot bounds backups and restores (snapshot.go).
+	Snapshot SnapshotConfig
+	Logger   *slog.Logger
 }
 
 func (c Config) withDefaults() Config {
@@ -83,6 +85,7 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	c.Snapshot = c.Snapshot.withDefaults()
 	return c
 }
 
@@ -97,6 +100,7 @@ type Server struct {
 
 	workers *workers   // run request handlers
 	stats   *callStats // counts for /metrics (metrics.go)
+	snaps   snapshots
 
 	mu    sync.Mutex
 	conns map[*conn]struct{}
@@ -190,6 +194,7 @@ type conn struct {
 
 	mu      sync.Mutex
 	streams map[uint64]context.CancelFunc
+	upload  *upload // a restore being uploaded (snapshot.go)
 	sem     chan struct{}
 	wg      sync.WaitGroup
 
@@ -340,6 +345,7 @@ func (c *conn) serve() {
 	}
 	c.mu.Unlock()
 	c.wg.Wait()
+	c.dropUpload()
 }
 
 func isTimeout(err error) bool {
@@ -552,6 +558,8 @@ func (c *conn) call(ctx context.Context, f *wire.Frame) (any, error) {
 	case wire.MethodStatus:
 		st, err := be.Status(ctx)
 		return &st, err
+	case wire.MethodSnapshotSave, wire.MethodSnapshotRestoreBegin, wire.MethodSnapshotRestoreChunk, wire.MethodSnapshotRestoreCommit:
+		return c.snapshot(ctx, f)
 	case wire.MethodNodeInfo:
 		var req wire.NodeInfoRequest
 		if err := f.DecodeRequest(&req); err != nil {

@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -238,6 +240,10 @@ func Start(cfg Config) (*Server, error) {
 		return fail(err)
 	}
 	s.node = node
+	if err := restoreDir(&cfg); err != nil {
+		_ = node.Shutdown()
+		return fail(err)
+	}
 	// 4. The deadline table and its peer protocol: heartbeats are
 	// acknowledged once a majority holds their deadlines, and a new leader
 	// arms from the tables (backend/raftstore/deadlines.go). Served once
@@ -450,6 +456,30 @@ func (s *Server) stopRaft() error {
 	s.wg.Wait()
 	s.log.Info("stopped")
 	return err
+}
+
+// restoreDir makes the directory where a restore keeps its files — the
+// upload and the snapshot it hands to Raft — in the data dir, on the disk
+// the snapshots go to, and removes what a restore interrupted by a crash
+// left there. Unless the configuration names directories of its own.
+func restoreDir(cfg *Config) error {
+	if cfg.RPC.Snapshot.Dir != "" && cfg.Store.TempDir != "" {
+		return nil
+	}
+	dir := filepath.Join(cfg.Raft.DataDir, "restore")
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("clear %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("make %s: %w", dir, err)
+	}
+	if cfg.RPC.Snapshot.Dir == "" {
+		cfg.RPC.Snapshot.Dir = dir
+	}
+	if cfg.Store.TempDir == "" {
+		cfg.Store.TempDir = dir
+	}
+	return nil
 }
 
 // stopEtcd closes an etcd front end's store and its port.

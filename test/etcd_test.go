@@ -3,6 +3,7 @@ package test
 import (
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -106,6 +107,10 @@ func TestEtcd_CLIAgainstEtcdFrontEnds(t *testing.T) {
 	st, err := h.status(addrs[0])
 	if err != nil || st.Leader != "etcd0" || len(st.Nodes) != 1 || st.Nodes[0].State != "Leader" {
 		t.Fatalf("status = %v, %v; want etcd's one member as the leader", st, err)
+	}
+	// Backups are etcd's business: the front ends say so, and what to use.
+	if r := h.cli(10*time.Second, "snapshot", "save", "-servers", addrs[0], "-timeout", "5s", filepath.Join(h.dir, "b.snap")); r.code != 1 || !strings.Contains(r.stderr, "etcdctl snapshot save") {
+		t.Fatalf("snapshot save against an etcd front end: %v", r)
 	}
 }
 

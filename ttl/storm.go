@@ -542,8 +542,8 @@ func (t *Tracker) proposeMark(ctx context.Context, p proposal) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := &t.storm
-	if t.epoch != p.epoch || s.epoch != p.epoch {
-		return // leadership changed; the new epoch reads the markers again
+	if t.epoch != p.epoch || s.epoch != p.epoch || t.holdGen != p.gen {
+		return // leadership changed, or a restore: the markers are read again
 	}
 	m := s.marks[p.key]
 	if m == nil || m.index != p.index || !m.inflight {

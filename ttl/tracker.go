@@ -178,6 +178,11 @@ type Tracker struct {
 	queue      deadlineHeap
 	changed    chan struct{} // closed and replaced when active/epoch changes
 	rearm      bool          // a snapshot was restored while active: re-load from the source
+	// holding counts the callers of HoldProposals not yet released: while
+	// it is not 0 nothing is proposed. holdGen is bumped by each of them: a
+	// proposal decided before it is dropped (restore.go).
+	holding int
+	holdGen uint64
 	// cancelArm stops the collection of deadline tables of the epoch
 	// being armed, if any.
 	cancelArm context.CancelFunc
@@ -508,6 +513,7 @@ type proposal struct {
 	key   Key
 	index uint64
 	epoch uint64
+	gen   uint64   // holdGen when it was decided (restore.go)
 	mark  markKind // not an expiry but a suspect marker (storm.go)
 }
 
@@ -531,8 +537,11 @@ func (t *Tracker) Run(ctx context.Context) {
 		}
 		var due []proposal
 		var next time.Time
-		if t.active {
+		if t.active && t.holding == 0 {
 			due = t.collectDueLocked(t.cfg.Clock.Now())
+			for i := range due {
+				due[i].gen = t.holdGen
+			}
 			if len(t.queue) > 0 {
 				next = t.queue[0].queued
 			}
@@ -610,6 +619,9 @@ func (t *Tracker) collectDueLocked(now time.Time) []proposal {
 // node loses leadership, and then the next leader re-arms everything after
 // its barrier, which has applied every entry that could ever commit.
 func (t *Tracker) propose(ctx context.Context, p proposal) {
+	if t.heldBack(p) {
+		return // restore.go: decided on a state a restore replaces
+	}
 	if p.mark != markNone {
 		t.proposeMark(ctx, p) // storm.go
 		return
@@ -617,8 +629,8 @@ func (t *Tracker) propose(ctx context.Context, p proposal) {
 	removed, err := t.proposer.ProposeExpire(ctx, p.key.Name, p.key.Addr, p.index)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.epoch != p.epoch {
-		return // leadership changed; the new epoch re-armed everything
+	if t.epoch != p.epoch || t.holdGen != p.gen {
+		return // leadership changed, or a restore: everything is armed again
 	}
 	e := t.entries[p.key]
 	if err == nil {

@@ -38,7 +38,10 @@ type Config struct {
 	PeerTimeout time.Duration
 	// WatchBatch is the most events one Next returns. Default 256.
 	WatchBatch int
-	Logger     *slog.Logger
+	// TempDir is where a restore writes the snapshot it hands to Raft
+	// (snapshot.go). Default: os.TempDir().
+	TempDir string
+	Logger  *slog.Logger
 }
 
 func (c Config) withDefaults() Config {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"runtime/debug"
 	"slices"
@@ -135,6 +136,12 @@ func TestCLI_FlagsAfterArgumentsInCommands(t *testing.T) {
 		{[]string{"meta", "get", "db", "-json", "-servers", closed, "-timeout", "1s"}, 1, "no discoverd server reachable"},
 		{[]string{"meta", "delete", "db", "-index", "4", "-servers", closed, "-timeout", "1s"}, 1, "no discoverd server reachable"},
 		{[]string{"meta", "set", "db", "-file", os.DevNull, "-servers", closed, "-timeout", "1s"}, 1, "no discoverd server reachable"},
+		{[]string{"snapshot", "save", filepath.Join(t.TempDir(), "b.snap"), "-servers", closed, "-timeout", "1s"}, 1, "no discoverd server reachable"},
+		{[]string{"snapshot", "restore", os.DevNull, "-servers", closed, "-timeout", "1s"}, 1, "it is empty"},
+		{[]string{"snapshot", "restore", filepath.Join(t.TempDir(), "missing.snap")}, 1, "no such file"},
+		{[]string{"snapshot", "inspect"}, 2, "want FILE"},
+		{[]string{"snapshot"}, 2, "usage: discoverd snapshot save FILE"},
+		{[]string{"snapshot", "copy", "f"}, 2, `snapshot "copy": want save, inspect or restore`},
 		{[]string{"services", "web", "-jsn"}, 2, "flag provided but not defined: -jsn"},
 		{[]string{"services", "web", "key=-x", "-timeout", "0s"}, 2, "-timeout must be positive"},
 	}
@@ -159,7 +166,8 @@ func TestCLI_EveryHelpStartsWithWhatAndExample(t *testing.T) {
 	}
 	all = append(all, []string{"tls", "ca", "create"}, []string{"tls", "cert", "create"},
 		[]string{"meta", "get"}, []string{"meta", "set"}, []string{"meta", "delete"},
-		[]string{"members", "add"}, []string{"members", "remove"}, []string{"members", "promote"}, []string{"members", "demote"})
+		[]string{"members", "add"}, []string{"members", "remove"}, []string{"members", "promote"}, []string{"members", "demote"},
+		[]string{"snapshot", "save"}, []string{"snapshot", "inspect"}, []string{"snapshot", "restore"})
 	named := map[string]bool{}
 	for _, cmd := range all {
 		name := strings.Join(cmd, " ")

@@ -1,6 +1,6 @@
 // Command discoverd runs a discoverd node (server), a local cluster for
 // development (dev), and the client commands that talk to a cluster
-// (register, unregister, services, watch, leader, meta, status); version
+// (register, unregister, services, watch, leader, meta, status, snapshot); version
 // says which build it is.
 //
 // Exit status: 0 on success, 1 on failure, 2 on a usage error, 65 when a
@@ -85,6 +85,7 @@ func commands() []command {
 		{"status", "show the cluster's nodes and leader", runStatus},
 		{"members", "list the cluster's members, or add, remove, promote or demote one", runMembers},
 		{"recover", "rewrite a stopped node's members after the cluster lost its quorum for good", runRecover},
+		{"snapshot", "back the cluster's state up to a file, inspect one, or restore one", runSnapshot},
 		{"tls", "make a cluster's CA and its servers' and clients' certificates", runTLSHelp},
 		{"version", "print discoverd's version", runVersion},
 	}
@@ -133,6 +134,14 @@ var helps = map[string]helpText{
 		"discoverd members demote -id n3"},
 	"recover": {"Offline, on a stopped node: rewrites its Raft configuration to -peers after a majority of voters was lost for good. Run it on every survivor with the same -peers, then start them.",
 		"discoverd recover -id n1 -data-dir ./d1 -peers n1=10.0.0.1:1111"},
+	"snapshot": {"Backs the cluster's state up to a file (taken on the leader), checks and describes such a file, or restores one into a running cluster.",
+		"discoverd snapshot save backup.snap"},
+	"snapshot save": {"Writes a backup of the cluster's whole state, taken on the leader, to FILE (written aside and renamed when complete).",
+		"discoverd snapshot save /var/backups/discoverd-$(date +%F).snap"},
+	"snapshot inspect": {"Checks a backup file (header, checksum, every value of the state) and prints its header and what it holds.",
+		"discoverd snapshot inspect -json backup.snap"},
+	"snapshot restore": {"Replaces the whole state of the cluster, on every node, with a backup file's, through the leader. Watchers resync.",
+		"discoverd snapshot restore backup.snap"},
 	"tls": {"Makes a cluster's CA, and certificates for its servers and clients.",
 		"discoverd tls ca create -out pki"},
 	"tls ca create": {"Makes a cluster's CA: ca.pem (for every node and client) and ca-key.pem (keep it off the nodes).",
@@ -207,6 +216,39 @@ func runTLSHelp(ctx context.Context, args []string, stdout, stderr io.Writer) er
 }
 
 func isHelpFlag(a string) bool { return a == "-h" || a == "-help" || a == "--help" }
+
+// subcommand is one of a command's subcommands (meta get, snapshot save).
+type subcommand struct {
+	name, summary string
+	run           func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+// runSubcommand runs the subcommand args[0] names; -h prints the command's
+// help, its usage line use and each subcommand's summary.
+func runSubcommand(ctx context.Context, command, use string, subs []subcommand, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || isHelpFlag(args[0]) {
+		if len(args) == 0 {
+			return usageErr("usage: %s", use)
+		}
+		writeHelp(stdout, command)
+		fmt.Fprintf(stdout, "Usage: %s\n\n", use)
+		names := make([]string, len(subs))
+		for i, sc := range subs {
+			fmt.Fprintf(stdout, "  %-8s %s\n", sc.name, sc.summary)
+			names[i] = sc.name
+		}
+		fmt.Fprintf(stdout, "\nRun 'discoverd %s %s -h' (%s) for the flags.\n", command, names[0], strings.Join(names[1:], ", "))
+		return nil
+	}
+	var names []string
+	for _, sc := range subs {
+		if sc.name == args[0] {
+			return sc.run(ctx, args[1:], stdout, stderr)
+		}
+		names = append(names, sc.name)
+	}
+	return usageErr("%s %q: want %s or %s (%s)", command, args[0], strings.Join(names[:len(names)-1], ", "), names[len(names)-1], use)
+}
 
 // newFlagSet returns a flag set whose errors become usage errors and whose
 // usage starts with the command's help text (helps).

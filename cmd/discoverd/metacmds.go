@@ -23,27 +23,11 @@ const metaUse = "discoverd meta get NAME [-json] | discoverd meta set NAME [-ind
 var stdin io.Reader = os.Stdin
 
 func runMeta(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || isHelpFlag(args[0]) {
-		if len(args) > 0 {
-			writeHelp(stdout, "meta")
-			fmt.Fprintf(stdout, "Usage: %s\n\n"+
-				"  get     prints the data (-json: with its index); exit status 1 if there is none\n"+
-				"  set     sets it from -file or standard input, if it is at -index (0, the default: only if there is none); prints the new index\n"+
-				"  delete  deletes it (with -index: only if it is at that index)\n\n"+
-				"Run 'discoverd meta get -h' (set, delete) for the flags.\n", metaUse)
-			return nil
-		}
-		return usageErr("usage: %s", metaUse)
-	}
-	switch args[0] {
-	case "get":
-		return runMetaGet(ctx, args[1:], stdout, stderr)
-	case "set":
-		return runMetaSet(ctx, args[1:], stdout, stderr)
-	case "delete":
-		return runMetaDelete(ctx, args[1:], stdout, stderr)
-	}
-	return usageErr("meta %q: want get, set or delete (%s)", args[0], metaUse)
+	return runSubcommand(ctx, "meta", metaUse, []subcommand{
+		{"get", "prints the data (-json: with its index); exit status 1 if there is none", runMetaGet},
+		{"set", "sets it from -file or standard input, if it is at -index (0, the default: only if there is none); prints the new index", runMetaSet},
+		{"delete", "deletes it (with -index: only if it is at that index)", runMetaDelete},
+	}, args, stdout, stderr)
 }
 
 // jsonMeta is the -json shape of meta get.

@@ -39,6 +39,8 @@ type serverFlags struct {
 	applyBatch                                    bool
 	grace, shutdownTimeout                        time.Duration
 	maxFrame                                      int
+	maxRestoreSize                                int64
+	restoreTimeout                                time.Duration
 	logLevel, logFormat                           string
 	tls                                           serverTLSFlags
 	maxConns, maxConnsPerIP, maxHandshakes        int
@@ -88,6 +90,8 @@ func (f *serverFlags) register(fs *flag.FlagSet, withIdentity bool) {
 	f.http.register(fs)
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a stop waits for requests in flight and the leader's handover (Raft then gets 15s more before the process exits anyway)")
 	fs.IntVar(&f.maxFrame, "max-frame", wire.DefaultMaxFrame, "largest client request frame in bytes")
+	fs.Int64Var(&f.maxRestoreSize, "max-restore-size", 1<<30, "largest backup file 'discoverd snapshot restore' may upload, in bytes")
+	fs.DurationVar(&f.restoreTimeout, "restore-timeout", 10*time.Minute, "how long a snapshot save may take, and a restore from the start of its upload to its answer")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 }
@@ -110,6 +114,12 @@ func (f *serverFlags) config(log *slog.Logger) (server.Config, error) {
 	}
 	if f.maxFrame < 4096 || f.maxFrame > 64<<20 {
 		return server.Config{}, usageErr("-max-frame %d: want 4096 to %d", f.maxFrame, 64<<20)
+	}
+	if f.maxRestoreSize < 1<<20 || f.maxRestoreSize > 1<<40 {
+		return server.Config{}, usageErr("-max-restore-size %d: want 1048576 (1 MiB) to %d (1 TiB)", f.maxRestoreSize, int64(1)<<40)
+	}
+	if f.restoreTimeout < time.Second || f.restoreTimeout > 24*time.Hour {
+		return server.Config{}, usageErr("-restore-timeout %v: want 1s to 24h", f.restoreTimeout)
 	}
 	if f.snapThreshold == 0 || f.snapInterval <= 0 {
 		return server.Config{}, usageErr("-snapshot-threshold and -snapshot-interval must be positive")
@@ -134,6 +144,7 @@ func (f *serverFlags) config(log *slog.Logger) (server.Config, error) {
 	cfg.TTL.Grace, cfg.TTL.Storm = f.grace, storm
 	cfg.RPC.MaxFrame = f.maxFrame
 	cfg.RPC.FrameTimeout, cfg.RPC.IdleTimeout = f.frameTimeout, f.idleTimeout
+	cfg.RPC.Snapshot.MaxRestoreSize, cfg.RPC.Snapshot.Timeout = f.maxRestoreSize, f.restoreTimeout
 	cfg.Mux = mux.Config{MaxConns: f.maxConns, MaxConnsPerIP: f.maxConnsPerIP, MaxHandshakes: f.maxHandshakes, HandshakeTimeout: f.handshakeTimeout}
 	return cfg, nil
 }
