@@ -146,7 +146,7 @@ func runMemberChange(ctx context.Context, op string, args []string, stdout, stde
 	if changed {
 		fmt.Fprintf(stdout, "%s %s: done\n", op, *id)
 	} else {
-		fmt.Fprintf(stdout, "%s %s: nothing to do (the configuration already has it)\n", op, *id)
+		fmt.Fprintf(stdout, "%s %s: nothing to do (the cluster is already so)\n", op, *id)
 	}
 	return nil
 }
