@@ -72,7 +72,7 @@ func TestCLI_ServicesListsEveryServiceAndFlagsFollowArguments(t *testing.T) {
 	h := newHarness(t)
 	c := h.startCluster(3)
 	all := c.servers()
-	h.waitStable(all, c.ids(), 30*time.Second)
+	leader := c.node(h.waitStable(all, c.ids(), 30*time.Second).Leader).addr
 	h.waitServiceCounts(all, []serviceCount{}, "-consistent")
 
 	// Flags after the arguments, before them, and on both sides.
@@ -107,7 +107,9 @@ func TestCLI_ServicesListsEveryServiceAndFlagsFollowArguments(t *testing.T) {
 	if err != nil || !isExactly(list, "web", "10.0.0.1:80", map[string]string{"zone": "a"}) {
 		t.Fatalf("services web zone=a -consistent = %+v, %v", list, err)
 	}
-	r = h.mustCLI(10*time.Second, "services", "db", "role=-primary", "-json", "-consistent", "-servers", all)
+	// Asked of the leader: a follower would answer a consistent read with
+	// its own last contact with the leader (a heartbeat ago), not 0.
+	r = h.mustCLI(10*time.Second, "services", "db", "role=-primary", "-json", "-consistent", "-servers", leader)
 	var dbOut struct {
 		Name        string     `json:"name"`
 		KnownLeader bool       `json:"known_leader"`
