@@ -425,3 +425,76 @@ func TestOpenAPI_EveryRouteDocumentedAndEveryPathARoute(t *testing.T) {
 		}
 	}
 }
+
+// TestAPI_StopEndsStreamsAndBlockingQueries: a graceful stop ends an event
+// stream with an error event saying the node is stopping, and a blocking
+// query with 503 shutting_down, at once rather than at their waits.
+func TestAPI_StopEndsStreamsAndBlockingQueries(t *testing.T) {
+	c := tc.New(t, tc.Options{Nodes: 1, Configure: func(_ int, cfg *server.Config) {
+		cfg.HTTP.Addr = "127.0.0.1:0"
+		cfg.HTTP.API = httpapi.Config{StreamKeepalive: time.Minute}
+	}})
+	base := "http://" + c.WaitLeader().Srv.HTTPAddr()
+	tc.WaitFor(t, 10*time.Second, "the node to be ready", func() bool {
+		code, _, _ := call(t, "GET", base+"/v1/services", "")
+		return code == http.StatusOK
+	})
+	var l httpapi.ListBody
+	must(t, 200, "GET", base+"/v1/services/web", "", &l)
+	resp, err := http.Get(base + "/v1/services/web/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	if ev := readEvent(t, br); ev.kind != "current" {
+		t.Fatalf("first event of an empty service: %+v", ev)
+	}
+	blocked := make(chan string, 1)
+	go func() {
+		resp, err := http.Get(fmt.Sprintf("%s/v1/services/web?index=%d&wait=5m", base, l.Index))
+		if err != nil {
+			blocked <- err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		blocked <- fmt.Sprint(resp.StatusCode, " ", resp.Header.Get("Retry-After"), " ", string(b))
+	}()
+	// Idle kept-alive connections would count: none, and the scrapes
+	// keep none.
+	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+	scraper := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	tc.WaitFor(t, 10*time.Second, "the blocking query to reach the node", func() bool {
+		resp, err := scraper.Get(base + "/metrics")
+		if err != nil {
+			return false
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		m := string(b)
+		// The stream, the query and this scrape.
+		var n int
+		i := strings.Index(m, "\ndiscoverd_connections{kind=\"http\"} ")
+		if i >= 0 {
+			_, _ = fmt.Sscanf(m[i+len("\ndiscoverd_connections{kind=\"http\"} "):], "%d", &n)
+		}
+		return n >= 3
+	})
+	start := time.Now()
+	c.Stop(0)
+	if took := time.Since(start); took > 20*time.Second {
+		t.Errorf("the stop took %v", took)
+	}
+	if ev := readEvent(t, br); ev.kind != "error" || !strings.Contains(ev.data, `"code":"shutting_down"`) {
+		t.Errorf("the stream's last event: %+v, want an error shutting_down", ev)
+	}
+	select {
+	case got := <-blocked:
+		if !strings.HasPrefix(got, "503 1 ") || !strings.Contains(got, "shutting_down") {
+			t.Errorf("the blocking query answered %s, want 503 shutting_down with Retry-After", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the blocking query did not answer within 10 s of the stop")
+	}
+}
