@@ -178,7 +178,9 @@ func TestAPI_HostileInputChangesNothing(t *testing.T) {
 		{"GET", "/v1/services/web?bogus", ``, 400, "invalid_argument", "bogus"},
 		{"GET", "/v1/services/web/events?index=-1", ``, 400, "invalid_argument", "whole number"},
 		{"GET", "/v1/nothing", ``, 404, "not_found", "no such route"},
-		{"POST", "/v1/services", ``, 404, "not_found", "no such route"},
+		{"POST", "/v1/services", ``, 405, "unknown_method", "takes GET"},
+		{"GET", "/v1/heartbeat", ``, 405, "unknown_method", "takes PUT"},
+		{"POST", "/v1/services/web/instances/10.0.0.1:80", ``, 405, "unknown_method", "takes PUT, DELETE"},
 	} {
 		code, body, _ := call(t, tt.method, base+tt.path, tt.body)
 		var e httpapi.ErrorBody

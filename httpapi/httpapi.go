@@ -119,10 +119,26 @@ func New(cfg Config, be backend.DiscoveryBackend) *API {
 	for _, r := range a.routes() {
 		a.mux.HandleFunc(r.Method+" "+r.Path, r.h)
 	}
-	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeErr(w, fmt.Errorf("%s %s: no such route (the API is described at /v1/openapi.json): %w", r.Method, r.URL.Path, codes.ErrNotFound))
-	})
+	a.mux.HandleFunc("/", a.noRoute)
 	return a
+}
+
+// noRoute answers a request no route takes: 405 with Allow when the path
+// is a route's under another method, else 404.
+func (a *API) noRoute(w http.ResponseWriter, r *http.Request) {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodDelete} {
+		if _, pattern := a.mux.Handler(&http.Request{Method: m, URL: r.URL, Host: r.Host}); pattern != "/" {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) == 0 {
+		writeErr(w, fmt.Errorf("%s %s: no such route (the API is described at /v1/openapi.json): %w", r.Method, r.URL.Path, codes.ErrNotFound))
+		return
+	}
+	w.Header().Set("Allow", strings.Join(allow, ", "))
+	writeJSON(w, http.StatusMethodNotAllowed, ErrorBody{Code: string(codes.CodeUnknownMethod),
+		Message: fmt.Sprintf("%s %s: this path takes %s (the API is described at /v1/openapi.json)", r.Method, r.URL.Path, strings.Join(allow, ", "))})
 }
 
 type route struct {
