@@ -161,14 +161,15 @@ func TestHTTPAPI_EventsResumeByLastEventIDAcrossANodeKill(t *testing.T) {
 
 // TestHTTPAPI_Curl: curl against real processes registers, reads with
 // the freshness headers, heartbeats, blocks on a query until a change,
-// follows the event stream and reads an error body.
+// follows the event stream, reads an error body, and gets a CORS
+// preflight answered for the origin of -http-cors-origin only.
 func TestHTTPAPI_Curl(t *testing.T) {
 	curl, err := exec.LookPath("curl")
 	if err != nil {
 		t.Fatalf("curl is needed (.ci/run installs it with apt-get): %v", err)
 	}
 	h := newHarness(t)
-	c, httpAddr := h.httpCluster(nil)
+	c, httpAddr := h.httpCluster(func(*node) []string { return []string{"-http-cors-origin", "https://ui.example"} })
 	st := h.waitStable(c.servers(), c.ids(), 30*time.Second)
 	base := "http://" + httpAddr[st.Leader]
 	run := func(args ...string) string {
@@ -216,6 +217,12 @@ func TestHTTPAPI_Curl(t *testing.T) {
 	ev, _ := exec.Command(curl, "-sS", "-N", "--max-time", "2", base+"/v1/services/web/events").Output()
 	if !strings.Contains(string(ev), "event: up\ndata: {") || !strings.Contains(string(ev), "event: current\nid: ") {
 		t.Fatalf("events: %s", ev)
+	}
+	for origin, allowed := range map[string]bool{"https://ui.example": true, "https://evil.example": false} {
+		out = run("-i", "-X", "OPTIONS", "-H", "Origin: "+origin, "-H", "Access-Control-Request-Method: PUT", base+"/v1/services/web/instances/10.0.0.1:8080")
+		if got := strings.Contains(out, "Access-Control-Allow-Origin: "+origin) && strings.Contains(out, "HTTP/1.1 204"); got != allowed {
+			t.Fatalf("preflight from %s (allowed: %v):\n%s", origin, allowed, out)
+		}
 	}
 	out = run("-i", "-X", "PUT", "-d", `{"ttl":"forever"}`, base+"/v1/services/web/instances/10.0.0.1:8080")
 	if !strings.Contains(out, "HTTP/1.1 400 Bad Request") || !strings.Contains(out, `"code":"invalid_argument"`) || !strings.Contains(out, `ttl \"forever\"`) {
