@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/discoverd/discoverd/internal/codes"
-	"github.com/discoverd/discoverd/internal/validate"
 	"github.com/discoverd/discoverd/internal/wire"
 )
 
@@ -25,13 +24,9 @@ import (
 // (the native watch's slow-consumer rule), never holding up the node.
 
 func (a *API) events(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	from, err := resumeIndex(r)
-	if err == nil {
-		err = validate.Name(name)
-	}
-	if err != nil {
-		writeErr(w, err)
+	var from uint64
+	name, ok := named(w, r, func() (err error) { from, err = resumeIndex(r); return err })
+	if !ok {
 		return
 	}
 	ctx, cancel := a.reqCtx(r)

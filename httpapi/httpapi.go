@@ -409,18 +409,15 @@ func instanceBody(in wire.Instance) InstanceBody {
 }
 
 func (a *API) list(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("name")
-	q, err := parseQuery(r, true)
-	if err == nil {
-		err = validate.Name(name)
-	}
-	if err != nil {
-		writeErr(w, err)
+	var q query
+	name, ok := named(w, r, func() (err error) { q, err = parseQuery(r, true); return err })
+	if !ok {
 		return
 	}
 	ctx, cancel := a.reqCtx(r)
 	defer cancel()
 	var minIndex uint64
+	var err error
 	if q.index > 0 {
 		// A blocking query may outlast the listener's write timeout.
 		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(q.wait + a.cfg.RequestTimeout))
@@ -442,6 +439,21 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 	}
 	a.freshness(w, idx)
 	writeJSON(w, http.StatusOK, out)
+}
+
+// named returns the path's service name once it and what parse checks are
+// valid; else it answers the error and returns false.
+func named(w http.ResponseWriter, r *http.Request, parse func() error) (string, bool) {
+	name := r.PathValue("name")
+	err := parse()
+	if err == nil {
+		err = validate.Name(name)
+	}
+	if err != nil {
+		writeErr(w, err)
+		return "", false
+	}
+	return name, true
 }
 
 // waitChange waits until the service changes after index, or wait runs
