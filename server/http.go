@@ -13,19 +13,20 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/discoverd/discoverd/httpapi"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// The node's HTTP listener (-http-addr): /health/live, /health/ready,
-// /metrics and, with -enable-pprof, Go's profiler under /debug/pprof/.
+// The node's HTTP listener (-http-addr): the HTTP/JSON API under /v1/
+// (httpapi), /health/live, /health/ready, /metrics and, with -enable-pprof, Go's profiler under /debug/pprof/.
 //
 // It gets the same protection as the node's port (docs/SECURITY.md): with
 // TLS it serves HTTPS with the node's certificate, reloaded with it; a
 // client certificate is verified when one is given, and /metrics and
 // /debug/pprof/ require one unless clients need none on the port either
-// (-tls-verify-clients=false), while /health/* answer without one
+// (-tls-verify-clients=false), and so does /v1/, while /health/* answer without one
 // (Kubernetes probes have none). What a connection can hold is bounded: a
 // cap on connections open at once (over it a new one is closed at once),
 // deadlines for the TLS handshake and the request header, for the whole
@@ -59,6 +60,9 @@ type HTTPConfig struct {
 	IdleTimeout time.Duration
 	// MaxHeaderBytes bounds a request's header. Default 8 KiB.
 	MaxHeaderBytes int
+	// API configures the HTTP/JSON API under /v1/ (httpapi; its
+	// CORSOrigin is -http-cors-origin).
+	API httpapi.Config
 }
 
 // Defaults of HTTPConfig.
@@ -102,6 +106,7 @@ type httpServer struct {
 	// certRequired: /metrics and /debug/pprof/ need a verified client
 	// certificate (TLS with -tls-verify-clients).
 	certRequired bool
+	api          *httpapi.API  // /v1/
 	done         chan struct{} // closed when Serve has returned
 }
 
@@ -127,11 +132,19 @@ func (s *Server) startHTTP() error {
 		h.certRequired = st.VerifyClients()
 		scheme = "https"
 	}
+	// The HTTP/JSON API, over the node's backend like the native port.
+	apiCfg := cfg.API
+	apiCfg.Logger = h.log
+	if s.etcd != nil {
+		h.api = httpapi.New(apiCfg, s.etcd)
+	} else {
+		h.api = httpapi.New(apiCfg, s.store)
+	}
 	// A registry per server, not the global one: a process may run
 	// several nodes (discoverd dev, tests).
 	reg := prometheus.NewRegistry()
 	for _, c := range []prometheus.Collector{collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newCollector(s, h.ln)} {
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newCollector(s, h.ln, h.api)} {
 		if err := reg.Register(c); err != nil {
 			_ = ln.Close()
 			return fmt.Errorf("metrics: %w", err)
@@ -144,6 +157,7 @@ func (s *Server) startHTTP() error {
 	mux.HandleFunc("GET /health/ready", s.serveReady)
 	mux.Handle("GET /metrics", h.needCert(promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelWarn), MaxRequestsInFlight: 4})))
+	mux.Handle("/v1/", h.needCert(h.api))
 	if cfg.Pprof {
 		mux.Handle("/debug/pprof/", h.needCert(http.HandlerFunc(pprof.Index)))
 		mux.Handle("/debug/pprof/cmdline", h.needCert(http.HandlerFunc(pprof.Cmdline)))
@@ -180,6 +194,7 @@ func (s *Server) stopHTTP(ctx context.Context, graceful bool) {
 	if h == nil {
 		return
 	}
+	h.api.Stop() // blocking queries and streams end now, not at the grace's end
 	if !graceful || h.srv.Shutdown(ctx) != nil {
 		_ = h.srv.Close()
 	}

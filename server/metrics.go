@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"github.com/discoverd/discoverd/httpapi"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,9 +50,9 @@ var (
 	mStormHolds      = &metric{name: "discoverd_storm_holds_total", help: "Expiries the expiry-storm guard began to hold, while this node led."}
 	mStormReleased   = &metric{name: "discoverd_storm_released_total", help: "Held expiries that went ahead at their longest hold (-storm-max-hold)."}
 	mStormUnheld     = &metric{name: "discoverd_storm_unheld_total", help: "Holds that ended otherwise: a heartbeat, a registration, a removal, leadership lost."}
-	mWatchStreams    = &metric{name: "discoverd_watch_streams", help: "Watch streams open on this node."}
+	mWatchStreams    = &metric{name: "discoverd_watch_streams", help: "Watch streams open on this node: native watches and Server-Sent Events streams of the HTTP API."}
 	mResyncs         = &metric{name: "discoverd_watch_resyncs_total", help: "Watchers sent the whole state instead of the changes they missed, by reason: resume (the history no longer reaches back), behind (a slow consumer), restore (a snapshot replaced the state).", labels: []string{"reason"}}
-	mSlowCuts        = &metric{name: "discoverd_watch_slow_consumer_cuts_total", help: "Client connections closed because the client did not take a frame within the write timeout."}
+	mSlowCuts        = &metric{name: "discoverd_watch_slow_consumer_cuts_total", help: "Client connections closed because the client did not take a frame (or, on an HTTP API event stream, a batch of events) within the write timeout."}
 	mConns           = &metric{name: "discoverd_connections", help: "Connections open now, by kind: client, raft and peer on the node's port, handshake (not yet through TLS and the protocol byte), http on the HTTP listener.", labels: []string{"kind"}}
 	mRefused         = &metric{name: "discoverd_connections_refused_total", help: "Connections closed at once for a limit, by the flag that sets it.", labels: []string{"limit"}}
 	mRequests        = &metric{name: "discoverd_rpc_requests_total", help: "Protocol requests answered, by method and code (ok for a success).", labels: []string{"method", "code"}}
@@ -76,9 +77,12 @@ func init() {
 type collector struct {
 	s    *Server
 	http *limitListener
+	api  *httpapi.API
 }
 
-func newCollector(s *Server, http *limitListener) *collector { return &collector{s: s, http: http} }
+func newCollector(s *Server, http *limitListener, api *httpapi.API) *collector {
+	return &collector{s: s, http: http, api: api}
+}
 
 func (c *collector) families() []*metric {
 	if c.s.node == nil {
@@ -107,8 +111,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(mReady, boolValue(ready))
 	rs := s.rpc.Stats()
 	counter(mHeartbeats, rs.Heartbeats)
-	gauge(mWatchStreams, float64(rs.WatchStreams))
-	counter(mSlowCuts, rs.SlowConsumerCuts)
+	as := c.api.Stats()
+	gauge(mWatchStreams, float64(rs.WatchStreams)+float64(as.Streams))
+	counter(mSlowCuts, rs.SlowConsumerCuts+as.SlowConsumerCuts)
 	for _, call := range rs.Calls {
 		code := string(call.Code)
 		if code == "" {

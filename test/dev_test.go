@@ -68,7 +68,10 @@ func TestDev_CtrlCStopsCleanlyWithinThreeSeconds(t *testing.T) {
 			}
 			return p.logContains("export DISCOVERD="), "no DISCOVERD= line yet"
 		})
-		if round == 0 { // each node serves health and metrics on its own HTTP port
+		if round == 0 { // each node serves the API, health and metrics on its own HTTP port
+			if !p.logContains("HTTP API (/v1/)") {
+				t.Errorf("dev did not say it serves the HTTP API:\n%s", p.Describe())
+			}
 			host, port, _ := net.SplitHostPort(httpAddr)
 			first, _ := strconv.Atoi(port)
 			for i := range 3 {
@@ -79,6 +82,11 @@ func TestDev_CtrlCStopsCleanlyWithinThreeSeconds(t *testing.T) {
 				if code, body, err := httpGet(&http.Client{}, url+"/health/live"); err != nil || code != http.StatusOK {
 					t.Errorf("dev node %d: /health/live %d %v %s", i+1, code, err, body)
 				}
+				// A node answers reads once it has caught up (503 not_ready before).
+				poll(t, 10*time.Second, 20*time.Millisecond, fmt.Sprintf("dev node %d to answer GET /v1/services", i+1), func() (bool, string) {
+					code, body, err := httpGet(&http.Client{}, url+"/v1/services")
+					return err == nil && code == http.StatusOK && strings.HasPrefix(body, `{"index":`), fmt.Sprint(code, err, body)
+				})
 			}
 		}
 		start := time.Now()

@@ -326,8 +326,9 @@ func TestMetrics_ReadyOnlyOnceCaughtUp(t *testing.T) {
 
 // TestHTTP_TLSHealthOpenMetricsNeedACertificate: with TLS the HTTP
 // listener serves HTTPS with the node's certificate; /health/* answer a
-// client without a certificate (a probe), /metrics and /debug/pprof/ only
-// one with a certificate of the CA (403 otherwise); a plaintext request
+// client without a certificate (a probe), /metrics, /debug/pprof/ and the
+// API under /v1/ only one with a certificate of the CA (403 otherwise); a
+// plaintext request
 // gets an error, not the metrics.
 func TestHTTP_TLSHealthOpenMetricsNeedACertificate(t *testing.T) {
 	h := newHarness(t)
@@ -354,7 +355,10 @@ func TestHTTP_TLSHealthOpenMetricsNeedACertificate(t *testing.T) {
 		{anon, "no certificate", "/health/ready", http.StatusOK},
 		{anon, "no certificate", "/metrics", http.StatusForbidden},
 		{anon, "no certificate", "/debug/pprof/", http.StatusForbidden},
+		{anon, "no certificate", "/v1/services", http.StatusForbidden},
+		{anon, "no certificate", "/v1/services/web/events", http.StatusForbidden},
 		{scraper, "a client certificate", "/metrics", http.StatusOK},
+		{scraper, "a client certificate", "/v1/services", http.StatusOK},
 		{scraper, "a client certificate", "/debug/pprof/", http.StatusOK},
 	} {
 		code, body, err := httpGet(tc.hc, url+tc.path)

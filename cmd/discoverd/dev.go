@@ -168,7 +168,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		for _, a := range httpAddrs {
 			urls = append(urls, scheme+"://"+a)
 		}
-		fmt.Fprintf(stdout, "health and metrics (/health/live, /health/ready, /metrics): %s\n", strings.Join(urls, " "))
+		fmt.Fprintf(stdout, "HTTP API (/v1/), health and metrics (/health/live, /health/ready, /metrics): %s\n", strings.Join(urls, " "))
 	}
 	fmt.Fprintf(stdout, "Press Ctrl-C to stop.\n")
 	<-ctx.Done()

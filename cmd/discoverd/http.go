@@ -4,8 +4,10 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
 
+	"github.com/discoverd/discoverd/httpapi"
 	"github.com/discoverd/discoverd/server"
 )
 
@@ -17,11 +19,13 @@ type httpFlags struct {
 	addr     string
 	pprof    bool
 	maxConns int
+	cors     string
 }
 
 func (f *httpFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.addr, "http-addr", "", "host:port to serve /health/live, /health/ready and /metrics on (HTTPS with the node's certificate under TLS); off when empty. Beyond loopback it needs TLS or -insecure, as -addr does")
+	fs.StringVar(&f.addr, "http-addr", "", "host:port to serve the HTTP API (/v1/), /health/live, /health/ready and /metrics on (HTTPS with the node's certificate under TLS); off when empty. Beyond loopback it needs TLS or -insecure, as -addr does")
 	fs.BoolVar(&f.pprof, "enable-pprof", false, "also serve Go's profiler under /debug/pprof/ on -http-addr (with TLS: to clients with a certificate of the CA)")
+	fs.StringVar(&f.cors, "http-cors-origin", "", "the one browser origin (scheme://host[:port], or * for any) the HTTP API under /v1/ answers cross-origin requests from; none when empty")
 	fs.IntVar(&f.maxConns, "http-max-conns", server.DefaultHTTPMaxConns, "most connections open at once on -http-addr (beyond it new ones are closed at once)")
 }
 
@@ -32,6 +36,9 @@ func (f *httpFlags) register(fs *flag.FlagSet) {
 // connection) apply to it too.
 func (f *httpFlags) config(addr string, sf *serverFlags, withTLS bool) (server.HTTPConfig, error) {
 	if addr == "" {
+		if f.cors != "" {
+			return server.HTTPConfig{}, usageErr("-http-cors-origin needs -http-addr: the HTTP API is served on the HTTP listener")
+		}
 		if f.pprof {
 			return server.HTTPConfig{}, usageErr("-enable-pprof needs -http-addr: the profiler is served on the HTTP listener")
 		}
@@ -48,8 +55,23 @@ func (f *httpFlags) config(addr string, sf *serverFlags, withTLS bool) (server.H
 	if f.maxConns < 1 || f.maxConns > 65536 {
 		return server.HTTPConfig{}, usageErr("-http-max-conns %d: want 1 to 65536", f.maxConns)
 	}
-	return server.HTTPConfig{Addr: addr, Pprof: f.pprof, MaxConns: f.maxConns,
+	if err := checkOrigin(f.cors); err != nil {
+		return server.HTTPConfig{}, err
+	}
+	return server.HTTPConfig{Addr: addr, Pprof: f.pprof, MaxConns: f.maxConns, API: httpapi.Config{CORSOrigin: f.cors},
 		HeaderTimeout: sf.handshakeTimeout, ReadTimeout: sf.frameTimeout, IdleTimeout: sf.idleTimeout}, nil
+}
+
+// checkOrigin checks -http-cors-origin: empty, *, or one scheme://host[:port].
+func checkOrigin(o string) error {
+	if o == "" || o == "*" {
+		return nil
+	}
+	u, err := url.Parse(o)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" || u.User != nil {
+		return usageErr("-http-cors-origin %q is not an origin: give scheme://host[:port] as a browser sends it (e.g. https://ui.example.com), or * for any", o)
+	}
+	return nil
 }
 
 // listenHTTP opens the listener cfg names, before the node starts, so that

@@ -48,6 +48,9 @@ func TestHTTP_BadFlagsAreUsageErrors(t *testing.T) {
 		{[]string{"-http-addr", "127.0.0.1:2111", "-http-max-conns", "0"}, "-http-max-conns 0: want 1 to 65536"},
 		{[]string{"-http-addr", "nonsense"}, `-http-addr "nonsense" is not host:port`},
 		{[]string{"-debug-addr", "127.0.0.1:6060"}, "-debug-addr"},
+		{[]string{"-http-cors-origin", "https://ui.example"}, "-http-cors-origin needs -http-addr"},
+		{[]string{"-http-addr", "127.0.0.1:2111", "-http-cors-origin", "ui.example"}, `-http-cors-origin "ui.example" is not an origin`},
+		{[]string{"-http-addr", "127.0.0.1:2111", "-http-cors-origin", "https://ui.example/app"}, "scheme://host[:port]"},
 	} {
 		code, _, errs := runCLI(t, append(slices.Clone(base), tc.args...)...)
 		if code != 2 || !strings.Contains(errs, tc.want) {

@@ -76,7 +76,7 @@ func (s discoverdSystem) start(ctx context.Context, b *bench, tag string) (clust
 		httpAddr := fmt.Sprintf("127.0.0.1:%d", ports[3+i])
 		args := []string{"server", "-id", c.ids[i], "-addr", c.addrs[i], "-data-dir", dir,
 			"-peers", strings.Join(peers, ","), "-log-level", "warn",
-			"-http-addr", httpAddr, "-enable-pprof"}
+			"-http-addr", httpAddr, "-enable-pprof", "-http-max-conns", "4096"}
 		scheme := "http"
 		if tlsArgs != nil {
 			args = append(args, tlsArgs(i)...)
