@@ -17,12 +17,12 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
 
 	"github.com/discoverd/discoverd/backend"
+	"github.com/discoverd/discoverd/internal/connlimit"
 )
 
 // maxTCPQueries bounds the queries on one TCP connection; then it is closed
@@ -32,7 +32,7 @@ const maxTCPQueries = 256
 // Server is a running DNS listener.
 type Server struct {
 	udp, tcp *dns.Server
-	ln       *limitListener
+	ln       *connlimit.Listener
 	udpAddr  net.Addr
 	wg       sync.WaitGroup
 }
@@ -54,7 +54,7 @@ func Start(cfg Config, b backend.DiscoveryBackend, log *slog.Logger) (*Server, e
 		}
 	}
 	h := &handler{cfg: cfg, b: b, log: log}
-	s := &Server{ln: &limitListener{Listener: ln, max: int64(cfg.MaxConns)}, udpAddr: pc.LocalAddr()}
+	s := &Server{ln: connlimit.New(ln, cfg.MaxConns), udpAddr: pc.LocalAddr()}
 	idle := func() time.Duration { return cfg.IdleTimeout }
 	s.udp = &dns.Server{PacketConn: pc, Handler: h, UDPSize: dns.MaxMsgSize, ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout}
 	s.tcp = &dns.Server{Listener: s.ln, Handler: h, ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout,
@@ -96,51 +96,12 @@ func Listen(addr string) (net.PacketConn, net.Listener, error) {
 func (s *Server) Addr() string { return s.udpAddr.String() }
 
 // Refused counts TCP connections closed at once for being over the cap.
-func (s *Server) Refused() uint64 { return s.ln.refused.Load() }
+func (s *Server) Refused() uint64 { return s.ln.Refused() }
 
 // Shutdown stops serving: the sockets close; queries in flight get their
 // answer until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := errors.Join(s.udp.ShutdownContext(ctx), s.tcp.ShutdownContext(ctx))
 	s.wg.Wait()
-	return err
-}
-
-// limitListener closes a new connection at once when max are open.
-type limitListener struct {
-	net.Listener
-	max     int64
-	open    atomic.Int64
-	refused atomic.Uint64
-}
-
-func (l *limitListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		if l.open.Add(1) > l.max {
-			l.open.Add(-1)
-			l.refused.Add(1)
-			_ = c.Close()
-			continue
-		}
-		return &limitConn{Conn: c, l: l}, nil
-	}
-}
-
-// limitConn gives its place back when closed.
-type limitConn struct {
-	net.Conn
-	l    *limitListener
-	once atomic.Bool
-}
-
-func (c *limitConn) Close() error {
-	err := c.Conn.Close()
-	if c.once.CompareAndSwap(false, true) {
-		c.l.open.Add(-1)
-	}
 	return err
 }

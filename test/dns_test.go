@@ -55,9 +55,10 @@ func shortLines(out string) []string {
 	return lines
 }
 
-// dnsCluster starts a 3-node cluster whose nodes answer DNS too, and
-// returns each node's DNS address by id.
-func (h *harness) dnsCluster() (*cluster, map[string]string) {
+// dnsCluster starts a 3-node cluster whose nodes answer DNS too, waits
+// until it has a leader every node knows, and returns it, each node's DNS
+// address by id and the nodes' addresses (-servers).
+func (h *harness) dnsCluster() (*cluster, map[string]string, string) {
 	h.t.Helper()
 	ports := freePorts(h.t, 3)
 	dnsAddr := map[string]string{}
@@ -67,14 +68,13 @@ func (h *harness) dnsCluster() (*cluster, map[string]string) {
 	c := h.startClusterWith(3, func(nd *node) []string {
 		return []string{"-dns-addr", dnsAddr[nd.id], "-dns-ttl", "3s"}
 	})
-	return c, dnsAddr
+	h.waitStable(c.servers(), c.ids(), 30*time.Second)
+	return c, dnsAddr, c.servers()
 }
 
 func TestDNS_DigAgainstACluster(t *testing.T) {
 	h := newHarness(t)
-	c, dnsAddr := h.dnsCluster()
-	all := c.servers()
-	h.waitStable(all, c.ids(), 30*time.Second)
+	c, dnsAddr, all := h.dnsCluster()
 	for _, r := range [][]string{{"web", "10.0.0.1:80", "zone=a"}, {"web", "10.0.0.2:81", "zone=b"},
 		{"web", "[2001:db8::1]:82", "zone=a"}, {"web", "db.example.com:83", "zone=a"}} {
 		h.start("register-"+r[1], append([]string{"register", "-servers", all, "-ttl", "5s"}, r...)...)
@@ -121,9 +121,7 @@ func TestDNS_DigAgainstACluster(t *testing.T) {
 
 func TestDNS_TruncatesToTCPWith200Instances(t *testing.T) {
 	h := newHarness(t)
-	c, dnsAddr := h.dnsCluster()
-	all := c.servers()
-	h.waitStable(all, c.ids(), 30*time.Second)
+	_, dnsAddr, all := h.dnsCluster()
 	cl, err := client.New(strings.Split(all, ",")...)
 	if err != nil {
 		t.Fatal(err)
@@ -168,9 +166,7 @@ func TestDNS_TruncatesToTCPWith200Instances(t *testing.T) {
 
 func TestDNS_NotCaughtUpAnswersServfail(t *testing.T) {
 	h := newHarness(t)
-	c, dnsAddr := h.dnsCluster()
-	all := c.servers()
-	h.waitStable(all, c.ids(), 30*time.Second)
+	c, dnsAddr, all := h.dnsCluster()
 	h.start("register", "register", "-servers", all, "-ttl", "5s", "web", "10.0.0.1:80")
 	a := dnsAddr["n1"]
 	poll(t, 10*time.Second, 50*time.Millisecond, "n1 to answer web", func() (bool, string) {
@@ -199,9 +195,7 @@ func TestDNS_NotCaughtUpAnswersServfail(t *testing.T) {
 
 func TestDNS_HostileInputLeavesTheNodeServing(t *testing.T) {
 	h := newHarness(t)
-	c, dnsAddr := h.dnsCluster()
-	all := c.servers()
-	h.waitStable(all, c.ids(), 30*time.Second)
+	c, dnsAddr, all := h.dnsCluster()
 	h.start("register", "register", "-servers", all, "-ttl", "5s", "web", "10.0.0.1:80")
 	h.waitServices(all, "web", func(ins []instance) bool { return len(ins) == 1 }, "web registered")
 	a := dnsAddr["n1"]
