@@ -78,18 +78,24 @@ func Start(cfg Config, b backend.DiscoveryBackend, log *slog.Logger) (*Server, e
 }
 
 // Listen opens the UDP socket and TCP listener of addr. With port 0 the TCP
-// listener takes the port the UDP socket got.
+// listener takes the port the UDP socket got; if another process holds that
+// port over TCP, it tries another (a few times).
 func Listen(addr string) (net.PacketConn, net.Listener, error) {
-	pc, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		return nil, nil, fmt.Errorf("listen on %s/udp: %w", addr, err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
+	_, port, _ := net.SplitHostPort(addr)
+	for try := 0; ; try++ {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("listen on %s/udp: %w", addr, err)
+		}
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, ln, nil
+		}
 		_ = pc.Close()
-		return nil, nil, fmt.Errorf("listen on %s/tcp: %w", pc.LocalAddr(), err)
+		if port != "0" || try == 9 {
+			return nil, nil, fmt.Errorf("listen on %s/tcp: %w", pc.LocalAddr(), err)
+		}
 	}
-	return pc, ln, nil
 }
 
 // Addr is the address served (the same port over UDP and TCP).
