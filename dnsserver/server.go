@@ -6,8 +6,8 @@
 // docs/dns.md; names.go holds the naming rule, handler.go the answers.
 //
 // DNS has no TLS: the listener is plaintext whatever the node's port is,
-// and cmd/discoverd refuses it beyond loopback without -insecure
-// (docs/SECURITY.md).
+// and cmd/discoverd refuses it beyond loopback without -insecure (which a
+// node with TLS cannot take; docs/SECURITY.md).
 package dnsserver
 
 import (

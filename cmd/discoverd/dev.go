@@ -137,7 +137,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	dnsCfgs := make([]dnsserver.Config, len(dnsAddrs))
 	for i, a := range dnsAddrs {
-		if dnsCfgs[i], err = f.dns.config(a, &f); err != nil {
+		if dnsCfgs[i], err = f.dns.config(a, &f, store != nil); err != nil {
 			closeAll(lns, hlns)
 			closeDNS(0)
 			return err

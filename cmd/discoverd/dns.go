@@ -21,17 +21,19 @@ type dnsFlags struct {
 }
 
 func (f *dnsFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.addr, "dns-addr", "", "host:port to answer DNS queries on, over UDP and TCP (A, AAAA and SRV of the services; plaintext: DNS has no TLS); off when empty. Beyond loopback it needs -insecure, with or without TLS")
+	fs.StringVar(&f.addr, "dns-addr", "", "host:port to answer DNS queries on, over UDP and TCP (A, AAAA and SRV of the services; plaintext: DNS has no TLS); off when empty. Beyond loopback it needs -insecure (so never with TLS)")
 	fs.StringVar(&f.domain, "dns-domain", dnsserver.DefaultDomain, "the DNS zone served on -dns-addr: <name>.service.<domain> and the like; other zones are refused")
 	fs.DurationVar(&f.ttl, "dns-ttl", dnsserver.DefaultTTL, "TTL of the DNS records, whole seconds from 0s to 1h")
 	fs.IntVar(&f.maxConns, "dns-max-conns", dnsserver.DefaultMaxConns, "most TCP connections open at once on -dns-addr (beyond it new ones are closed at once)")
 }
 
 // config checks the flags and returns the listener's configuration, at
-// addr. DNS has no TLS, so beyond loopback it needs -insecure even on a
-// node with TLS: it tells anyone who reaches it every instance's address.
-// The port's -frame-timeout bounds reading a query and writing an answer.
-func (f *dnsFlags) config(addr string, sf *serverFlags) (dnsserver.Config, error) {
+// addr, for a node with (or without) TLS. DNS has no TLS and tells anyone
+// who reaches it every instance's address, so beyond loopback it needs
+// -insecure; a node with TLS files cannot take -insecure, so its DNS stays
+// on loopback. The port's -frame-timeout bounds reading a query and
+// writing an answer.
+func (f *dnsFlags) config(addr string, sf *serverFlags, withTLS bool) (dnsserver.Config, error) {
 	if f.ttl < 0 || f.ttl > dnsserver.MaxTTL || f.ttl%time.Second != 0 {
 		return dnsserver.Config{}, usageErr("-dns-ttl %v: want whole seconds from 0s to %v", f.ttl, dnsserver.MaxTTL)
 	}
@@ -44,6 +46,10 @@ func (f *dnsFlags) config(addr string, sf *serverFlags) (dnsserver.Config, error
 	}
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		return dnsserver.Config{}, usageErr("-dns-addr %q is not host:port: %v", addr, err)
+	}
+	if withTLS && !loopback(addr) {
+		return dnsserver.Config{}, usageErr("-dns-addr %s listens beyond loopback on a node with TLS: DNS has no TLS, so anyone who reaches it "+
+			"would read every instance's address, which TLS keeps to the cluster's clients; listen on loopback and forward to it from a local resolver", addr)
 	}
 	if !sf.tls.insecure && !loopback(addr) {
 		return dnsserver.Config{}, usageErr("-dns-addr %s listens beyond loopback: DNS has no TLS, so anyone who reaches it reads every "+

@@ -11,14 +11,15 @@ import (
 // TestDNS_FlagsAndConfigFileKeys: -dns-addr, -dns-domain, -dns-ttl and
 // -dns-max-conns come from the command line or the config file; the
 // listener takes the port's -frame-timeout; beyond loopback it takes
-// -insecure, TLS or not (DNS has none).
+// -insecure, and a node with TLS (which cannot take -insecure) keeps it on
+// loopback (DNS has no TLS).
 func TestDNS_FlagsAndConfigFileKeys(t *testing.T) {
 	path := writeConfig(t, "n1.yaml", "id: n1\ndns-addr: 127.0.0.1:3111\ndns-domain: Disco.Example\ndns-ttl: 0s\ndns-max-conns: 8\nframe-timeout: 3s\n")
 	f, err := serverFlagsFrom(t, "-config", path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := f.dns.config(f.dns.addr, f)
+	cfg, err := f.dns.config(f.dns.addr, f, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,8 +28,15 @@ func TestDNS_FlagsAndConfigFileKeys(t *testing.T) {
 		t.Fatalf("config %+v from %s", cfg, path)
 	}
 	f.tls.insecure = true
-	if _, err := f.dns.config("0.0.0.0:53", f); err != nil {
+	if _, err := f.dns.config("0.0.0.0:53", f, false); err != nil {
 		t.Fatalf("-dns-addr 0.0.0.0:53 -insecure: %v", err)
+	}
+	f.tls.insecure = false
+	if _, err := f.dns.config("0.0.0.0:53", f, true); err == nil || !strings.Contains(err.Error(), "beyond loopback on a node with TLS") {
+		t.Fatalf("-dns-addr 0.0.0.0:53 on a node with TLS: %v, want it refused", err)
+	}
+	if _, err := f.dns.config("127.0.0.1:53", f, true); err != nil {
+		t.Fatalf("-dns-addr 127.0.0.1:53 on a node with TLS: %v", err)
 	}
 }
 

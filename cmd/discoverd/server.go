@@ -280,7 +280,7 @@ func serve(ctx context.Context, f *serverFlags, cfg server.Config, log *slog.Log
 		return err
 	}
 	defer closeHTTP()
-	if cfg.DNS, err = f.dns.config(f.dns.addr, f); err != nil {
+	if cfg.DNS, err = f.dns.config(f.dns.addr, f, cfg.TLS != nil); err != nil {
 		return err
 	}
 	closeDNS, err := listenDNS(&cfg.DNS)
