@@ -10,13 +10,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"sync/atomic"
 	"time"
 
 	"github.com/discoverd/discoverd/httpapi"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/discoverd/discoverd/internal/connlimit"
 )
 
 // The node's HTTP listener (-http-addr): the HTTP/JSON API under /v1/
@@ -101,7 +102,7 @@ func (c HTTPConfig) withDefaults() HTTPConfig {
 // httpServer is a running HTTP listener.
 type httpServer struct {
 	srv *http.Server
-	ln  *limitListener
+	ln  *connlimit.Listener
 	log *slog.Logger
 	// certRequired: /metrics and /debug/pprof/ need a verified client
 	// certificate (TLS with -tls-verify-clients).
@@ -124,7 +125,7 @@ func (s *Server) startHTTP() error {
 			return fmt.Errorf("listen on %s (-http-addr): %w", cfg.Addr, err)
 		}
 	}
-	h := &httpServer{ln: &limitListener{Listener: ln, max: int64(cfg.MaxConns)}, log: s.log.With("component", "http"), done: make(chan struct{})}
+	h := &httpServer{ln: connlimit.New(ln, cfg.MaxConns), log: s.log.With("component", "http"), done: make(chan struct{})}
 	var serveLn net.Listener = h.ln
 	scheme := "http"
 	if st := s.cfg.TLS; st != nil {
@@ -261,44 +262,4 @@ func (h *httpServer) needCert(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
-}
-
-// limitListener closes, at once, a connection accepted while max are open,
-// as the node's port does over -max-conns.
-type limitListener struct {
-	net.Listener
-	max     int64
-	open    atomic.Int64
-	refused atomic.Uint64
-}
-
-func (l *limitListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		if l.open.Add(1) > l.max {
-			l.open.Add(-1)
-			l.refused.Add(1)
-			_ = c.Close()
-			continue
-		}
-		return &limitConn{Conn: c, l: l}, nil
-	}
-}
-
-// limitConn gives its place back when closed.
-type limitConn struct {
-	net.Conn
-	l    *limitListener
-	once atomic.Bool
-}
-
-func (c *limitConn) Close() error {
-	err := c.Conn.Close()
-	if c.once.CompareAndSwap(false, true) {
-		c.l.open.Add(-1)
-	}
-	return err
 }

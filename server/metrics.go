@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/discoverd/discoverd/fsm"
+	"github.com/discoverd/discoverd/internal/connlimit"
 	"github.com/discoverd/discoverd/internal/histogram"
 	"github.com/discoverd/discoverd/internal/mux"
 )
@@ -76,11 +77,11 @@ func init() {
 // collector reads a node's metrics at scrape time.
 type collector struct {
 	s    *Server
-	http *limitListener
+	http *connlimit.Listener
 	api  *httpapi.API
 }
 
-func newCollector(s *Server, http *limitListener, api *httpapi.API) *collector {
+func newCollector(s *Server, http *connlimit.Listener, api *httpapi.API) *collector {
 	return &collector{s: s, http: http, api: api}
 }
 
@@ -127,11 +128,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(mConns, float64(ms.Raft), "raft")
 	gauge(mConns, float64(ms.Peer), "peer")
 	gauge(mConns, float64(ms.Handshakes), "handshake")
-	gauge(mConns, float64(c.http.open.Load()), "http")
+	gauge(mConns, float64(c.http.Open()), "http")
 	counter(mRefused, ms.RefusedBy[mux.LimitConns], "max-conns")
 	counter(mRefused, ms.RefusedBy[mux.LimitConnsPerIP], "max-conns-per-ip")
 	counter(mRefused, ms.RefusedBy[mux.LimitHandshakes], "max-handshakes")
-	counter(mRefused, c.http.refused.Load(), "http-max-conns")
+	counter(mRefused, c.http.Refused(), "http-max-conns")
 	if s.node == nil {
 		return
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/discoverd/discoverd/backend/etcdstore"
 	"github.com/discoverd/discoverd/backend/raftstore"
+	"github.com/discoverd/discoverd/dnsserver"
 	"github.com/discoverd/discoverd/fsm"
 	"github.com/discoverd/discoverd/internal/mux"
 	"github.com/discoverd/discoverd/internal/rpcconn"
@@ -81,7 +82,9 @@ type Config struct {
 	// Mux bounds the port's connections (its TLS and Authorize come from TLS).
 	Mux mux.Config
 	// HTTP configures the HTTP listener: health, metrics, profiler (http.go).
-	HTTP   HTTPConfig
+	HTTP HTTPConfig
+	// DNS configures the DNS listener (dns.go, package dnsserver).
+	DNS    dnsserver.Config
 	Logger *slog.Logger
 }
 
@@ -107,8 +110,9 @@ type Server struct {
 	peerPool  *rpcconn.Pool
 	deadlines *raftstore.Deadlines
 	journal   *journalWriter
-	etcd      *etcdstore.Store // the etcd backend, instead of all of the above but rpc
-	http      *httpServer      // the HTTP listener, if any (http.go)
+	etcd      *etcdstore.Store  // the etcd backend, instead of all of the above but rpc
+	http      *httpServer       // the HTTP listener, if any (http.go)
+	dns       *dnsserver.Server // the DNS listener, if any (dns.go)
 
 	stopTracker context.CancelFunc
 	stopMembers context.CancelFunc // ends joining and the dead-server cleanup
@@ -308,6 +312,11 @@ func Start(cfg Config) (*Server, error) {
 		_ = s.Kill()
 		return nil, err
 	}
+	// 10. The DNS listener, reading the store.
+	if err := s.startDNS(s.store); err != nil {
+		_ = s.Kill()
+		return nil, err
+	}
 	log.Info("discoverd node started", "id", cfg.Raft.ID, "addr", cfg.Raft.Addr, "listen", ln.Addr().String(), "data_dir", cfg.Raft.DataDir)
 	return s, nil
 }
@@ -414,6 +423,7 @@ func (s *Server) stopServing(ctx context.Context, graceful bool) {
 		_ = s.ln.Close()
 	}
 	s.stopHTTP(ctx, graceful)
+	s.stopDNS(ctx)
 	s.rpc.Shutdown(ctx)
 	s.stopTLS()
 	if s.stopTracker != nil { // a Raft node
@@ -526,6 +536,10 @@ func startEtcd(cfg Config, log *slog.Logger) (*Server, error) {
 		_ = s.rpc.Serve(rpcLn)
 	}()
 	if err := s.startHTTP(); err != nil {
+		_ = s.Kill()
+		return nil, err
+	}
+	if err := s.startDNS(st); err != nil {
 		_ = s.Kill()
 		return nil, err
 	}

@@ -61,7 +61,7 @@ func TestDev_CtrlCStopsCleanlyWithinThreeSeconds(t *testing.T) {
 	for round := range 3 {
 		name := fmt.Sprintf("dev%d", round+1)
 		httpAddr := devAddr(t, 3)
-		p := h.start(name, "dev", "-addr", devAddr(t, 3), "-http-addr", httpAddr, "-data-dir", filepath.Join(h.dir, name+"-data"))
+		p := h.start(name, "dev", "-addr", devAddr(t, 3), "-http-addr", httpAddr, "-dns-addr", devAddr(t, 3), "-data-dir", filepath.Join(h.dir, name+"-data"))
 		poll(t, 30*time.Second, 20*time.Millisecond, name+" to print DISCOVERD=", func() (bool, string) {
 			if p.exited() {
 				t.Fatalf("%s exited before serving:\n%s", name, p.Describe())

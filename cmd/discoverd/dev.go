@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/discoverd/discoverd/dnsserver"
 	"github.com/discoverd/discoverd/internal/tlsutil"
 	"github.com/discoverd/discoverd/raftnode"
 	"github.com/discoverd/discoverd/server"
@@ -21,6 +22,10 @@ import (
 // devHTTPAddr is dev's default -http-addr: the first node's HTTP port; the
 // others take the next ports.
 const devHTTPAddr = "127.0.0.1:2111"
+
+// devDNSAddr is dev's default -dns-addr: the first node's DNS port (UDP and
+// TCP); the others take the next ports.
+const devDNSAddr = "127.0.0.1:3111"
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var f serverFlags
@@ -32,7 +37,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	f.register(fs, false)
 	// Development clusters log only warnings, and serve health and metrics
 	// over HTTP, one port per node.
-	for name, v := range map[string]string{"log-level": "warn", "http-addr": devHTTPAddr} {
+	for name, v := range map[string]string{"log-level": "warn", "http-addr": devHTTPAddr, "dns-addr": devDNSAddr} {
 		_ = fs.Set(name, v)
 		fs.Lookup(name).DefValue = v
 	}
@@ -87,6 +92,10 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	dnsAddrs, err := devPorts("-dns-addr", f.dns.addr, *nodes)
+	if err != nil {
+		return err
+	}
 	// Listen on every port first, so a busy port fails before anything
 	// starts: the nodes' ports, then their HTTP ports.
 	var lns, hlns []net.Listener
@@ -117,6 +126,28 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		hlns = append(hlns, ln)
 	}
+	// And the DNS ports (dns.go), closed with the nodes' ports.
+	dnsClose := make([]func(), len(dnsAddrs))
+	closeDNS := func(from int) {
+		for _, c := range dnsClose[from:] {
+			if c != nil {
+				c()
+			}
+		}
+	}
+	dnsCfgs := make([]dnsserver.Config, len(dnsAddrs))
+	for i, a := range dnsAddrs {
+		if dnsCfgs[i], err = f.dns.config(a, &f, store != nil); err != nil {
+			closeAll(lns, hlns)
+			closeDNS(0)
+			return err
+		}
+		if dnsClose[i], err = listenDNS(&dnsCfgs[i]); err != nil {
+			closeAll(lns, hlns)
+			closeDNS(0)
+			return fmt.Errorf("%w (is another discoverd running? choose another -dns-addr, or -dns-addr \"\" for none)", err)
+		}
+	}
 	var srvs []*server.Server
 	// The cluster stops as a whole: no node hands leadership to another
 	// about to stop, nor logs the others' stop as a failure.
@@ -136,17 +167,21 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if store != nil {
 			if cfg.TLS, err = store(p.ID); err != nil {
 				closeAll(lns[i:], hlns[i:])
+				closeDNS(i)
 				return errors.Join(err, stopAll())
 			}
 		}
 		if cfg.HTTP, err = f.http.config(httpAddrs[i], &f, store != nil); err != nil {
 			closeAll(lns[i:], hlns[i:])
+			closeDNS(i)
 			return errors.Join(err, stopAll())
 		}
 		cfg.HTTP.Listener = hlns[i]
+		cfg.DNS = dnsCfgs[i]
 		srv, err := server.Start(cfg)
 		if err != nil {
 			closeAll(lns[i:], hlns[i:])
+			closeDNS(i)
 			return errors.Join(fmt.Errorf("start %s: %w", p.ID, err), stopAll())
 		}
 		srvs = append(srvs, srv)
@@ -169,6 +204,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			urls = append(urls, scheme+"://"+a)
 		}
 		fmt.Fprintf(stdout, "HTTP API (/v1/), health and metrics (/health/live, /health/ready, /metrics): %s\n", strings.Join(urls, " "))
+	}
+	if dnsAddrs[0] != "" {
+		fmt.Fprintf(stdout, "dns (UDP and TCP, zone %s): %s\n", dnsCfgs[0].Domain, strings.Join(dnsAddrs, " "))
 	}
 	fmt.Fprintf(stdout, "Press Ctrl-C to stop.\n")
 	<-ctx.Done()

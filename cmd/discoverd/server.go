@@ -47,6 +47,7 @@ type serverFlags struct {
 	handshakeTimeout, frameTimeout, idleTimeout   time.Duration
 	storm                                         stormFlags // storm.go
 	http                                          httpFlags  // http.go
+	dns                                           dnsFlags   // dns.go
 }
 
 func (f *serverFlags) register(fs *flag.FlagSet, withIdentity bool) {
@@ -88,6 +89,7 @@ func (f *serverFlags) register(fs *flag.FlagSet, withIdentity bool) {
 	fs.DurationVar(&f.grace, "ttl-grace", time.Second, "extra time a new leader gives every instance, on top of the deadline it learned from the other nodes (or of its TTL), before expiring it")
 	f.storm.register(fs)
 	f.http.register(fs)
+	f.dns.register(fs)
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a stop waits for requests in flight and the leader's handover (Raft then gets 15s more before the process exits anyway)")
 	fs.IntVar(&f.maxFrame, "max-frame", wire.DefaultMaxFrame, "largest client request frame in bytes")
 	fs.Int64Var(&f.maxRestoreSize, "max-restore-size", 1<<30, "largest backup file 'discoverd snapshot restore' may upload, in bytes")
@@ -278,6 +280,14 @@ func serve(ctx context.Context, f *serverFlags, cfg server.Config, log *slog.Log
 		return err
 	}
 	defer closeHTTP()
+	if cfg.DNS, err = f.dns.config(f.dns.addr, f, cfg.TLS != nil); err != nil {
+		return err
+	}
+	closeDNS, err := listenDNS(&cfg.DNS)
+	if err != nil {
+		return err
+	}
+	defer closeDNS()
 	srv, err := server.Start(cfg)
 	if err != nil {
 		return err

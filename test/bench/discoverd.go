@@ -41,6 +41,7 @@ type discoverdCluster struct {
 	ids     []string
 	addrs   []string
 	debug   []string // profiler base URLs (-http-addr with -enable-pprof)
+	dns     []string // -dns-addr of each node (the dns workload)
 	ps      []*proc
 	dataDir string
 	tls     func(addr string) *tls.Config // clients' TLS; nil without
@@ -48,7 +49,7 @@ type discoverdCluster struct {
 }
 
 func (s discoverdSystem) start(ctx context.Context, b *bench, tag string) (cluster, error) {
-	ports, err := testport.Pick(6)
+	ports, err := testport.Pick(9)
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +77,8 @@ func (s discoverdSystem) start(ctx context.Context, b *bench, tag string) (clust
 		httpAddr := fmt.Sprintf("127.0.0.1:%d", ports[3+i])
 		args := []string{"server", "-id", c.ids[i], "-addr", c.addrs[i], "-data-dir", dir,
 			"-peers", strings.Join(peers, ","), "-log-level", "warn",
-			"-http-addr", httpAddr, "-enable-pprof", "-http-max-conns", "4096"}
+			"-http-addr", httpAddr, "-enable-pprof", "-http-max-conns", "4096", "-dns-addr", fmt.Sprintf("127.0.0.1:%d", ports[6+i])}
+		c.dns = append(c.dns, fmt.Sprintf("127.0.0.1:%d", ports[6+i]))
 		scheme := "http"
 		if tlsArgs != nil {
 			args = append(args, tlsArgs(i)...)

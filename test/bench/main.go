@@ -15,6 +15,8 @@
 // instance takes to go away across a leader kill (50 kills, quick 5);
 // -workloads httpapi (not run by default) the HTTP API against the native
 // protocol (httpapi.go).
+// -workloads dns (not run by default either) A queries per second over UDP
+// against one node's -dns-addr (dns.go).
 //
 // Not part of `go test ./...`: it takes minutes and wants the machine to
 // itself. README.md (section "Benchmarks") says what each workload measures.
@@ -51,8 +53,9 @@ var allWorkloads = []string{"registration", "heartbeat", "heartbeat100k", "watch
 
 // optionalWorkloads run only when named in -workloads: removal takes about
 // ten minutes on its own (50 leader kills; README); httpapi compares the
-// HTTP API with the native protocol (httpapi.go).
-var optionalWorkloads = []string{"removal", "httpapi"}
+// HTTP API with the native protocol (httpapi.go); dns measures DNS queries
+// per second (dns.go).
+var optionalWorkloads = []string{"removal", "httpapi", "dns"}
 
 // bench is one run of the command.
 type bench struct {
@@ -290,7 +293,7 @@ func (b *bench) runSystem(ctx context.Context, sys system, workloads map[string]
 		fn   func(context.Context, string, cluster) error
 	}
 	shared := []step{{"registration", b.registration}, {"heartbeat", b.heartbeat}, {"watch", b.watch}, {"idle", b.idle}}
-	fresh := []step{{"heartbeat100k", b.heartbeat100k}, {"failover", b.failover}, {"memory", b.memory}, {"removal", b.removal}, {"replicas", b.replicas}, {"httpapi", b.httpapi}}
+	fresh := []step{{"heartbeat100k", b.heartbeat100k}, {"failover", b.failover}, {"memory", b.memory}, {"removal", b.removal}, {"replicas", b.replicas}, {"httpapi", b.httpapi}, {"dns", b.dns}}
 	if !isDiscoverd(sys.name()) {
 		// heartbeat100k and removal are discoverd's alone (see run).
 		fresh = slices.DeleteFunc(fresh, func(st step) bool { return st.name == "heartbeat100k" || st.name == "removal" })

@@ -1,4 +1,4 @@
-package server
+package connlimit
 
 import (
 	"errors"
@@ -7,15 +7,15 @@ import (
 	"time"
 )
 
-// TestHTTP_LimitListenerClosesConnectionsBeyondTheCap: with max open, a new
+// TestConnLimit_ClosesConnectionsBeyondTheCap: with max open, a new
 // connection is closed at once and counted; closing one frees its place,
 // once however often it is closed.
-func TestHTTP_LimitListenerClosesConnectionsBeyondTheCap(t *testing.T) {
+func TestConnLimit_ClosesConnectionsBeyondTheCap(t *testing.T) {
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &limitListener{Listener: inner, max: 2}
+	l := New(inner, 2)
 	defer l.Close()
 	accepted := make(chan net.Conn, 8)
 	go func() {
@@ -56,17 +56,17 @@ func TestHTTP_LimitListenerClosesConnectionsBeyondTheCap(t *testing.T) {
 	if err == nil || errors.As(err, &ne) && ne.Timeout() {
 		t.Fatalf("a third connection with a cap of 2: read %v, want it closed", err)
 	}
-	if l.refused.Load() != 1 || l.open.Load() != 2 {
-		t.Fatalf("refused %d open %d, want 1 and 2", l.refused.Load(), l.open.Load())
+	if l.Refused() != 1 || l.Open() != 2 {
+		t.Fatalf("refused %d open %d, want 1 and 2", l.Refused(), l.Open())
 	}
 	_ = a.Close()
 	_ = a.Close()
-	if l.open.Load() != 1 {
-		t.Fatalf("open %d after closing one twice, want 1", l.open.Load())
+	if l.Open() != 1 {
+		t.Fatalf("open %d after closing one twice, want 1", l.Open())
 	}
 	dial()
 	next()
-	if l.refused.Load() != 1 || l.open.Load() != 2 {
-		t.Fatalf("refused %d open %d after a place freed, want 1 and 2", l.refused.Load(), l.open.Load())
+	if l.Refused() != 1 || l.Open() != 2 {
+		t.Fatalf("refused %d open %d after a place freed, want 1 and 2", l.Refused(), l.Open())
 	}
 }
