@@ -66,7 +66,9 @@ func TestMembers_JoinLeaveInProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rc.Close()
-	if m, err := rc.GetMeta(ctx, "db", client.MetaOptions{}); err != nil || string(m.Data) != "v" {
+	// A consistent read on the replica: the leader's read index, then the
+	// replica's own state once it has applied it.
+	if m, err := rc.GetMeta(ctx, "db", client.MetaOptions{Consistent: true}); err != nil || string(m.Data) != "v" {
 		t.Fatalf("the replica reads %q, %v", m.Data, err)
 	}
 	for _, s := range []*server.Server{n4, r1} {
