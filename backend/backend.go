@@ -143,3 +143,27 @@ func IsForwarded(ctx context.Context) bool {
 	v, _ := ctx.Value(forwardedKey{}).(bool)
 	return v
 }
+
+// Caller is who made a request, as the interface that received it knows:
+// the credential presented (empty: none), the remote address, and which
+// interface ("native", "http", "dns"). The ACL guard (acl/guard.go) checks
+// the credential; a node forwarding the request to the leader passes the
+// credential on, so the leader checks the caller's rights, never the node's.
+type Caller struct {
+	Token  string
+	Remote string
+	Via    string
+}
+
+type callerKey struct{}
+
+// WithCaller attaches the caller to ctx.
+func WithCaller(ctx context.Context, c Caller) context.Context {
+	return context.WithValue(ctx, callerKey{}, c)
+}
+
+// CallerFrom returns the caller attached to ctx (the zero Caller if none).
+func CallerFrom(ctx context.Context) Caller {
+	c, _ := ctx.Value(callerKey{}).(Caller)
+	return c
+}

@@ -224,6 +224,8 @@ func Status(c codes.Code) int {
 		return http.StatusNotFound
 	case codes.CodeConflict, codes.CodeRefused:
 		return http.StatusConflict
+	case codes.CodePermissionDenied:
+		return http.StatusForbidden
 	case codes.CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
 	case codes.CodeResourceExhausted:

@@ -37,6 +37,7 @@ const (
 	CodeOverloaded        Code = "overloaded"
 	CodeConflict          Code = "conflict"
 	CodeRefused           Code = "refused"
+	CodePermissionDenied  Code = "permission_denied"
 	CodeInternal          Code = "internal"
 )
 
@@ -82,6 +83,10 @@ var (
 	// ErrRefused: the cluster's state does not allow the operation (a
 	// membership change that would lose the quorum, say); nothing changed.
 	ErrRefused = &Error{code: CodeRefused, msg: "refused"}
+	// ErrPermissionDenied: with ACLs on, the caller's token does not allow
+	// the operation (the message names the rule it lacks), or the token is
+	// unknown or expired; nothing changed. Not retryable with the same token.
+	ErrPermissionDenied = &Error{code: CodePermissionDenied, msg: "permission denied"}
 	// ErrInternal: an unexpected server-side failure.
 	ErrInternal = &Error{code: CodeInternal, msg: "internal error"}
 )
@@ -89,7 +94,7 @@ var (
 // sentinels are all of the above.
 var sentinels = []*Error{ErrInvalidArgument, ErrNotFound, ErrNoLeader, ErrNotLeader,
 	ErrUnknownOutcome, ErrStaleNode, ErrNotReady, ErrTooLarge, ErrTimeout, ErrShuttingDown,
-	ErrUnknownMethod, ErrUnavailable, ErrResourceExhausted, ErrOverloaded, ErrConflict, ErrRefused, ErrInternal}
+	ErrUnknownMethod, ErrUnavailable, ErrResourceExhausted, ErrOverloaded, ErrConflict, ErrRefused, ErrPermissionDenied, ErrInternal}
 
 var byCode = map[Code]*Error{}
 
@@ -243,7 +248,7 @@ func NotApplied(err error) bool {
 	switch Of(err) {
 	case CodeInvalidArgument, CodeNotFound, CodeNoLeader, CodeNotLeader, CodeStaleNode, CodeNotReady,
 		CodeTooLarge, CodeShuttingDown, CodeUnknownMethod, CodeUnavailable, CodeResourceExhausted, CodeOverloaded,
-		CodeConflict, CodeRefused:
+		CodeConflict, CodeRefused, CodePermissionDenied:
 		return true
 	}
 	return false

@@ -30,6 +30,7 @@ var all = []struct {
 	{codes.ErrResourceExhausted, "resource_exhausted"},
 	{codes.ErrConflict, "conflict"},
 	{codes.ErrRefused, "refused"},
+	{codes.ErrPermissionDenied, "permission_denied"},
 	{codes.ErrInternal, "internal"},
 }
 
@@ -165,6 +166,7 @@ func TestCodes_RetryableAndNotApplied(t *testing.T) {
 		{codes.ErrConflict, false, true},
 		{codes.Conflict(7, "set"), false, true},
 		{codes.ErrRefused, false, true},
+		{codes.ErrPermissionDenied, false, true},
 		{codes.ErrInternal, false, false},
 		{nil, false, false},
 		{errors.New("anything else"), false, false},

@@ -34,6 +34,10 @@ type Options struct {
 	// Proto is the protocol byte the connection opens with (internal/mux).
 	// Default mux.ConnRPC.
 	Proto byte
+	// Token, if set, gives the credential each request carries in its
+	// header (wire.Header.Token) for a node with ACLs on; called per
+	// request with the request's context. Nil or "": none.
+	Token func(ctx context.Context) string
 }
 
 func (o Options) withDefaults() Options {
@@ -281,7 +285,7 @@ func (c *Conn) Call(ctx context.Context, method string, forwarded bool, req, res
 		return fmt.Errorf("%s: %w", method, err)
 	}
 	sent := time.Now().UnixNano()
-	if err := c.write(&wire.Header{Seq: seq, Method: method, Forwarded: forwarded}, req); err != nil {
+	if err := c.write(&wire.Header{Seq: seq, Method: method, Forwarded: forwarded, Token: c.token(ctx)}, req); err != nil {
 		c.unregister(seq)
 		var ns *errNotSent
 		if errors.As(err, &ns) {
@@ -343,7 +347,7 @@ func (c *Conn) Stream(ctx context.Context, method string, req any) (*Stream, err
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", method, err)
 	}
-	if err := c.write(&wire.Header{Seq: seq, Method: method}, req); err != nil {
+	if err := c.write(&wire.Header{Seq: seq, Method: method, Token: c.token(ctx)}, req); err != nil {
 		c.unregister(seq)
 		return nil, fmt.Errorf("%s to %s: %v: %w", method, c.addr, err, codes.ErrUnavailable)
 	}
@@ -427,3 +431,11 @@ func (s *Stream) Close() {
 }
 
 var errPoolClosed = fmt.Errorf("connection pool closed: %w", codes.ErrShuttingDown)
+
+// token is the credential a request made with ctx carries.
+func (c *Conn) token(ctx context.Context) string {
+	if c.opts.Token == nil {
+		return ""
+	}
+	return c.opts.Token(ctx)
+}

@@ -31,7 +31,7 @@ func newReader(b []byte) *mpack.Reader {
 // omitempty ones only when set.
 func appendHeader(b []byte, h *Header) []byte {
 	n := 1
-	for _, set := range [...]bool{h.Method != "", h.Forwarded, h.Code != "", h.Error != "", h.More, h.Index != 0} {
+	for _, set := range [...]bool{h.Method != "", h.Forwarded, h.Code != "", h.Error != "", h.More, h.Index != 0, h.Token != ""} {
 		if set {
 			n++
 		}
@@ -55,7 +55,11 @@ func appendHeader(b []byte, h *Header) []byte {
 	if h.More {
 		b = mpack.AppendBool(mpack.AppendStr(b, "more"), true)
 	}
-	return mpack.AppendUint(mpack.AppendStr(b, "seq"), h.Seq)
+	b = mpack.AppendUint(mpack.AppendStr(b, "seq"), h.Seq)
+	if h.Token != "" {
+		b = mpack.AppendStr(mpack.AppendStr(b, "token"), h.Token)
+	}
+	return b
 }
 
 func (w *WatchEvents) appendMsgpack(b []byte) []byte {
@@ -121,6 +125,8 @@ func decodeHeader(b []byte, h *Header) (int, error) {
 			h.More, err = r.Bool()
 		case "index":
 			h.Index, err = r.Uint()
+		case "token":
+			h.Token, err = r.Str()
 		default:
 			return false, nil
 		}

@@ -46,6 +46,11 @@ type Header struct {
 	// Index, on a conflict: the index the service's metadata is at now (0
 	// or absent: it has none), so the caller can read again and retry.
 	Index uint64 `codec:"index,omitempty"`
+	// Token, on a request to a node with ACLs on: the caller's credential
+	// ("<accessor id>.<secret>"); absent, the anonymous token's rights
+	// apply. Every request carries its own, and a node forwarding a
+	// request to the leader passes the caller's on unchanged.
+	Token string `codec:"token,omitempty"`
 }
 
 // Err turns a response header's code and message back into an error (a
