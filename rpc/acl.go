@@ -5,19 +5,15 @@ import (
 	"fmt"
 
 	"github.com/discoverd/discoverd/acl"
-	"github.com/discoverd/discoverd/internal/codes"
 	"github.com/discoverd/discoverd/internal/wire"
 )
-
-// errACLOff answers the ACL methods on a node started without -acl.
-var errACLOff = fmt.Errorf("ACLs are off on this node: start every server with -acl (docs/acl.md): %w", codes.ErrRefused)
 
 // acl serves the ACL methods through the guard (acl.Admin), which checks
 // the caller's rights; call delegates to it.
 func (c *conn) acl(ctx context.Context, f *wire.Frame) (any, error) {
 	ad, ok := c.s.be.(acl.Admin)
 	if !ok {
-		return nil, fmt.Errorf("%s: %w", f.Header.Method, errACLOff)
+		return nil, fmt.Errorf("%s: %w", f.Header.Method, acl.ErrOff)
 	}
 	switch f.Header.Method {
 	case wire.MethodACLBootstrap:
