@@ -135,7 +135,7 @@ func TestAPI_StatusOfEveryCode(t *testing.T) {
 		codes.CodeNoLeader: 503, codes.CodeNotLeader: 503, codes.CodeUnknownOutcome: 504, codes.CodeStaleNode: 503,
 		codes.CodeNotReady: 503, codes.CodeTooLarge: 413, codes.CodeTimeout: 504, codes.CodeShuttingDown: 503,
 		codes.CodeUnknownMethod: 501, codes.CodeUnavailable: 503, codes.CodeResourceExhausted: 429,
-		codes.CodeOverloaded: 503, codes.CodeConflict: 409, codes.CodeRefused: 409, codes.CodeInternal: 500}
+		codes.CodeOverloaded: 503, codes.CodeConflict: 409, codes.CodeRefused: 409, codes.CodePermissionDenied: 403, codes.CodeInternal: 500}
 	for _, c := range codes.All() {
 		w, ok := want[c]
 		if !ok {

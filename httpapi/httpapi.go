@@ -3,8 +3,9 @@
 // backend.DiscoveryBackend, for every language and tool that speaks HTTP.
 // It is mounted on the node's HTTP listener (server/http.go), which gives it
 // TLS, connection limits and timeouts; this package adds the per-request
-// rules: body size, wait bounds, CORS, and the slow-consumer rule of
-// streams. Validation and error codes are the native protocol's
+// rules: body size, wait bounds, CORS, the slow-consumer rule of streams,
+// and the caller of each request (its Authorization: Bearer token, for the
+// ACL guard; acl.go). Validation and error codes are the native protocol's
 // (internal/validate, internal/codes): an error is JSON {"code","message"}
 // with the native code and a fitting HTTP status. docs/http.md describes
 // the API; openapi.json (also docs/openapi.json) is its OpenAPI 3.1
@@ -127,7 +128,7 @@ func New(cfg Config, be backend.DiscoveryBackend) *API {
 // is a route's under another method, else 404.
 func (a *API) noRoute(w http.ResponseWriter, r *http.Request) {
 	var allow []string
-	for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodDelete} {
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
 		if _, pattern := a.mux.Handler(&http.Request{Method: m, URL: r.URL, Host: r.Host}); pattern != "/" {
 			allow = append(allow, m)
 		}
@@ -158,6 +159,13 @@ func (a *API) routes() []route {
 		{"GET", "/v1/status", a.status},
 		{"GET", "/v1/members", a.members},
 		{"GET", "/v1/openapi.json", a.openAPI},
+		{"POST", "/v1/acl/bootstrap", a.aclBootstrap},
+		{"GET", "/v1/acl/tokens", a.aclList},
+		{"POST", "/v1/acl/tokens", a.aclCreate},
+		{"GET", "/v1/acl/tokens/{accessor}", a.aclRead},
+		{"PUT", "/v1/acl/tokens/{accessor}", a.aclUpdate},
+		{"DELETE", "/v1/acl/tokens/{accessor}", a.aclDelete},
+		{"GET", "/v1/acl/whoami", a.aclWhoAmI},
 	}
 }
 
@@ -174,7 +182,8 @@ func (a *API) Routes() []Route {
 // answer shutting_down.
 func (a *API) Stop() { a.cancel() }
 
-// ServeHTTP serves the API: CORS first, then the body limit, then the route.
+// ServeHTTP serves the API: CORS first, then the caller (its token) into
+// the request's context, then the body limit, then the route.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if o := a.cfg.CORSOrigin; o != "" && r.Header.Get("Origin") != "" {
 		if o == "*" || r.Header.Get("Origin") == o {
@@ -184,13 +193,18 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				w.Header().Add("Vary", "Origin")
 			}
 			if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
-				w.Header().Set("Access-Control-Allow-Methods", "GET, PUT, DELETE")
-				w.Header().Set("Access-Control-Allow-Headers", "Content-Type, Last-Event-ID")
+				w.Header().Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE")
+				w.Header().Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Last-Event-ID")
 				w.Header().Set("Access-Control-Max-Age", "600")
 				w.WriteHeader(http.StatusNoContent)
 				return
 			}
 		}
+	}
+	r, err := withCaller(r)
+	if err != nil {
+		writeErr(w, err)
+		return
 	}
 	if r.Body != nil {
 		r.Body = http.MaxBytesReader(w, r.Body, a.cfg.MaxBody)
@@ -463,12 +477,18 @@ func named(w http.ResponseWriter, r *http.Request, parse func() error) (string, 
 // It returns the index of the change, which the answer's read must reach.
 // A watch resumed after index tells of every change after it (and a
 // current marker once caught up, which is no change), or of lost history
-// with a resync, which wakes the query too.
+// with a resync, which wakes the query too. A service the caller may not
+// read (with ACLs on) is answered as a read answers it, without instances:
+// the query waits as on a service that never changes, and says nothing of
+// it.
 func (a *API) waitChange(ctx context.Context, name string, index uint64, wait time.Duration) (uint64, error) {
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	st, err := a.be.Subscribe(wctx, name, index, 0)
 	if err != nil {
+		if unreadable(err) {
+			<-wctx.Done()
+		}
 		if ctx.Err() == nil && wctx.Err() != nil {
 			return 0, nil
 		}
@@ -478,6 +498,11 @@ func (a *API) waitChange(ctx context.Context, name string, index uint64, wait ti
 	for {
 		evs, err := st.Next(wctx)
 		if err != nil {
+			if unreadable(err) {
+				// The token lost the right while waiting: the read
+				// after answers as for a service it may not read.
+				return 0, nil
+			}
 			if ctx.Err() == nil && wctx.Err() != nil {
 				return 0, nil
 			}
