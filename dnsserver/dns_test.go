@@ -24,11 +24,14 @@ type fakeBackend struct {
 	services map[string][]backend.Instance
 	meta     map[string]bool
 	behind   atomic.Bool // not caught up
+	caller   atomic.Pointer[backend.Caller]
 }
 
 func (f *fakeBackend) CaughtUp() bool { return !f.behind.Load() }
 
-func (f *fakeBackend) List(_ context.Context, name string, opts backend.ListOptions) (uint64, []backend.Instance, error) {
+func (f *fakeBackend) List(ctx context.Context, name string, opts backend.ListOptions) (uint64, []backend.Instance, error) {
+	c := backend.CallerFrom(ctx)
+	f.caller.Store(&c)
 	var out []backend.Instance
 	for _, in := range f.services[name] {
 		ok := true

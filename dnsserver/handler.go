@@ -12,6 +12,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/discoverd/discoverd/backend"
+	"github.com/discoverd/discoverd/internal/codes"
 )
 
 // maxUDPSize caps the EDNS0 buffer size a client may ask for (the DNS
@@ -25,26 +26,49 @@ type readGate interface {
 	CaughtUp() bool
 }
 
+// unwrapper is a backend wrapping another (the ACL guard).
+type unwrapper interface {
+	Unwrap() backend.DiscoveryBackend
+}
+
+// readGateOf is the read gate of b, or of the backend b wraps (the ACL
+// guard's Unwrap), if it has one.
+func readGateOf(b backend.DiscoveryBackend) readGate {
+	for b != nil {
+		if g, ok := b.(readGate); ok {
+			return g
+		}
+		u, ok := b.(unwrapper)
+		if !ok {
+			break
+		}
+		b = u.Unwrap()
+	}
+	return nil
+}
+
 // errNotCaughtUp: the node has not caught up since it started.
 var errNotCaughtUp = errors.New("node has not caught up with the cluster since it started")
 
 // handler answers queries from the local state.
 type handler struct {
-	cfg Config // with defaults
-	b   backend.DiscoveryBackend
-	log *slog.Logger
+	cfg  Config // with defaults
+	b    backend.DiscoveryBackend
+	gate readGate // nil: none
+	log  *slog.Logger
 }
 
 func (h *handler) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	_, tcp := w.RemoteAddr().(*net.TCPAddr)
-	m := h.answer(r, tcp)
+	m := h.answer(r, tcp, w.RemoteAddr().String())
 	if err := w.WriteMsg(m); err != nil {
 		h.log.Debug("write answer", "remote", w.RemoteAddr().String(), "err", err)
 	}
 }
 
-// answer builds the reply to r, truncated to what the transport carries.
-func (h *handler) answer(r *dns.Msg, tcp bool) *dns.Msg {
+// answer builds the reply to r from remote, truncated to what the
+// transport carries.
+func (h *handler) answer(r *dns.Msg, tcp bool, remote string) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetReply(r)
 	m.RecursionAvailable = false
@@ -89,9 +113,19 @@ func (h *handler) answer(r *dns.Msg, tcp bool) *dns.Msg {
 	case kindAddr:
 		m.Answer = h.ipRecords(q.Name, pq.ip, q.Qtype)
 	case kindService:
-		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.QueryTimeout)
+		// DNS carries no token: a query has the anonymous token's rights
+		// when ACLs are on (the backend is then the guard).
+		ctx, cancel := context.WithTimeout(backend.WithCaller(context.Background(), backend.Caller{Remote: remote, Via: "dns"}), h.cfg.QueryTimeout)
 		defer cancel()
 		ins, found, err := h.lookup(ctx, pq)
+		if errors.Is(err, codes.ErrPermissionDenied) {
+			// Before acl bootstrap the guard denies every read: a
+			// refusal, for policy, not a failure of the node.
+			h.log.Debug("dns query refused", "name", pq.name, "remote", remote, "err", err)
+			m.Authoritative = false
+			m.Rcode = dns.RcodeRefused
+			return m
+		}
 		if err != nil {
 			h.log.Debug("dns lookup failed", "name", pq.name, "err", err)
 			m.Rcode = dns.RcodeServerFailure
@@ -135,11 +169,13 @@ func (h *handler) soa() dns.RR {
 
 // lookup returns a service's instances (with the query's filter), and
 // whether the service exists: it has instances (filtered out or not) or
-// metadata. A name that matches no service exactly is matched ignoring
+// metadata. Through the ACL guard, a service the caller may not read has
+// no instances, is left out of Services and has no metadata, so it is
+// found no more than a service that does not exist: NXDOMAIN alike. A name that matches no service exactly is matched ignoring
 // case, since resolvers may change the case of a name (DNS names are
 // case-insensitive; discoverd's service names are not).
 func (h *handler) lookup(ctx context.Context, q query) ([]backend.Instance, bool, error) {
-	if g, ok := h.b.(readGate); ok && !g.CaughtUp() {
+	if h.gate != nil && !h.gate.CaughtUp() {
 		return nil, false, errNotCaughtUp
 	}
 	var attrs map[string]string

@@ -53,7 +53,7 @@ func Start(cfg Config, b backend.DiscoveryBackend, log *slog.Logger) (*Server, e
 			return nil, err
 		}
 	}
-	h := &handler{cfg: cfg, b: b, log: log}
+	h := &handler{cfg: cfg, b: b, gate: readGateOf(b), log: log}
 	s := &Server{ln: connlimit.New(ln, cfg.MaxConns), udpAddr: pc.LocalAddr()}
 	idle := func() time.Duration { return cfg.IdleTimeout }
 	s.udp = &dns.Server{PacketConn: pc, Handler: h, UDPSize: dns.MaxMsgSize, ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout}

@@ -9,7 +9,8 @@ import (
 
 // startDNS starts the DNS listener (-dns-addr, package dnsserver) if the
 // configuration asks for one, over b: the Raft store, whose read gate it
-// respects, or the etcd store. It runs once the node is built.
+// respects, the ACL guard over it (-acl: DNS then has the anonymous
+// token's rights), or the etcd store. It runs once the node is built.
 func (s *Server) startDNS(b backend.DiscoveryBackend) error {
 	if !s.cfg.DNS.Enabled() {
 		return nil
