@@ -12,6 +12,8 @@ import (
 	"net/http/pprof"
 	"time"
 
+	"github.com/discoverd/discoverd/acl"
+	"github.com/discoverd/discoverd/backend"
 	"github.com/discoverd/discoverd/httpapi"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -28,7 +30,10 @@ import (
 // client certificate is verified when one is given, and /metrics and
 // /debug/pprof/ require one unless clients need none on the port either
 // (-tls-verify-clients=false), and so does /v1/, while /health/* answer without one
-// (Kubernetes probes have none). What a connection can hold is bounded: a
+// (Kubernetes probes have none). With ACLs on (-acl), /metrics and
+// /debug/pprof/ also need "Authorization: Bearer <token>" of a token with
+// operator read (needOperator), and /v1/ checks each request's token
+// through the guard; /health/* stay open. What a connection can hold is bounded: a
 // cap on connections open at once (over it a new one is closed at once),
 // deadlines for the TLS handshake and the request header, for the whole
 // request, for the response, and for an idle kept-alive connection, and a
@@ -152,15 +157,14 @@ func (s *Server) startHTTP() error {
 		writeJSON(w, http.StatusOK, map[string]any{"live": true})
 	})
 	mux.HandleFunc("GET /health/ready", s.serveReady)
-	mux.Handle("GET /metrics", h.needCert(promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-		ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelWarn), MaxRequestsInFlight: 4})))
+	mux.Handle("GET /metrics", h.needCert(needOperator(s.guard, "reading the metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelWarn), MaxRequestsInFlight: 4}))))
 	mux.Handle("/v1/", h.needCert(h.api))
 	if cfg.Pprof {
-		mux.Handle("/debug/pprof/", h.needCert(http.HandlerFunc(pprof.Index)))
-		mux.Handle("/debug/pprof/cmdline", h.needCert(http.HandlerFunc(pprof.Cmdline)))
-		mux.Handle("/debug/pprof/profile", h.needCert(http.HandlerFunc(pprof.Profile)))
-		mux.Handle("/debug/pprof/symbol", h.needCert(http.HandlerFunc(pprof.Symbol)))
-		mux.Handle("/debug/pprof/trace", h.needCert(http.HandlerFunc(pprof.Trace)))
+		for path, f := range map[string]http.HandlerFunc{"/debug/pprof/": pprof.Index, "/debug/pprof/cmdline": pprof.Cmdline,
+			"/debug/pprof/profile": pprof.Profile, "/debug/pprof/symbol": pprof.Symbol, "/debug/pprof/trace": pprof.Trace} {
+			mux.Handle(path, h.needCert(needOperator(s.guard, "using the profiler", f)))
+		}
 	}
 	h.srv = &http.Server{
 		Handler:           mux,
@@ -180,7 +184,8 @@ func (s *Server) startHTTP() error {
 		}
 	}()
 	s.http = h
-	h.log.Info("serving HTTP", "addr", scheme+"://"+ln.Addr().String(), "pprof", cfg.Pprof, "client_cert_for_metrics", h.certRequired)
+	h.log.Info("serving HTTP", "addr", scheme+"://"+ln.Addr().String(), "pprof", cfg.Pprof, "client_cert_for_metrics", h.certRequired,
+		"token_for_metrics", s.guard != nil)
 	return nil
 }
 
@@ -257,5 +262,44 @@ func (h *httpServer) needCert(next http.Handler) http.Handler {
 			return
 		}
 		next.ServeHTTP(w, r)
+	})
+}
+
+// needOperator wraps a handler that, with ACLs on (g not nil), only a
+// caller whose token has operator read may use: /metrics and the
+// profiler, which are no backend call for the guard to check. The token
+// comes as for the API, "Authorization: Bearer <accessor id>.<secret>"
+// (none: the anonymous token). No token, or one that is unknown, expired
+// or malformed, is 401 with a Bearer challenge; a token without the rule
+// is 403; a header not of the Bearer form is 400.
+func needOperator(g *acl.Guard, what string, next http.Handler) http.Handler {
+	if g == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, err := httpapi.BearerToken(r)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		ctx := backend.WithCaller(r.Context(), backend.Caller{Token: tok, Remote: r.RemoteAddr, Via: "http"})
+		err = g.CheckOperator(ctx, what, acl.Read)
+		if err == nil {
+			next.ServeHTTP(w, r.WithContext(ctx))
+			return
+		}
+		msg := err.Error() + "; with ACLs on, " + r.URL.Path + " needs Authorization: Bearer <token> of a token with operator read " +
+			"(Prometheus: authorization: credentials_file:, docs/metrics.md); only /health/live and /health/ready answer without one"
+		var de *acl.DeniedError
+		if tok != "" && errors.As(err, &de) {
+			http.Error(w, msg, http.StatusForbidden)
+			return
+		}
+		challenge := `Bearer realm="discoverd"`
+		if tok != "" {
+			challenge += `, error="invalid_token"`
+		}
+		w.Header().Set("WWW-Authenticate", challenge)
+		http.Error(w, msg, http.StatusUnauthorized)
 	})
 }
