@@ -38,16 +38,31 @@ type aclCluster struct {
 
 func startACLCluster(t *testing.T) *aclCluster {
 	t.Helper()
+	return startACLClusterWith(t, nil, nil)
+}
+
+// startACLClusterWith is startACLCluster with extra flags for each node,
+// and before (if not nil) called once a leader is known, before the
+// bootstrap.
+func startACLClusterWith(t *testing.T, args func(nd *node) []string, before func(ac *aclCluster)) *aclCluster {
+	t.Helper()
 	h := newHarness(t)
 	ports := freePorts(t, 3)
 	ac := &aclCluster{h: h, http: map[string]string{}}
 	ac.c = h.startClusterWith(3, func(nd *node) []string {
 		i := int(nd.id[1] - '1')
 		ac.http[nd.id] = fmt.Sprintf("127.0.0.1:%d", ports[i])
-		return []string{"-acl", "-http-addr", ac.http[nd.id]}
+		more := []string{"-acl", "-http-addr", ac.http[nd.id]}
+		if args != nil {
+			more = append(more, args(nd)...)
+		}
+		return more
 	})
 	// Bootstrap through a follower: it forwards to the leader.
 	leader := ac.leader(t)
+	if before != nil {
+		before(ac)
+	}
 	var via *node
 	for _, nd := range ac.c.nodes {
 		if nd.id != leader {
