@@ -79,6 +79,7 @@ func startACLClusterWith(t *testing.T, args func(nd *node) []string, before func
 		t.Fatalf("bootstrap answered %+v", res)
 	}
 	ac.mgmt = res.Secret
+	ac.waitKnown(t, ac.mgmt)
 	return ac
 }
 
@@ -123,7 +124,22 @@ func (ac *aclCluster) create(t *testing.T, desc string, expires time.Duration, r
 	if err := ac.call(ac.mgmt, ac.c.nodes[0].addr, wire.MethodACLTokenCreate, req, &res); err != nil {
 		t.Fatalf("create %s: %v", desc, err)
 	}
+	ac.waitKnown(t, res.Secret)
 	return res
+}
+
+// waitKnown waits until every node resolves token. A node checks tokens
+// against its own copy, and the answer to a create comes once the leader
+// has applied it: a node still behind refuses the new token for a moment.
+func (ac *aclCluster) waitKnown(t *testing.T, token string) {
+	t.Helper()
+	for _, nd := range ac.c.nodes {
+		poll(t, 10*time.Second, 20*time.Millisecond, nd.id+" to know a new token", func() (bool, string) {
+			var me wire.ACLWhoAmIResponse
+			err := ac.call(token, nd.addr, wire.MethodACLWhoAmI, &wire.Empty{}, &me)
+			return err == nil, fmt.Sprint(err)
+		})
+	}
 }
 
 // httpDo makes one HTTP API call with token (none if "") and returns the
@@ -210,6 +226,8 @@ func TestACL_NativeAndHTTPAgree(t *testing.T) {
 	// Each case runs on the native port and on the HTTP API of another
 	// node, each over its own instance (the HTTP one's port has a 0 more),
 	// so both must succeed alike; a service registered in both has two.
+	// Reads are consistent: a node may not have applied the last write
+	// yet, and the counts must not depend on which node answers.
 	for i, cs := range cases {
 		node := ac.c.nodes[i%3]
 		hnode := ac.c.nodes[(i+1)%3].id
@@ -234,14 +252,14 @@ func TestACL_NativeAndHTTPAgree(t *testing.T) {
 			st, hcode, _ = ac.httpDo(t, tok, hnode, "PUT", "/v1/services/"+cs.service+"/instances/"+url.PathEscape("10.0.0.1:800")+"/heartbeat", map[string]any{})
 		case "list":
 			var lr wire.ListResponse
-			nerr = ac.call(tok, node.addr, wire.MethodList, &wire.ListRequest{Name: cs.service}, &lr)
+			nerr = ac.call(tok, node.addr, wire.MethodList, &wire.ListRequest{Name: cs.service, Consistent: true}, &lr)
 			ncount = len(lr.Instances)
-			st, hcode, body = ac.httpDo(t, tok, hnode, "GET", "/v1/services/"+cs.service, nil)
+			st, hcode, body = ac.httpDo(t, tok, hnode, "GET", "/v1/services/"+cs.service+"?consistent", nil)
 		case "services":
 			var sr wire.ServicesResponse
-			nerr = ac.call(tok, node.addr, wire.MethodServices, &wire.ServicesRequest{}, &sr)
+			nerr = ac.call(tok, node.addr, wire.MethodServices, &wire.ServicesRequest{Consistent: true}, &sr)
 			ncount = len(sr.Services)
-			st, hcode, body = ac.httpDo(t, tok, hnode, "GET", "/v1/services", nil)
+			st, hcode, body = ac.httpDo(t, tok, hnode, "GET", "/v1/services?consistent", nil)
 		case "status":
 			nerr = ac.call(tok, node.addr, wire.MethodStatus, &wire.Empty{}, &wire.StatusResponse{})
 			st, hcode, _ = ac.httpDo(t, tok, hnode, "GET", "/v1/status", nil)
