@@ -64,11 +64,17 @@ func isToken68(s string) bool {
 }
 
 // withCaller puts the request's caller in its context: the token of its
-// Authorization header, its remote address, and "http".
-func withCaller(r *http.Request) (*http.Request, error) {
-	tok, err := BearerToken(r)
-	if err != nil {
-		return r, err
+// Authorization header, its remote address, and "http". With ACLs off
+// (the backend is no guard) the header is not looked at: a proxy in front
+// of the node may use it for its own scheme (Basic), as it did before
+// ACLs existed.
+func (a *API) withCaller(r *http.Request) (*http.Request, error) {
+	var tok string
+	if _, on := a.be.(acl.Admin); on {
+		var err error
+		if tok, err = BearerToken(r); err != nil {
+			return r, err
+		}
 	}
 	return r.WithContext(backend.WithCaller(r.Context(), backend.Caller{Token: tok, Remote: r.RemoteAddr, Via: "http"})), nil
 }

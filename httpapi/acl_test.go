@@ -581,8 +581,10 @@ func TestACL_RoutesRefusedWhenOff(t *testing.T) {
 			t.Errorf("%s %s: %s, want the native port's message", r.Method, path, body)
 		}
 	}
-	if code, body := fx.do(t, "GET", "/v1/services", "", "Bearer whatever"); code != 200 {
-		t.Errorf("a token on a node without ACLs: %d %s", code, body)
+	for _, auth := range []string{"Bearer whatever", "Basic dXNlcjpwYXNz", ""} {
+		if code, body := fx.do(t, "GET", "/v1/services", "", auth); code != 200 {
+			t.Errorf("Authorization %q on a node without ACLs: %d %s", auth, code, body)
+		}
 	}
 }
 

@@ -201,7 +201,7 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	r, err := withCaller(r)
+	r, err := a.withCaller(r)
 	if err != nil {
 		writeErr(w, err)
 		return
