@@ -474,3 +474,35 @@ func TestClient_SetStopClosesEverySubscriberOnce(t *testing.T) {
 		t.Fatalf("a subscriber after the stop got %v, want the last state [a:1] and a closed channel", got)
 	}
 }
+
+// A watch whose server ends the stream with an error no other server can
+// fix returns it from Next at once; it neither retries it elsewhere nor
+// takes it for a silent server (the stream idle timeout's context is
+// cancelled once Recv returns, whatever it returned).
+func TestClient_WatchReturnsAFinalStreamErrorAtOnce(t *testing.T) {
+	failing, live := newFakeServer(t, false, codes.CodeInternal), newFakeServer(t, false, "")
+	c := newTestClient(t, Config{Servers: []string{failing.addr, live.addr}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	w, err := c.Watch(ctx, "svc", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	start := time.Now()
+	if e, err := w.Next(ctx); !errors.Is(err, codes.ErrInternal) {
+		t.Fatalf("Next = %+v, %v; want the server's internal error", e, err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("Next failed after %v, want at once", took)
+	}
+	if n, m := len(failing.requests()), len(live.requests()); n != 1 || m != 0 {
+		t.Fatalf("failing server got %d watches, live %d; want 1 and 0", n, m)
+	}
+	c.mu.Lock()
+	avoided := len(c.avoid)
+	c.mu.Unlock()
+	if avoided != 0 {
+		t.Fatalf("%d servers avoided: an answer is not silence", avoided)
+	}
+}
