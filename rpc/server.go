@@ -128,7 +128,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		if err != nil {
 			return err
 		}
-		c := &conn{s: s, nc: nc, w: wire.NewFrameWriter(nc, s.cfg.WriteTimeout), streams: map[uint64]context.CancelFunc{},
+		c := &conn{s: s, nc: nc, remote: nc.RemoteAddr().String(), w: wire.NewFrameWriter(nc, s.cfg.WriteTimeout), streams: map[uint64]context.CancelFunc{},
 			sem: make(chan struct{}, s.cfg.MaxInFlight)}
 		c.lastFrame.Store(time.Now().UnixNano())
 		s.mu.Lock()
@@ -187,8 +187,9 @@ func (s *Server) Shutdown(ctx context.Context) {
 
 // conn is one client connection.
 type conn struct {
-	s  *Server
-	nc net.Conn
+	s      *Server
+	nc     net.Conn
+	remote string // nc's remote address
 
 	w *wire.FrameWriter
 
@@ -348,6 +349,16 @@ func (c *conn) serve() {
 	c.dropUpload()
 }
 
+// callerContext marks ctx with who sent f: its token and this
+// connection's remote address (for the ACL guard and its audit lines), and
+// whether a node forwarded it.
+func (c *conn) callerContext(ctx context.Context, f *wire.Frame) context.Context {
+	if f.Header.Forwarded {
+		ctx = backend.WithForwarded(ctx)
+	}
+	return backend.WithCaller(ctx, backend.Caller{Token: f.Header.Token, Remote: c.remote, Via: "native"})
+}
+
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
@@ -421,9 +432,7 @@ func (c *conn) cancelStream(seq uint64) {
 
 func (c *conn) handle(ctx context.Context, f *wire.Frame) {
 	seq := f.Header.Seq
-	if f.Header.Forwarded {
-		ctx = backend.WithForwarded(ctx)
-	}
+	ctx = c.callerContext(ctx, f)
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, c.s.cfg.RequestTimeout)
 	defer cancel()
@@ -560,6 +569,9 @@ func (c *conn) call(ctx context.Context, f *wire.Frame) (any, error) {
 		return &st, err
 	case wire.MethodSnapshotSave, wire.MethodSnapshotRestoreBegin, wire.MethodSnapshotRestoreChunk, wire.MethodSnapshotRestoreCommit:
 		return c.snapshot(ctx, f)
+	case wire.MethodACLBootstrap, wire.MethodACLTokenCreate, wire.MethodACLTokenUpdate, wire.MethodACLTokenDelete,
+		wire.MethodACLTokenRead, wire.MethodACLTokenList, wire.MethodACLWhoAmI:
+		return c.acl(ctx, f)
 	case wire.MethodNodeInfo:
 		var req wire.NodeInfoRequest
 		if err := f.DecodeRequest(&req); err != nil {
@@ -575,9 +587,7 @@ func (c *conn) call(ctx context.Context, f *wire.Frame) (any, error) {
 // the client cancels, the connection ends or the backend fails.
 func (c *conn) watch(ctx context.Context, f *wire.Frame) {
 	seq := f.Header.Seq
-	if f.Header.Forwarded {
-		ctx = backend.WithForwarded(ctx)
-	}
+	ctx = c.callerContext(ctx, f)
 	start := time.Now()
 	var req wire.WatchRequest
 	err := f.DecodeRequest(&req)

@@ -85,7 +85,7 @@ func (c *conn) snapshot(ctx context.Context, f *wire.Frame) (any, error) {
 		if err := f.DecodeRequest(&req); err != nil {
 			return nil, err
 		}
-		return nil, c.saveSnapshot(sn, f.Header.Seq)
+		return nil, c.saveSnapshot(ctx, sn, f.Header.Seq)
 	case wire.MethodSnapshotRestoreBegin:
 		var req wire.SnapshotRestoreBeginRequest
 		if err := f.DecodeRequest(&req); err != nil {
@@ -108,16 +108,17 @@ func (c *conn) snapshot(ctx context.Context, f *wire.Frame) (any, error) {
 }
 
 // longContext is the context of a save or a restore: not the request
-// timeout's, but SnapshotConfig.Timeout's, and the server's stop.
-func (c *conn) longContext() (context.Context, context.CancelFunc) {
+// timeout's, but SnapshotConfig.Timeout's, and the server's stop; it keeps
+// the caller of the request that began it (req), for the ACL guard.
+func (c *conn) longContext(req context.Context) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithTimeout(c.s.ctx, c.s.cfg.Snapshot.Timeout)
-	return ctx, cancel
+	return backend.WithCaller(ctx, backend.CallerFrom(req)), cancel
 }
 
 // saveSnapshot streams a backup file from the backend in frames of
 // wire.SnapshotChunkSize. handle sends the final frame: success when the
 // whole file went out, or the error.
-func (c *conn) saveSnapshot(sn backend.Snapshotter, seq uint64) error {
+func (c *conn) saveSnapshot(req context.Context, sn backend.Snapshotter, seq uint64) error {
 	snaps := &c.s.snaps
 	snaps.mu.Lock()
 	if snaps.saving >= maxSaves {
@@ -131,7 +132,7 @@ func (c *conn) saveSnapshot(sn backend.Snapshotter, seq uint64) error {
 		snaps.saving--
 		snaps.mu.Unlock()
 	}()
-	ctx, cancel := c.longContext()
+	ctx, cancel := c.longContext(req)
 	defer cancel()
 	file, err := sn.SaveSnapshot(ctx)
 	if err != nil {
@@ -186,7 +187,7 @@ func (c *conn) beginRestore(ctx context.Context, sn backend.Snapshotter, req *wi
 		c.s.snaps.done()
 		return nil, fmt.Errorf("make a file for the upload: %v: %w", err, codes.ErrInternal)
 	}
-	uctx, stop := c.longContext()
+	uctx, stop := c.longContext(ctx)
 	u := &upload{s: c.s, size: int64(req.Size), bump: req.BumpIndex, ctx: uctx, stop: stop, file: file}
 	u.timer = time.AfterFunc(cfg.Timeout, func() { c.takeUpload(u).drop() })
 	c.mu.Lock()

@@ -136,11 +136,7 @@ func (s *Server) startHTTP() error {
 	// The HTTP/JSON API, over the node's backend like the native port.
 	apiCfg := cfg.API
 	apiCfg.Logger = h.log
-	if s.etcd != nil {
-		h.api = httpapi.New(apiCfg, s.etcd)
-	} else {
-		h.api = httpapi.New(apiCfg, s.store)
-	}
+	h.api = httpapi.New(apiCfg, s.be)
 	// A registry per server, not the global one: a process may run
 	// several nodes (discoverd dev, tests).
 	reg := prometheus.NewRegistry()

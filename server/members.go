@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/discoverd/discoverd/backend"
 	"github.com/discoverd/discoverd/internal/codes"
 	"github.com/discoverd/discoverd/internal/wire"
 	"github.com/discoverd/discoverd/raftnode"
@@ -41,6 +42,7 @@ func Joining(cfg Config) bool {
 // new one; a restarted node told -peers that differ from the
 // configuration says that they are ignored.
 func (s *Server) reconcileMembership(ctx context.Context, fresh bool) {
+	ctx = s.selfCaller(ctx)
 	ms, err := s.node.Configuration()
 	if err != nil {
 		return
@@ -99,7 +101,10 @@ func (s *Server) askMembers(ctx context.Context, what string, via []string, req 
 				return
 			}
 			errs = append(errs, fmt.Errorf("%s: %w", a, err))
-			if errors.Is(err, codes.ErrRefused) || errors.Is(err, codes.ErrInvalidArgument) {
+			if errors.Is(err, codes.ErrPermissionDenied) {
+				err = fmt.Errorf("%w (with ACLs on, give this node a token with operator write: -acl-token)", err)
+			}
+			if errors.Is(err, codes.ErrRefused) || errors.Is(err, codes.ErrInvalidArgument) || errors.Is(err, codes.ErrPermissionDenied) {
 				break // the leader answered: asking another node gets the same answer
 			}
 		}
@@ -111,6 +116,12 @@ func (s *Server) askMembers(ctx context.Context, what string, via []string, req 
 		}
 		pause = min(2*pause, joinRetryMax)
 	}
+}
+
+// selfCaller marks ctx as this node's own call, with its -acl-token: a
+// membership change it asks for on its own behalf.
+func (s *Server) selfCaller(ctx context.Context) context.Context {
+	return backend.WithCaller(ctx, backend.Caller{Token: s.cfg.ACLToken, Remote: s.cfg.Raft.Addr, Via: "node"})
 }
 
 func samePeers(peers []raftnode.Peer, ms []raftnode.Member) bool {
@@ -130,6 +141,7 @@ func samePeers(peers []raftnode.Peer, ms []raftnode.Member) bool {
 // would not hold a quorum of healthy ones; the node then stops as a
 // member, and says so.
 func (s *Server) leave(ctx context.Context) {
+	ctx = s.selfCaller(ctx)
 	resp, err := s.store.ChangeMember(ctx, wire.ChangeMemberRequest{Op: wire.MemberRemove, ID: s.cfg.Raft.ID})
 	if err != nil {
 		s.log.Error("-leave-on-stop: could not leave the cluster; stopping as a member (remove it with discoverd members remove)", "err", err)

@@ -19,6 +19,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/discoverd/discoverd/acl"
+	"github.com/discoverd/discoverd/backend"
 	"github.com/discoverd/discoverd/backend/etcdstore"
 	"github.com/discoverd/discoverd/backend/raftstore"
 	"github.com/discoverd/discoverd/dnsserver"
@@ -79,6 +81,14 @@ type Config struct {
 	// DeadServerAfter, if positive, makes the leader remove a member that
 	// has failed for longer (backend/raftstore/cleanup.go).
 	DeadServerAfter time.Duration
+	// ACL turns access control on (server -acl, docs/acl.md): every call
+	// on every interface is checked against the caller's token, default
+	// deny. The Raft store only.
+	ACL bool
+	// ACLToken is the token this node presents for its own calls to the
+	// cluster — asking to join, leaving on stop, an address change — which
+	// need operator write when ACLs are on.
+	ACLToken string
 	// Mux bounds the port's connections (its TLS and Authorize come from TLS).
 	Mux mux.Config
 	// HTTP configures the HTTP listener: health, metrics, profiler (http.go).
@@ -105,7 +115,11 @@ type Server struct {
 	tracker *ttl.Tracker
 	store   *raftstore.Store
 	rpc     *rpc.Server
-	pool    *rpcconn.Pool
+	// be is what clients reach on every interface: the store, or with
+	// ACLs on the guard over it.
+	be    backend.DiscoveryBackend
+	guard *acl.Guard
+	pool  *rpcconn.Pool
 	// peerPool dials the other nodes' peer protocol; deadlines serves it.
 	peerPool  *rpcconn.Pool
 	deadlines *raftstore.Deadlines
@@ -180,6 +194,9 @@ func Start(cfg Config) (*Server, error) {
 	switch cfg.Backend {
 	case "", BackendRaft:
 	case BackendEtcd:
+		if cfg.ACL {
+			return nil, fmt.Errorf("-acl needs the built-in Raft store, which replicates the tokens; with -backend etcd use etcd's own users and roles")
+		}
 		return startEtcd(cfg, log)
 	default:
 		return nil, fmt.Errorf("backend %q: want raft or etcd", cfg.Backend)
@@ -284,9 +301,21 @@ func Start(cfg Config) (*Server, error) {
 		s.tracker.Run(tctx)
 	}()
 
-	s.pool = rpcconn.NewPool(rpcconn.Options{TLS: s.peerTLS()})
+	// A request forwarded to the leader carries its caller's token, never
+	// this node's: the leader checks the caller's rights again.
+	s.pool = rpcconn.NewPool(rpcconn.Options{TLS: s.peerTLS(), Token: func(ctx context.Context) string { return backend.CallerFrom(ctx).Token }})
 	s.store = raftstore.New(cfg.Store, node, s.fsm, s.tracker, s.deadlines, s.pool)
-	s.rpc = rpc.New(cfg.RPC, s.store)
+	s.be = s.store
+	if cfg.ACL {
+		tokens, ok := any(s.store).(acl.Store)
+		if !ok {
+			_ = s.Kill()
+			return nil, fmt.Errorf("-acl: this build's Raft store keeps no tokens")
+		}
+		s.guard = acl.NewGuard(s.store, tokens, log.With("component", "acl"))
+		s.be = s.guard
+	}
+	s.rpc = rpc.New(cfg.RPC, s.be)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -313,7 +342,7 @@ func Start(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	// 10. The DNS listener, reading the store.
-	if err := s.startDNS(s.store); err != nil {
+	if err := s.startDNS(s.be); err != nil {
 		_ = s.Kill()
 		return nil, err
 	}
@@ -425,6 +454,9 @@ func (s *Server) stopServing(ctx context.Context, graceful bool) {
 	s.stopHTTP(ctx, graceful)
 	s.stopDNS(ctx)
 	s.rpc.Shutdown(ctx)
+	if s.guard != nil {
+		s.guard.Close()
+	}
 	s.stopTLS()
 	if s.stopTracker != nil { // a Raft node
 		s.stopTracker()
@@ -524,6 +556,7 @@ func startEtcd(cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.etcd = st
+	s.be = st
 	rpcLn := s.mux.Listen(mux.ConnRPC)
 	s.wg.Add(2)
 	go func() {

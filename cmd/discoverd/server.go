@@ -28,6 +28,8 @@ type serverFlags struct {
 	journal                                       string
 	join                                          string
 	nonvoter, leaveOnStop                         bool
+	acl                                           bool
+	aclToken                                      string
 	deadServerAfter                               time.Duration
 	backend, etcdEndpoints, etcdPrefix            string
 	etcdDialTimeout                               time.Duration
@@ -68,8 +70,10 @@ func (f *serverFlags) register(fs *flag.FlagSet, withIdentity bool) {
 		fs.StringVar(&f.etcdEndpoints, "etcd-endpoints", "", "with -backend etcd: etcd client URLs, comma-separated (e.g. http://127.0.0.1:2379)")
 		fs.StringVar(&f.etcdPrefix, "etcd-prefix", "/discoverd", "with -backend etcd: key prefix for discoverd's data")
 		fs.DurationVar(&f.etcdDialTimeout, "etcd-dial-timeout", 5*time.Second, "with -backend etcd: how long to wait for etcd to answer at start")
+		fs.StringVar(&f.aclToken, "acl-token", "", "with -acl: the token this node presents for its own membership calls (-join, -leave-on-stop, an address change); needs operator write")
 		f.tls.register(fs)
 	}
+	fs.BoolVar(&f.acl, "acl", false, "access control: every call needs a token allowing it, default deny; set on every server, then run 'discoverd acl bootstrap' once (docs/acl.md)")
 	fs.IntVar(&f.maxConns, "max-conns", mux.DefaultMaxConns, "most connections open at once on the port (beyond it new ones are closed at once)")
 	fs.IntVar(&f.maxConnsPerIP, "max-conns-per-ip", mux.DefaultMaxConnsPerIP, "most connections open at once from one remote IP")
 	fs.IntVar(&f.maxHandshakes, "max-handshakes", mux.DefaultMaxHandshakes, "most connections at once still in their handshake (TLS and the protocol byte: not yet authenticated)")
@@ -142,7 +146,7 @@ func (f *serverFlags) config(log *slog.Logger) (server.Config, error) {
 	if err != nil {
 		return server.Config{}, err
 	}
-	cfg := server.Config{Raft: rc, Logger: log}
+	cfg := server.Config{Raft: rc, Logger: log, ACL: f.acl}
 	cfg.TTL.Grace, cfg.TTL.Storm = f.grace, storm
 	cfg.RPC.MaxFrame = f.maxFrame
 	cfg.RPC.FrameTimeout, cfg.RPC.IdleTimeout = f.frameTimeout, f.idleTimeout
@@ -250,6 +254,10 @@ func runServer(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return usageErr("-dead-server-after %v: want 0 (off) or at least 1s", f.deadServerAfter)
 	}
 	cfg.JoinNonVoter, cfg.LeaveOnStop, cfg.DeadServerAfter = f.nonvoter, f.leaveOnStop, f.deadServerAfter
+	if f.aclToken != "" && !f.acl {
+		return usageErr("-acl-token is the node's token for a cluster with ACLs on: it needs -acl")
+	}
+	cfg.ACLToken = f.aclToken
 	if cfg.Raft.DialOverrides, err = parseOverrides(f.peerDial); err != nil {
 		return usageErr("-peer-dial: %v", err)
 	}
@@ -354,7 +362,7 @@ func runEtcdServer(ctx context.Context, f *serverFlags, stderr io.Writer) error 
 			return usageErr("-etcd-endpoints: %q is not an http(s)://host:port URL", e)
 		}
 	}
-	for name, set := range map[string]bool{"-peers": f.peers != "", "-data-dir": f.dataDir != "", "-journal": f.journal != "", "-peer-dial": f.peerDial != "", "-join": f.join != "", "-nonvoter": f.nonvoter, "-leave-on-stop": f.leaveOnStop, "-dead-server-after": f.deadServerAfter != 0} {
+	for name, set := range map[string]bool{"-peers": f.peers != "", "-data-dir": f.dataDir != "", "-journal": f.journal != "", "-peer-dial": f.peerDial != "", "-join": f.join != "", "-nonvoter": f.nonvoter, "-leave-on-stop": f.leaveOnStop, "-dead-server-after": f.deadServerAfter != 0, "-acl": f.acl, "-acl-token": f.aclToken != ""} {
 		if set {
 			return usageErr("%s applies to the raft backend, not to -backend etcd (etcd holds the data)", name)
 		}
