@@ -59,6 +59,7 @@ func (c *Client) ACLBootstrap(ctx context.Context) (*ACLTokenSecret, error) {
 	if err := c.call(ctx, wire.MethodACLBootstrap, &wire.ACLBootstrapRequest{}, &resp); err != nil {
 		return nil, fmt.Errorf("acl bootstrap: %w", err)
 	}
+	fillRules(&resp.Token)
 	return &resp, nil
 }
 
@@ -74,6 +75,7 @@ func (c *Client) ACLCreateToken(ctx context.Context, t ACLTokenCreate) (*ACLToke
 	if err := c.call(ctx, wire.MethodACLTokenCreate, req, &resp); err != nil {
 		return nil, fmt.Errorf("acl token create: %w", err)
 	}
+	fillRules(&resp.Token)
 	return &resp, nil
 }
 
@@ -89,6 +91,7 @@ func (c *Client) ACLUpdateToken(ctx context.Context, accessorID, description str
 	if err := c.call(ctx, wire.MethodACLTokenUpdate, req, &resp); err != nil {
 		return nil, fmt.Errorf("acl token update %s: %w", accessorID, err)
 	}
+	fillRules(&resp.Token)
 	return &resp.Token, nil
 }
 
@@ -116,6 +119,9 @@ func (c *Client) ACLTokens(ctx context.Context) ([]ACLToken, uint64, error) {
 	if resp.Tokens == nil {
 		resp.Tokens = []ACLToken{}
 	}
+	for i := range resp.Tokens {
+		fillRules(&resp.Tokens[i])
+	}
 	return resp.Tokens, resp.Index, nil
 }
 
@@ -129,6 +135,7 @@ func (c *Client) ACLToken(ctx context.Context, accessorID string) (*ACLToken, er
 	if err := c.call(ctx, wire.MethodACLTokenRead, &wire.ACLTokenIDRequest{AccessorID: accessorID}, &resp); err != nil {
 		return nil, fmt.Errorf("acl token read %s: %w", accessorID, err)
 	}
+	fillRules(&resp.Token)
 	return &resp.Token, nil
 }
 
@@ -140,6 +147,7 @@ func (c *Client) ACLWhoAmI(ctx context.Context) (*ACLWhoAmI, error) {
 	if err := c.call(ctx, wire.MethodACLWhoAmI, &wire.Empty{}, &resp); err != nil {
 		return nil, fmt.Errorf("acl whoami: %w", err)
 	}
+	fillRules(&resp.Token)
 	return &resp, nil
 }
 
@@ -150,6 +158,14 @@ func checkAccessorID(id string) error {
 		return fmt.Errorf("no accessor id given: %w", ErrInvalidArgument)
 	}
 	return nil
+}
+
+// fillRules makes a token's rules an empty list rather than nil when it has
+// none, so that it encodes as [] (JSON), not null.
+func fillRules(t *ACLToken) {
+	if t.Rules == nil {
+		t.Rules = []string{}
+	}
 }
 
 // nonNilRules sends "no rules" as an empty list, not as nil.

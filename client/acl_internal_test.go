@@ -48,7 +48,7 @@ func fakeACL(fr *wire.Frame, req *fakeRequest) (body any, ok bool) {
 		req.body = r
 		return &wire.WriteResponse{Index: 14}, true
 	case wire.MethodACLTokenList:
-		anon := wire.ACLToken{AccessorID: "anonymous", Description: "anonymous", Rules: []string{}, CreateIndex: 3, ModifyIndex: 3}
+		anon := wire.ACLToken{AccessorID: "anonymous", Description: "anonymous", CreateIndex: 3, ModifyIndex: 3}
 		return &wire.ACLTokenListResponse{Tokens: []wire.ACLToken{tok, anon}, Index: 15}, true
 	case wire.MethodACLTokenRead:
 		var r wire.ACLTokenIDRequest
@@ -199,6 +199,14 @@ func TestClient_ACLMethodsEncodeAndDecode(t *testing.T) {
 	who, err := c.ACLWhoAmI(ctx)
 	if err != nil || who.Anonymous || who.Token.AccessorID != fakeAccessor {
 		t.Fatalf("ACLWhoAmI = %+v, %v", who, err)
+	}
+	// A token without rules has an empty list, not nil (JSON: [], not null).
+	if list[1].Rules == nil || len(list[1].Rules) != 0 {
+		t.Fatalf("the anonymous token's rules: %#v, want an empty list", list[1].Rules)
+	}
+	anon := newTestClient(t, Config{Servers: []string{f.addr}})
+	if who, err := anon.ACLWhoAmI(ctx); err != nil || !who.Anonymous || who.Token.Rules == nil {
+		t.Fatalf("ACLWhoAmI without a token = %+v, %v; want anonymous, rules an empty list", who, err)
 	}
 
 	// Refused before anything is sent.
