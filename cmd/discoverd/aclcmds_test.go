@@ -14,6 +14,7 @@ import (
 
 	"github.com/discoverd/discoverd/client"
 	"github.com/discoverd/discoverd/internal/codes"
+	"github.com/discoverd/discoverd/internal/tlsutil"
 	"github.com/discoverd/discoverd/internal/wire"
 )
 
@@ -247,7 +248,7 @@ func TestCLI_ACLUsageErrors(t *testing.T) {
 }
 
 // TestCLI_TokenFlagAndEnvironment: the token a command sends is -token if
-// given (even -token ”: none), else $DISCOVERD_TOKEN, else none; every
+// given (even an empty one: none), else $DISCOVERD_TOKEN, else none; every
 // client command has -token, and its help never shows the variable's value.
 func TestCLI_TokenFlagAndEnvironment(t *testing.T) {
 	n := newACLNode(t)
@@ -448,5 +449,29 @@ func TestCLI_ACLCommandsUnreachable(t *testing.T) {
 		if code != 1 || !strings.Contains(stderr, "no discoverd server reachable") {
 			t.Errorf("%q: exit %d, stderr %q", args, code, stderr)
 		}
+	}
+}
+
+// TestDev_ACLBootstrap: dev -acl bootstraps through the client and prints
+// the management token and its export line; with a kept data dir whose
+// cluster was bootstrapped before, it says where the token is instead.
+func TestDev_ACLBootstrap(t *testing.T) {
+	n := newACLNode(t)
+	ctx := t.Context()
+	lines, err := devBootstrap(ctx, []string{n.addr}, tlsutil.ClientFiles{})
+	want := "ACLs on: management token " + testAccessor + ` (service "*" write, operator write, acl write); its secret is shown only now:` +
+		"\nexport DISCOVERD_TOKEN=" + testCred + "\n"
+	if err != nil || lines != want {
+		t.Fatalf("devBootstrap = %q, %v; want %q", lines, err, want)
+	}
+	if r := n.requests(); len(r) != 1 || r[0].method != wire.MethodACLBootstrap || r[0].token != "" {
+		t.Fatalf("sent %+v, want one bootstrap without a token", r)
+	}
+	lines, err = devBootstrap(ctx, []string{n.addr}, tlsutil.ClientFiles{})
+	if err != nil || !strings.Contains(lines, "bootstrapped by an earlier run with this data dir") || strings.Contains(lines, testCred) {
+		t.Fatalf("devBootstrap again = %q, %v; want it to say the cluster was bootstrapped before", lines, err)
+	}
+	if _, err := devBootstrap(ctx, []string{closedAddr(t)}, tlsutil.ClientFiles{}); err == nil || !strings.Contains(err.Error(), "ACL bootstrap") {
+		t.Fatalf("devBootstrap of nothing: %v", err)
 	}
 }
