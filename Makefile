@@ -35,7 +35,7 @@ bench-inproc: ## in-process Go benchmarks: registrations/s, heartbeats/s, watch 
 	$(GO) test -run '^$$' -bench 'WatchFanout' -benchtime 300x ./server/
 	$(GO) test -run '^$$' -bench 'Memory' -benchtime 1x ./server/
 
-fault: ## the fault suite's CI tier: 12 scenarios of real processes under faults (~9-10 min)
+fault: ## the fault suite's CI tier: 13 scenarios of real processes under faults (~10-11 min)
 	$(GO) run ./test/fault/cmd/fault -tier ci -q
 
 fault-long: ## the long tier: many seeds, 5 nodes, the netns backend, disk and clock faults (root; installs nftables)
