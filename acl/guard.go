@@ -112,13 +112,18 @@ func (g *Guard) deny(ctx context.Context, what string, err error) error {
 }
 
 // checkService resolves the caller and checks want on service name; a
-// denied write is audited.
-func (g *Guard) checkService(ctx context.Context, what, name string, want Access) error {
+// denied write is audited. verb ("registering in") makes the message, only
+// when one is needed: this runs on every write and heartbeat.
+func (g *Guard) checkService(ctx context.Context, verb, name string, want Access) error {
 	id, err := g.identity(ctx)
+	if err == nil && id.Service(name) >= want {
+		return nil
+	}
+	what := fmt.Sprintf("%s service %q", verb, name)
 	if err == nil {
 		err = id.CheckService(what, name, want)
 	}
-	if err != nil && want == Write {
+	if want == Write {
 		return g.deny(ctx, what, err)
 	}
 	return err
@@ -137,7 +142,7 @@ func (g *Guard) checkOperator(ctx context.Context, what string, want Access) err
 
 // Register implements backend.DiscoveryBackend.
 func (g *Guard) Register(ctx context.Context, r backend.Registration) (uint64, error) {
-	if err := g.checkService(ctx, fmt.Sprintf("registering in service %q", r.Name), r.Name, Write); err != nil {
+	if err := g.checkService(ctx, "registering in", r.Name, Write); err != nil {
 		return 0, err
 	}
 	return g.be.Register(ctx, r)
@@ -145,7 +150,7 @@ func (g *Guard) Register(ctx context.Context, r backend.Registration) (uint64, e
 
 // Unregister implements backend.DiscoveryBackend.
 func (g *Guard) Unregister(ctx context.Context, u backend.Unregistration) (uint64, error) {
-	if err := g.checkService(ctx, fmt.Sprintf("unregistering from service %q", u.Name), u.Name, Write); err != nil {
+	if err := g.checkService(ctx, "unregistering from", u.Name, Write); err != nil {
 		return 0, err
 	}
 	return g.be.Unregister(ctx, u)
@@ -165,6 +170,9 @@ func (g *Guard) Heartbeat(ctx context.Context, keys []backend.InstanceKey) ([]er
 			if denied[i-1] != nil {
 				denied[i] = denied[i-1]
 			}
+			continue
+		}
+		if id.Service(k.Name) >= Write {
 			continue
 		}
 		if err := id.CheckService(fmt.Sprintf("heartbeating in service %q", k.Name), k.Name, Write); err != nil {
@@ -235,7 +243,7 @@ func (g *Guard) Services(ctx context.Context, opts backend.ServicesOptions) (uin
 
 // SetMeta implements backend.DiscoveryBackend.
 func (g *Guard) SetMeta(ctx context.Context, w backend.MetaWrite) (uint64, error) {
-	if err := g.checkService(ctx, fmt.Sprintf("setting the metadata of service %q", w.Name), w.Name, Write); err != nil {
+	if err := g.checkService(ctx, "setting the metadata of", w.Name, Write); err != nil {
 		return 0, err
 	}
 	return g.be.SetMeta(ctx, w)
@@ -243,7 +251,7 @@ func (g *Guard) SetMeta(ctx context.Context, w backend.MetaWrite) (uint64, error
 
 // DeleteMeta implements backend.DiscoveryBackend.
 func (g *Guard) DeleteMeta(ctx context.Context, w backend.MetaWrite) (uint64, error) {
-	if err := g.checkService(ctx, fmt.Sprintf("deleting the metadata of service %q", w.Name), w.Name, Write); err != nil {
+	if err := g.checkService(ctx, "deleting the metadata of", w.Name, Write); err != nil {
 		return 0, err
 	}
 	return g.be.DeleteMeta(ctx, w)
@@ -267,7 +275,7 @@ func (g *Guard) GetMeta(ctx context.Context, name string, opts backend.MetaOptio
 // service, and ends with permission_denied once its token is deleted,
 // expires or loses the right.
 func (g *Guard) Subscribe(ctx context.Context, name string, fromIndex, minIndex uint64) (backend.UpdateStream, error) {
-	if err := g.checkService(ctx, fmt.Sprintf("watching service %q", name), name, Read); err != nil {
+	if err := g.checkService(ctx, "watching", name, Read); err != nil {
 		return nil, err
 	}
 	st, err := g.be.Subscribe(ctx, name, fromIndex, minIndex)

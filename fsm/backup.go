@@ -21,12 +21,13 @@ import (
 
 // SnapshotSummary counts what a snapshot holds.
 type SnapshotSummary struct {
-	Version   int    // the snapshot's format (1; 2 with metadata)
+	Version   int    // the snapshot's format (1; 2 with metadata; 3 with ACLs)
 	Applied   uint64 // the index of the last change in it
 	Services  int    // services it holds, with instances, metadata or only a history
 	Instances int    // instances of all services
 	Meta      int    // services with metadata
 	Requests  int    // write request ids remembered
+	ACLTokens int    // ACL tokens; 0: ACLs not bootstrapped
 }
 
 // RestoreOptions say where a restored state's index goes.
@@ -81,6 +82,9 @@ func prepare(r io.Reader, w io.Writer, opts RestoreOptions) (SnapshotSummary, ui
 		return SnapshotSummary{}, 0, err
 	}
 	sum := SnapshotSummary{Version: hdr.Version, Applied: hdr.Applied, Services: hdr.Services, Requests: len(hdr.Requests)}
+	if hdr.ACL != nil {
+		sum.ACLTokens = len(hdr.ACL.Tokens)
+	}
 	applied, moved := hdr.Applied+opts.Bump, opts.Bump > 0
 	if opts.Current >= applied {
 		applied, moved = opts.Current+1, true
@@ -94,6 +98,13 @@ func prepare(r io.Reader, w io.Writer, opts RestoreOptions) (SnapshotSummary, ui
 		if moved {
 			out.Applied = applied
 			out.ForgottenThrough = max(out.ForgottenThrough, applied)
+			if out.ACL != nil {
+				// The restore changed the tokens: their last change is
+				// the restored state's index.
+				a := *out.ACL
+				a.Index = applied
+				out.ACL = &a
+			}
 		}
 		if err := enc.Encode(&out); err != nil {
 			return sum, applied, fmt.Errorf("%w: %v", ErrWrite, err)
@@ -142,8 +153,14 @@ func prepare(r io.Reader, w io.Writer, opts RestoreOptions) (SnapshotSummary, ui
 
 // checkHeader checks what readSnapshot relies on in a snapshot's header.
 func checkHeader(h *snapshotHeader) error {
-	if h.Version != snapshotVersion && h.Version != snapshotVersionMeta {
-		return fmt.Errorf("snapshot format version %d, this discoverd reads %d and %d: %w", h.Version, snapshotVersion, snapshotVersionMeta, ErrBadSnapshot)
+	if !knownSnapshotVersion(h.Version) {
+		return fmt.Errorf("snapshot format version %d, this discoverd reads %d to %d: %w", h.Version, snapshotVersion, snapshotVersionACL, ErrBadSnapshot)
+	}
+	if h.ACL != nil && h.Version < snapshotVersionACL {
+		return fmt.Errorf("format version %d holds ACL state, which only version %d does: %w", h.Version, snapshotVersionACL, ErrBadSnapshot)
+	}
+	if err := checkACLState(h.ACL, h.Applied); err != nil {
+		return err
 	}
 	if h.Services < 0 {
 		return fmt.Errorf("it counts %d services: %w", h.Services, ErrBadSnapshot)

@@ -119,7 +119,7 @@ func TestFSM_PrepareRestoreRefusesWhatRestoreCannotTake(t *testing.T) {
 		want   string
 	}{
 		{"intact", func(*snapshotHeader, []snapshotService) []snapshotService { return nil }, ""},
-		{"a newer format", func(h *snapshotHeader, _ []snapshotService) []snapshotService { h.Version = 3; return nil }, "format version 3"},
+		{"a newer format", func(h *snapshotHeader, _ []snapshotService) []snapshotService { h.Version = 4; return nil }, "format version 4"},
 		{"a nil instance", func(_ *snapshotHeader, s []snapshotService) []snapshotService {
 			s[0].Instances = append(s[0].Instances, nil)
 			return s

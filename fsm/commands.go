@@ -52,6 +52,21 @@ const (
 	// stop at it ("unknown message type 8"): upgrade every node before the
 	// guard may hold an expiry, or run with -storm-threshold 0 until then.
 	SuspectType MessageType = 8
+	// ACLBootstrapType creates the first management token and the
+	// anonymous token, once (ACLBootstrapCommand, fsm/acl.go); a second
+	// one is refused (codes.ErrRefused) and changes nothing. Nodes older
+	// than this type stop at it ("unknown message type 9"): upgrade every
+	// node before running acl bootstrap.
+	ACLBootstrapType MessageType = 9
+	// ACLSetTokenType creates a token or replaces the description and rules
+	// of one (ACLSetTokenCommand). Nodes older than this type stop at it
+	// ("unknown message type 10"); it follows a bootstrap, which stops them
+	// first.
+	ACLSetTokenType MessageType = 10
+	// ACLDeleteTokenType deletes a token (ACLDeleteTokenCommand). Nodes
+	// older than this type stop at it ("unknown message type 11"), as
+	// above.
+	ACLDeleteTokenType MessageType = 11
 )
 
 func (t MessageType) String() string {
@@ -72,6 +87,12 @@ func (t MessageType) String() string {
 		return "delete-meta"
 	case SuspectType:
 		return "suspect"
+	case ACLBootstrapType:
+		return "acl-bootstrap"
+	case ACLSetTokenType:
+		return "acl-set-token"
+	case ACLDeleteTokenType:
+		return "acl-delete-token"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }

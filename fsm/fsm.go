@@ -1,15 +1,16 @@
 // Package fsm is discoverd's replicated state machine: the registry of
 // services and their instances, plus a bounded recent history of events per
-// service that watch streams resume from.
+// service that watch streams resume from, and the ACL tokens (acl.go).
 //
 // It sits below raftnode: every committed log entry reaches Apply (or
 // ApplyBatch) on every node, in the same order. Apply is deterministic — it
 // never reads a clock, draws a random number or makes an id; every index comes
 // from the log. The package knows nothing of the network.
 //
-// Besides the replicated state, an FSM keeps two things that are local to the
-// node and never replicated: the wake-up channels of open watchers, and the
-// Observer (the leader's TTL tracker) that is told about every change.
+// Besides the replicated state, an FSM keeps things that are local to the
+// node and never replicated: the wake-up channels of open watchers, the
+// Observer (the leader's TTL tracker) that is told about every change, and
+// the listeners told of every change of the ACL state (OnACLChange).
 //
 // See DESIGN.md for the reasons behind the choices.
 package fsm
@@ -100,6 +101,11 @@ type Result struct {
 	Index   uint64 // the write's index (see ApplyBatch; of the first write, for a duplicate request id)
 	Changed bool   // whether the state changed
 	Err     error  // a business failure, e.g. codes.ErrNotFound; nil on success
+	// ACLToken is, for an acl-bootstrap command, the management token it
+	// made, and for an acl-set-token command, the token as it stored it (a
+	// copy); nil otherwise and on failure. Never kept in the request table
+	// or a snapshot: ACL commands carry no request id.
+	ACLToken *ACLToken
 }
 
 // Observer is told about every change to instances, on every node. It is
@@ -183,6 +189,7 @@ type state struct {
 	emptyQueue       []emptyEntry // services in the order they became empty (may hold stale entries)
 	emptyCount       int
 	requests         *requestTable
+	acl              aclState // fsm/acl.go
 }
 
 type emptyEntry struct {
@@ -202,6 +209,12 @@ type FSM struct {
 	gen       uint64 // bumped by Restore: open watchers resync
 	notifiers map[string]*notifier
 	appliedCh chan struct{} // closed and replaced after every applied batch
+	// aclVersion counts changes of the ACL state (ACLState.Version);
+	// aclPending says one happened that the listeners were not told of yet.
+	aclVersion uint64
+	aclPending bool
+
+	aclListeners aclListeners // OnACLChange; its own lock
 
 	counters counters // for /metrics (metrics.go); atomics, not state
 }
@@ -223,7 +236,7 @@ func New(cfg Config) *FSM {
 }
 
 func newState(cfg Config) *state {
-	return &state{services: map[string]*service{}, requests: newRequestTable(cfg.MaxRequestIDs)}
+	return &state{services: map[string]*service{}, requests: newRequestTable(cfg.MaxRequestIDs), acl: aclState{tokens: map[string]*ACLToken{}}}
 }
 
 // SetObserver installs the observer. Call it before the FSM receives entries.
@@ -267,7 +280,8 @@ func (f *FSM) Apply(l *raft.Log) any {
 	return f.ApplyBatch([]*raft.Log{l})[0]
 }
 
-// ApplyBatch applies committed entries in order, under one lock. A command
+// ApplyBatch applies committed entries in order, under one lock, then tells
+// the OnACLChange listeners if the ACL state changed. A command
 // entry returns its *Result; a batch entry (BatchType) returns a []any
 // holding one *Result per command in it; anything else returns nil.
 //
@@ -278,6 +292,14 @@ func (f *FSM) Apply(l *raft.Log) any {
 // log, depend on the log alone (every node assigns the same ones), and equal
 // the Raft index for as long as no batch entry was applied.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
+	out, aclChanged := f.applyBatch(logs)
+	if aclChanged {
+		f.notifyACL() // after the unlock: listeners read the FSM
+	}
+	return out
+}
+
+func (f *FSM) applyBatch(logs []*raft.Log) ([]any, bool) {
 	out := make([]any, len(logs))
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -313,7 +335,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	}
 	close(f.appliedCh)
 	f.appliedCh = make(chan struct{})
-	return out
+	return out, f.takeACLPendingLocked()
 }
 
 // nextIndexLocked returns the index of the next thing applied from the entry
@@ -381,6 +403,18 @@ func (f *FSM) applyCommandLocked(index uint64, data []byte) (*Result, JournalEnt
 		var c SuspectCommand
 		mustDecode(index, t, body, &c)
 		return f.suspectLocked(index, &c), JournalEntry{Type: t, Name: c.Name, Addr: c.Addr, ExpireIndex: c.Index, Suspect: c.Suspect}
+	case ACLBootstrapType:
+		var c ACLBootstrapCommand
+		mustDecode(index, t, body, &c)
+		return f.aclBootstrapLocked(index, &c), JournalEntry{Type: t}
+	case ACLSetTokenType:
+		var c ACLSetTokenCommand
+		mustDecode(index, t, body, &c)
+		return f.aclSetTokenLocked(index, &c), JournalEntry{Type: t}
+	case ACLDeleteTokenType:
+		var c ACLDeleteTokenCommand
+		mustDecode(index, t, body, &c)
+		return f.aclDeleteTokenLocked(index, &c), JournalEntry{Type: t}
 	}
 	panic(fmt.Sprintf("fsm: unknown message type %d at index %d (written by a newer discoverd?)", t, index))
 }

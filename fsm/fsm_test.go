@@ -197,7 +197,7 @@ func TestFSM_Strings(t *testing.T) {
 		{RegisterType.String(), "register"},
 		{UnregisterType.String(), "unregister"},
 		{ExpireType.String(), "expire"},
-		{MessageType(9).String(), "type(9)"},
+		{MessageType(12).String(), "type(12)"},
 	}
 	for _, tc := range tests {
 		if tc.got != tc.want {

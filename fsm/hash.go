@@ -10,9 +10,9 @@ import (
 
 // Hash returns the index of the last applied entry and a SHA-256 of the
 // replicated state: every service with its instances, metadata, history and
-// bookkeeping, the request-id table and forgottenThrough, in a canonical
-// order. Replicas that applied the same log up to the same index have the
-// same hash; the fault suite compares them. It walks the whole state under
+// bookkeeping, the request-id table, forgottenThrough and the ACL tokens,
+// in a canonical order. Replicas that applied the same log up to the same
+// index have the same hash; the fault suite compares them. It walks the whole state under
 // the read lock, so it is for checks, not for hot paths.
 func (f *FSM) Hash() (uint64, string) {
 	f.mu.RLock()
@@ -70,6 +70,26 @@ func (f *FSM) Hash() (uint64, string) {
 		}
 		s(r.Code)
 		u(r.ConflictIndex)
+	}
+	// The ACL state, once bootstrapped (before, there is none, and the hash
+	// is what it was before ACLs existed).
+	if a := &st.acl; a.bootstrapIndex != 0 {
+		u(a.bootstrapIndex)
+		u(a.index)
+		toks := a.sortedTokens()
+		u(uint64(len(toks)))
+		for _, t := range toks {
+			s(t.AccessorID)
+			s(string(t.SecretHash))
+			s(t.Description)
+			u(uint64(len(t.Rules)))
+			for _, r := range t.Rules {
+				s(r)
+			}
+			u(uint64(t.ExpiresAt))
+			u(t.CreateIndex)
+			u(t.ModifyIndex)
+		}
 	}
 	return st.applied, hex.EncodeToString(h.Sum(nil))
 }

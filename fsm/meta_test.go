@@ -434,7 +434,7 @@ func TestFSM_MetaHashAndJournal(t *testing.T) {
 }
 
 // TestFSM_MetaCommandsEncode: the meta commands round-trip through Encode
-// and decode, and a type this node does not know (8, another feature's)
+// and decode, and a type this node does not know (12, the first unused one)
 // stops Apply rather than being skipped.
 func TestFSM_MetaCommandsEncode(t *testing.T) {
 	for _, cmd := range []any{
@@ -461,10 +461,10 @@ func TestFSM_MetaCommandsEncode(t *testing.T) {
 	f := New(Config{})
 	p := func() (p any) {
 		defer func() { p = recover() }()
-		f.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: []byte{9, 0x80}})
+		f.Apply(&raft.Log{Index: 1, Type: raft.LogCommand, Data: []byte{12, 0x80}})
 		return nil
 	}()
-	if !strings.Contains(fmt.Sprint(p), "unknown message type 9") {
-		t.Errorf("type 9 (the first unused one): panic %v", p)
+	if !strings.Contains(fmt.Sprint(p), "unknown message type 12") {
+		t.Errorf("type 12 (the first unused one): panic %v", p)
 	}
 }

@@ -15,12 +15,21 @@ import (
 // Snapshot formats. Persist writes version 1 unless the state holds
 // metadata, then version 2 (the same layout, with the services' Meta and
 // meta events): a node older than metadata refuses a version 2 snapshot
-// instead of restoring it without the metadata and diverging. Restore reads
-// both, and refuses others.
+// instead of restoring it without the metadata and diverging. Once ACLs are
+// bootstrapped it writes version 3 (the same layout again, with the header's
+// ACL section), which nodes older than ACLs refuse for the same reason.
+// Restore reads all three, and refuses others; a snapshot without an ACL
+// section restores as "not bootstrapped, no tokens".
 const (
 	snapshotVersion     = 1
 	snapshotVersionMeta = 2
+	snapshotVersionACL  = 3
 )
+
+// knownSnapshotVersion reports whether this node reads snapshot format v.
+func knownSnapshotVersion(v int) bool {
+	return v == snapshotVersion || v == snapshotVersionMeta || v == snapshotVersionACL
+}
 
 // A snapshot is a snapshotHeader followed by Header.Services snapshotService
 // values, all msgpack, back to back.
@@ -30,6 +39,15 @@ type snapshotHeader struct {
 	ForgottenThrough uint64
 	Services         int
 	Requests         []snapshotRequest // oldest first
+	// ACL is the ACL state (version 3); absent while ACLs are not
+	// bootstrapped.
+	ACL *snapshotACL `codec:",omitempty"`
+}
+
+type snapshotACL struct {
+	BootstrapIndex uint64
+	Index          uint64
+	Tokens         []ACLToken // sorted by accessor id
 }
 
 type snapshotService struct {
@@ -88,6 +106,15 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	if slices.ContainsFunc(s.hdr.Requests, func(r snapshotRequest) bool { return r.Code == string(codes.CodeConflict) }) {
 		s.hdr.Version = snapshotVersionMeta
 	}
+	if a := &st.acl; a.bootstrapIndex != 0 {
+		// Records are immutable: the view shares them.
+		sa := &snapshotACL{BootstrapIndex: a.bootstrapIndex, Index: a.index, Tokens: make([]ACLToken, 0, len(a.tokens))}
+		for _, t := range a.sortedTokens() {
+			sa.Tokens = append(sa.Tokens, *t)
+		}
+		s.hdr.ACL = sa
+		s.hdr.Version = snapshotVersionACL
+	}
 	return s, nil
 }
 
@@ -124,16 +151,25 @@ func (s *fsmSnapshot) Release() {}
 
 // Restore replaces the whole state with a snapshot's. It builds the new state
 // aside and swaps it in, then tells open watchers to resync and the observer
-// that everything changed.
+// that everything changed, and, once the lock is released, the OnACLChange
+// listeners.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	st, err := f.readSnapshot(rc)
 	if err != nil {
 		return fmt.Errorf("restore snapshot: %w", err)
 	}
+	f.swapState(st)
+	f.notifyACL()
+	return nil
+}
+
+// swapState installs a restored state.
+func (f *FSM) swapState(st *state) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.st = st
+	f.aclVersion++ // the tokens may differ: Restore tells the listeners, after the unlock
 	f.gen++
 	for _, n := range f.notifiers {
 		n.wake()
@@ -143,7 +179,6 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if f.observer != nil {
 		f.observer.Restored()
 	}
-	return nil
 }
 
 func (f *FSM) readSnapshot(r io.Reader) (*state, error) {
@@ -152,14 +187,21 @@ func (f *FSM) readSnapshot(r io.Reader) (*state, error) {
 	if err := dec.Decode(&hdr); err != nil {
 		return nil, fmt.Errorf("decode header: %w", err)
 	}
-	if hdr.Version != snapshotVersion && hdr.Version != snapshotVersionMeta {
-		return nil, fmt.Errorf("snapshot format version %d, this discoverd reads %d and %d", hdr.Version, snapshotVersion, snapshotVersionMeta)
+	if !knownSnapshotVersion(hdr.Version) {
+		return nil, fmt.Errorf("snapshot format version %d, this discoverd reads %d to %d", hdr.Version, snapshotVersion, snapshotVersionACL)
 	}
 	st := newState(f.cfg)
 	st.applied = hdr.Applied
 	st.forgottenThrough = hdr.ForgottenThrough
 	for _, r := range hdr.Requests {
 		st.requests.put(r.ID, &Result{Index: r.Index, Changed: r.Changed, Err: codes.FromWireIndex(codes.Code(r.Code), r.Error, r.ConflictIndex)})
+	}
+	if a := hdr.ACL; a != nil {
+		st.acl.bootstrapIndex, st.acl.index = a.BootstrapIndex, a.Index
+		for i := range a.Tokens {
+			t := a.Tokens[i]
+			st.acl.tokens[t.AccessorID] = &t
+		}
 	}
 	for i := 0; i < hdr.Services; i++ {
 		var ss snapshotService

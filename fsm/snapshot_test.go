@@ -97,6 +97,9 @@ type dump struct {
 	EmptyQueue       []emptyEntry // live entries only, in order
 	Services         []dumpService
 	Requests         []snapshotRequest
+	ACLBootstrap     uint64
+	ACLIndex         uint64
+	ACLTokens        []ACLToken // sorted; nil when there are none
 }
 
 type dumpService struct {
@@ -135,6 +138,10 @@ func dumpState(f *FSM) dump {
 		d.Services = append(d.Services, ds)
 	}
 	slices.SortFunc(d.Services, func(a, b dumpService) int { return strings.Compare(a.Name, b.Name) })
+	d.ACLBootstrap, d.ACLIndex = st.acl.bootstrapIndex, st.acl.index
+	for _, t := range st.acl.sortedTokens() {
+		d.ACLTokens = append(d.ACLTokens, *t)
+	}
 	return d
 }
 
@@ -375,7 +382,7 @@ func TestFSM_RestoreRejectsBadSnapshot(t *testing.T) {
 	}{
 		{"empty", nil, "decode header"},
 		{"garbage", []byte{0xc1, 0x00, 0x01}, "decode header"},
-		{"newer version", encode(&snapshotHeader{Version: 3, Applied: 99}), "version 3"},
+		{"newer version", encode(&snapshotHeader{Version: 4, Applied: 99}), "version 4"},
 		{"version zero", encode(&snapshotHeader{Applied: 99}), "version 0"},
 		{"services missing", encode(&snapshotHeader{Version: snapshotVersion, Applied: 99, Services: 2}), "decode service 1 of 2"},
 		{"one service missing", encode(&snapshotHeader{Version: snapshotVersion, Applied: 99, Services: 2}, &snapshotService{Name: "x"}), "decode service 2 of 2"},

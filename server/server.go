@@ -307,12 +307,7 @@ func Start(cfg Config) (*Server, error) {
 	s.store = raftstore.New(cfg.Store, node, s.fsm, s.tracker, s.deadlines, s.pool)
 	s.be = s.store
 	if cfg.ACL {
-		tokens, ok := any(s.store).(acl.Store)
-		if !ok {
-			_ = s.Kill()
-			return nil, fmt.Errorf("-acl: this build's Raft store keeps no tokens")
-		}
-		s.guard = acl.NewGuard(s.store, tokens, log.With("component", "acl"))
+		s.guard = acl.NewGuard(s.store, s.store, log.With("component", "acl"))
 		s.be = s.guard
 	}
 	s.rpc = rpc.New(cfg.RPC, s.be)

@@ -47,7 +47,7 @@ func (s *Store) SaveSnapshot(ctx context.Context) (backend.SnapshotFile, error) 
 		Created: time.Now(), Size: uint64(meta.Size)}
 	sum.Sum(h.SHA256[:0])
 	s.cfg.Logger.Info("snapshot taken for a backup", "raft_index", meta.Index, "index", summary.Applied, "bytes", meta.Size,
-		"services", summary.Services, "instances", summary.Instances)
+		"services", summary.Services, "instances", summary.Instances, "acl_tokens", summary.ACLTokens)
 	return backend.SnapshotFile{
 		ReadCloser: readCloser{Reader: io.MultiReader(bytes.NewReader(h.Marshal()), rcs[1]), Closer: rcs[1]},
 		Size:       snapfile.HeaderSize + meta.Size,
@@ -127,7 +127,7 @@ func (s *Store) RestoreSnapshot(ctx context.Context, f io.ReaderAt, size int64, 
 		return backend.RestoreResult{}, fmt.Errorf("restore: %v: %w", err, codes.ErrInternal)
 	}
 	s.cfg.Logger.Warn("restoring a backup: the replicated state is replaced", "backup_raft_index", hdr.Index, "backup_index", hdr.Applied,
-		"index", index, "services", sum.Services, "instances", sum.Instances, "bytes", hdr.Size)
+		"index", index, "services", sum.Services, "instances", sum.Instances, "acl_tokens", sum.ACLTokens, "bytes", hdr.Size)
 	raftIndex, err := s.node.RestoreSnapshot(ctx, tmp, n)
 	if err != nil {
 		return backend.RestoreResult{}, err

@@ -1,7 +1,8 @@
 // Package raftstore is the built-in DiscoveryBackend: registrations live in
 // discoverd's own Raft log (raftnode + fsm), heartbeats in the leader's
 // memory (ttl). Writes and heartbeats that reach a follower are forwarded to
-// the leader; reads and watches are served from the local FSM.
+// the leader; reads and watches are served from the local FSM. It is also
+// the acl.Store: ACL tokens go through the same log (acl.go).
 package raftstore
 
 import (
@@ -77,6 +78,7 @@ type Store struct {
 	fwd      Forwarder
 	gate     readGate
 	memberMu sync.Mutex // one membership change at a time (members.go)
+	acl      aclView    // the token table (acl.go)
 }
 
 var _ backend.DiscoveryBackend = (*Store)(nil)
@@ -84,6 +86,7 @@ var _ backend.DiscoveryBackend = (*Store)(nil)
 // New returns a store over a started node whose state machine is f.
 func New(cfg Config, node *raftnode.Node, f *fsm.FSM, tracker *ttl.Tracker, dl *Deadlines, fwd Forwarder) *Store {
 	s := &Store{cfg: cfg.withDefaults(), node: node, proposer: NewProposer(node), fsm: f, tracker: tracker, dl: dl, fwd: fwd, gate: readGate{caughtCh: make(chan struct{})}}
+	s.startACL()
 	go s.catchUpLoop()
 	return s
 }
