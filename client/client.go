@@ -72,8 +72,14 @@ var (
 	// ErrOverloaded: the leader could not take the write in time; not applied.
 	ErrOverloaded = codes.ErrOverloaded
 	// ErrRefused: the cluster's state does not allow the operation (a
-	// membership change that would lose the quorum); nothing changed.
+	// membership change that would lose the quorum, a second ACL
+	// bootstrap); nothing changed.
 	ErrRefused = codes.ErrRefused
+	// ErrPermissionDenied: with ACLs on, the token (Config.Token, or the
+	// anonymous token without one) does not allow the operation — the
+	// message names the rule it lacks — or it is unknown or expired;
+	// nothing changed. Never retried: another server would say the same.
+	ErrPermissionDenied = codes.ErrPermissionDenied
 	// ErrClosed: the client was closed.
 	ErrClosed = errors.New("discoverd client closed")
 )
@@ -134,6 +140,15 @@ type Config struct {
 	// always wins; a damaged file, or one of another service, is ignored with
 	// a warning (cache.go). Default: none, no files.
 	CacheDir string
+	// Token is the ACL credential ("<accessor id>.<secret>", as `discoverd
+	// acl bootstrap` and `acl token create` print it) sent with every
+	// request, heartbeats and watches included. With ACLs on, a request
+	// without one gets the anonymous token's rights (none until an
+	// operator gives it some); a request the token does not allow fails
+	// with ErrPermissionDenied, naming the rule it lacks, and is not
+	// retried. Clusters without ACLs ignore it. The CLI takes it from
+	// -token or $DISCOVERD_TOKEN. Default: none.
+	Token string
 }
 
 // Client is safe for concurrent use.
@@ -364,7 +379,7 @@ func (c *Client) getConn(ctx context.Context) (*rpcconn.Conn, error) {
 			break // no time left to dial: the caller says why it gave up
 		}
 		addr := c.servers[i]
-		conn, err := rpcconn.Dial(ctx, addr, rpcconn.Options{DialTimeout: c.cfg.DialTimeout, TLS: rpcconn.ForServer(c.cfg.TLS)})
+		conn, err := rpcconn.Dial(ctx, addr, c.dialOptions())
 		if err != nil {
 			if _, ok := failed[addr]; !ok {
 				failed[addr] = err
@@ -384,6 +399,16 @@ func (c *Client) getConn(ctx context.Context) (*rpcconn.Conn, error) {
 		return conn, nil
 	}
 	return nil, c.unreachable(failed)
+}
+
+// dialOptions are the options of every connection the client opens: its
+// timeouts, TLS and the token each request carries.
+func (c *Client) dialOptions() rpcconn.Options {
+	opts := rpcconn.Options{DialTimeout: c.cfg.DialTimeout, TLS: rpcconn.ForServer(c.cfg.TLS)}
+	if token := c.cfg.Token; token != "" {
+		opts.Token = func(context.Context) string { return token }
+	}
+	return opts
 }
 
 // dialOrderLocked returns the indices of the servers in the order to dial
@@ -509,7 +534,9 @@ func retryDelay() time.Duration { return 200*time.Millisecond + rand.N(200*time.
 // (no answer in time, no leader, not leader, stale or not ready node,
 // shutting down, unreachable, unknown outcome — writes carry a request id,
 // the same on every attempt) are retried on another server until ctx ends;
-// others are returned. When every server refused the connection in
+// others (permission_denied among them) are returned. ACL writes carry no
+// request id: they are retried only while an error proves them unapplied
+// (onceWrite). When every server refused the connection in
 // refusedRounds rounds in a row, the call fails at once with ErrUnavailable
 // — but for heartbeats: they run in the background, and keep trying for
 // their whole window in case a server comes back within it. A write that
@@ -541,6 +568,14 @@ func (c *Client) call(ctx context.Context, method string, req, resp any) error {
 		if unknown == nil && isWrite(method) && (errors.Is(err, ErrUnknownOutcome) || errors.Is(err, ErrTimeout)) {
 			unknown = err
 		}
+		if onceWrite(method) && !codes.NotApplied(err) {
+			// Sent, and perhaps applied: a second attempt could apply it
+			// twice (a second token) or be refused for the first (bootstrap).
+			if codes.Retryable(err) {
+				return fmt.Errorf("%w; not retried: %s carries no request id, so it may have been applied — check before trying again", err, method)
+			}
+			return err
+		}
 		if !codes.Retryable(err) && ctx.Err() == nil {
 			return err
 		}
@@ -564,6 +599,18 @@ func (c *Client) call(ctx context.Context, method string, req, resp any) error {
 func isWrite(method string) bool {
 	switch method {
 	case wire.MethodRegister, wire.MethodUnregister, wire.MethodSetMeta, wire.MethodDeleteMeta:
+		return true
+	}
+	return false
+}
+
+// onceWrite reports whether method is a write without a request id — the
+// ACL token changes. call retries it only after an error that proves it was
+// not applied (not sent, no leader, not leader, ...): a write that may have
+// reached the leader fails with that error instead of being sent again.
+func onceWrite(method string) bool {
+	switch method {
+	case wire.MethodACLBootstrap, wire.MethodACLTokenCreate, wire.MethodACLTokenUpdate, wire.MethodACLTokenDelete:
 		return true
 	}
 	return false
@@ -602,7 +649,7 @@ func (c *Client) attempt(ctx context.Context, method string, req, resp any) (sil
 		c.avoidServer(conn.Addr())
 		c.dropConn(conn)
 		outcome := ErrTimeout
-		if isWrite(method) {
+		if isWrite(method) || onceWrite(method) {
 			outcome = ErrUnknownOutcome
 		}
 		c.log.Debug("discoverd server did not answer in time, trying another", "method", method, "server", conn.Addr(), "timeout", c.cfg.AttemptTimeout)

@@ -22,18 +22,22 @@ import (
 // (a paused node: its kernel still accepts connections and requests), and
 // check how the client moves between servers.
 
-// fakeRequest is one request a fakeServer received.
-type fakeRequest struct{ method, requestID string }
+// fakeRequest is one request a fakeServer received: its method, request
+// id (writes), token (the header's) and body.
+type fakeRequest struct {
+	method, requestID, token string
+	body                     any
+}
 
 // fakeServer stands in for a node. With code set it answers every request
 // with that error; with silent it answers nothing.
 type fakeServer struct {
 	addr   string
 	silent bool
-	code   codes.Code
 	ln     net.Listener
 
 	mu      sync.Mutex
+	code    codes.Code // may change during a test
 	reqs    []fakeRequest
 	conns   []net.Conn
 	stopped bool
@@ -101,37 +105,48 @@ func (f *fakeServer) serve(nc net.Conn) {
 			return
 		}
 		hdr := &wire.Header{Seq: fr.Header.Seq}
-		req := fakeRequest{method: fr.Header.Method}
+		req := fakeRequest{method: fr.Header.Method, token: fr.Header.Token}
 		var body any
-		switch fr.Header.Method {
-		case wire.MethodRegister:
-			var r wire.RegisterRequest
-			_ = fr.Decode(&r)
-			req.requestID, body = r.RequestID, &wire.WriteResponse{Index: 7}
-		case wire.MethodUnregister:
-			var r wire.UnregisterRequest
-			_ = fr.Decode(&r)
-			req.requestID, body = r.RequestID, &wire.WriteResponse{Index: 7}
-		case wire.MethodList:
-			body = &wire.ListResponse{Index: 7}
-		case wire.MethodStatus:
-			body = &wire.StatusResponse{}
-		case wire.MethodWatch:
-			var r wire.WatchRequest
-			_ = fr.Decode(&r)
-			hdr.More = true
-			body = &wire.WatchEvents{Events: []wire.Event{{Kind: wire.KindCurrent, Index: 7, Name: r.Name}}}
-		default:
-			continue // Cancel, Heartbeat: nothing to answer
+		if b, ok := fakeACL(fr, &req); ok {
+			body = b
+		} else {
+			switch fr.Header.Method {
+			case wire.MethodRegister:
+				var r wire.RegisterRequest
+				_ = fr.Decode(&r)
+				req.requestID, body = r.RequestID, &wire.WriteResponse{Index: 7}
+			case wire.MethodUnregister:
+				var r wire.UnregisterRequest
+				_ = fr.Decode(&r)
+				req.requestID, body = r.RequestID, &wire.WriteResponse{Index: 7}
+			case wire.MethodList:
+				body = &wire.ListResponse{Index: 7}
+			case wire.MethodStatus:
+				body = &wire.StatusResponse{}
+			case wire.MethodWatch:
+				var r wire.WatchRequest
+				_ = fr.Decode(&r)
+				hdr.More = true
+				body = &wire.WatchEvents{Events: []wire.Event{{Kind: wire.KindCurrent, Index: 7, Name: r.Name}}}
+			case wire.MethodHeartbeat:
+				var r wire.HeartbeatRequest
+				_ = fr.Decode(&r)
+				body = &wire.HeartbeatResponse{Results: make([]wire.Result, len(r.Instances))}
+			case wire.MethodSnapshotSave:
+				hdr.Code, hdr.Error = string(codes.CodeInternal), "fake server keeps no state to back up"
+			default:
+				continue // Cancel: nothing to answer
+			}
 		}
 		f.mu.Lock()
 		f.reqs = append(f.reqs, req)
+		code := f.code
 		f.mu.Unlock()
 		switch {
 		case f.silent:
 			continue
-		case f.code != codes.CodeOK:
-			hdr.More, hdr.Code, hdr.Error, body = false, string(f.code), "fake server says "+string(f.code), nil
+		case code != codes.CodeOK:
+			hdr.More, hdr.Code, hdr.Error, body = false, string(code), "fake server says "+string(code), nil
 		}
 		if err := wire.WriteFrame(nc, hdr, body, 0); err != nil {
 			return
@@ -472,5 +487,37 @@ func TestClient_SetStopClosesEverySubscriberOnce(t *testing.T) {
 	}
 	if !slices.Equal(got, []string{"a:1"}) {
 		t.Fatalf("a subscriber after the stop got %v, want the last state [a:1] and a closed channel", got)
+	}
+}
+
+// A watch whose server ends the stream with an error no other server can
+// fix returns it from Next at once; it neither retries it elsewhere nor
+// takes it for a silent server (the stream idle timeout's context is
+// cancelled once Recv returns, whatever it returned).
+func TestClient_WatchReturnsAFinalStreamErrorAtOnce(t *testing.T) {
+	failing, live := newFakeServer(t, false, codes.CodeInternal), newFakeServer(t, false, "")
+	c := newTestClient(t, Config{Servers: []string{failing.addr, live.addr}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	w, err := c.Watch(ctx, "svc", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	start := time.Now()
+	if e, err := w.Next(ctx); !errors.Is(err, codes.ErrInternal) {
+		t.Fatalf("Next = %+v, %v; want the server's internal error", e, err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("Next failed after %v, want at once", took)
+	}
+	if n, m := len(failing.requests()), len(live.requests()); n != 1 || m != 0 {
+		t.Fatalf("failing server got %d watches, live %d; want 1 and 0", n, m)
+	}
+	c.mu.Lock()
+	avoided := len(c.avoid)
+	c.mu.Unlock()
+	if avoided != 0 {
+		t.Fatalf("%d servers avoided: an answer is not silence", avoided)
 	}
 }

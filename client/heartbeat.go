@@ -132,6 +132,11 @@ func (c *Client) beat(ctx context.Context, batch []*registration) {
 		case errors.Is(rerr, ErrNotFound):
 			c.log.Warn("discoverd: instance no longer registered, registering again", "service", r.key.name, "addr", r.key.addr)
 			c.registerAgainLocked(ctx, r)
+		case errors.Is(rerr, ErrPermissionDenied):
+			// Not retried at once — every server would say the same — but
+			// at the usual interval, in case the token's rights come back.
+			c.log.Warn("discoverd: heartbeat denied, trying again at the next interval", "service", r.key.name, "addr", r.key.addr, "err", rerr)
+			r.next = now.Add(jitter(r.ttl / 3))
 		default:
 			c.log.Warn("discoverd: heartbeat failed, retrying", "service", r.key.name, "addr", r.key.addr, "err", rerr)
 			r.next = now.Add(retryDelay())
@@ -155,10 +160,14 @@ func (c *Client) registerAgainLocked(ctx context.Context, r *registration) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		r.busy, r.rereg = false, nil
-		if err == nil {
+		switch {
+		case err == nil:
 			r.index = max(r.index, index)
 			r.next = time.Now().Add(jitter(ttl / 3))
-		} else {
+		case errors.Is(err, ErrPermissionDenied):
+			c.log.Warn("discoverd: registering again denied, trying again at the next interval", "service", key.name, "addr", key.addr, "err", err)
+			r.next = time.Now().Add(jitter(ttl / 3))
+		default:
 			r.next = time.Now().Add(retryDelay())
 		}
 		c.nudgeHeartbeats()

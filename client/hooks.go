@@ -8,7 +8,7 @@ package client
 // error — ErrNotFound when the instance had expired (this client was cut
 // off for longer than its TTL) and is being registered again, another
 // error when the heartbeat did not get through (it is retried in
-// 200–400 ms). It is called from the client's heartbeat loop, without the
+// 200–400 ms; after ErrPermissionDenied, at the usual interval, ~TTL/3). It is called from the client's heartbeat loop, without the
 // client's lock held, and holds that loop up while it runs: keep it quick.
 // It is not called for heartbeats cut short by Close.
 type HeartbeatFunc func(name, addr string, err error)

@@ -179,7 +179,7 @@ func (c *Client) onLeader(ctx context.Context, op func(*rpcconn.Conn) (done bool
 			if ctx.Err() != nil {
 				break
 			}
-			conn, err := rpcconn.Dial(ctx, addr, rpcconn.Options{DialTimeout: c.cfg.DialTimeout, TLS: rpcconn.ForServer(c.cfg.TLS)})
+			conn, err := rpcconn.Dial(ctx, addr, c.dialOptions())
 			if err != nil {
 				last = err
 				continue

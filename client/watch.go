@@ -221,8 +221,10 @@ func (w *Watch) Next(ctx context.Context) (*Event, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if rctx.Err() != nil {
-			// Not even a keepalive: the server is paused or cut off.
+		if errors.Is(err, context.DeadlineExceeded) {
+			// Not even a keepalive: the server is paused or cut off. (Not
+			// rctx.Err(): rcancel has ended rctx whatever Recv returned,
+			// and the server's own errors must reach the checks below.)
 			err = fmt.Errorf("no frame from %s for %v: %w", st.Addr(), idle, codes.ErrUnavailable)
 			w.c.avoidServer(st.Addr())
 		}

@@ -273,8 +273,14 @@ func TestCluster_ExpiryAfterHeartbeatsStop(t *testing.T) {
 		t.Fatalf("expired after %v, before its 1s TTL", took)
 	}
 	t.Logf("expired %v after registration (TTL 1s)", took)
-	if leader.Srv.Tracker().Stats().Expired != 1 {
-		t.Fatalf("tracker stats %+v", leader.Srv.Tracker().Stats())
+	// The tracker counts the expiry when its proposal's answer comes back,
+	// which may be after the watchers saw it applied: wait for the count.
+	deadline := time.Now().Add(5 * time.Second)
+	for leader.Srv.Tracker().Stats().Expired != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("tracker stats %+v", leader.Srv.Tracker().Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/discoverd/discoverd/acl"
 	"github.com/discoverd/discoverd/client"
 	"github.com/discoverd/discoverd/internal/tlsutil"
 	"github.com/discoverd/discoverd/internal/validate"
@@ -25,6 +26,7 @@ type clientFlags struct {
 	servers       string
 	timeout       time.Duration
 	ca, cert, key string
+	token         tokenFlag
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
@@ -33,6 +35,44 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.ca, "ca", os.Getenv("DISCOVERD_CA"), "TLS: the cluster's CA certificate (default $DISCOVERD_CA); without it, no TLS")
 	fs.StringVar(&c.cert, "cert", os.Getenv("DISCOVERD_CERT"), "TLS: this client's certificate (default $DISCOVERD_CERT), made with 'discoverd tls cert create -client'")
 	fs.StringVar(&c.key, "key", os.Getenv("DISCOVERD_KEY"), "TLS: the key of -cert (default $DISCOVERD_KEY)")
+	fs.Var(&c.token, "token", "the ACL `token` sent with every request, <accessor id>.<secret> (default $DISCOVERD_TOKEN; -token '' sends none: the anonymous token's rights)")
+}
+
+// tokenFlag is -token. Its default, $DISCOVERD_TOKEN, is read when the
+// client is made rather than given to flag, so that -h never prints a
+// secret; -token "" given explicitly overrides the variable.
+type tokenFlag struct {
+	value string
+	set   bool
+}
+
+func (f *tokenFlag) String() string {
+	if f == nil {
+		return ""
+	}
+	return f.value
+}
+
+func (f *tokenFlag) Set(s string) error {
+	f.value, f.set = strings.TrimSpace(s), true
+	return nil
+}
+
+// credential is the token to send: -token if given, else $DISCOVERD_TOKEN.
+// A token that is not <accessor id>.<secret> is a usage error, named by
+// where it came from (never printed: it may be most of a secret).
+func (f *tokenFlag) credential() (string, error) {
+	cred, from := f.value, "-token"
+	if !f.set {
+		cred, from = strings.TrimSpace(os.Getenv("DISCOVERD_TOKEN")), "$DISCOVERD_TOKEN"
+	}
+	if cred == "" {
+		return "", nil
+	}
+	if _, _, ok := acl.SplitCredential(cred); !ok {
+		return "", usageErr("%s is not a token: a token is <accessor id>.<secret>, as 'discoverd acl bootstrap' and 'discoverd acl token create' print it", from)
+	}
+	return cred, nil
 }
 
 // client returns a client for the flags; opts adjust its configuration.
@@ -58,6 +98,11 @@ func (c *clientFlags) client(ttl time.Duration, opts ...func(*client.Config)) (*
 	if c.timeout <= 0 {
 		return nil, usageErr("-timeout must be positive")
 	}
+	token, err := c.token.credential()
+	if err != nil {
+		return nil, err
+	}
+	cfg.Token = token
 	tc, err := tlsutil.ClientConfig(tlsutil.ClientFiles{CA: c.ca, Cert: c.cert, Key: c.key})
 	if err != nil {
 		return nil, err

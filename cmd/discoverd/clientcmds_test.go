@@ -167,7 +167,9 @@ func TestCLI_EveryHelpStartsWithWhatAndExample(t *testing.T) {
 	all = append(all, []string{"tls", "ca", "create"}, []string{"tls", "cert", "create"},
 		[]string{"meta", "get"}, []string{"meta", "set"}, []string{"meta", "delete"},
 		[]string{"members", "add"}, []string{"members", "remove"}, []string{"members", "promote"}, []string{"members", "demote"},
-		[]string{"snapshot", "save"}, []string{"snapshot", "inspect"}, []string{"snapshot", "restore"})
+		[]string{"snapshot", "save"}, []string{"snapshot", "inspect"}, []string{"snapshot", "restore"},
+		[]string{"acl", "bootstrap"}, []string{"acl", "token"}, []string{"acl", "token", "create"}, []string{"acl", "token", "list"},
+		[]string{"acl", "token", "show"}, []string{"acl", "token", "update"}, []string{"acl", "token", "delete"}, []string{"acl", "whoami"})
 	named := map[string]bool{}
 	for _, cmd := range all {
 		name := strings.Join(cmd, " ")

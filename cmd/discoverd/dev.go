@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/discoverd/discoverd/client"
 	"github.com/discoverd/discoverd/dnsserver"
 	"github.com/discoverd/discoverd/internal/tlsutil"
 	"github.com/discoverd/discoverd/raftnode"
@@ -35,6 +36,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	dataDir := fs.String("data-dir", "", "keep the nodes' data under this directory (default: a temporary one, removed on exit)")
 	withTLS := fs.Bool("tls", false, "TLS: make a throw-away CA and certificates (under the data dir, in tls/) and print the client flags to use")
 	f.register(fs, false)
+	fs.Lookup("acl").Usage = "access control: every call needs a token allowing it; dev bootstraps ACLs once the cluster has a leader and prints the management token (docs/acl.md)"
 	// Development clusters log only warnings, and serve health and metrics
 	// over HTTP, one port per node.
 	for name, v := range map[string]string{"log-level": "warn", "http-addr": devHTTPAddr, "dns-addr": devDNSAddr} {
@@ -74,11 +76,13 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	var store func(id string) (*tlsutil.Store, error)
 	var clientEnv string
+	var clientFiles tlsutil.ClientFiles
 	if *withTLS {
 		tdir := filepath.Join(dir, "tls")
-		if store, clientEnv, err = devTLS(tdir, host, *nodes, log); err != nil {
+		if store, clientFiles, err = devTLS(tdir, host, *nodes, log); err != nil {
 			return err
 		}
+		clientEnv = fmt.Sprintf(" DISCOVERD_CA=%s DISCOVERD_CERT=%s DISCOVERD_KEY=%s", clientFiles.CA, clientFiles.Cert, clientFiles.Key)
 	}
 
 	var peers []raftnode.Peer
@@ -192,7 +196,15 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return errors.Join(err, stopAll())
 	}
+	var aclLines string
+	if f.acl {
+		if aclLines, err = devBootstrap(ctx, addrs, clientFiles); err != nil {
+			return errors.Join(err, stopAll())
+		}
+	}
 	fmt.Fprintf(stdout, "discoverd dev cluster: %d nodes, leader %s, data in %s\n", *nodes, leader, dir)
+	// The token first: the DISCOVERD= line says the cluster is ready.
+	fmt.Fprint(stdout, aclLines)
 	fmt.Fprintf(stdout, "export DISCOVERD=%s%s\n", strings.Join(addrs, ","), clientEnv)
 	if httpAddrs[0] != "" {
 		scheme := "http"
@@ -214,18 +226,49 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	return stopAll()
 }
 
+// devBootstrapTimeout bounds dev's ACL bootstrap.
+const devBootstrapTimeout = 30 * time.Second
+
+// devBootstrap bootstraps the dev cluster's ACLs through the client, as
+// `discoverd acl bootstrap` would, and returns the lines to print: the
+// management token and its export line — or, in a kept data dir whose
+// cluster was bootstrapped by an earlier run, where to find the token.
+func devBootstrap(ctx context.Context, addrs []string, files tlsutil.ClientFiles) (string, error) {
+	tc, err := tlsutil.ClientConfig(files)
+	if err != nil {
+		return "", err
+	}
+	cl, err := client.NewWithConfig(client.Config{Servers: addrs, TLS: tc, RequestTimeout: devBootstrapTimeout})
+	if err != nil {
+		return "", err
+	}
+	defer cl.Close()
+	bctx, cancel := context.WithTimeout(ctx, devBootstrapTimeout)
+	defer cancel()
+	res, err := cl.ACLBootstrap(bctx)
+	switch {
+	case errors.Is(err, client.ErrRefused):
+		return "ACLs on, bootstrapped by an earlier run with this data dir: use the management token it printed (export DISCOVERD_TOKEN=...)\n", nil
+	case err != nil:
+		return "", fmt.Errorf("ACL bootstrap: %w", err)
+	}
+	return fmt.Sprintf("ACLs on: management token %s (%s); its secret is shown only now:\nexport DISCOVERD_TOKEN=%s\n",
+		res.Token.AccessorID, strings.Join(res.Token.Rules, ", "), res.Secret), nil
+}
+
 // devTLS makes (or, in a kept data dir, reuses) a CA, a server certificate
 // per node for host and a client certificate "dev" in dir, and returns how
-// to load each node's certificates and the client's environment.
-func devTLS(dir, host string, nodes int, log *slog.Logger) (func(id string) (*tlsutil.Store, error), string, error) {
+// to load each node's certificates and the client's files.
+func devTLS(dir, host string, nodes int, log *slog.Logger) (func(id string) (*tlsutil.Store, error), tlsutil.ClientFiles, error) {
+	var none tlsutil.ClientFiles
 	caCert, caKey := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca-key.pem")
 	ca, err := tlsutil.LoadCA(caCert, caKey)
 	if err != nil {
 		if ca, err = tlsutil.NewCA(tlsutil.DefaultCluster, 30); err != nil {
-			return nil, "", err
+			return nil, none, err
 		}
 		if err := writePair(caCert, caKey, ca.CertPEM, ca.KeyPEM); err != nil {
-			return nil, "", err
+			return nil, none, err
 		}
 	}
 	issue := func(base string, r tlsutil.CertRequest) error {
@@ -242,17 +285,15 @@ func devTLS(dir, host string, nodes int, log *slog.Logger) (func(id string) (*tl
 	for i := range nodes {
 		id := fmt.Sprintf("n%d", i+1)
 		if err := issue("server-"+id, tlsutil.CertRequest{Server: true, Name: id, Hosts: []string{host, "localhost"}, Days: 30}); err != nil {
-			return nil, "", err
+			return nil, none, err
 		}
 	}
 	if err := issue("client-dev", tlsutil.CertRequest{Name: "dev", Days: 30}); err != nil {
-		return nil, "", err
+		return nil, none, err
 	}
 	load := func(id string) (*tlsutil.Store, error) {
 		return tlsutil.Load(tlsutil.Files{CA: caCert, Cert: filepath.Join(dir, "server-"+id+".pem"), Key: filepath.Join(dir, "server-"+id+"-key.pem")},
 			tlsutil.Options{VerifyClients: true, Logger: log.With("node", id, "component", "tls")})
 	}
-	env := fmt.Sprintf(" DISCOVERD_CA=%s DISCOVERD_CERT=%s DISCOVERD_KEY=%s", caCert,
-		filepath.Join(dir, "client-dev.pem"), filepath.Join(dir, "client-dev-key.pem"))
-	return load, env, nil
+	return load, tlsutil.ClientFiles{CA: caCert, Cert: filepath.Join(dir, "client-dev.pem"), Key: filepath.Join(dir, "client-dev-key.pem")}, nil
 }

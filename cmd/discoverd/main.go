@@ -1,7 +1,7 @@
 // Command discoverd runs a discoverd node (server), a local cluster for
 // development (dev), and the client commands that talk to a cluster
-// (register, unregister, services, watch, leader, meta, status, snapshot); version
-// says which build it is.
+// (register, unregister, services, watch, leader, meta, status, members,
+// snapshot, acl); version says which build it is.
 //
 // Exit status: 0 on success, 1 on failure, 2 on a usage error, 65 when a
 // node's data dir is damaged, 70 when a node's Raft log cannot be written
@@ -86,6 +86,7 @@ func commands() []command {
 		{"members", "list the cluster's members, or add, remove, promote or demote one", runMembers},
 		{"recover", "rewrite a stopped node's members after the cluster lost its quorum for good", runRecover},
 		{"snapshot", "back the cluster's state up to a file, inspect one, or restore one", runSnapshot},
+		{"acl", "bootstrap ACLs, manage tokens and their rules, or show which token is used", runACL},
 		{"tls", "make a cluster's CA and its servers' and clients' certificates", runTLSHelp},
 		{"version", "print discoverd's version", runVersion},
 	}
@@ -142,6 +143,24 @@ var helps = map[string]helpText{
 		"discoverd snapshot inspect -json backup.snap"},
 	"snapshot restore": {"Replaces the whole state of the cluster, on every node, with a backup file's, through the leader. Watchers resync.",
 		"discoverd snapshot restore backup.snap"},
+	"acl": {"Manages access control (docs/acl.md): bootstraps it once, creates, lists, shows, updates and deletes tokens, and shows which token a command presents.",
+		"discoverd acl token create -description \"web deploys\" -rule 'service \"web*\" write'"},
+	"acl bootstrap": {"Creates the management token (every right) once per cluster with -acl, and prints its secret: the only time it is shown.",
+		"discoverd acl bootstrap"},
+	"acl token": {"Creates, lists, shows, updates and deletes tokens; each needs a token with acl write (acl read to list and show).",
+		"discoverd acl token list"},
+	"acl token create": {"Creates a token with the rules given by -rule (none: it may do nothing) and prints its secret, once.",
+		"discoverd acl token create -description \"web deploys\" -rule 'service \"web*\" write' -expires 720h"},
+	"acl token list": {"Lists every token: accessor id, description, rules and expiry (never a secret).",
+		"discoverd acl token list -json"},
+	"acl token show": {"Shows one token: accessor id, description, rules, expiry and indices.",
+		"discoverd acl token show -id anonymous"},
+	"acl token update": {"Changes a token's description (-description) or replaces its rules (-rule, or -clear-rules); what is not given stays. -id anonymous sets what callers without a token may do.",
+		"discoverd acl token update -id anonymous -rule 'service \"public-*\" read'"},
+	"acl token delete": {"Deletes a token: requests presenting it are denied from then on, and its watches end.",
+		"discoverd acl token delete -id 2b6f0d5e-8c1a-4f0e-9d43-6a1c2b7e9f10"},
+	"acl whoami": {"Describes the token this command presents (-token, else $DISCOVERD_TOKEN), or the anonymous token without one.",
+		"discoverd acl whoami -json"},
 	"tls": {"Makes a cluster's CA, and certificates for its servers and clients.",
 		"discoverd tls ca create -out pki"},
 	"tls ca create": {"Makes a cluster's CA: ca.pem (for every node and client) and ca-key.pem (keep it off the nodes).",
@@ -165,7 +184,8 @@ func usage(w io.Writer) {
 		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintf(w, "\nRun 'discoverd <command> -h' for what a command does and its flags; 'discoverd -version' for the version.\n"+
-		"Client commands use -servers, else $DISCOVERD (comma-separated), else 127.0.0.1:1111.\n")
+		"Client commands use -servers, else $DISCOVERD (comma-separated), else 127.0.0.1:1111;\n"+
+		"with ACLs on, -token, else $DISCOVERD_TOKEN.\n")
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -233,8 +253,12 @@ func runSubcommand(ctx context.Context, command, use string, subs []subcommand, 
 		writeHelp(stdout, command)
 		fmt.Fprintf(stdout, "Usage: %s\n\n", use)
 		names := make([]string, len(subs))
+		width := 8
+		for _, sc := range subs {
+			width = max(width, len(sc.name))
+		}
 		for i, sc := range subs {
-			fmt.Fprintf(stdout, "  %-8s %s\n", sc.name, sc.summary)
+			fmt.Fprintf(stdout, "  %-*s %s\n", width, sc.name, sc.summary)
 			names[i] = sc.name
 		}
 		fmt.Fprintf(stdout, "\nRun 'discoverd %s %s -h' (%s) for the flags.\n", command, names[0], strings.Join(names[1:], ", "))
