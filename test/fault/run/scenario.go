@@ -127,10 +127,6 @@ func Tier(name string, seed int64, duration time.Duration) ([]Scenario, error) {
 			func() Scenario {
 				s := base("acl", seed, "kill-leader", "acl-churn", "partition-leader")
 				s.ACL = true
-				// The electors are Go clients, which present no token
-				// until client.Config.Token exists (branch aclcli): they
-				// would only be denied. Give them the workload's token then.
-				s.Workload.Electors = 0
 				return s
 			}(),
 		)
