@@ -27,7 +27,7 @@ lint: ## gofmt, go vet (also with the fault build tags) and go mod tidy must be 
 bench: ## discoverd vs etcd, 3-node clusters of real processes, full run (~10 min; report in test/reports/)
 	$(GO) run ./test/bench
 
-bench-quick: ## discoverd vs etcd, quick mode (~2 min)
+bench-quick: ## discoverd vs etcd, quick mode, with discoverd-acl (ACLs on) beside discoverd (~2.5 min)
 	$(GO) run ./test/bench -quick
 
 bench-inproc: ## in-process Go benchmarks: registrations/s, heartbeats/s, watch fan-out, memory per instance
@@ -35,7 +35,7 @@ bench-inproc: ## in-process Go benchmarks: registrations/s, heartbeats/s, watch 
 	$(GO) test -run '^$$' -bench 'WatchFanout' -benchtime 300x ./server/
 	$(GO) test -run '^$$' -bench 'Memory' -benchtime 1x ./server/
 
-fault: ## the fault suite's CI tier: 12 scenarios of real processes under faults (~9-10 min)
+fault: ## the fault suite's CI tier: 13 scenarios of real processes under faults (~10-11 min)
 	$(GO) run ./test/fault/cmd/fault -tier ci -q
 
 fault-long: ## the long tier: many seeds, 5 nodes, the netns backend, disk and clock faults (root; installs nftables)

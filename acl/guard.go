@@ -87,13 +87,34 @@ func (g *Guard) Close() {
 // metrics).
 func (g *Guard) Unwrap() backend.DiscoveryBackend { return g.be }
 
-// identity resolves the caller of ctx.
+// catchingUp is a Store whose node may not have caught up with the
+// cluster since it started (the Raft store: CaughtUp).
+type catchingUp interface{ CaughtUp() bool }
+
+// identity resolves the caller of ctx. On a node that has not caught up
+// with the cluster since it started, the table may be older than the
+// caller's token — or older than bootstrap: a restarted node holds its
+// last snapshot's state until a leader tells it how far the log is
+// committed. Its "not bootstrapped" or "unknown token" would be a final
+// answer to a caller the cluster allows (permission_denied is never
+// retried), so it answers not_ready instead, and the caller asks another
+// node, as it would for a read.
 func (g *Guard) identity(ctx context.Context) (*Identity, error) {
-	return g.st.ACLTable().Resolve(backend.CallerFrom(ctx).Token, g.now())
+	id, err := g.st.ACLTable().Resolve(backend.CallerFrom(ctx).Token, g.now())
+	if err != nil {
+		if cu, ok := g.st.(catchingUp); ok && !cu.CaughtUp() {
+			return nil, fmt.Errorf("this node has not caught up with the cluster since it started, so its tokens may be behind (%v); ask another node: %w", err, codes.ErrNotReady)
+		}
+	}
+	return id, err
 }
 
-// deny logs a denied write for the audit and returns err.
+// deny logs a denied write for the audit and returns err (an error that
+// is no denial, not_ready, is returned alone).
 func (g *Guard) deny(ctx context.Context, what string, err error) error {
+	if !errors.Is(err, codes.ErrPermissionDenied) {
+		return err
+	}
 	c := backend.CallerFrom(ctx)
 	who := "unknown"
 	var de *DeniedError

@@ -357,3 +357,52 @@ func TestGuardAdmin(t *testing.T) {
 		t.Errorf("audit:\n%s", fx.audit)
 	}
 }
+
+// catchingUpStore is a fakeStore whose node has or has not caught up with
+// the cluster since it started.
+type catchingUpStore struct {
+	*fakeStore
+	caught bool
+}
+
+func (s *catchingUpStore) CaughtUp() bool { return s.caught }
+
+// TestGuardNotCaughtUp: a node that has not caught up since it started
+// may hold a table older than bootstrap or than the caller's token; what
+// it cannot resolve is not_ready (ask another node), never a final
+// permission_denied, and is not audited as a denial. A token it resolves
+// is checked as ever, and once caught up its answers are final again.
+func TestGuardNotCaughtUp(t *testing.T) {
+	fx := newGuardFixture(t)
+	st := &catchingUpStore{fakeStore: fx.st}
+	var audit bytes.Buffer
+	var mu sync.Mutex
+	g := NewGuard(fx.be, st, slog.New(slog.NewTextHandler(lockedWriter{&mu, &audit}, nil)))
+	t.Cleanup(g.Close)
+	if _, err := g.Register(fx.as("web"), backend.Registration{Name: "web-1"}); err != nil {
+		t.Errorf("a token the old table knows: %v", err)
+	}
+	if _, err := g.Register(fx.as("reader"), backend.Registration{Name: "web-1"}); !errors.Is(err, codes.ErrPermissionDenied) {
+		t.Errorf("a known token without the right: %v, want permission_denied", err)
+	}
+	unknown := backend.WithCaller(context.Background(), backend.Caller{Token: "3f0c9a52-1b7e-4d0a-9c44-0e5f2d8b7a61.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"})
+	if _, err := g.Register(unknown, backend.Registration{Name: "web-1"}); !errors.Is(err, codes.ErrNotReady) || errors.Is(err, codes.ErrPermissionDenied) {
+		t.Errorf("a token the old table does not know: %v, want not_ready", err)
+	}
+	st.set(NewTable(0, 0, nil)) // a restarted node before it replays bootstrap
+	if _, err := g.Heartbeat(fx.as("web"), []backend.InstanceKey{{Name: "web", Addr: "10.0.0.1:80"}}); !errors.Is(err, codes.ErrNotReady) {
+		t.Errorf("heartbeat before the table holds bootstrap: %v, want not_ready", err)
+	}
+	if _, _, err := g.List(fx.as("web"), "web", backend.ListOptions{}); !errors.Is(err, codes.ErrNotReady) {
+		t.Errorf("list before the table holds bootstrap: %v, want not_ready", err)
+	}
+	mu.Lock()
+	if n := strings.Count(audit.String(), "write denied"); n != 1 {
+		t.Errorf("%d writes audited as denied, want 1 (the reader's):\n%s", n, audit.String())
+	}
+	mu.Unlock()
+	st.caught = true
+	if _, err := g.Register(fx.as("web"), backend.Registration{Name: "web-1"}); !errors.Is(err, ErrNotBootstrapped) {
+		t.Errorf("caught up and not bootstrapped: %v, want ErrNotBootstrapped", err)
+	}
+}

@@ -123,3 +123,25 @@ func TestRemovalRow_DistributionAndBounds(t *testing.T) {
 		t.Errorf("bounds %v, %v; want 7.5s, 4.5s (ttl/DESIGN.md)", removalOldBound, removalNewBound)
 	}
 }
+
+// TestACLTable_OnOverOff: discoverd-acl's rows are paired with discoverd's
+// of the same workload and client count, the ratio ACLs on ÷ off.
+func TestACLTable_OnOverOff(t *testing.T) {
+	b := &bench{results: []row{
+		{Workload: "registration", Clients: 64, System: "discoverd", OpsPerS: 5000, P50: 10, P99: 20, Extra: map[string]any{}},
+		{Workload: "registration", Clients: 64, System: "discoverd-acl", OpsPerS: 4500, P50: 11, P99: 30, Extra: map[string]any{}},
+		{Workload: "heartbeat", Clients: 64, System: "discoverd", OpsPerS: 12000, P50: 4, P99: 15, Extra: map[string]any{}},
+		{Workload: "heartbeat", Clients: 64, System: "etcd", OpsPerS: 3000, P50: 16, P99: 57, Extra: map[string]any{}},
+		{Workload: "watch", Clients: 100, System: "discoverd", P99: 4, Extra: map[string]any{}},
+	}}
+	rows := b.aclTable(b.table())
+	if len(rows) != 1 || rows[0].workload != "registration" || rows[0].clients != 64 {
+		t.Fatalf("acl rows = %+v, want registration at 64 alone (heartbeat and watch have no discoverd-acl row)", rows)
+	}
+	if want := "ops/s 0.90, p50 1.10, p99 1.50"; rows[0].ratio != want {
+		t.Errorf("ratio %q, want %q", rows[0].ratio, want)
+	}
+	if !strings.Contains(rows[0].e, "4500 ops/s") {
+		t.Errorf("discoverd-acl cell %q", rows[0].e)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/discoverd/discoverd/internal/codes"
@@ -23,15 +24,29 @@ import (
 // discoverdSystem runs `discoverd server` processes with their production
 // defaults (500 ms Raft timings, fsync on every log write); with tls, with
 // TLS on as a production cluster runs (discoverd-tls: Raft mutual TLS,
-// clients with a client certificate).
-type discoverdSystem struct{ tls bool }
+// clients with a client certificate); with acl, with ACLs on and no TLS
+// (discoverd-acl: -acl, bootstrapped, every client presenting a token with
+// aclClientRules, the bench's own calls the management token).
+type discoverdSystem struct{ tls, acl bool }
 
 func (s discoverdSystem) name() string {
-	if s.tls {
+	switch {
+	case s.tls:
 		return "discoverd-tls"
+	case s.acl:
+		return "discoverd-acl"
 	}
 	return "discoverd"
 }
+
+// aclClientRules are the rules of the token every client of discoverd-acl
+// presents: what a service's own clients would have.
+var aclClientRules = []string{`service "*" write`}
+
+// aclWorkloads are the workloads discoverd-acl runs: what the check of a
+// token costs is measured on the calls it is made for, writes and
+// heartbeats.
+var aclWorkloads = []string{"registration", "heartbeat"}
 
 // isDiscoverd reports whether a system is discoverd, with TLS or without.
 func isDiscoverd(sys string) bool { return strings.HasPrefix(sys, "discoverd") }
@@ -45,7 +60,12 @@ type discoverdCluster struct {
 	ps      []*proc
 	dataDir string
 	tls     func(addr string) *tls.Config // clients' TLS; nil without
-	admin   *rpcconn.Pool                 // NodeInfo, counts
+	admin   *rpcconn.Pool                 // NodeInfo, counts; with ACLs, the management token
+	// With ACLs on (discoverd-acl): the management token and the clients'
+	// token, set once by the first probe that gets them.
+	acl                bool
+	mgmt, clientToken  atomic.Value // string
+	bootstrapAttempted bool         // a bootstrap was sent and its answer lost
 }
 
 func (s discoverdSystem) start(ctx context.Context, b *bench, tag string) (cluster, error) {
@@ -53,7 +73,9 @@ func (s discoverdSystem) start(ctx context.Context, b *bench, tag string) (clust
 	if err != nil {
 		return nil, err
 	}
-	c := &discoverdCluster{b: b, dataDir: filepath.Join(b.dataDir, tag)}
+	c := &discoverdCluster{b: b, dataDir: filepath.Join(b.dataDir, tag), acl: s.acl}
+	c.mgmt.Store("")
+	c.clientToken.Store("")
 	var peers []string
 	for i, p := range ports[:3] {
 		c.ids = append(c.ids, fmt.Sprintf("n%d", i+1))
@@ -67,7 +89,7 @@ func (s discoverdSystem) start(ctx context.Context, b *bench, tag string) (clust
 			return nil, err
 		}
 	}
-	c.admin = rpcconn.NewPool(rpcconn.Options{TLS: c.tls})
+	c.admin = rpcconn.NewPool(rpcconn.Options{TLS: c.tls, Token: func(context.Context) string { return c.mgmt.Load().(string) }})
 	for i := range c.ids {
 		dir := filepath.Join(c.dataDir, c.ids[i])
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -83,6 +105,9 @@ func (s discoverdSystem) start(ctx context.Context, b *bench, tag string) (clust
 		if tlsArgs != nil {
 			args = append(args, tlsArgs(i)...)
 			scheme = "https" // the HTTP listener serves HTTPS with the node's certificate
+		}
+		if s.acl {
+			args = append(args, "-acl")
 		}
 		args = append(args, b.discoverdArgs...)
 		c.debug = append(c.debug, scheme+"://"+httpAddr)
@@ -129,10 +154,50 @@ func (c *discoverdCluster) probe(ctx context.Context) error {
 	if li < 0 {
 		return fmt.Errorf("unknown leader %q", leader)
 	}
+	if c.acl {
+		if err := c.bootstrapACL(ctx, li); err != nil {
+			return err
+		}
+	}
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	var resp wire.ListResponse
 	return c.admin.Call(cctx, c.addrs[li], wire.MethodList, false, &wire.ListRequest{Name: "bench-ready", Consistent: true}, &resp)
+}
+
+// bootstrapACL bootstraps the cluster's ACLs through node li and creates
+// the clients' token, unless done already (a restart probes again). A
+// bootstrap whose answer was lost cannot be repeated — a second one is
+// refused and the first one's secret is gone — so the cluster cannot be
+// used: the error says so, and the bench starts another one.
+func (c *discoverdCluster) bootstrapACL(ctx context.Context, li int) error {
+	call := func(method string, req, resp any) error {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		return c.admin.Call(cctx, c.addrs[li], method, false, req, resp)
+	}
+	if c.mgmt.Load().(string) == "" {
+		var res wire.ACLTokenSecret
+		err := call(wire.MethodACLBootstrap, &wire.ACLBootstrapRequest{}, &res)
+		if err != nil {
+			if errors.Is(err, codes.ErrRefused) && c.bootstrapAttempted {
+				return fmt.Errorf("acl bootstrap: %w, after an attempt whose answer was lost: the management token is unknown", err)
+			}
+			if !codes.NotApplied(err) {
+				c.bootstrapAttempted = true
+			}
+			return fmt.Errorf("acl bootstrap: %w", err)
+		}
+		c.mgmt.Store(res.Secret)
+	}
+	if c.clientToken.Load().(string) == "" {
+		var res wire.ACLTokenSecret
+		if err := call(wire.MethodACLTokenCreate, &wire.ACLTokenCreateRequest{Description: "bench clients", Rules: aclClientRules}, &res); err != nil {
+			return fmt.Errorf("create the clients' token: %w", err)
+		}
+		c.clientToken.Store(res.Secret)
+	}
+	return nil
 }
 
 func (c *discoverdCluster) nodeInfo(ctx context.Context, i int) (*wire.NodeStatus, error) {
@@ -209,7 +274,11 @@ func (c *discoverdCluster) count(ctx context.Context, services []string) (int, e
 }
 
 func (c *discoverdCluster) newClient(ctx context.Context, home int, sticky bool) (client, error) {
-	return &dclient{addrs: c.addrs, pool: rpcconn.NewPool(rpcconn.Options{TLS: c.tls}), home: home % len(c.addrs), sticky: sticky}, nil
+	opts := rpcconn.Options{TLS: c.tls}
+	if token := c.clientToken.Load().(string); token != "" {
+		opts.Token = func(context.Context) string { return token }
+	}
+	return &dclient{addrs: c.addrs, pool: rpcconn.NewPool(opts), home: home % len(c.addrs), sticky: sticky}, nil
 }
 
 func (c *discoverdCluster) stop() {

@@ -5,10 +5,11 @@
 // both: registration throughput and latency, heartbeats, 100 000 instances
 // kept alive, watch fan-out latency, leader failover and memory per
 // instance; and, for discoverd alone, watch fan-out latency with read
-// replicas (replicas). It prints a table and writes results.json and
-// results.md.
+// replicas (replicas); and registrations and heartbeats of discoverd with
+// ACLs on (discoverd-acl) against without. It prints a table and writes
+// results.json and results.md.
 //
-//	go run ./test/bench [-quick] [-out DIR] [-systems discoverd,etcd]
+//	go run ./test/bench [-quick] [-out DIR] [-systems discoverd,discoverd-acl,discoverd-tls,etcd]
 //	    [-workloads registration,heartbeat,heartbeat100k,watch,idle,failover,memory,replicas] [-v]
 //
 // -workloads removal (not run by default) measures how long a stopped
@@ -110,7 +111,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	quick := fs.Bool("quick", false, "small sizes and short runs (about two minutes)")
 	out := fs.String("out", "", "output directory (default <module>/test/reports/bench-<date-time>)")
-	systemsFlag := fs.String("systems", "discoverd,discoverd-tls,etcd", "systems to benchmark, comma-separated: discoverd, discoverd-tls (with TLS on), etcd")
+	systemsFlag := fs.String("systems", "discoverd,discoverd-acl,discoverd-tls,etcd",
+		"systems to benchmark, comma-separated: discoverd, discoverd-acl (with ACLs on: registration and heartbeat only), discoverd-tls (with TLS on), etcd")
 	workloadsFlag := fs.String("workloads", strings.Join(allWorkloads, ","), "workloads to run, comma-separated (also: "+strings.Join(optionalWorkloads, ",")+", only when named)")
 	verbose := fs.Bool("v", false, "more progress output")
 	dArgs := fs.String("discoverd-args", "", "extra flags for every `discoverd server`, space-separated (e.g. \"-raft-apply-groups 1\")")
@@ -140,12 +142,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		switch name {
 		case "discoverd":
 			systems = append(systems, discoverdSystem{})
+		case "discoverd-acl":
+			systems = append(systems, discoverdSystem{acl: true})
 		case "discoverd-tls":
 			systems = append(systems, discoverdSystem{tls: true})
 		case "etcd":
 			systems = append(systems, etcdSystem{})
 		default:
-			fmt.Fprintf(stderr, "bench: unknown system %q (discoverd, discoverd-tls, etcd)\n", name)
+			fmt.Fprintf(stderr, "bench: unknown system %q (discoverd, discoverd-acl, discoverd-tls, etcd)\n", name)
 			return 2
 		}
 	}
@@ -183,7 +187,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		b.logf("bench: removal runs against discoverd only (etcd's leases keep their own remaining time across a leader change)")
 	}
 	if workloads["replicas"] && slices.ContainsFunc(systems, func(s system) bool { return s.name() != "discoverd" }) {
-		b.logf("bench: replicas runs against discoverd without TLS only (etcd's learners serve no watches; the run's certificates name three nodes)")
+		b.logf("bench: replicas runs against discoverd without TLS or ACLs only (etcd's learners serve no watches; the run's certificates name three nodes)")
+	}
+	if slices.ContainsFunc(systems, func(s system) bool { return s.name() == "discoverd-acl" }) {
+		var others []string
+		for w := range workloads {
+			if !slices.Contains(aclWorkloads, w) {
+				others = append(others, w)
+			}
+		}
+		if len(others) > 0 {
+			slices.Sort(others)
+			b.logf("bench: discoverd-acl runs %s only (ACLs on against off); not %s", strings.Join(aclWorkloads, " and "), strings.Join(others, ", "))
+		}
 	}
 	if workloads["heartbeat100k"] && slices.ContainsFunc(systems, func(s system) bool { return s.name() == "etcd" }) {
 		b.logf("bench: heartbeat100k runs against discoverd only (etcd, a lease and KeepAliveOnce per instance, registered 40 294 of 100 000 in 5 minutes and lost them all; README)")
@@ -245,7 +261,7 @@ func (b *bench) setup(ctx context.Context, out string, systems []system) error {
 	for _, sys := range systems {
 		start := time.Now()
 		switch sys.name() {
-		case "discoverd", "discoverd-tls":
+		case "discoverd", "discoverd-acl", "discoverd-tls":
 			b.discoverdBin, err = prockit.BuildInto(b.binDir)
 		case "etcd":
 			b.etcdBin = filepath.Join(b.binDir, "etcd")
@@ -301,6 +317,11 @@ func (b *bench) runSystem(ctx context.Context, sys system, workloads map[string]
 	if sys.name() != "discoverd" {
 		// replicas: discoverd without TLS alone (see run).
 		fresh = slices.DeleteFunc(fresh, func(st step) bool { return st.name == "replicas" })
+	}
+	if sys.name() == "discoverd-acl" {
+		// ACLs on against off: the calls a token is checked on (see run).
+		notACL := func(st step) bool { return !slices.Contains(aclWorkloads, st.name) }
+		shared, fresh = slices.DeleteFunc(shared, notACL), slices.DeleteFunc(fresh, notACL)
 	}
 
 	var cl cluster

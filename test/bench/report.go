@@ -140,6 +140,40 @@ func tlsCost(plain, tls *row) string {
 	return "ops/s " + pct(plain.OpsPerS, tls.OpsPerS)
 }
 
+// aclRatio is ACLs on ÷ off, from discoverd's row to discoverd-acl's:
+// throughput (below 1: slower with ACLs), and the p50 and p99 latencies
+// (above 1: slower with ACLs).
+func aclRatio(off, on *row) string {
+	if off == nil || on == nil {
+		return ""
+	}
+	div := func(a, b float64) string {
+		if b == 0 || a == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.2f", a/b)
+	}
+	return fmt.Sprintf("ops/s %s, p50 %s, p99 %s", div(on.OpsPerS, off.OpsPerS), div(on.P50, off.P50), div(on.P99, off.P99))
+}
+
+// aclTable pairs discoverd's rows with discoverd-acl's (none if either did
+// not run): d and e hold the two cells, ratio ACLs on ÷ off.
+func (b *bench) aclTable(rows []tableRow) []tableRow {
+	var out []tableRow
+	for _, r := range rows {
+		off, on := b.find(r.workload, r.clients, "discoverd"), b.find(r.workload, r.clients, "discoverd-acl")
+		if off == nil || on == nil {
+			continue
+		}
+		out = append(out, tableRow{workload: r.workload, clients: r.clients, d: cell(off), e: cell(on), ratio: aclRatio(off, on)})
+	}
+	return out
+}
+
+// aclAbout says what the ACL table shows.
+const aclAbout = "discoverd-acl: -acl, bootstrapped, every client presenting a token with `service \"*\" write`; same run, no TLS for either. " +
+	"ACL on ÷ off: ops/s below 1 and latencies above 1 are the cost of the check"
+
 func (b *bench) table() []tableRow {
 	find := b.find
 	type key struct {
@@ -215,6 +249,15 @@ func (b *bench) report(wall time.Duration, mode string) error {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", r.workload, r.clients, r.d, r.e, r.ratio, r.ratioWhy)
 	}
 	_ = tw.Flush()
+	if aclRows := b.aclTable(rows); len(aclRows) > 0 {
+		fmt.Fprintf(b.out, "\nACLs on and off (%s):\n\n", aclAbout)
+		tw := tabwriter.NewWriter(b.out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "workload\tclients\tdiscoverd\tdiscoverd-acl\tACL on ÷ off")
+		for _, r := range aclRows {
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", r.workload, r.clients, r.d, r.e, r.ratio)
+		}
+		_ = tw.Flush()
+	}
 	if tlsRows := b.tlsTable(rows); len(tlsRows) > 0 {
 		fmt.Fprintf(b.out, "\nTLS on and off (discoverd-tls against discoverd, same run):\n\n")
 		tw := tabwriter.NewWriter(b.out, 0, 0, 2, ' ', 0)
@@ -255,6 +298,13 @@ func (b *bench) report(wall time.Duration, mode string) error {
 	fmt.Fprintf(&md, "| %s |\n|%s\n", strings.Join(tableHeader, " | "), strings.Repeat(" --- |", len(tableHeader)))
 	for _, r := range rows {
 		fmt.Fprintf(&md, "| %s | %d | %s | %s | %s | %s |\n", r.workload, r.clients, r.d, r.e, r.ratio, r.ratioWhy)
+	}
+	if aclRows := b.aclTable(rows); len(aclRows) > 0 {
+		fmt.Fprintf(&md, "\n## ACLs on and off\n\n%s.\n\n", aclAbout)
+		fmt.Fprintf(&md, "| workload | clients | discoverd | discoverd-acl | ACL on ÷ off |\n| --- | --- | --- | --- | --- |\n")
+		for _, r := range aclRows {
+			fmt.Fprintf(&md, "| %s | %d | %s | %s | %s |\n", r.workload, r.clients, r.d, r.e, r.ratio)
+		}
 	}
 	if tlsRows := b.tlsTable(rows); len(tlsRows) > 0 {
 		fmt.Fprintf(&md, "\n## TLS on and off\n\ndiscoverd with TLS (Raft mutual TLS, clients with a client certificate) against the same without, same run.\n\n")

@@ -18,6 +18,7 @@
 //	Watches         gap-free, ordered, committed, resumable, convergent streams
 //	MonotonicReads  no node answers a read from an older state than before, across restarts
 //	Election        one elector per fencing index; fencing indices never go back; every leadership is in the log
+//	ACL             with ACLs on: the workload's token is never denied what it allows; every node lists the same tokens
 //
 // The journals are the checkers' view of the committed log: an entry a node
 // applied was committed. Indices missing from every journal are either
@@ -45,6 +46,7 @@ const (
 	NameWatches          = "watches"
 	NameMonotonicReads   = "monotonic-reads"
 	NameElection         = "election"
+	NameACL              = "acl"
 )
 
 // DefaultLinearizableTimeout is the porcupine budget per service that All
@@ -135,6 +137,7 @@ func All(run *history.Run) []Verdict {
 		Watches(run),
 		MonotonicReads(run),
 		Election(run),
+		ACL(run),
 	}
 }
 

@@ -43,7 +43,7 @@ func allGoodRun(t *testing.T) *history.Run {
 func TestCheck_AllGood(t *testing.T) {
 	vs := All(allGoodRun(t))
 	names := []string{NameReplicas, NameLinearizable, NameMetaLinearizable, NameDurability, NameTTLSafety, NameTTLLiveness, NameWatches,
-		NameMonotonicReads, NameElection}
+		NameMonotonicReads, NameElection, NameACL}
 	if len(vs) != len(names) {
 		t.Fatalf("%d verdicts", len(vs))
 	}

@@ -2,8 +2,9 @@
 // starts a cluster of 3 or 5 nodes with tight Raft timings, each with its
 // own data dir, log, apply journal and fault clock file; kills, pauses,
 // resumes and restarts them by their own PIDs; routes node-to-node traffic
-// through a Network backend that can partition it; and waits for the
-// cluster to settle (one leader, everyone caught up).
+// through a Network backend that can partition it; waits for the cluster
+// to settle (one leader, everyone caught up); and, with ACLs on,
+// bootstraps them and holds the tokens (acl.go).
 package harness
 
 import (
@@ -69,6 +70,12 @@ type Options struct {
 	// (in Dir/tls), Raft mutual TLS, clients with a client certificate
 	// (ClientTLS). Without it, nodes beyond loopback get -insecure.
 	TLS bool
+	// ACL runs the nodes with -acl. Start bootstraps once the cluster is
+	// stable, keeps the management token for the harness's own calls
+	// (ManagementToken) and creates the workload's token (WorkloadToken,
+	// with WorkloadRules); nodes started after that get the management
+	// token as -acl-token, for their own membership calls.
+	ACL bool
 }
 
 // Node is one member.
@@ -99,7 +106,10 @@ type Cluster struct {
 	// joined marks a node emptied and started again with -join (Rejoin):
 	// from then on it starts with -join, never with -peers.
 	joined []bool
-	pool   *rpcconn.Pool
+	acl    aclState // under mu
+	// pool is the harness's own connections: with ACLs on, every request
+	// carries the management token once there is one.
+	pool *rpcconn.Pool
 }
 
 // Start lays out and starts every node and waits until the cluster is stable.
@@ -124,7 +134,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			return nil, fmt.Errorf("tls: %w", err)
 		}
 	}
-	c.pool = rpcconn.NewPool(rpcconn.Options{DialTimeout: time.Second, TLS: c.ClientTLS()})
+	c.pool = rpcconn.NewPool(rpcconn.Options{DialTimeout: time.Second, TLS: c.ClientTLS(), Token: c.adminToken})
 	ids := make([]string, opts.Nodes)
 	for i := range opts.Nodes {
 		ids[i] = fmt.Sprintf("n%d", i+1)
@@ -154,6 +164,12 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err := c.WaitStable(ctx, 30*time.Second); err != nil {
 		c.Close()
 		return nil, err
+	}
+	if opts.ACL {
+		if err := c.bootstrapACL(ctx, 30*time.Second); err != nil {
+			c.Close()
+			return nil, err
+		}
 	}
 	return c, nil
 }
@@ -186,6 +202,12 @@ func (c *Cluster) StartNode(i int) error {
 		"-journal", n.Journal, "-fault-clock", n.Clock, "-ttl-grace", "1s", "-log-level", "info")
 	args = append(args, prockit.RaftFlags()...)
 	args = append(args, c.tlsArgs(i)...)
+	if c.opts.ACL {
+		args = append(args, "-acl")
+		if c.acl.mgmt != "" {
+			args = append(args, "-acl-token", c.acl.mgmt)
+		}
+	}
 	args = append(args, c.opts.Network.NodeArgs(i)...)
 	args = append(args, c.opts.Args...)
 	cmd := c.opts.Network.Command(i, c.opts.Bin, args...)
@@ -366,6 +388,9 @@ func (c *Cluster) SetClockSpeed(i int, speed float64) error {
 	c.opts.Logf("clock speed %s = %g", c.Nodes[i].ID, speed)
 	return os.WriteFile(c.Nodes[i].Clock, fmt.Appendf(nil, "speed=%g\n", speed), 0o644)
 }
+
+// Logf writes to the run's log.
+func (c *Cluster) Logf(format string, args ...any) { c.opts.Logf(format, args...) }
 
 // Net is the cluster's network backend.
 func (c *Cluster) Net() Network { return c.opts.Network }

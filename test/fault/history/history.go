@@ -1,6 +1,7 @@
 // Package history holds what a fault-suite run records — client operations,
 // watch sessions, leaderships held, the entries each node applied, state
-// hashes and the fault timeline — and reads and writes it as JSON lines. The checkers
+// hashes, the fault timeline and, with ACLs on, every node's tokens — and
+// reads and writes it as JSON lines. The checkers
 // (test/fault/check) take these types and nothing else, so they can be unit
 // tested on hand-made histories.
 //
@@ -94,7 +95,8 @@ type WatchSession struct {
 	FromIndex uint64  `json:"from_index"` // 0: started from the current state
 	Opened    int64   `json:"opened"`
 	Closed    int64   `json:"closed"`
-	End       string  `json:"end"` // why it ended: "resume" (closed on purpose), "error: ...", "final"
+	End       string  `json:"end"`            // why it ended: "resume" (closed on purpose), "error: ...", "final"
+	Code      string  `json:"code,omitempty"` // the error code of an "error: ..." end the server sent (e.g. permission_denied)
 	Events    []Event `json:"events"`
 }
 
@@ -171,6 +173,40 @@ type Run struct {
 	FinalIndex uint64 `json:"final_index"`
 	// TTL bounds the checkers use (from ttl/DESIGN.md).
 	Bounds Bounds `json:"bounds"`
+	// ACL is set when the nodes ran with ACLs on (-acl): the workload's
+	// token and every node's token list at the end.
+	ACL *ACL `json:"acl,omitempty"`
+}
+
+// ACL is what a run with ACLs on recorded of its tokens.
+type ACL struct {
+	// WorkloadToken is the accessor id of the token every workload client
+	// presents, and WorkloadRules its rules: nothing in the run revokes or
+	// changes it, so it never gets permission_denied for what they allow.
+	WorkloadToken string   `json:"workload_token"`
+	WorkloadRules []string `json:"workload_rules"`
+	// Lists are every node's ACLTokenList answer after the final
+	// consistent read, once every node applied the same index.
+	Lists []TokenList `json:"lists"`
+}
+
+// TokenList is one node's token list (never a secret).
+type TokenList struct {
+	Node   string  `json:"node"`
+	Index  uint64  `json:"index"` // of the last change to the tokens, as the node answered
+	Tokens []Token `json:"tokens"`
+	Err    string  `json:"err,omitempty"` // the node did not answer
+}
+
+// Token is one token of a list, as replicated (what the answering node's
+// clock says of its expiry is left out).
+type Token struct {
+	AccessorID      string   `json:"accessor_id"`
+	Description     string   `json:"description,omitempty"`
+	Rules           []string `json:"rules,omitempty"`
+	ExpiresAtMillis int64    `json:"expires_at_ms,omitempty"`
+	CreateIndex     uint64   `json:"create_index"`
+	ModifyIndex     uint64   `json:"modify_index"`
 }
 
 // Bounds are the promises the TTL checkers hold discoverd to.
@@ -196,6 +232,7 @@ type Record struct {
 	Holding *Holding      `json:"holding,omitempty"`
 	Final   *Instance     `json:"final,omitempty"`
 	Meta    *Meta         `json:"meta,omitempty"`
+	ACL     *ACL          `json:"acl,omitempty"`
 }
 
 // Meta carries the run-wide fields of Run.
@@ -247,6 +284,11 @@ func Write(w io.Writer, r *Run) error {
 			return err
 		}
 	}
+	if r.ACL != nil {
+		if err := put(Record{ACL: r.ACL}); err != nil {
+			return err
+		}
+	}
 	return bw.Flush()
 }
 
@@ -278,6 +320,8 @@ func Read(r io.Reader) (*Run, error) {
 			run.Holdings = append(run.Holdings, *rec.Holding)
 		case rec.Final != nil:
 			run.Final = append(run.Final, *rec.Final)
+		case rec.ACL != nil:
+			run.ACL = rec.ACL
 		default:
 			return nil, fmt.Errorf("history record %d: empty", line)
 		}

@@ -3,7 +3,8 @@
 // majority), pause the leader, partitions (isolate the leader, majority and
 // minority halves, a 5-node bridge, one-way links, flapping), link delay and
 // chunk loss, a follower cut off until the leader has compacted past it,
-// slow or failing fsync on one node, and a fast clock on the leader.
+// slow or failing fsync on one node, a fast clock on the leader, membership
+// churn, and token churn on a cluster with ACLs on.
 package nemesis
 
 import (
@@ -65,6 +66,8 @@ func ByName(name string) (Nemesis, error) {
 		return &clock{speed: 2}, nil
 	case "member-churn":
 		return &memberChurn{}, nil
+	case "acl-churn":
+		return &aclChurn{}, nil
 	}
 	return nil, fmt.Errorf("unknown nemesis %q (have %s)", name, strings.Join(Names(), ", "))
 }
@@ -73,7 +76,7 @@ func ByName(name string) (Nemesis, error) {
 func Names() []string {
 	return []string{"kill-leader", "kill-random", "kill-majority", "pause-leader", "partition-leader",
 		"partition-follower", "partition-halves", "partition-bridge", "partition-one-way", "partition-flapping", "link-delay",
-		"link-loss", "snapshot-catchup", "clock-fast", "member-churn"}
+		"link-loss", "snapshot-catchup", "clock-fast", "member-churn", "acl-churn"}
 }
 
 func leader(ctx context.Context, c *harness.Cluster) (int, error) {

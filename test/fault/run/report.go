@@ -54,6 +54,10 @@ func summary(res *Result, html []string) string {
 	if sc.TLS {
 		fmt.Fprintf(&b, "- TLS on: Raft mutual TLS, clients with a client certificate (nodes/tls/)\n")
 	}
+	if sc.ACL && run.ACL != nil {
+		fmt.Fprintf(&b, "- ACLs on (-acl): the workload's clients present token %s (%s); the harness the management token\n",
+			run.ACL.WorkloadToken, strings.Join(run.ACL.WorkloadRules, ", "))
+	}
 	if sc.Bug != "" {
 		fmt.Fprintf(&b, "- **planted bug: %s** (faultbugs build)\n", sc.Bug)
 	}

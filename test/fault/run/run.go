@@ -112,7 +112,7 @@ func Run(ctx context.Context, sc Scenario, opts Options) (*Result, error) {
 	}
 	nodesDir := filepath.Join(dir, "nodes")
 	c, err := harness.Start(ctx, harness.Options{Nodes: sc.Nodes, Dir: nodesDir, Bin: bin, Network: network,
-		Args: sc.Args, Env: env, Logf: logf, BeforeStart: beforeStart, TLS: sc.TLS})
+		Args: sc.Args, Env: env, Logf: logf, BeforeStart: beforeStart, TLS: sc.TLS, ACL: sc.ACL})
 	if err != nil {
 		if disk != nil {
 			_ = disk.Unmount()
@@ -136,6 +136,7 @@ func Run(ctx context.Context, sc Scenario, opts Options) (*Result, error) {
 	wcfg := sc.Workload
 	wcfg.TLS = c.ClientTLS()
 	wcfg.ClientTLS = c.ClientTLSConfig()
+	wcfg.Token = c.WorkloadToken().Secret
 	w := workload.New(wcfg, nodes, leader)
 	wctx, stopWorkload := context.WithCancel(ctx)
 	defer stopWorkload()
@@ -180,6 +181,12 @@ func Run(ctx context.Context, sc Scenario, opts Options) (*Result, error) {
 	if err != nil {
 		res.Recovery = append(res.Recovery, err.Error())
 	}
+	var aclRec *history.ACL
+	if sc.ACL {
+		// Taken with the hashes, at one applied index: the lists must agree.
+		wt := c.WorkloadToken().Token
+		aclRec = &history.ACL{WorkloadToken: wt.AccessorID, WorkloadRules: wt.Rules, Lists: c.TokenLists(ctx)}
+	}
 	c.StopAll(10 * time.Second)
 	entries, err := c.Journals()
 	if err != nil {
@@ -187,7 +194,7 @@ func Run(ctx context.Context, sc Scenario, opts Options) (*Result, error) {
 	}
 	ops, sessions := w.History()
 	res.Run = &history.Run{Ops: ops, Sessions: sessions, Entries: entries, Hashes: hashes, Faults: faults,
-		Holdings: w.Holdings(), Final: final, FinalIndex: finalIdx, Bounds: Bounds}
+		Holdings: w.Holdings(), Final: final, FinalIndex: finalIdx, Bounds: Bounds, ACL: aclRec}
 	res.Elapsed = time.Since(res.Started)
 
 	lin, services := check.Linearizable(res.Run, 60*time.Second)
@@ -195,7 +202,7 @@ func Run(ctx context.Context, sc Scenario, opts Options) (*Result, error) {
 	services = append(services, metaServices...)
 	res.Verdicts = []check.Verdict{check.Replicas(res.Run), lin, meta, check.Durability(res.Run),
 		check.TTLSafety(res.Run), check.TTLLiveness(res.Run), check.Watches(res.Run), check.MonotonicReads(res.Run),
-		check.Election(res.Run)}
+		check.Election(res.Run), check.ACL(res.Run)}
 	for _, v := range res.Verdicts {
 		res.Violations += len(v.Violations)
 	}
@@ -300,7 +307,9 @@ func finalState(ctx context.Context, c *harness.Cluster, services []string) (uin
 	if err != nil {
 		return 0, nil, err
 	}
-	pool := rpcconn.NewPool(rpcconn.Options{TLS: c.ClientTLS()})
+	// The management token (with ACLs on): the final write and reads are
+	// the harness's, not the workload's.
+	pool := rpcconn.NewPool(rpcconn.Options{TLS: c.ClientTLS(), Token: func(context.Context) string { return c.ManagementToken() }})
 	defer pool.Close()
 	addr := c.Nodes[l].Addrs.Client
 	call := func(method string, req, resp any) error {

@@ -28,6 +28,10 @@ type Scenario struct {
 	Bug      string   // a planted bug ($DISCOVERD_BUG, faultbugs build) — proof runs only
 	Disk     bool     // put node 1's data dir on the FUSE layer (slow-fsync / fsync-error nemeses)
 	TLS      bool     // nodes and clients speak TLS (Raft mutual TLS), with certificates made for the run
+	// ACL runs the nodes with -acl: the harness bootstraps, keeps the
+	// management token for its own calls and gives every workload client
+	// a token with harness.WorkloadRules (check.ACL).
+	ACL bool
 }
 
 // Tier names.
@@ -114,6 +118,15 @@ func Tier(name string, seed int64, duration time.Duration) ([]Scenario, error) {
 			func() Scenario {
 				s := base("partition-tls", seed, "partition-leader", "partition-one-way")
 				s.TLS = true
+				return s
+			}(),
+			// ACLs on: every workload client presents its token while
+			// tokens are created, changed and deleted around it, the leader
+			// is killed and cut off; it must never be denied, and every
+			// node must end with the same tokens.
+			func() Scenario {
+				s := base("acl", seed, "kill-leader", "acl-churn", "partition-leader")
+				s.ACL = true
 				return s
 			}(),
 		)

@@ -24,7 +24,7 @@ func (w *Workload) elector(ctx context.Context, svc, name, addr string, rng *ran
 		servers = append(servers, n.Addr)
 	}
 	cl, err := client.NewWithConfig(client.Config{Servers: servers, TLS: w.cfg.ClientTLS, TTL: w.cfg.ElectTTL,
-		RequestTimeout: 4 * time.Second, DialTimeout: 500 * time.Millisecond})
+		RequestTimeout: 4 * time.Second, DialTimeout: 500 * time.Millisecond, Token: w.cfg.Token})
 	if err != nil {
 		return
 	}

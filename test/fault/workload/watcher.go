@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/discoverd/discoverd/internal/codes"
 	"github.com/discoverd/discoverd/internal/rpcconn"
 	"github.com/discoverd/discoverd/internal/wire"
 	"github.com/discoverd/discoverd/test/fault/history"
@@ -65,7 +66,9 @@ func (wt *watcher) session(ctx context.Context, node int) string {
 		s.Closed = now()
 		wt.sessions = append(wt.sessions, s.WatchSession)
 	}()
-	conn, err := rpcconn.Dial(ctx, wt.w.nodes[node].Addr, rpcconn.Options{DialTimeout: 500 * time.Millisecond, StreamBuffer: 1024, TLS: wt.w.cfg.TLS})
+	opts := wt.w.connOptions()
+	opts.StreamBuffer = 1024
+	conn, err := rpcconn.Dial(ctx, wt.w.nodes[node].Addr, opts)
 	if err != nil {
 		s.End = "error: " + err.Error()
 		return s.End
@@ -73,7 +76,7 @@ func (wt *watcher) session(ctx context.Context, node int) string {
 	defer conn.Close()
 	st, err := conn.Stream(ctx, wire.MethodWatch, &wire.WatchRequest{Name: wt.service, FromIndex: from, MinIndex: wt.seen})
 	if err != nil {
-		s.End = "error: " + err.Error()
+		s.End, s.Code = "error: "+err.Error(), string(codes.Of(err))
 		return s.End
 	}
 	defer st.Close()
@@ -111,7 +114,7 @@ func (wt *watcher) session(ctx context.Context, node int) string {
 				}
 				continue
 			}
-			s.End = fmt.Sprintf("error: %v", err)
+			s.End, s.Code = fmt.Sprintf("error: %v", err), string(codes.Of(err))
 			return s.End
 		}
 		at := now()

@@ -62,6 +62,10 @@ type Config struct {
 	// ClientTLS is the same TLS for the Go client, which verifies each
 	// server by the host it dials (nil: plaintext).
 	ClientTLS *tls.Config
+	// Token is the ACL credential every client presents with each request
+	// (nodes with -acl; "" without): the harness creates it with the rules
+	// the workload needs (harness.WorkloadRules) and nothing revokes it.
+	Token string
 }
 
 // DefaultConfig is a moderate load for a 3-node cluster on 2 cores.
@@ -275,7 +279,18 @@ type conns struct {
 }
 
 func (w *Workload) newConns() *conns {
-	return &conns{pool: rpcconn.NewPool(rpcconn.Options{DialTimeout: 500 * time.Millisecond, TLS: w.cfg.TLS})}
+	return &conns{pool: rpcconn.NewPool(w.connOptions())}
+}
+
+// connOptions are the options of every connection a client opens: its
+// dial timeout, TLS and, with ACLs on, the workload's token in each
+// request's header.
+func (w *Workload) connOptions() rpcconn.Options {
+	opts := rpcconn.Options{DialTimeout: 500 * time.Millisecond, TLS: w.cfg.TLS}
+	if token := w.cfg.Token; token != "" {
+		opts.Token = func(context.Context) string { return token }
+	}
+	return opts
 }
 
 func (w *Workload) call(ctx context.Context, cs *conns, node int, method string, req, resp any) error {
