@@ -216,35 +216,29 @@ func (a *API) aclDelete(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) aclRead(w http.ResponseWriter, r *http.Request) {
-	ad, ok := a.admin(w, r)
-	if !ok {
-		return
-	}
-	ctx, cancel := a.callCtx(r)
-	defer cancel()
-	res, err := ad.ReadToken(ctx, wire.ACLTokenIDRequest{AccessorID: r.PathValue("accessor")})
-	answer(w, res, err)
+	adminRead(a, w, r, func(ad acl.Admin, ctx context.Context) (wire.ACLTokenResponse, error) {
+		return ad.ReadToken(ctx, wire.ACLTokenIDRequest{AccessorID: r.PathValue("accessor")})
+	})
 }
 
 func (a *API) aclList(w http.ResponseWriter, r *http.Request) {
-	ad, ok := a.admin(w, r)
-	if !ok {
-		return
-	}
-	ctx, cancel := a.callCtx(r)
-	defer cancel()
-	res, err := ad.ListTokens(ctx)
-	answer(w, res, err)
+	adminRead(a, w, r, acl.Admin.ListTokens)
 }
 
 func (a *API) aclWhoAmI(w http.ResponseWriter, r *http.Request) {
+	adminRead(a, w, r, acl.Admin.WhoAmI)
+}
+
+// adminRead serves a token route without a body: one call of the guard,
+// its answer as JSON.
+func adminRead[T any](a *API, w http.ResponseWriter, r *http.Request, call func(acl.Admin, context.Context) (T, error)) {
 	ad, ok := a.admin(w, r)
 	if !ok {
 		return
 	}
 	ctx, cancel := a.callCtx(r)
 	defer cancel()
-	res, err := ad.WhoAmI(ctx)
+	res, err := call(ad, ctx)
 	answer(w, res, err)
 }
 

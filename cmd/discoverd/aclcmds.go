@@ -138,19 +138,11 @@ func runACLBootstrap(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
-	cl, rctx, done, err := cf.request(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	res, err := cl.ACLBootstrap(rctx)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		return writeJSON(stdout, res)
-	}
-	return writeSecret(stdout, res, fmt.Sprintf("This is the management token (%s).", strings.Join(res.Token.Rules, ", ")))
+	return callAndPrint(ctx, cf, stdout, *asJSON, func(cl *client.Client, rctx context.Context) (*client.ACLTokenSecret, error) {
+		return cl.ACLBootstrap(rctx)
+	}, func(res *client.ACLTokenSecret) error {
+		return writeSecret(stdout, res, fmt.Sprintf("This is the management token (%s).", strings.Join(res.Token.Rules, ", ")))
+	})
 }
 
 // writeSecret prints a new token's accessor id and secret, and that the
@@ -180,20 +172,11 @@ func runACLTokenCreate(ctx context.Context, args []string, stdout, stderr io.Wri
 	if err := acl.CheckDescription(*description); err != nil {
 		return usageErr("-description: %s", strings.TrimSuffix(err.Error(), ": "+client.ErrInvalidArgument.Error()))
 	}
-	cl, rctx, done, err := cf.request(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	res, err := cl.ACLCreateToken(rctx, client.ACLTokenCreate{Description: *description, Rules: rules, ExpiresIn: time.Duration(expires)})
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		return writeJSON(stdout, res)
-	}
-	what := "Its rules: " + formatRules(res.Token.Rules) + "; it expires: " + formatExpires(res.Token) + "."
-	return writeSecret(stdout, res, what)
+	return callAndPrint(ctx, cf, stdout, *asJSON, func(cl *client.Client, rctx context.Context) (*client.ACLTokenSecret, error) {
+		return cl.ACLCreateToken(rctx, client.ACLTokenCreate{Description: *description, Rules: rules, ExpiresIn: time.Duration(expires)})
+	}, func(res *client.ACLTokenSecret) error {
+		return writeSecret(stdout, res, "Its rules: "+formatRules(res.Token.Rules)+"; it expires: "+formatExpires(res.Token)+".")
+	})
 }
 
 func runACLTokenList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -292,19 +275,9 @@ func runACLTokenShow(ctx context.Context, args []string, stdout, stderr io.Write
 	if err := checkID(*id); err != nil {
 		return err
 	}
-	cl, rctx, done, err := cf.request(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	t, err := cl.ACLToken(rctx, *id)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		return writeJSON(stdout, t)
-	}
-	return writeToken(stdout, *t)
+	return callAndPrint(ctx, cf, stdout, *asJSON, func(cl *client.Client, rctx context.Context) (*client.ACLToken, error) {
+		return cl.ACLToken(rctx, *id)
+	}, func(t *client.ACLToken) error { return writeToken(stdout, *t) })
 }
 
 func runACLTokenUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -402,20 +375,35 @@ func runACLWhoAmI(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
+	return callAndPrint(ctx, cf, stdout, *asJSON, func(cl *client.Client, rctx context.Context) (*client.ACLWhoAmI, error) {
+		return cl.ACLWhoAmI(rctx)
+	}, func(who *client.ACLWhoAmI) error {
+		return writeWhoAmI(stdout, who)
+	})
+}
+
+func writeWhoAmI(stdout io.Writer, who *client.ACLWhoAmI) error {
+	if who.Anonymous {
+		fmt.Fprintln(stdout, "no token presented (-token, $DISCOVERD_TOKEN): the anonymous token's rights apply")
+	}
+	return writeToken(stdout, who.Token)
+}
+
+// callAndPrint makes one call on a client of cf's flags, bounded by its
+// -timeout, and prints the answer: as JSON with asJSON, else with text.
+func callAndPrint[T any](ctx context.Context, cf *clientFlags, stdout io.Writer, asJSON bool,
+	call func(*client.Client, context.Context) (T, error), text func(T) error) error {
 	cl, rctx, done, err := cf.request(ctx)
 	if err != nil {
 		return err
 	}
 	defer done()
-	who, err := cl.ACLWhoAmI(rctx)
+	res, err := call(cl, rctx)
 	if err != nil {
 		return err
 	}
-	if *asJSON {
-		return writeJSON(stdout, who)
+	if asJSON {
+		return writeJSON(stdout, res)
 	}
-	if who.Anonymous {
-		fmt.Fprintln(stdout, "no token presented (-token, $DISCOVERD_TOKEN): the anonymous token's rights apply")
-	}
-	return writeToken(stdout, who.Token)
+	return text(res)
 }
