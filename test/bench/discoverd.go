@@ -210,6 +210,29 @@ func (c *discoverdCluster) nodeInfo(ctx context.Context, i int) (*wire.NodeStatu
 	return &st, nil
 }
 
+// waitApplied waits (up to 10 s) until every node's local state lists n
+// instances of service, so that reads measured from any node find them all
+// rather than racing the replication of the setup's registrations.
+func (c *discoverdCluster) waitApplied(ctx context.Context, service string, n int) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for i, addr := range c.addrs {
+		for {
+			cctx, cancel := context.WithTimeout(ctx, opTimeout)
+			var resp wire.ListResponse
+			err := c.admin.Call(cctx, addr, wire.MethodList, false, &wire.ListRequest{Name: service}, &resp)
+			cancel()
+			if err == nil && len(resp.Instances) == n {
+				break
+			}
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				return fmt.Errorf("node %s does not list the %d instances of %s after 10s (%d, %v)", c.ids[i], n, service, len(resp.Instances), err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
 func (c *discoverdCluster) procs() []*proc { return c.ps }
 
 func (c *discoverdCluster) restart(ctx context.Context, i int) error {

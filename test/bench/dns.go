@@ -37,6 +37,9 @@ func (b *bench) dns(ctx context.Context, sys string, cl cluster) error {
 			return err
 		}
 	}
+	if err := dc.waitApplied(ctx, "dnsweb", dnsInstances); err != nil {
+		return err
+	}
 	addr := dc.dns[0]
 	for _, C := range []int{1, 4, 16} {
 		conns := make([]*dns.Conn, C)

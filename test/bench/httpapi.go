@@ -55,6 +55,9 @@ func (b *bench) httpapi(ctx context.Context, sys string, cl cluster) error {
 			return err
 		}
 	}
+	if err := dc.waitApplied(ctx, "bench-read", 10); err != nil {
+		return err
+	}
 	// Reads.
 	lat, _, took := timedLoop(ctx, httpapiReaders, readTime, func(ctx context.Context, w, _ int) (int, error) {
 		var l struct{ Instances []json.RawMessage }
@@ -99,7 +102,7 @@ func (b *bench) httpapiWakeups(ctx context.Context, sys string, dc *discoverdClu
 			return err
 		}
 		hc.CloseIdleConnections()
-		base, err := httpConns(ctx, hc, dc.debug)
+		base, err := settledHTTPConns(ctx, hc, dc.debug)
 		if err != nil {
 			return err
 		}
@@ -244,6 +247,23 @@ func waitHTTPConns(ctx context.Context, hc *http.Client, bases []string, n int) 
 		}
 		sleepCtx(ctx, 50*time.Millisecond)
 	}
+}
+
+// settledHTTPConns is httpConns once it reads the same twice 100 ms apart
+// (at most 5 s): connections the client just closed are still counted
+// until each node has seen them end, and a base counted too high made the
+// wait for the waiters' connections fail.
+func settledHTTPConns(ctx context.Context, hc *http.Client, bases []string) (int, error) {
+	prev, err := httpConns(ctx, hc, bases)
+	for deadline := time.Now().Add(5 * time.Second); err == nil && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		var n int
+		if n, err = httpConns(ctx, hc, bases); err == nil && n == prev {
+			return n, nil
+		}
+		prev = n
+	}
+	return prev, err
 }
 
 // httpConns sums discoverd_connections{kind="http"} over the nodes, less
