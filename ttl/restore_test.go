@@ -68,6 +68,19 @@ func TestTTL_HoldProposalsAcrossARestore(t *testing.T) {
 		}
 		done <- held{release, err}
 	}()
+	// The hold must have begun before the expiries in flight come back
+	// (else web's would count as an expiry of the old state's tracker).
+	for start := time.Now(); ; time.Sleep(time.Millisecond) {
+		h.tr.mu.Lock()
+		holding := h.tr.holding > 0
+		h.tr.mu.Unlock()
+		if holding {
+			break
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatal("HoldProposals did not begin within 5s")
+		}
+	}
 	released.Add(1)
 	h.prop.release(calls[0], nil) // web's expiry commits: web is gone from the state
 	released.Add(1)
