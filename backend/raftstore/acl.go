@@ -12,6 +12,7 @@ import (
 	"github.com/discoverd/discoverd/fsm"
 	"github.com/discoverd/discoverd/internal/codes"
 	"github.com/discoverd/discoverd/internal/wire"
+	"github.com/discoverd/discoverd/raftnode"
 )
 
 // ACL tokens (issue 16): the FSM replicates the records (fsm/acl.go); the
@@ -83,7 +84,8 @@ func tokenFromRecord(r *fsm.ACLToken) acl.Token {
 }
 
 // proposeACL proposes an ACL command on this node (the leader) and returns
-// its result, or its refusal as the error.
+// its result, or its refusal as the error, once every member that answers
+// has applied it (spreadACL).
 func (s *Store) proposeACL(ctx context.Context, t fsm.MessageType, cmd any) (*fsm.Result, error) {
 	res, err := s.proposer.Apply(ctx, t, cmd)
 	if err != nil {
@@ -92,7 +94,58 @@ func (s *Store) proposeACL(ctx context.Context, t fsm.MessageType, cmd any) (*fs
 	if res.Err != nil {
 		return nil, res.Err
 	}
+	s.spreadACL(ctx, res.Index)
 	return res, nil
+}
+
+// ACLSpread bounds how long an ACL write waits for the other members to
+// apply it before it is answered.
+const ACLSpread = 2 * time.Second
+
+// spreadACL waits, up to ACLSpread, until every other member that answers
+// has applied index to its token table (NodeInfo's acl_index). Each node checks tokens against its own table, so a
+// token answered at once but unknown to a follower for a few milliseconds
+// would be refused there — with permission_denied, which no client retries
+// — to a caller who used it straight after creating it (or after acl
+// bootstrap) through another node. ACL writes are rare; waiting for the
+// others costs one status round per 20 ms, and a member that does not
+// answer is not waited for (it answers not_ready until it has caught up
+// after a restart, and catches up within the replication lag otherwise).
+func (s *Store) spreadACL(ctx context.Context, index uint64) {
+	ms, err := s.node.Configuration()
+	if err != nil {
+		return
+	}
+	var others []raftnode.Peer
+	for _, m := range ms {
+		if m.ID != s.node.ID() {
+			others = append(others, raftnode.Peer{ID: m.ID, Addr: m.Addr})
+		}
+	}
+	deadline := time.Now().Add(ACLSpread)
+	for len(others) > 0 && ctx.Err() == nil && time.Now().Before(deadline) {
+		pctx, cancel := context.WithDeadline(ctx, deadline)
+		sts := s.peerStatuses(pctx, others)
+		cancel()
+		behind := others[:0:0]
+		for i, st := range sts {
+			// The member's table, swapped in once the change is applied
+			// (a node without acl_index in NodeInfo: Raft's applied index).
+			seen := st.ACLIndex
+			if seen == 0 {
+				seen = st.AppliedIndex
+			}
+			if st.Error == "" && seen < index {
+				behind = append(behind, others[i])
+			}
+		}
+		if others = behind; len(others) > 0 {
+			select {
+			case <-time.After(20 * time.Millisecond):
+			case <-ctx.Done():
+			}
+		}
+	}
 }
 
 // appliedToken is the token a bootstrap or set-token command stored.
@@ -202,9 +255,21 @@ func (s *Store) ACLUpdateToken(ctx context.Context, req wire.ACLTokenUpdateReque
 // ACLDeleteToken implements acl.Store: a write like any other (forwarded
 // as ACLTokenDelete, answered with the index in a wire.WriteResponse).
 func (s *Store) ACLDeleteToken(ctx context.Context, req wire.ACLTokenIDRequest) (uint64, error) {
-	idx, err := s.write(ctx, fsm.ACLDeleteTokenType, &fsm.ACLDeleteTokenCommand{AccessorID: req.AccessorID}, wire.MethodACLTokenDelete, &req)
+	var fwd wire.WriteResponse
+	var idx uint64
+	remote, err := s.onLeader(ctx, "acl token delete", wire.MethodACLTokenDelete, &req, &fwd, func() error {
+		res, err := s.proposeACL(ctx, fsm.ACLDeleteTokenType, &fsm.ACLDeleteTokenCommand{AccessorID: req.AccessorID})
+		if err != nil {
+			return err
+		}
+		idx = res.Index
+		return nil
+	})
 	if err != nil {
 		return 0, err
+	}
+	if remote {
+		return fwd.Index, nil
 	}
 	return idx, nil
 }

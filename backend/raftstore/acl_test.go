@@ -655,3 +655,57 @@ func TestRaftStore_ACLBoundsMatch(t *testing.T) {
 			acl.MaxDescription, acl.MaxRules, acl.MaxRuleLen, acl.AnonymousID)
 	}
 }
+
+// TestRaftStore_ACLWritesAnsweredOnceEveryMemberHasThem: an ACL write is
+// answered once every member that answers has it in its token table, so a
+// token used straight after its creation (or after bootstrap) works on any
+// node, and a deleted one is refused everywhere — no waiting in between.
+func TestRaftStore_ACLWritesAnsweredOnceEveryMemberHasThem(t *testing.T) {
+	c := tc.New(t, tc.Options{})
+	leader := c.WaitLeader()
+	st := leader.Srv.Store()
+	ctx := tc.Context(t, time.Minute)
+	everywhere := func(what, cred string, ok bool) {
+		t.Helper()
+		for _, n := range c.Running() {
+			_, err := n.Srv.Store().ACLTable().Resolve(cred, time.Now())
+			if (err == nil) != ok {
+				t.Errorf("%s: %s resolves: %v, want ok %v", what, n.ID, err, ok)
+			}
+		}
+	}
+	for round := 0; round < 5; round++ {
+		var boot wire.ACLTokenSecret
+		if round == 0 {
+			var err error
+			if boot, err = st.ACLBootstrap(ctx); err != nil {
+				t.Fatal(err)
+			}
+			everywhere("after bootstrap", boot.Secret, true)
+		}
+		cr, err := st.ACLCreateToken(ctx, wire.ACLTokenCreateRequest{Description: "round", Rules: []string{`service "web" write`}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		everywhere("after create", cr.Secret, true)
+		if _, err := st.ACLDeleteToken(ctx, wire.ACLTokenIDRequest{AccessorID: cr.Token.AccessorID}); err != nil {
+			t.Fatal(err)
+		}
+		everywhere("after delete", cr.Secret, false)
+	}
+	// A member that does not answer is not waited for past ACLSpread.
+	for i, n := range c.Nodes {
+		if n != leader {
+			c.Kill(i)
+			break
+		}
+	}
+	start := time.Now()
+	if _, err := st.ACLCreateToken(ctx, wire.ACLTokenCreateRequest{Description: "one down"}); err != nil {
+		t.Fatal(err)
+	}
+	// Bounded by ACLSpread and a status round, not by the test's minute.
+	if took := time.Since(start); took > 20*time.Second {
+		t.Errorf("create with a member down took %v (ACLSpread %v)", took, raftstore.ACLSpread)
+	}
+}

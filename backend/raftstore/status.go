@@ -16,6 +16,7 @@ func (s *Store) NodeInfo(_ context.Context, stateHash bool) (wire.NodeStatus, er
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	st.HeapInuse = ms.HeapInuse
+	st.ACLIndex = s.ACLTable().Index()
 	if stateHash {
 		st.FSMApplied, st.StateHash = s.fsm.Hash()
 	}

@@ -236,6 +236,9 @@ type NodeStatus struct {
 	LogAppends  uint64 `codec:"log_appends,omitempty"`
 	LogEntries  uint64 `codec:"log_entries,omitempty"`
 	LogAppendUS uint64 `codec:"log_append_us,omitempty"`
+	// ACLIndex is the index of the last ACL change in this node's token
+	// table (NodeInfo only; 0: none, or ACLs unknown to the node).
+	ACLIndex uint64 `codec:"acl_index,omitempty"`
 	// Only when asked for with NodeInfoRequest.StateHash:
 	FSMApplied uint64 `codec:"fsm_applied,omitempty"` // the state machine's applied index
 	StateHash  string `codec:"state_hash,omitempty"`  // SHA-256 of the replicated state at FSMApplied
