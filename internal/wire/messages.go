@@ -236,6 +236,8 @@ type NodeStatus struct {
 	LogAppends  uint64 `codec:"log_appends,omitempty"`
 	LogEntries  uint64 `codec:"log_entries,omitempty"`
 	LogAppendUS uint64 `codec:"log_append_us,omitempty"`
+	// LogStore is the node's Raft log store: bolt or wal (raft backend only).
+	LogStore string `codec:"log_store,omitempty"`
 	// Only when asked for with NodeInfoRequest.StateHash:
 	FSMApplied uint64 `codec:"fsm_applied,omitempty"` // the state machine's applied index
 	StateHash  string `codec:"state_hash,omitempty"`  // SHA-256 of the replicated state at FSMApplied
