@@ -18,7 +18,7 @@ import (
 // TestRaftnode_WALKeepsTheLogAcrossRestarts: a 3-node cluster on the WAL
 // keeps its log in <data-dir>/wal (no raft.db), says so in its status, and
 // every node, stopped or killed and started again, comes back with the
-// cluster's state: its log, term and vote were on disk. One node's log is
+// cluster's state (its appends timed meanwhile as bolt's are): its log, term and vote were on disk. One node's log is
 // compacted behind a snapshot first, so a restart reads both.
 func TestRaftnode_WALKeepsTheLogAcrossRestarts(t *testing.T) {
 	c := servertest.New(t, servertest.Options{Configure: func(_ int, cfg *server.Config) {
@@ -41,8 +41,16 @@ func TestRaftnode_WALKeepsTheLogAcrossRestarts(t *testing.T) {
 	}
 	register(20, 30)
 	for _, n := range c.Nodes {
-		if st := n.Srv.Node().Status(); st.LogStore != raftnode.LogStoreWAL {
+		st := n.Srv.Node().Status()
+		if st.LogStore != raftnode.LogStoreWAL {
 			t.Errorf("%s: status says log store %q", n.ID, st.LogStore)
+		}
+		// The appends are timed as bolt's are (status, /metrics).
+		h := n.Srv.Node().Histograms()
+		if st.LogAppends == 0 || st.LogEntries < st.LogAppends || st.LogAppendUS == 0 ||
+			h.AppendUS.Count < st.LogAppends || h.AppendEntries.Sum < st.LogEntries { // read after the status
+			t.Errorf("%s: appends %d, entries %d, %d µs; histograms %d appends, %d entries", n.ID,
+				st.LogAppends, st.LogEntries, st.LogAppendUS, h.AppendUS.Count, h.AppendEntries.Sum)
 		}
 		if b, err := os.ReadFile(filepath.Join(n.Dir, "log-store")); err != nil || string(b) != "wal\n" {
 			t.Errorf("%s: log-store holds %q, %v", n.ID, b, err)
