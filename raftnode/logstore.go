@@ -199,6 +199,12 @@ func (s *walStore) Close() error {
 // locked first: raft-wal opens its metadata database without a timeout,
 // so a second process on the data dir would otherwise wait forever.
 func openWAL(dataDir string, log hclog.Logger) (rawStore, error) {
+	return openWALSized(dataDir, log, 0)
+}
+
+// openWALSized is openWAL with segments of segmentSize bytes (0: raft-wal's
+// default, 64 MiB); tests make them small to have many.
+func openWALSized(dataDir string, log hclog.Logger, segmentSize int) (rawStore, error) {
 	dir := filepath.Join(dataDir, walDir)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create %s: %w", dir, err)
@@ -210,7 +216,8 @@ func openWAL(dataDir string, log hclog.Logger) (rawStore, error) {
 	meta := &metadb.BoltMetaDB{}
 	var w *wal.WAL
 	err = guard(func() (err error) {
-		w, err = wal.Open(dir, wal.WithMetaStore(meta), wal.WithLogger(log))
+		// WithSegmentSize(0) keeps raft-wal's default.
+		w, err = wal.Open(dir, wal.WithMetaStore(meta), wal.WithLogger(log), wal.WithSegmentSize(segmentSize))
 		return err
 	})
 	if err != nil {
