@@ -43,7 +43,7 @@ fault-long: ## the long tier: many seeds, 5 nodes, the netns backend, disk and c
 	$(GO) test -race -count=1 -tags faultroot ./test/fault/netns/
 	$(GO) run ./test/fault/cmd/fault -tier long -q
 
-fault-wal: ## the WAL log store under faults: kill, partitions, snapshot catch-up, a mixed cluster, disk faults (root for the disk; ~7 min)
+fault-wal: ## the WAL log store under faults: kill, partitions, snapshot catch-up, a mixed cluster, disk faults (root for the disk; ~5 min)
 	$(GO) run ./test/fault/cmd/fault -tier wal -q
 
 dev: ## run a local 3-node cluster on 127.0.0.1:1111-1113
