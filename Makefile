@@ -1,7 +1,7 @@
 # discoverd — common tasks. `make help` lists them.
 GO ?= go
 
-.PHONY: help build image test test-race lint bench bench-quick bench-inproc dev fault fault-long clean
+.PHONY: help build image test test-race lint bench bench-quick bench-inproc dev fault fault-long fault-wal clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -42,6 +42,9 @@ fault-long: ## the long tier: many seeds, 5 nodes, the netns backend, disk and c
 	@command -v nft >/dev/null || (apt-get update -qq && apt-get install -y -qq nftables iptables)
 	$(GO) test -race -count=1 -tags faultroot ./test/fault/netns/
 	$(GO) run ./test/fault/cmd/fault -tier long -q
+
+fault-wal: ## the WAL log store under faults: kill, partitions, snapshot catch-up, a mixed cluster, disk faults (root for the disk; ~5 min)
+	$(GO) run ./test/fault/cmd/fault -tier wal -q
 
 dev: ## run a local 3-node cluster on 127.0.0.1:1111-1113
 	$(GO) run ./cmd/discoverd dev

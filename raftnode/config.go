@@ -70,8 +70,15 @@ type Config struct {
 	ID string
 	// Addr is the address peers reach this node at (host:port).
 	Addr string
-	// DataDir holds raft.db (log and stable store) and snapshots/.
+	// DataDir holds the log and stable store (raft.db, or wal/), the
+	// record of which one it is (log-store) and snapshots/.
 	DataDir string
+	// LogStore is the store of the Raft log and stable store: LogStoreBolt
+	// or LogStoreWAL (logstore.go). A data dir records the one it was
+	// first started with and refuses to start with the other
+	// (ErrLogStoreMismatch); empty takes the one it records (bolt for a
+	// new data dir).
+	LogStore string
 	// Peers is the initial voter set, identical on every node, used only when
 	// DataDir has no Raft state yet. Empty means a single-node cluster of this node.
 	Peers []Peer
@@ -175,6 +182,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		return errors.New("data dir is not set")
+	}
+	if !validLogStore(c.LogStore) {
+		return fmt.Errorf("log store %q: want %s or %s", c.LogStore, LogStoreBolt, LogStoreWAL)
 	}
 	if len(c.Peers) > 0 && !c.NoBootstrap && !slices.ContainsFunc(c.Peers, func(p Peer) bool { return p.ID == c.ID }) {
 		return fmt.Errorf("node id %q is not in the peers list (a node joining a running cluster uses -join)", c.ID)

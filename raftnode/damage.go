@@ -9,12 +9,11 @@ import (
 	"strings"
 
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
 
 // ErrDataDirDamaged is wrapped by Open and Start when the data dir cannot
-// be read back: a corrupted or truncated raft.db, a damaged snapshot, or a
-// log that no snapshot joins up with. The node must not start on it.
+// be read back: a corrupted or truncated raft.db or WAL, a damaged
+// snapshot, or a log that no snapshot joins up with. The node must not start on it.
 var ErrDataDirDamaged = errors.New("data dir is damaged")
 
 // damagedError is the error of a damaged data dir: one line, naming the
@@ -56,13 +55,17 @@ func guard(f func() error) (err error) {
 }
 
 // verifyLog reads back every log entry and the stable store's keys, so that
-// a damaged raft.db stops the node now, with a clear error, rather than
-// crashing it later in the middle of replication. An entry that is missing
-// is not damage by itself: a restored backup leaves a hole in the log at
-// the index of its snapshot (hashicorp/raft's user restore, on the leader
-// and on every follower that installs it; backup.go). verifyLog returns the
-// highest missing index, and verifySnapshots checks that a snapshot covers it.
-func verifyLog(store *raftboltdb.BoltStore) (missing uint64, err error) {
+// a damaged raft.db (or WAL) stops the node now, with a clear error, rather
+// than crashing it later in the middle of replication. An entry that is
+// missing from raft.db is not damage by itself: a restored backup leaves a
+// hole in the log at the index of its snapshot (hashicorp/raft's user
+// restore, on the leader and on every follower that installs it;
+// backup.go). verifyLog returns the highest missing index, and
+// verifySnapshots checks that a snapshot covers it. A WAL never has a hole
+// (it takes no gap, and raft deletes its whole log after a restore): an
+// entry missing from it is damage.
+func verifyLog(store rawStore) (missing uint64, err error) {
+	monotonic := failStopStore{rawStore: store}.IsMonotonic()
 	first, err := store.FirstIndex()
 	if err != nil {
 		return 0, fmt.Errorf("first index: %w", err)
@@ -75,6 +78,8 @@ func verifyLog(store *raftboltdb.BoltStore) (missing uint64, err error) {
 	for i := first; i != 0 && i <= last; i++ {
 		err := store.GetLog(i, &l)
 		switch {
+		case errors.Is(err, raft.ErrLogNotFound) && monotonic:
+			return 0, fmt.Errorf("log entry %d of %d–%d is missing", i, first, last)
 		case errors.Is(err, raft.ErrLogNotFound):
 			missing = i
 		case err != nil:
@@ -94,7 +99,7 @@ func verifyLog(store *raftboltdb.BoltStore) (missing uint64, err error) {
 // and that the log joins up with the newest one: a log that starts after
 // index 1 needs a snapshot of what came before it, and so does an entry
 // missing from it (missing, from verifyLog).
-func verifySnapshots(snaps raft.SnapshotStore, dir string, store *raftboltdb.BoltStore, missing uint64) (string, error) {
+func verifySnapshots(snaps raft.SnapshotStore, dir string, store raft.LogStore, storeFile string, missing uint64) (string, error) {
 	metas, err := snaps.List()
 	if err != nil {
 		return "snapshots", err
@@ -116,13 +121,13 @@ func verifySnapshots(snaps raft.SnapshotStore, dir string, store *raftboltdb.Bol
 	}
 	first, err := store.FirstIndex()
 	if err != nil {
-		return "raft.db", err
+		return storeFile, err
 	}
 	if first > 1 && newest+1 < first {
 		return "snapshots", fmt.Errorf("the log starts at index %d, and no snapshot holds what came before it (newest snapshot: index %d)", first, newest)
 	}
 	if missing > newest {
-		return raftDBFile, fmt.Errorf("log entry %d is missing, and no snapshot holds it (newest snapshot: index %d)", missing, newest)
+		return storeFile, fmt.Errorf("log entry %d is missing, and no snapshot holds it (newest snapshot: index %d)", missing, newest)
 	}
 	return "", nil
 }

@@ -8,12 +8,12 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
 	"github.com/discoverd/discoverd/internal/histogram"
 )
 
-// failStopStore wraps the bolt log and stable store: a write that fails
+// failStopStore wraps the log and stable store (bolt or WAL, as opened:
+// rawStore): a write that fails
 // (an fsync that returned EIO, a full disk) stops the node instead of
 // letting it carry on. After a failed fsync the kernel may already have
 // dropped the dirty pages, so what the store holds is no longer known —
@@ -22,13 +22,13 @@ import (
 // disk and catches up from the leader. (hashicorp/raft itself already
 // panics when it cannot save its term or vote.)
 type failStopStore struct {
-	*raftboltdb.BoltStore
+	rawStore
 	fail  func(error)
 	stats *appendStats
 }
 
 // appendStats counts the log's appends (each one bbolt transaction with its
-// fsyncs): how many, how many entries they carried, how long they took, and
+// two fsyncs, or one WAL append with its one): how many, how many entries they carried, how long they took, and
 // the same per append in histograms (/metrics; nil: not kept).
 type appendStats struct {
 	appends, entries, micros atomic.Uint64
@@ -41,9 +41,19 @@ func newAppendStats() *appendStats {
 }
 
 var (
-	_ raft.LogStore    = failStopStore{}
-	_ raft.StableStore = failStopStore{}
+	_ raft.LogStore          = failStopStore{}
+	_ raft.StableStore       = failStopStore{}
+	_ raft.MonotonicLogStore = failStopStore{}
 )
+
+// IsMonotonic passes the store's own answer on (through raft.LogCache, which
+// asks the store it wraps): raft-wal takes no gap in the log, so after
+// installing or restoring a snapshot hashicorp/raft deletes the whole log
+// instead of leaving a hole at the snapshot's index (DESIGN.md, "The hole").
+func (s failStopStore) IsMonotonic() bool {
+	m, ok := s.rawStore.(raft.MonotonicLogStore)
+	return ok && m.IsMonotonic()
+}
 
 func (s failStopStore) check(op string, err error) error {
 	if err != nil {
@@ -53,12 +63,12 @@ func (s failStopStore) check(op string, err error) error {
 }
 
 func (s failStopStore) StoreLog(l *raft.Log) error {
-	return s.check("StoreLog", s.BoltStore.StoreLog(l))
+	return s.check("StoreLog", s.rawStore.StoreLog(l))
 }
 
 func (s failStopStore) StoreLogs(ls []*raft.Log) error {
 	start := time.Now()
-	err := s.check("StoreLogs", s.BoltStore.StoreLogs(ls))
+	err := s.check("StoreLogs", s.rawStore.StoreLogs(ls))
 	if s.stats != nil {
 		us := uint64(time.Since(start).Microseconds())
 		s.stats.appends.Add(1)
@@ -71,13 +81,13 @@ func (s failStopStore) StoreLogs(ls []*raft.Log) error {
 }
 
 func (s failStopStore) DeleteRange(min, max uint64) error {
-	return s.check("DeleteRange", s.BoltStore.DeleteRange(min, max))
+	return s.check("DeleteRange", s.rawStore.DeleteRange(min, max))
 }
 
-func (s failStopStore) Set(k, v []byte) error { return s.check("Set", s.BoltStore.Set(k, v)) }
+func (s failStopStore) Set(k, v []byte) error { return s.check("Set", s.rawStore.Set(k, v)) }
 
 func (s failStopStore) SetUint64(k []byte, v uint64) error {
-	return s.check("SetUint64", s.BoltStore.SetUint64(k, v))
+	return s.check("SetUint64", s.rawStore.SetUint64(k, v))
 }
 
 // exitOnDiskFailure is the default Config.OnDiskFailure: log and exit.

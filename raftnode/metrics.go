@@ -6,7 +6,8 @@ import "github.com/discoverd/discoverd/internal/histogram"
 // (server/metrics.go): each observed on its hot path with atomic adds only.
 type Histograms struct {
 	// AppendUS: the time of each log append (one bbolt transaction with
-	// its fsyncs), in microseconds; AppendEntries: the entries it carried.
+	// its two fsyncs, or one WAL append with its one), in microseconds;
+	// AppendEntries: the entries it carried.
 	AppendUS, AppendEntries histogram.Snapshot
 	// GroupWrites: the writes of each group that group commit handed to
 	// Raft (groupcommit.go); nil when group commit is off.

@@ -1,5 +1,5 @@
-// Package raftnode owns this node's hashicorp/raft instance: the bbolt log
-// and stable store, file snapshots, the TCP transport (over the node's shared
+// Package raftnode owns this node's hashicorp/raft instance: the log and
+// stable store (bbolt, or raft-wal: logstore.go), file snapshots, the TCP transport (over the node's shared
 // port), bootstrap from a static peer list, leadership notifications, group
 // commit and the leader's commit notices.
 //
@@ -33,8 +33,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	"go.etcd.io/bbolt"
 
 	"github.com/discoverd/discoverd/internal/logging"
 )
@@ -68,8 +66,10 @@ type Node struct {
 	log *slog.Logger
 
 	// Set by Open.
-	bolt      *raftboltdb.BoltStore
-	stable    failStopStore // bolt, stopping the node on a failed write
+	store     string        // LogStoreBolt or LogStoreWAL: the data dir's
+	storeFile string        // the file (or directory) in the data dir that holds it
+	raw       rawStore      // the log and stable store, as opened
+	stable    failStopStore // raw, stopping the node on a failed write
 	logs      raft.LogStore // stable behind a cache of the newest entries
 	snaps     raft.SnapshotStore
 	hasState  bool // the data dir held Raft state when opened: never bootstrap
@@ -178,49 +178,43 @@ func openState(cfg Config) (*Node, error) {
 		n.peers[cfg.ID] = cfg.Addr
 	}
 
-	// 2. The log and stable store: bbolt with the hashmap freelist and no
-	// freelist sync. The array freelist degrades badly after write bursts
-	// (a root cause of a long Consul outage), and syncing the freelist
-	// only slows every commit.
-	path := filepath.Join(cfg.DataDir, raftDBFile)
-	var bolt *raftboltdb.BoltStore
-	err := guard(func() (err error) {
-		bolt, err = raftboltdb.New(raftboltdb.Options{
-			Path: path,
-			BoltOptions: &bbolt.Options{
-				Timeout:        5 * time.Second,
-				FreelistType:   bbolt.FreelistMapType,
-				NoFreelistSync: true,
-			},
-		})
-		return err
-	})
-	switch {
-	case errors.Is(err, bbolt.ErrTimeout):
-		return nil, fmt.Errorf("open raft log %s: another discoverd holds it (is one running on this data dir?): %w", path, err)
-	case err != nil:
-		return nil, damaged(cfg.DataDir, raftDBFile, err)
+	// 2. The log and stable store: the one the data dir records
+	// (logstore.go), bbolt's raft.db or raft-wal's wal/. A data dir
+	// started with one store refuses to start with the other.
+	store, err := checkLogStore(cfg.DataDir, cfg.LogStore)
+	if err != nil {
+		return nil, err
 	}
-	n.bolt = bolt
+	n.store, n.storeFile = store, storeFile(store)
+	if store == LogStoreWAL {
+		n.raw, err = openWAL(cfg.DataDir, n.hlog.Named("wal"))
+	} else {
+		n.raw, err = openBolt(cfg.DataDir)
+	}
+	if err != nil {
+		return nil, err
+	}
+	n.log.Info("opened the raft log", "log_store", store, "path", filepath.Join(cfg.DataDir, n.storeFile))
 
 	// 3. A failed write to the store stops the node (failstop.go).
 	fail := cfg.OnDiskFailure
 	if fail == nil {
 		fail = exitOnDiskFailure(n.log)
 	}
-	n.stable = failStopStore{BoltStore: bolt, fail: fail, stats: n.appends}
+	n.stable = failStopStore{rawStore: n.raw, fail: fail, stats: n.appends}
 
 	// 3b. Every entry and the stable store read back: a damaged file stops
 	// the node here, with an error that says so (damage.go).
 	var missing uint64 // the highest index missing from the log, checked against the snapshots (6)
-	if err := guard(func() (err error) { missing, err = verifyLog(bolt); return err }); err != nil {
+	if err := guard(func() (err error) { missing, err = verifyLog(n.raw); return err }); err != nil {
 		n.closeStores()
-		return nil, damaged(cfg.DataDir, raftDBFile, err)
+		return nil, damaged(cfg.DataDir, n.storeFile, err)
 	}
 
 	// 4. The newest entries stay in memory: replication reads every entry
 	// it sends back from the log store, and decoding it again from bbolt
-	// cost the leader a tenth of its CPU under write load.
+	// cost the leader a tenth of its CPU under write load. (The WAL reads
+	// an entry with a pread and decodes it too.)
 	if n.logs, err = raft.NewLogCache(logCacheSize, n.stable); err != nil {
 		n.closeStores()
 		return nil, err
@@ -235,7 +229,7 @@ func openState(cfg Config) (*Node, error) {
 	// 6. Whether this data dir already holds Raft state: only one that
 	// does not is bootstrapped (Start), so a restarted node never is. The
 	// snapshots must be readable and join up with the log.
-	if file, err := verifySnapshots(n.snaps, filepath.Join(cfg.DataDir, snapshotsDir, "snapshots"), bolt, missing); err != nil {
+	if file, err := verifySnapshots(n.snaps, filepath.Join(cfg.DataDir, snapshotsDir, "snapshots"), n.raw, n.storeFile, missing); err != nil {
 		n.closeStores()
 		return nil, damaged(cfg.DataDir, file, err)
 	}
@@ -289,7 +283,7 @@ func (n *Node) Start(m Machine, observers ...LeadershipObserver) error {
 	case err != nil && strings.Contains(err.Error(), "failed to load any existing snapshots"):
 		return damaged(n.cfg.DataDir, snapshotsDir, fmt.Errorf("no snapshot could be restored (their checksums or contents are wrong; the node's log says which): %w", err))
 	case err != nil && strings.HasPrefix(err.Error(), "reading it failed"):
-		return damaged(n.cfg.DataDir, raftDBFile, err)
+		return damaged(n.cfg.DataDir, n.storeFile, err)
 	case err != nil:
 		return fmt.Errorf("start raft: %w", err)
 	}
@@ -370,8 +364,8 @@ func (n *Node) closeStores() {
 	if n.transport != nil {
 		_ = n.transport.Close()
 	}
-	if n.bolt != nil {
-		_ = n.bolt.Close()
+	if n.raw != nil {
+		_ = n.raw.Close()
 	}
 }
 

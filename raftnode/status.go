@@ -17,6 +17,7 @@ type Status struct {
 	SnapshotIndex uint64 // the index of this node's latest snapshot
 	Leader        string // the leader's id, as far as this node knows
 	Voter         bool
+	LogStore      string // LogStoreBolt or LogStoreWAL
 	// Log appends since the node started (each one write of the log store
 	// with its fsyncs), the entries they carried, and their total time.
 	LogAppends, LogEntries, LogAppendUS uint64
@@ -36,6 +37,7 @@ func (n *Node) Status() Status {
 		SnapshotIndex: n.snapshotIndex(),
 		Leader:        leaderID,
 		Voter:         n.isVoter(),
+		LogStore:      n.store,
 		LogAppends:    n.appends.appends.Load(),
 		LogEntries:    n.appends.entries.Load(),
 		LogAppendUS:   n.appends.micros.Load(),

@@ -364,6 +364,7 @@ type nodeStatus struct {
 	AppliedIndex uint64 `json:"applied_index"`
 	CommitIndex  uint64 `json:"commit_index"`
 	Error        string `json:"error"`
+	LogStore     string `json:"log_store"`
 }
 
 func (s clusterStatus) String() string {

@@ -87,5 +87,6 @@ func nodeStatus(st raftnode.Status) wire.NodeStatus {
 		LogAppends:    st.LogAppends,
 		LogEntries:    st.LogEntries,
 		LogAppendUS:   st.LogAppendUS,
+		LogStore:      st.LogStore,
 	}
 }

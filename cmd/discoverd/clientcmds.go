@@ -622,6 +622,7 @@ type jsonNode struct {
 	KnownLeader       bool   `json:"known_leader"`
 	LastContactMillis int64  `json:"last_contact_ms"`
 	Error             string `json:"error,omitempty"`
+	LogStore          string `json:"log_store,omitempty"` // bolt or wal (raft backend)
 	// The expiry-storm guard on this node, since it started (it holds
 	// expiries only while it leads): held now, holds begun, released at
 	// their max hold, ended otherwise.
@@ -638,7 +639,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var cf clientFlags
 	fs := newFlagSet("status", "", stderr)
 	cf.register(fs)
-	asJSON := fs.Bool("json", false, `print {"leader","nodes":[{"id","addr","state","term","applied_index","commit_index","ready","known_leader","last_contact_ms","error","storm_held","storm_holds","storm_released","storm_unheld"}]}`)
+	asJSON := fs.Bool("json", false, `print {"leader","nodes":[{"id","addr","state","term","applied_index","commit_index","ready","known_leader","last_contact_ms","error","log_store","storm_held","storm_holds","storm_released","storm_unheld"}]}`)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -658,7 +659,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	for _, n := range st.Nodes {
 		out.Nodes = append(out.Nodes, jsonNode{ID: n.ID, Addr: n.Addr, State: n.State, Term: n.Term,
 			AppliedIndex: n.AppliedIndex, CommitIndex: n.CommitIndex, Ready: n.Ready, KnownLeader: n.KnownLeader,
-			LastContactMillis: n.LastContactMillis, Error: n.Error,
+			LastContactMillis: n.LastContactMillis, Error: n.Error, LogStore: n.LogStore,
 			StormHeld: n.StormHeld, StormHolds: n.StormHolds, StormReleased: n.StormReleased, StormUnheld: n.StormUnheld})
 	}
 	if *asJSON {

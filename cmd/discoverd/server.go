@@ -39,6 +39,7 @@ type serverFlags struct {
 	applyGroups                                   int
 	applyLinger                                   time.Duration
 	applyBatch                                    bool
+	logStore                                      string
 	grace, shutdownTimeout                        time.Duration
 	maxFrame                                      int
 	maxRestoreSize                                int64
@@ -90,6 +91,7 @@ func (f *serverFlags) register(fs *flag.FlagSet, withIdentity bool) {
 	fs.IntVar(&f.applyGroups, "raft-apply-groups", d.MaxApplyGroups, "group commit: groups of writes in flight before new writes queue and go to Raft together (0: off)")
 	fs.DurationVar(&f.applyLinger, "raft-apply-linger", d.ApplyLinger, "group commit: longest a group waits to grow to the size of the last one (0: never)")
 	fs.BoolVar(&f.applyBatch, "raft-apply-batch", !d.NoBatchEntries, "group commit: a group of writes is one Raft entry (false: one entry per write, for clusters with nodes older than batch entries)")
+	fs.StringVar(&f.logStore, "raft-log-store", raftnode.LogStoreBolt, "the Raft log's store: bolt (bbolt, two fsyncs per append) or wal (raft-wal, one); a data dir keeps the one it was first started with (docs/operations.md to change it)")
 	fs.DurationVar(&f.grace, "ttl-grace", time.Second, "extra time a new leader gives every instance, on top of the deadline it learned from the other nodes (or of its TTL), before expiring it")
 	f.storm.register(fs)
 	f.http.register(fs)
@@ -115,6 +117,10 @@ func (f *serverFlags) config(log *slog.Logger) (server.Config, error) {
 		return server.Config{}, usageErr("-raft-apply-linger %v: want 0 to 1s", f.applyLinger)
 	}
 	rc.MaxApplyGroups, rc.ApplyLinger, rc.NoBatchEntries = f.applyGroups, f.applyLinger, !f.applyBatch
+	if f.logStore != raftnode.LogStoreBolt && f.logStore != raftnode.LogStoreWAL {
+		return server.Config{}, usageErr("-raft-log-store %q: want %s or %s", f.logStore, raftnode.LogStoreBolt, raftnode.LogStoreWAL)
+	}
+	rc.LogStore = f.logStore
 	if f.grace <= 0 {
 		return server.Config{}, usageErr("-ttl-grace %v must be positive", f.grace)
 	}
@@ -362,7 +368,7 @@ func runEtcdServer(ctx context.Context, f *serverFlags, stderr io.Writer) error 
 			return usageErr("-etcd-endpoints: %q is not an http(s)://host:port URL", e)
 		}
 	}
-	for name, set := range map[string]bool{"-peers": f.peers != "", "-data-dir": f.dataDir != "", "-journal": f.journal != "", "-peer-dial": f.peerDial != "", "-join": f.join != "", "-nonvoter": f.nonvoter, "-leave-on-stop": f.leaveOnStop, "-dead-server-after": f.deadServerAfter != 0, "-acl": f.acl, "-acl-token": f.aclToken != ""} {
+	for name, set := range map[string]bool{"-peers": f.peers != "", "-data-dir": f.dataDir != "", "-journal": f.journal != "", "-peer-dial": f.peerDial != "", "-join": f.join != "", "-nonvoter": f.nonvoter, "-leave-on-stop": f.leaveOnStop, "-dead-server-after": f.deadServerAfter != 0, "-acl": f.acl, "-acl-token": f.aclToken != "", "-raft-log-store": f.logStore != raftnode.LogStoreBolt} {
 		if set {
 			return usageErr("%s applies to the raft backend, not to -backend etcd (etcd holds the data)", name)
 		}

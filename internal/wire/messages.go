@@ -239,6 +239,8 @@ type NodeStatus struct {
 	// ACLIndex is the index of the last ACL change in this node's token
 	// table (NodeInfo only; 0: none, or ACLs unknown to the node).
 	ACLIndex uint64 `codec:"acl_index,omitempty"`
+	// LogStore is the node's Raft log store: bolt or wal (raft backend only).
+	LogStore string `codec:"log_store,omitempty"`
 	// Only when asked for with NodeInfoRequest.StateHash:
 	FSMApplied uint64 `codec:"fsm_applied,omitempty"` // the state machine's applied index
 	StateHash  string `codec:"state_hash,omitempty"`  // SHA-256 of the replicated state at FSMApplied

@@ -80,7 +80,7 @@ func messages() []message {
 			func() any { return new(wire.Empty) }},
 		{"status response", wire.Header{Seq: 7},
 			&wire.StatusResponse{Leader: "n1", Nodes: []wire.NodeStatus{
-				{ID: "n1", Addr: "h:1111", State: "Leader", Term: 3, AppliedIndex: 9, CommitIndex: 9, LastIndex: 10, Leader: "n1", Voter: true},
+				{ID: "n1", Addr: "h:1111", State: "Leader", Term: 3, AppliedIndex: 9, CommitIndex: 9, LastIndex: 10, Leader: "n1", Voter: true, LogStore: "wal"},
 				{ID: "n2", Addr: "h:1112", State: "unreachable", Error: "dial: refused"},
 			}},
 			func() any { return new(wire.StatusResponse) }},

@@ -61,8 +61,11 @@ type Options struct {
 	Bin     string   // the discoverd binary (built with -tags faultclock; faultbugs for planted bugs)
 	Network Network  // nil: plain loopback, no link faults
 	Args    []string // extra server flags for every node
-	Env     []string // extra environment for every node (e.g. DISCOVERD_BUG=...)
-	Logf    func(format string, args ...any)
+	// NodeArgs, if set, gives extra server flags for node i alone, after
+	// Args (e.g. a log store of its own: a mixed cluster).
+	NodeArgs func(i int) []string
+	Env      []string // extra environment for every node (e.g. DISCOVERD_BUG=...)
+	Logf     func(format string, args ...any)
 	// BeforeStart, if set, runs once the node directories exist and before
 	// any node starts (e.g. to mount a FUSE layer over a data dir).
 	BeforeStart func(nodes []*Node) error
@@ -210,6 +213,9 @@ func (c *Cluster) StartNode(i int) error {
 	}
 	args = append(args, c.opts.Network.NodeArgs(i)...)
 	args = append(args, c.opts.Args...)
+	if c.opts.NodeArgs != nil {
+		args = append(args, c.opts.NodeArgs(i)...)
+	}
 	cmd := c.opts.Network.Command(i, c.opts.Bin, args...)
 	cmd.Env = append(os.Environ(), c.opts.Env...)
 	// The network may start the node through a launcher that replaces

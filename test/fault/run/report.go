@@ -54,6 +54,12 @@ func summary(res *Result, html []string) string {
 	if sc.TLS {
 		fmt.Fprintf(&b, "- TLS on: Raft mutual TLS, clients with a client certificate (nodes/tls/)\n")
 	}
+	switch sc.LogStore {
+	case LogStoreWAL:
+		fmt.Fprintf(&b, "- log store: the WAL on every node (-raft-log-store wal)\n")
+	case LogStoreMixed:
+		fmt.Fprintf(&b, "- log store: n1 on the WAL (-raft-log-store wal), the others on bolt\n")
+	}
 	if sc.ACL && run.ACL != nil {
 		fmt.Fprintf(&b, "- ACLs on (-acl): the workload's clients present token %s (%s); the harness the management token\n",
 			run.ACL.WorkloadToken, strings.Join(run.ACL.WorkloadRules, ", "))

@@ -112,7 +112,7 @@ func Run(ctx context.Context, sc Scenario, opts Options) (*Result, error) {
 	}
 	nodesDir := filepath.Join(dir, "nodes")
 	c, err := harness.Start(ctx, harness.Options{Nodes: sc.Nodes, Dir: nodesDir, Bin: bin, Network: network,
-		Args: sc.Args, Env: env, Logf: logf, BeforeStart: beforeStart, TLS: sc.TLS, ACL: sc.ACL})
+		Args: sc.Args, NodeArgs: sc.nodeArgs, Env: env, Logf: logf, BeforeStart: beforeStart, TLS: sc.TLS, ACL: sc.ACL})
 	if err != nil {
 		if disk != nil {
 			_ = disk.Unmount()

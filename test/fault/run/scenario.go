@@ -32,6 +32,25 @@ type Scenario struct {
 	// management token for its own calls and gives every workload client
 	// a token with harness.WorkloadRules (check.ACL).
 	ACL bool
+	// LogStore is the nodes' Raft log store: "" (bolt, the default),
+	// LogStoreWAL (-raft-log-store wal on every node) or LogStoreMixed
+	// (node 1 on the WAL, the others on bolt). Node 1 is also the one
+	// whose data dir Disk puts on the FUSE layer.
+	LogStore string
+}
+
+// Log stores of a scenario (Scenario.LogStore).
+const (
+	LogStoreWAL   = "wal"
+	LogStoreMixed = "mixed"
+)
+
+// nodeArgs are node i's flags for the scenario's log store.
+func (sc Scenario) nodeArgs(i int) []string {
+	if sc.LogStore == LogStoreWAL || (sc.LogStore == LogStoreMixed && i == 0) {
+		return []string{"-raft-log-store", "wal"}
+	}
+	return nil
 }
 
 // Tier names.
@@ -39,6 +58,7 @@ const (
 	TierShort = "short" // inside `go test ./...`
 	TierCI    = "ci"    // make fault, .ci/run
 	TierLong  = "long"  // make fault-long, on demand
+	TierWAL   = "wal"   // make fault-wal: the CI tier's kill and partitions, snapshot catch-up and the disk faults on the WAL log store, and a mixed cluster
 )
 
 func base(name string, seed int64, nemeses ...string) Scenario {
@@ -165,8 +185,36 @@ func Tier(name string, seed int64, duration time.Duration) ([]Scenario, error) {
 				return s
 			}(),
 		)
+	case TierWAL:
+		wal := func(s Scenario) Scenario {
+			s.LogStore = LogStoreWAL
+			return s
+		}
+		out = append(out,
+			wal(base("kill-wal", seed, "kill-leader", "kill-random", "kill-majority")),
+			wal(base("partition-leader-wal", seed, "partition-leader", "partition-one-way")),
+			func() Scenario {
+				// A follower catches up by snapshot: raft deletes its whole
+				// WAL (it takes no gap) and appends from the snapshot on.
+				s := wal(base("snapshot-catchup-wal", seed, "snapshot-catchup"))
+				s.Args = compacting
+				return s
+			}(),
+			func() Scenario {
+				// One WAL node among bolt ones: killed, cut off, lagging
+				// behind a snapshot, as leader and as follower.
+				s := base("mixed-store", seed, "kill-leader", "kill-random", "partition-leader", "snapshot-catchup")
+				s.LogStore, s.Args = LogStoreMixed, compacting
+				return s
+			}(),
+			func() Scenario {
+				s := wal(base("disk-and-clock-wal", seed, "slow-fsync", "fsync-error", "clock-fast"))
+				s.Disk, s.Duration = true, 90*time.Second
+				return s
+			}(),
+		)
 	default:
-		return nil, fmt.Errorf("tier %q: want %s, %s or %s", name, TierShort, TierCI, TierLong)
+		return nil, fmt.Errorf("tier %q: want %s, %s, %s or %s", name, TierShort, TierCI, TierLong, TierWAL)
 	}
 	if duration > 0 {
 		for i := range out {
@@ -179,7 +227,7 @@ func Tier(name string, seed int64, duration time.Duration) ([]Scenario, error) {
 // ByName finds a scenario of any tier.
 func ByName(name string, seed int64) (Scenario, error) {
 	var names []string
-	for _, tier := range []string{TierShort, TierCI, TierLong} {
+	for _, tier := range []string{TierShort, TierCI, TierLong, TierWAL} {
 		scs, _ := Tier(tier, seed, 0)
 		for _, s := range scs {
 			if s.Name == name {

@@ -9,6 +9,7 @@
 //
 //	go run ./test/fault/cmd/fault -tier ci             # what `make fault` and CI run
 //	go run ./test/fault/cmd/fault -tier long           # `make fault-long`
+//	go run ./test/fault/cmd/fault -tier wal            # `make fault-wal`: the WAL log store
 //	go run ./test/fault/cmd/fault -scenario kill -seed 7 -duration 60s
 //
 // The exit status is 1 when any checker found a violation, 2 on bad flags.
@@ -41,7 +42,7 @@ func main() {
 
 func realMain(ctx context.Context, args []string) int {
 	fs := flag.NewFlagSet("fault", flag.ContinueOnError)
-	tier := fs.String("tier", "ci", "short, ci or long")
+	tier := fs.String("tier", "ci", "short, ci, long or wal")
 	scenario := fs.String("scenario", "", "run only this scenario (of any tier)")
 	seed := fs.Int64("seed", 1, "seed of the fault schedule and the workload")
 	duration := fs.Duration("duration", 0, "fault phase length of each scenario (0: the scenario's own)")
