@@ -48,7 +48,23 @@ func (n *Node) leaderGained() {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		barrier := func() error { return n.raft.Barrier(n.cfg.BarrierTimeout).Error() }
+		barrier := func() error {
+			// hashicorp/raft never answers a barrier queued just as it
+			// shuts down, so the wait also ends when the node stops (the
+			// goroutine left waiting on the future ends with the process):
+			// a stop waited for this goroutine forever.
+			fut := n.raft.Barrier(n.cfg.BarrierTimeout)
+			res := make(chan error, 1)
+			go func() { res <- fut.Error() }()
+			select {
+			case err := <-res:
+				return err
+			case <-n.done:
+				return raft.ErrRaftShutdown
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
 		leading := func() bool { return n.raft.State() == raft.Leader }
 		if !retryBarrier(ctx, n.done, n.log, term, barrier, leading) {
 			return
