@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -143,5 +144,93 @@ func TestACLTable_OnOverOff(t *testing.T) {
 	}
 	if !strings.Contains(rows[0].e, "4500 ops/s") {
 		t.Errorf("discoverd-acl cell %q", rows[0].e)
+	}
+}
+
+func TestMedian_OddEvenNone(t *testing.T) {
+	for _, c := range []struct {
+		in   []float64
+		want float64
+	}{
+		{nil, 0},
+		{[]float64{3}, 3},
+		{[]float64{3, 1}, 2}, // two runs: their mean
+		{[]float64{0.5, 9, 1}, 1},
+		{[]float64{4, 1, 3, 2}, 2.5},
+	} {
+		in := slices.Clone(c.in)
+		if got := median(c.in); got != c.want {
+			t.Errorf("median(%v) = %v, want %v", c.in, got, c.want)
+		}
+		if !slices.Equal(in, c.in) {
+			t.Errorf("median reordered its argument: %v", c.in)
+		}
+	}
+}
+
+// TestRunOrder_ReversedEveryOtherRun: the systems run in the given order,
+// then the reverse, so that neither always goes first.
+func TestRunOrder_ReversedEveryOtherRun(t *testing.T) {
+	systems := []string{"discoverd", "discoverd-acl", "etcd"}
+	want := map[int][]string{1: systems, 2: {"etcd", "discoverd-acl", "discoverd"}, 3: systems}
+	for run, w := range want {
+		if got := runOrder(systems, run); !slices.Equal(got, w) {
+			t.Errorf("run %d: order %v, want %v", run, got, w)
+		}
+	}
+	if systems[0] != "discoverd" {
+		t.Errorf("runOrder changed its argument: %v", systems)
+	}
+}
+
+// regRuns makes one row per run of registration at 64 clients.
+func regRuns(sys string, ops ...float64) []row {
+	var out []row
+	for i, o := range ops {
+		out = append(out, row{Workload: "registration", Clients: 64, System: sys, Run: i + 1, OpsPerS: o, P50: 10, P99: 20 + float64(i), Extra: map[string]any{}})
+	}
+	return out
+}
+
+// TestTable_RegistrationRunsMedianRatio: the table shows every run and
+// compares the median of the runs' ratios, run k against run k, so that one
+// noisy run does not decide the ratio.
+func TestTable_RegistrationRunsMedianRatio(t *testing.T) {
+	// etcd's second run was disturbed (1000 instead of ~2000): its ratio,
+	// 5.0, is the outlier; the median is run 3's 2.5.
+	b := &bench{results: append(regRuns("discoverd", 4000, 5000, 5000), regRuns("etcd", 2000, 1000, 2000)...)}
+	rows := b.table()
+	if len(rows) != 1 {
+		t.Fatalf("rows %+v, want one for registration at 64", rows)
+	}
+	r := rows[0]
+	if r.ratio != "2.50" {
+		t.Errorf("ratio %q, want 2.50 (the median of 2.00, 5.00, 2.50)", r.ratio)
+	}
+	if !strings.Contains(r.ratioWhy, "median of 3 runs' ratios (2.00 · 5.00 · 2.50)") {
+		t.Errorf("ratio of %q does not give each run's ratio", r.ratioWhy)
+	}
+	if !strings.Contains(r.d, "4000 · 5000 · 5000 ops/s") || !strings.Contains(r.e, "2000 · 1000 · 2000 ops/s") {
+		t.Errorf("cells %q, %q do not show every run", r.d, r.e)
+	}
+	if !strings.Contains(r.d, "p99 20.0 · 21.0 · 22.0 ms") {
+		t.Errorf("cell %q does not show every run's p99", r.d)
+	}
+
+	// Two runs: the median is their mean, and says so.
+	b = &bench{results: append(regRuns("discoverd", 3000, 3000), regRuns("etcd", 1000, 2000)...)}
+	r = b.table()[0]
+	if r.ratio != "2.25" || !strings.Contains(r.ratioWhy, "the mean of two") {
+		t.Errorf("two runs: ratio %q (%q), want 2.25, the mean of 3.00 and 1.50", r.ratio, r.ratioWhy)
+	}
+
+	// ACLs and TLS: the medians of the runs too.
+	b = &bench{results: append(regRuns("discoverd", 4000, 5000, 5000), append(regRuns("discoverd-acl", 2000, 5000, 4500), regRuns("discoverd-tls", 4400, 4000, 4500)...)...)}
+	rows = b.table()
+	if acl := b.aclTable(rows); len(acl) != 1 || acl[0].ratio != "ops/s 0.90, p50 1.00, p99 1.00 (medians of 3 runs)" {
+		t.Errorf("acl rows %+v", acl)
+	}
+	if tls := b.tlsTable(rows); len(tls) != 1 || tls[0].ratio != "ops/s -10.0% (median of +10.0 · -20.0 · -10.0%)" {
+		t.Errorf("tls rows %+v", tls)
 	}
 }

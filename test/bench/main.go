@@ -1,10 +1,11 @@
 // Command bench compares discoverd with etcd on the same machine in the same
 // run: it builds both (etcd from the etcd server module in go.mod, see
 // etcdserver/), starts a 3-node cluster of each as real processes on
-// loopback — one system at a time — and runs the same workloads against
-// both: registration throughput and latency, heartbeats, 100 000 instances
-// kept alive, watch fan-out latency, leader failover and memory per
-// instance; and, for discoverd alone, watch fan-out latency with read
+// loopback — one system at a time, but for registration, whose runs
+// alternate between the systems' clusters — and runs the same workloads
+// against both: registration throughput and latency, heartbeats, 100 000
+// instances kept alive, watch fan-out latency, leader failover and memory
+// per instance; and, for discoverd alone, watch fan-out latency with read
 // replicas (replicas); and registrations and heartbeats of discoverd with
 // ACLs on (discoverd-acl) against without. It prints a table and writes
 // results.json and results.md.
@@ -204,6 +205,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if workloads["heartbeat100k"] && slices.ContainsFunc(systems, func(s system) bool { return s.name() == "etcd" }) {
 		b.logf("bench: heartbeat100k runs against discoverd only (etcd, a lease and KeepAliveOnce per instance, registered 40 294 of 100 000 in 5 minutes and lost them all; README)")
 	}
+	if workloads["registration"] {
+		// Every system's cluster side by side, the runs interleaved
+		// (registration.go); the other workloads then one system at a time.
+		b.registrationRounds(ctx, systems)
+	}
 	for _, sys := range systems {
 		if ctx.Err() != nil {
 			break
@@ -299,16 +305,17 @@ func (b *bench) startCluster(ctx context.Context, sys system, purpose string) (c
 	return nil, fmt.Errorf("start %s cluster: %w", sys.name(), errors.Join(errs...))
 }
 
-// runSystem runs the selected workloads against one system. registration,
-// heartbeat and watch share one cluster; heartbeat100k, failover, memory,
-// removal and replicas each get a fresh one (a clean state; failover and
-// removal kill nodes, replicas adds two).
+// runSystem runs the selected workloads against one system, registration
+// aside (registrationRounds runs it for all the systems at once).
+// heartbeat, watch and idle share one cluster; heartbeat100k, failover,
+// memory, removal and replicas each get a fresh one (a clean state;
+// failover and removal kill nodes, replicas adds two).
 func (b *bench) runSystem(ctx context.Context, sys system, workloads map[string]bool) {
 	type step struct {
 		name string
 		fn   func(context.Context, string, cluster) error
 	}
-	shared := []step{{"registration", b.registration}, {"heartbeat", b.heartbeat}, {"watch", b.watch}, {"idle", b.idle}}
+	shared := []step{{"heartbeat", b.heartbeat}, {"watch", b.watch}, {"idle", b.idle}}
 	fresh := []step{{"heartbeat100k", b.heartbeat100k}, {"failover", b.failover}, {"memory", b.memory}, {"removal", b.removal}, {"replicas", b.replicas}, {"httpapi", b.httpapi}, {"dns", b.dns}}
 	if !isDiscoverd(sys.name()) {
 		// heartbeat100k and removal are discoverd's alone (see run).
