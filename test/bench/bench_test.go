@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -232,5 +233,38 @@ func TestTable_RegistrationRunsMedianRatio(t *testing.T) {
 	}
 	if tls := b.tlsTable(rows); len(tls) != 1 || tls[0].ratio != "ops/s -10.0% (median of +10.0 · -20.0 · -10.0%)" {
 		t.Errorf("tls rows %+v", tls)
+	}
+}
+
+// TestProbeDisk_SaneValues: the disk probe times every write, its
+// percentiles are ordered, and it leaves no file behind.
+func TestProbeDisk_SaneValues(t *testing.T) {
+	dir := t.TempDir()
+	d, err := probeDisk(dir, 20, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.writes != 20 || d.bytes != 4096 {
+		t.Errorf("probe %+v: want 20 writes of 4096 B", d)
+	}
+	if !(d.p50 > 0 && d.p50 <= d.p99 && d.p99 <= d.max && d.mean > 0 && d.mean <= d.max) {
+		t.Errorf("probe %+v: want 0 < p50 <= p99 <= max, 0 < mean <= max", d)
+	}
+	if d.max > 10_000 {
+		t.Errorf("probe %+v: a synced 4 KiB write over 10 s", d)
+	}
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Errorf("the probe left %d file(s) in %s", len(left), dir)
+	}
+	rw := diskRow(d, "start")
+	if rw.Workload != "disk" || rw.P99 != d.p99 || rw.Extra["when"] != "start" {
+		t.Errorf("disk row %+v", rw)
+	}
+	b := &bench{disk: []row{rw}, results: regRuns("discoverd", 1000)}
+	if line := b.diskLine(); !strings.Contains(line, "at the start p50") {
+		t.Errorf("disk line %q", line)
+	}
+	if rows := b.table(); len(rows) != 1 || rows[0].workload != "registration" {
+		t.Errorf("the table holds %+v: the disk is not a workload row", rows)
 	}
 }

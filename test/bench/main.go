@@ -74,6 +74,7 @@ type bench struct {
 
 	mu       sync.Mutex
 	results  []row
+	disk     []row // the disk's synced-write latency, at the start and at the end (disk.go)
 	failures []string
 	clusters int
 }
@@ -180,6 +181,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		mode = "quick"
 	}
 	b.logf("bench: %s mode, systems %s, output %s", mode, *systemsFlag, b.dir)
+	b.probeDiskInto("start")
 	if b.quick && workloads["heartbeat100k"] {
 		b.logf("bench: heartbeat100k runs in full mode only; skipped")
 		delete(workloads, "heartbeat100k")
@@ -220,6 +222,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		b.procs.stopAll()
 		fmt.Fprintln(stderr, "bench: interrupted; servers stopped")
 		b.failures = append(b.failures, "interrupted")
+	}
+	if ctx.Err() == nil {
+		b.probeDiskInto("end")
 	}
 	wall := time.Since(started)
 	if err := b.report(wall, mode); err != nil {

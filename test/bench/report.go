@@ -386,7 +386,7 @@ func machine() (arch, cpu string, cores int) {
 
 func (b *bench) report(wall time.Duration, mode string) error {
 	rows := b.table()
-	fmt.Fprintf(b.out, "\nbench: %s mode, wall time %.0fs. Cells: ops/s (p50/p99/max ms) unless stated.\n\n", mode, wall.Seconds())
+	fmt.Fprintf(b.out, "\nbench: %s mode, wall time %.0fs.\nbench: %s.\nCells: ops/s (p50/p99/max ms) unless stated.\n\n", mode, wall.Seconds(), b.diskLine())
 	if b.multiRun() {
 		fmt.Fprintf(b.out, "%s\n\n", runsAbout)
 	}
@@ -424,7 +424,7 @@ func (b *bench) report(wall time.Duration, mode string) error {
 		_ = tw.Flush()
 	}
 
-	results := b.results
+	results := append(slices.Clone(b.disk), b.results...)
 	if results == nil {
 		results = []row{}
 	}
@@ -439,8 +439,8 @@ func (b *bench) report(wall time.Duration, mode string) error {
 	arch, cpu, cores := machine()
 	var md bytes.Buffer
 	fmt.Fprintf(&md, "# discoverd vs etcd\n\n")
-	fmt.Fprintf(&md, "- date: %s\n- machine: `%s`, %s, %d cores\n- mode: %s, wall time %.0f s\n- %s; etcd server v3.6 from go.mod (test/bench/etcdserver)\n\n",
-		time.Now().Format(time.RFC3339), arch, cpu, cores, mode, wall.Seconds(), runtime.Version())
+	fmt.Fprintf(&md, "- date: %s\n- machine: `%s`, %s, %d cores\n- mode: %s, wall time %.0f s\n- %s\n- %s; etcd server v3.6 from go.mod (test/bench/etcdserver)\n\n",
+		time.Now().Format(time.RFC3339), arch, cpu, cores, mode, wall.Seconds(), b.diskLine(), runtime.Version())
 	fmt.Fprintf(&md, "Cells: ops/s (p50/p99/max ms) unless stated. The ratio is oriented so that > 1 means discoverd did better.\n\n")
 	if b.multiRun() {
 		fmt.Fprintf(&md, "%s\n\n", runsAbout)
