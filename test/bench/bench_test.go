@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -266,5 +268,66 @@ func TestProbeDisk_SaneValues(t *testing.T) {
 	}
 	if rows := b.table(); len(rows) != 1 || rows[0].workload != "registration" {
 		t.Errorf("the table holds %+v: the disk is not a workload row", rows)
+	}
+}
+
+// TestParseMetrics_SeriesWithLabels: the scale workload reads a series by
+// its name and labels as the exposition writes them, and a missing one is
+// an error rather than a zero.
+func TestParseMetrics_SeriesWithLabels(t *testing.T) {
+	text := `# HELP discoverd_instances Registered instances, in this node's state.
+# TYPE discoverd_instances gauge
+discoverd_instances 1e+06
+discoverd_instances_removed_total{reason="expired"} 3
+discoverd_instances_removed_total{reason="unregistered"} 7
+`
+	m, err := parseMetrics(text, `discoverd_instances`, `discoverd_instances_removed_total{reason="expired"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m[`discoverd_instances`] != 1e6 || m[`discoverd_instances_removed_total{reason="expired"}`] != 3 {
+		t.Errorf("parsed %v", m)
+	}
+	if _, err := parseMetrics(text, `discoverd_watch_streams`); err == nil {
+		t.Error("a missing series parsed without an error")
+	}
+}
+
+// TestNewestSnapshot_ReadsTheStore: the newest complete snapshot by its
+// creation time, its size and the time from its creation to meta.json; one
+// still being written (.tmp) is not one.
+func TestNewestSnapshot_ReadsTheStore(t *testing.T) {
+	dir := t.TempDir()
+	created := time.Now().Add(-10 * time.Second).Truncate(time.Millisecond)
+	mk := func(name string, size int, meta bool, metaAt time.Time) {
+		d := filepath.Join(dir, name)
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "state.bin"), make([]byte, size), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if meta {
+			p := filepath.Join(d, "meta.json")
+			if err := os.WriteFile(p, []byte("{}"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chtimes(p, metaAt, metaAt); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := newestSnapshot(dir); err == nil {
+		t.Error("an empty store gave a snapshot")
+	}
+	mk(fmt.Sprintf("2-100-%d", created.Add(-time.Minute).UnixMilli()), 10, true, created.Add(-time.Minute+time.Second))
+	mk(fmt.Sprintf("3-5000-%d", created.UnixMilli()), 4096, true, created.Add(1500*time.Millisecond))
+	mk(fmt.Sprintf("3-6000-%d.tmp", created.Add(time.Second).UnixMilli()), 8192, false, time.Time{})
+	s, err := newestSnapshot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.index != 5000 || s.size != 4096 || s.persist != 1500*time.Millisecond {
+		t.Errorf("newest %+v, want index 5000, 4096 bytes, written in 1.5s", s)
 	}
 }

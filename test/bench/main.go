@@ -51,7 +51,7 @@ func main() {
 	os.Exit(code)
 }
 
-var allWorkloads = []string{"registration", "heartbeat", "heartbeat100k", "watch", "idle", "failover", "memory", "replicas"}
+var allWorkloads = []string{"registration", "heartbeat", "heartbeat100k", "watch", "idle", "failover", "memory", "replicas", "scale"}
 
 // optionalWorkloads run only when named in -workloads: removal takes about
 // ten minutes on its own (50 leader kills; README); httpapi compares the
@@ -68,6 +68,10 @@ type bench struct {
 
 	dir, binDir, dataDir, logDir string
 	discoverdBin, etcdBin        string
+
+	// The scale workload's size and measured span (scale.go).
+	scaleInstances int
+	scaleDuration  time.Duration
 
 	procs procs
 	id    atomic.Int64 // instance numbers, unique in the run
@@ -119,7 +123,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	verbose := fs.Bool("v", false, "more progress output")
 	dArgs := fs.String("discoverd-args", "", "extra flags for every `discoverd server`, space-separated (e.g. \"-raft-apply-groups 1\")")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the bench process itself (the clients) to this file")
+	scaleInstances := fs.Int("scale-instances", 1_000_000, "instances of the scale workload (full mode only; it wants about 8 KiB of free memory per instance)")
+	scaleDuration := fs.Duration("scale-duration", 2*time.Minute, "how long the scale workload heartbeats its instances once they are registered")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *scaleInstances < scaleClients || *scaleInstances > 10_000_000 || *scaleDuration < 10*time.Second || *scaleDuration > time.Hour {
+		fmt.Fprintf(stderr, "bench: -scale-instances %d (%d to 10 000 000) or -scale-duration %v (10s to 1h) out of range\n", *scaleInstances, scaleClients, *scaleDuration)
 		return 2
 	}
 	if *cpuProfile != "" {
@@ -168,7 +178,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
-	b := &bench{quick: *quick, verbose: *verbose, out: stdout, discoverdArgs: strings.Fields(*dArgs)}
+	b := &bench{quick: *quick, verbose: *verbose, out: stdout, discoverdArgs: strings.Fields(*dArgs),
+		scaleInstances: *scaleInstances, scaleDuration: *scaleDuration}
 	// However the run ends (an error, Ctrl-C), stop every server started.
 	defer b.procs.stopAll()
 	if err := b.setup(ctx, *out, systems); err != nil {
@@ -182,9 +193,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	b.logf("bench: %s mode, systems %s, output %s", mode, *systemsFlag, b.dir)
 	b.probeDiskInto("start")
-	if b.quick && workloads["heartbeat100k"] {
-		b.logf("bench: heartbeat100k runs in full mode only; skipped")
-		delete(workloads, "heartbeat100k")
+	for _, w := range []string{"heartbeat100k", "scale"} {
+		if b.quick && workloads[w] {
+			b.logf("bench: %s runs in full mode only; skipped", w)
+			delete(workloads, w)
+		}
+	}
+	if workloads["scale"] && slices.ContainsFunc(systems, func(s system) bool { return s.name() != "discoverd" }) {
+		b.logf("bench: scale runs against discoverd without TLS or ACLs only (%d instances, %v)", b.scaleInstances, b.scaleDuration)
 	}
 	if workloads["removal"] && slices.ContainsFunc(systems, func(s system) bool { return s.name() == "etcd" }) {
 		b.logf("bench: removal runs against discoverd only (etcd's leases keep their own remaining time across a leader change)")
@@ -321,14 +337,14 @@ func (b *bench) runSystem(ctx context.Context, sys system, workloads map[string]
 		fn   func(context.Context, string, cluster) error
 	}
 	shared := []step{{"heartbeat", b.heartbeat}, {"watch", b.watch}, {"idle", b.idle}}
-	fresh := []step{{"heartbeat100k", b.heartbeat100k}, {"failover", b.failover}, {"memory", b.memory}, {"removal", b.removal}, {"replicas", b.replicas}, {"httpapi", b.httpapi}, {"dns", b.dns}}
+	fresh := []step{{"heartbeat100k", b.heartbeat100k}, {"failover", b.failover}, {"memory", b.memory}, {"removal", b.removal}, {"replicas", b.replicas}, {"httpapi", b.httpapi}, {"dns", b.dns}, {"scale", b.scale}}
 	if !isDiscoverd(sys.name()) {
 		// heartbeat100k and removal are discoverd's alone (see run).
 		fresh = slices.DeleteFunc(fresh, func(st step) bool { return st.name == "heartbeat100k" || st.name == "removal" })
 	}
 	if sys.name() != "discoverd" {
-		// replicas: discoverd without TLS alone (see run).
-		fresh = slices.DeleteFunc(fresh, func(st step) bool { return st.name == "replicas" })
+		// replicas and scale: discoverd without TLS alone (see run).
+		fresh = slices.DeleteFunc(fresh, func(st step) bool { return st.name == "replicas" || st.name == "scale" })
 	}
 	if sys.name() == "discoverd-acl" {
 		// ACLs on against off: the calls a token is checked on (see run).
@@ -367,7 +383,11 @@ func (b *bench) runSystem(ctx context.Context, sys system, workloads map[string]
 		if !workloads[st.name] || ctx.Err() != nil {
 			continue
 		}
-		c, err := b.startCluster(ctx, sys, st.name)
+		csys := sys
+		if st.name == "scale" {
+			csys = discoverdSystem{extra: scaleServerArgs}
+		}
+		c, err := b.startCluster(ctx, csys, st.name)
 		if err != nil {
 			b.failf("[%s] %s: %v", sys.name(), st.name, err)
 			continue

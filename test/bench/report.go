@@ -15,7 +15,7 @@ import (
 )
 
 // rowOrder is the order of workloads in the table.
-var rowOrder = []string{"registration", "heartbeat", "heartbeat-batched", "heartbeat100k", "watch", replicaVoters.workload, replicaNonVoters.workload, "idle", "failover", "memory", "removal"}
+var rowOrder = []string{"registration", "heartbeat", "heartbeat-batched", "heartbeat100k", "watch", replicaVoters.workload, replicaNonVoters.workload, "idle", "failover", "memory", "removal", "scale", "scale-watch"}
 
 type tableRow struct {
 	workload        string
@@ -46,8 +46,13 @@ func cell(r *row) string {
 	case "heartbeat100k":
 		s = fmt.Sprintf("%.0f hb/s (target %.0f), p99 %.1f ms, lost %.0f, leader CPU %.0f%%",
 			r.OpsPerS, num(r.Extra["target_heartbeats_per_s"]), r.P99, num(r.Extra["lost"]), num(r.Extra["leader_cpu_pct"]))
-	case "watch":
+	case "watch", "scale-watch":
 		s = fmt.Sprintf("%.1f/%.1f/%.1f ms, missing %.0f", r.P50, r.P99, r.Max, num(r.Extra["missing"]))
+	case "scale":
+		s = fmt.Sprintf("%.0f instances: %.0f hb/s (needed %.0f), lost %.0f, leader CPU %.0f%%, heap/RSS per instance per node %s/%s B, snapshot %.0f MiB written in %.1f s, catch-up %.1f s (%s)",
+			num(r.Extra["instances"]), r.OpsPerS, num(r.Extra["target_heartbeats_per_s"]), num(r.Extra["lost"]), num(r.Extra["leader_cpu_pct"]),
+			perNode(r.Extra["heap_bytes_per_instance"]), perNode(r.Extra["rss_bytes_per_instance"]),
+			num(r.Extra["snapshot_state_bytes"])/(1<<20), num(r.Extra["snapshot_persist_s"]), num(r.Extra["catchup_s"]), r.Extra["catchup_by"])
 	case replicaVoters.workload, replicaNonVoters.workload:
 		s = fmt.Sprintf("%s: %.1f/%.1f/%.1f ms, missing %.0f", r.Extra["layout"], r.P50, r.P99, r.Max, num(r.Extra["missing"]))
 	case "failover":
@@ -69,6 +74,15 @@ func cell(r *row) string {
 		s += fmt.Sprintf(" [%.0f errors]", n)
 	}
 	return s
+}
+
+// perNode formats one value per node (a []float64 in a row's extra).
+func perNode(x any) string {
+	v, ok := x.([]float64)
+	if !ok || len(v) == 0 {
+		return "-"
+	}
+	return joinRuns(v, "%.0f")
 }
 
 // ratio compares the two rows so that > 1 means discoverd did better, and
