@@ -331,3 +331,42 @@ func TestNewestSnapshot_ReadsTheStore(t *testing.T) {
 		t.Errorf("newest %+v, want index 5000, 4096 bytes, written in 1.5s", s)
 	}
 }
+
+// TestHBQueue_PopDueLikeTheGoClient: nothing until the earliest instance
+// is due (and how long to wait); then every instance due within the slack,
+// most overdue first, at most max.
+func TestHBQueue_PopDueLikeTheGoClient(t *testing.T) {
+	now := time.Unix(1000, 0)
+	q := &hbQueue{}
+	ins := map[string]*instance{}
+	for _, c := range []struct {
+		addr string
+		due  time.Duration
+	}{{"c", 300 * time.Millisecond}, {"a", 100 * time.Millisecond}, {"e", 5 * time.Second}, {"b", 200 * time.Millisecond}, {"d", 900 * time.Millisecond}} {
+		ins[c.addr] = &instance{addr: c.addr}
+		q.push(ins[c.addr], now.Add(c.due))
+	}
+	if got, wait := q.popDue(now, time.Second, 10); got != nil || wait != 100*time.Millisecond {
+		t.Fatalf("before the first is due: %v, wait %v; want none, 100ms", got, wait)
+	}
+	addrs := func(in []*instance) string {
+		var s []string
+		for _, x := range in {
+			s = append(s, x.addr)
+		}
+		return strings.Join(s, "")
+	}
+	at := now.Add(150 * time.Millisecond)
+	if got, wait := q.popDue(at, 800*time.Millisecond, 3); addrs(got) != "abc" || wait != 0 {
+		t.Errorf("due at 150ms with 800ms slack, max 3: %q, wait %v; want abc, 0", addrs(got), wait)
+	}
+	if got, wait := q.popDue(at, 800*time.Millisecond, 3); got != nil || wait != 750*time.Millisecond {
+		t.Errorf("then: %q, wait %v; want none until d is due, in 750ms", addrs(got), wait)
+	}
+	if got, _ := q.popDue(now.Add(900*time.Millisecond), 800*time.Millisecond, 3); addrs(got) != "d" {
+		t.Errorf("at 900ms: %q, want d (e is due beyond the slack)", addrs(got))
+	}
+	if q.h.Len() != 1 {
+		t.Errorf("%d left, want 1 (e)", q.h.Len())
+	}
+}

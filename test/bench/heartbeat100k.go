@@ -18,29 +18,32 @@ type hbQueue struct {
 	h  hbHeap
 }
 
-type hbHeap []*instance
+// hbEntry is an instance in a queue, with when it is due (Unix
+// nanoseconds) beside it: the heap compares the times in its own array
+// instead of following a pointer to each instance, which at a million
+// instances cost the bench a fifth of its CPU in cache misses.
+type hbEntry struct {
+	due int64
+	in  *instance
+}
+
+type hbHeap []hbEntry
 
 func (h hbHeap) Len() int           { return len(h) }
-func (h hbHeap) Less(i, j int) bool { return h[i].next.Before(h[j].next) }
-func (h hbHeap) Swap(i, j int) {
-	h[i], h[j] = h[j], h[i]
-	h[i].idx, h[j].idx = i, j
-}
-func (h *hbHeap) Push(x any) {
-	in := x.(*instance)
-	in.idx = len(*h)
-	*h = append(*h, in)
-}
+func (h hbHeap) Less(i, j int) bool { return h[i].due < h[j].due }
+func (h hbHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *hbHeap) Push(x any)        { *h = append(*h, x.(hbEntry)) }
 func (h *hbHeap) Pop() any {
 	old := *h
-	in := old[len(old)-1]
+	e := old[len(old)-1]
 	*h = old[:len(old)-1]
-	return in
+	return e
 }
 
-func (q *hbQueue) push(in *instance) {
+// push queues in, due at due.
+func (q *hbQueue) push(in *instance, due time.Time) {
 	q.mu.Lock()
-	heap.Push(&q.h, in)
+	heap.Push(&q.h, hbEntry{due: due.UnixNano(), in: in})
 	q.mu.Unlock()
 }
 
@@ -53,12 +56,13 @@ func (q *hbQueue) popDue(now time.Time, slack time.Duration, max int) ([]*instan
 	if q.h.Len() == 0 {
 		return nil, 100 * time.Millisecond
 	}
-	if wait := q.h[0].next.Sub(now); wait > 0 {
+	t := now.UnixNano()
+	if wait := time.Duration(q.h[0].due - t); wait > 0 {
 		return nil, wait
 	}
 	var out []*instance
-	for len(out) < max && q.h.Len() > 0 && q.h[0].next.Sub(now) <= slack {
-		out = append(out, heap.Pop(&q.h).(*instance))
+	for len(out) < max && q.h.Len() > 0 && time.Duration(q.h[0].due-t) <= slack {
+		out = append(out, heap.Pop(&q.h).(hbEntry).in)
 	}
 	return out, 0
 }
@@ -110,8 +114,7 @@ func startHeartbeater(ctx context.Context, clients []client, loops int, ttl, sla
 
 // add has client k heartbeat in from now on, the first beat in TTL/3 ± 10 %.
 func (h *heartbeater) add(k int, in *instance) {
-	in.next = time.Now().Add(jitter(h.ttl / 3))
-	h.queues[k].push(in)
+	h.queues[k].push(in, time.Now().Add(jitter(h.ttl/3)))
 }
 
 // halt stops every loop and waits for them.
@@ -145,8 +148,7 @@ func (h *heartbeater) loop(ctx context.Context, k int) {
 				r.fail(err)
 			}
 			for _, in := range batch {
-				in.next = now.Add(retryDelay())
-				q.push(in)
+				q.push(in, now.Add(retryDelay()))
 			}
 			continue
 		}
@@ -161,8 +163,7 @@ func (h *heartbeater) loop(ctx context.Context, k int) {
 				continue
 			}
 			n++
-			in.next = now.Add(jitter(h.ttl / 3))
-			q.push(in)
+			q.push(in, now.Add(jitter(h.ttl/3)))
 		}
 		h.total.Add(int64(n))
 		if measuring {
