@@ -49,7 +49,7 @@ func cell(r *row) string {
 	case "watch", "scale-watch":
 		s = fmt.Sprintf("%.1f/%.1f/%.1f ms, missing %.0f", r.P50, r.P99, r.Max, num(r.Extra["missing"]))
 	case "scale":
-		s = fmt.Sprintf("%.0f instances: %.0f hb/s (needed %.0f), lost %.0f, leader CPU %.0f%%, heap/RSS per instance per node %s/%s B, snapshot %.0f MiB written in %.1f s, catch-up %.1f s (%s)",
+		s = fmt.Sprintf("%.0f instances: %.0f hb/s (at TTL/3: %.0f), lost %.0f, leader CPU %.0f%%, per instance per node heap %s B, RSS %s B, snapshot %.0f MiB written in %.1f s, catch-up %.1f s (%s)",
 			num(r.Extra["instances"]), r.OpsPerS, num(r.Extra["target_heartbeats_per_s"]), num(r.Extra["lost"]), num(r.Extra["leader_cpu_pct"]),
 			perNode(r.Extra["heap_bytes_per_instance"]), perNode(r.Extra["rss_bytes_per_instance"]),
 			num(r.Extra["snapshot_state_bytes"])/(1<<20), num(r.Extra["snapshot_persist_s"]), num(r.Extra["catchup_s"]), r.Extra["catchup_by"])

@@ -276,6 +276,15 @@ func (b *bench) scale(ctx context.Context, sys string, cl cluster) error {
 	rw.Extra["register_per_s"] = round2(float64(nReg) / regTook.Seconds())
 	rw.Extra["window_s"] = round2(elapsed.Seconds())
 	rw.Extra["leader"] = dc.ids[li]
+	roles := make([]string, 3) // the per-node arrays' order
+	roles[li], roles[up], roles[down] = dc.ids[li]+" leader", dc.ids[up]+" follower", dc.ids[down]+" restarted follower"
+	rw.Extra["nodes"] = roles
+	if rw.OpsPerS > 0 {
+		// The Go client's cadence is TTL/3; an instance is lost only when
+		// its beats are a TTL apart.
+		rw.Extra["mean_heartbeat_interval_s"] = round2(float64(nReg) / rw.OpsPerS)
+		rw.Extra["minimum_heartbeats_per_s"] = round2(float64(nReg) / scaleTTL.Seconds())
+	}
 	rw.Extra["leader_cpu_pct"] = cpu[li]
 	rw.Extra["follower_cpu_pct"] = cpu[up]
 	rw.Extra["restarted_follower_cpu_pct"] = cpu[down]
@@ -310,8 +319,9 @@ func (b *bench) scale(ctx context.Context, sys string, cl cluster) error {
 	}
 	rw.Extra["method"] = fmt.Sprintf("%d clients, the Go client's batching (<=1024, due within TTL/12), one request in flight each; on the leader and the follower that stayed up", scaleClients)
 	b.add(rw)
-	b.logf("[%s] scale: %d instances: %.0f heartbeats/s (needed %.0f), requests %v; lost %d (expired per node %v); leader CPU %.0f%% of a core; heap/instance per node %v B, RSS %v B",
-		sys, nReg, rw.OpsPerS, rw.Extra["target_heartbeats_per_s"], s, lost, expired, cpu[li], rw.Extra["heap_bytes_per_instance"], rw.Extra["rss_bytes_per_instance"])
+	b.logf("[%s] scale: %d instances: %.0f heartbeats/s (the Go client's cadence %.0f, the least a %v TTL takes %.0f), requests %v; lost %d (expired per node %v); leader CPU %.0f%% of a core; heap/instance per node (%v) %v B, RSS %v B",
+		sys, nReg, rw.OpsPerS, rw.Extra["target_heartbeats_per_s"], scaleTTL, float64(nReg)/scaleTTL.Seconds(), s, lost, expired, cpu[li],
+		strings.Join(roles, ", "), rw.Extra["heap_bytes_per_instance"], rw.Extra["rss_bytes_per_instance"])
 	if lost != 0 || maxExpired > 0 {
 		b.failf("[%s] scale: %d of %d instances lost (expired per node %v) although the benchmark kept heartbeating", sys, lost, nReg, expired)
 	}
