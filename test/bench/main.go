@@ -11,8 +11,12 @@
 // results.json and results.md.
 //
 //	go run ./test/bench [-quick] [-out DIR] [-systems discoverd,discoverd-acl,discoverd-tls,etcd]
-//	    [-workloads registration,heartbeat,heartbeat100k,watch,idle,failover,memory,replicas] [-v]
+//	    [-workloads registration,heartbeat,heartbeat100k,watch,idle,failover,memory,replicas,scale] [-v]
+//	    [-scale-instances 1000000] [-scale-duration 2m]
 //
+// -workloads scale (full mode, discoverd only) keeps a million instances
+// alive on one cluster, with a snapshot, a follower's catch-up by snapshot
+// install and watches meanwhile (scale.go); it wants ~8 GiB free.
 // -workloads removal (not run by default) measures how long a stopped
 // instance takes to go away across a leader kill (50 kills, quick 5);
 // -workloads httpapi (not run by default) the HTTP API against the native
