@@ -7,9 +7,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	mrand "math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -27,7 +30,10 @@ import (
 // clients with a client certificate); with acl, with ACLs on and no TLS
 // (discoverd-acl: -acl, bootstrapped, every client presenting a token with
 // aclClientRules, the bench's own calls the management token).
-type discoverdSystem struct{ tls, acl bool }
+type discoverdSystem struct {
+	tls, acl bool
+	extra    []string // flags of this system's servers, before -discoverd-args (the scale workload's)
+}
 
 func (s discoverdSystem) name() string {
 	switch {
@@ -109,6 +115,7 @@ func (s discoverdSystem) start(ctx context.Context, b *bench, tag string) (clust
 		if s.acl {
 			args = append(args, "-acl")
 		}
+		args = append(args, s.extra...)
 		args = append(args, b.discoverdArgs...)
 		c.debug = append(c.debug, scheme+"://"+httpAddr)
 		b.vlogf("[discoverd] %s-%s: profiler at %s://%s/debug/pprof/", tag, c.ids[i], scheme, httpAddr)
@@ -586,4 +593,142 @@ func (c *discoverdCluster) addNode(id string, args ...string) error {
 	}
 	c.ids, c.addrs, c.ps = append(c.ids, id), append(c.addrs, addr), append(c.ps, p)
 	return nil
+}
+
+// snapshotDir is where node i's snapshots are: raftnode keeps its snapshot
+// store in <data dir>/snapshots, and hashicorp/raft's FileSnapshotStore
+// puts its snapshots in a snapshots directory of its own there.
+func (c *discoverdCluster) snapshotDir(i int) string {
+	return filepath.Join(c.dataDir, c.ids[i], "snapshots", "snapshots")
+}
+
+// takeSnapshot has node i (the leader) take a snapshot for a backup
+// (SnapshotSave) and returns the time to the stream's first frame — a
+// barrier, the snapshot written to the leader's snapshot store, and read
+// through once for the backup's checksum — and the backup file's size the
+// frame announces. It reads no further: it closes the connection, which
+// ends the leader's sending. (A bench client decodes a 256 KiB frame of the
+// stream in ~0.1 s — wire.Handle's MaxInitLen makes the decoder grow the
+// byte slice in small steps — so reading a large backup to its end would
+// take minutes, and overflow the stream's 64-frame buffer meanwhile.)
+func (c *discoverdCluster) takeSnapshot(ctx context.Context, i int) (taken time.Duration, size uint64, err error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	pool := rpcconn.NewPool(rpcconn.Options{TLS: c.tls, Token: func(context.Context) string { return c.mgmt.Load().(string) }})
+	defer pool.Close()
+	conn, err := pool.Get(ctx, c.addrs[i])
+	if err != nil {
+		return 0, 0, err
+	}
+	start := time.Now()
+	st, err := conn.Stream(ctx, wire.MethodSnapshotSave, &wire.SnapshotSaveRequest{})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer st.Close()
+	var chunk wire.SnapshotChunk
+	if err := st.Recv(ctx, &chunk); err != nil {
+		return 0, 0, fmt.Errorf("SnapshotSave from %s: %w", c.addrs[i], err)
+	}
+	if chunk.Size == 0 {
+		return 0, 0, fmt.Errorf("SnapshotSave from %s: the first frame gives no size", c.addrs[i])
+	}
+	return time.Since(start), chunk.Size, nil
+}
+
+// snapshotOnDisk describes the newest snapshot in a node's snapshot store
+// (hashicorp/raft's FileSnapshotStore: <term>-<index>-<ms>/, the
+// milliseconds those of its creation; meta.json is written once state.bin
+// is complete and synced).
+type snapshotOnDisk struct {
+	index   uint64
+	size    int64         // state.bin
+	persist time.Duration // created → meta.json written
+}
+
+// newestSnapshot reads the newest complete snapshot in dir.
+func newestSnapshot(dir string) (snapshotOnDisk, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return snapshotOnDisk{}, err
+	}
+	var best snapshotOnDisk
+	var bestMS int64 = -1
+	for _, e := range entries {
+		parts := strings.Split(e.Name(), "-")
+		if !e.IsDir() || len(parts) != 3 {
+			continue
+		}
+		index, err1 := strconv.ParseUint(parts[1], 10, 64)
+		ms, err2 := strconv.ParseInt(parts[2], 10, 64)
+		if err1 != nil || err2 != nil || ms <= bestMS {
+			continue // a .tmp one, still being written, does not parse
+		}
+		state, err := os.Stat(filepath.Join(dir, e.Name(), "state.bin"))
+		if err != nil {
+			continue
+		}
+		meta, err := os.Stat(filepath.Join(dir, e.Name(), "meta.json"))
+		if err != nil {
+			continue
+		}
+		best, bestMS = snapshotOnDisk{index: index, size: state.Size(), persist: meta.ModTime().Sub(time.UnixMilli(ms))}, ms
+	}
+	if bestMS < 0 {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		return snapshotOnDisk{}, fmt.Errorf("no complete snapshot in %s (%d entries: %s)", dir, len(names), strings.Join(names, ", "))
+	}
+	return best, nil
+}
+
+// metrics reads node i's /metrics and returns the values of the series
+// named (a name with its labels as the exposition writes them, e.g.
+// `discoverd_instances_removed_total{reason="expired"}`).
+func (c *discoverdCluster) metrics(ctx context.Context, i int, series ...string) (map[string]float64, error) {
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(cctx, http.MethodGet, c.debug[i]+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	hc := http.DefaultClient
+	if c.tls != nil {
+		hc = &http.Client{Transport: &http.Transport{TLSClientConfig: c.tls(strings.TrimPrefix(c.debug[i], "https://"))}}
+		defer hc.CloseIdleConnections()
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("metrics of %s: %w", c.ids[i], err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("metrics of %s: %w", c.ids[i], err)
+	}
+	return parseMetrics(string(body), series...)
+}
+
+// parseMetrics finds each series' value in a Prometheus text exposition.
+func parseMetrics(text string, series ...string) (map[string]float64, error) {
+	out := map[string]float64{}
+	for _, line := range strings.Split(text, "\n") {
+		for _, s := range series {
+			if v, ok := strings.CutPrefix(line, s+" "); ok {
+				f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+				if err != nil {
+					return nil, fmt.Errorf("metric %s: %w", s, err)
+				}
+				out[s] = f
+			}
+		}
+	}
+	for _, s := range series {
+		if _, ok := out[s]; !ok {
+			return nil, fmt.Errorf("no metric %s", s)
+		}
+	}
+	return out, nil
 }

@@ -1,17 +1,22 @@
 // Command bench compares discoverd with etcd on the same machine in the same
 // run: it builds both (etcd from the etcd server module in go.mod, see
 // etcdserver/), starts a 3-node cluster of each as real processes on
-// loopback — one system at a time — and runs the same workloads against
-// both: registration throughput and latency, heartbeats, 100 000 instances
-// kept alive, watch fan-out latency, leader failover and memory per
-// instance; and, for discoverd alone, watch fan-out latency with read
+// loopback — one system at a time, but for registration, whose runs
+// alternate between the systems' clusters — and runs the same workloads
+// against both: registration throughput and latency, heartbeats, 100 000
+// instances kept alive, watch fan-out latency, leader failover and memory
+// per instance; and, for discoverd alone, watch fan-out latency with read
 // replicas (replicas); and registrations and heartbeats of discoverd with
 // ACLs on (discoverd-acl) against without. It prints a table and writes
 // results.json and results.md.
 //
 //	go run ./test/bench [-quick] [-out DIR] [-systems discoverd,discoverd-acl,discoverd-tls,etcd]
-//	    [-workloads registration,heartbeat,heartbeat100k,watch,idle,failover,memory,replicas] [-v]
+//	    [-workloads registration,heartbeat,heartbeat100k,watch,idle,failover,memory,replicas,scale] [-v]
+//	    [-scale-instances 1000000] [-scale-duration 2m]
 //
+// -workloads scale (full mode, discoverd only) keeps a million instances
+// alive on one cluster, with a snapshot, a follower's catch-up by snapshot
+// install and watches meanwhile (scale.go); it wants ~8 GiB free.
 // -workloads removal (not run by default) measures how long a stopped
 // instance takes to go away across a leader kill (50 kills, quick 5);
 // -workloads httpapi (not run by default) the HTTP API against the native
@@ -50,7 +55,7 @@ func main() {
 	os.Exit(code)
 }
 
-var allWorkloads = []string{"registration", "heartbeat", "heartbeat100k", "watch", "idle", "failover", "memory", "replicas"}
+var allWorkloads = []string{"registration", "heartbeat", "heartbeat100k", "watch", "idle", "failover", "memory", "replicas", "scale"}
 
 // optionalWorkloads run only when named in -workloads: removal takes about
 // ten minutes on its own (50 leader kills; README); httpapi compares the
@@ -68,11 +73,16 @@ type bench struct {
 	dir, binDir, dataDir, logDir string
 	discoverdBin, etcdBin        string
 
+	// The scale workload's size and measured span (scale.go).
+	scaleInstances int
+	scaleDuration  time.Duration
+
 	procs procs
 	id    atomic.Int64 // instance numbers, unique in the run
 
 	mu       sync.Mutex
 	results  []row
+	disk     []row // the disk's synced-write latency, at the start and at the end (disk.go)
 	failures []string
 	clusters int
 }
@@ -117,7 +127,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	verbose := fs.Bool("v", false, "more progress output")
 	dArgs := fs.String("discoverd-args", "", "extra flags for every `discoverd server`, space-separated (e.g. \"-raft-apply-groups 1\")")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the bench process itself (the clients) to this file")
+	scaleInstances := fs.Int("scale-instances", 1_000_000, "instances of the scale workload (full mode only; it wants about 8 KiB of free memory per instance)")
+	scaleDuration := fs.Duration("scale-duration", 2*time.Minute, "how long the scale workload heartbeats its instances once they are registered")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *scaleInstances < scaleClients || *scaleInstances > 10_000_000 || *scaleDuration < 10*time.Second || *scaleDuration > time.Hour {
+		fmt.Fprintf(stderr, "bench: -scale-instances %d (%d to 10 000 000) or -scale-duration %v (10s to 1h) out of range\n", *scaleInstances, scaleClients, *scaleDuration)
 		return 2
 	}
 	if *cpuProfile != "" {
@@ -166,7 +182,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
-	b := &bench{quick: *quick, verbose: *verbose, out: stdout, discoverdArgs: strings.Fields(*dArgs)}
+	b := &bench{quick: *quick, verbose: *verbose, out: stdout, discoverdArgs: strings.Fields(*dArgs),
+		scaleInstances: *scaleInstances, scaleDuration: *scaleDuration}
 	// However the run ends (an error, Ctrl-C), stop every server started.
 	defer b.procs.stopAll()
 	if err := b.setup(ctx, *out, systems); err != nil {
@@ -179,9 +196,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		mode = "quick"
 	}
 	b.logf("bench: %s mode, systems %s, output %s", mode, *systemsFlag, b.dir)
-	if b.quick && workloads["heartbeat100k"] {
-		b.logf("bench: heartbeat100k runs in full mode only; skipped")
-		delete(workloads, "heartbeat100k")
+	b.probeDiskInto("start")
+	for _, w := range []string{"heartbeat100k", "scale"} {
+		if b.quick && workloads[w] {
+			b.logf("bench: %s runs in full mode only; skipped", w)
+			delete(workloads, w)
+		}
+	}
+	if workloads["scale"] && slices.ContainsFunc(systems, func(s system) bool { return s.name() != "discoverd" }) {
+		b.logf("bench: scale runs against discoverd without TLS or ACLs only (%d instances, %v)", b.scaleInstances, b.scaleDuration)
 	}
 	if workloads["removal"] && slices.ContainsFunc(systems, func(s system) bool { return s.name() == "etcd" }) {
 		b.logf("bench: removal runs against discoverd only (etcd's leases keep their own remaining time across a leader change)")
@@ -204,6 +227,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if workloads["heartbeat100k"] && slices.ContainsFunc(systems, func(s system) bool { return s.name() == "etcd" }) {
 		b.logf("bench: heartbeat100k runs against discoverd only (etcd, a lease and KeepAliveOnce per instance, registered 40 294 of 100 000 in 5 minutes and lost them all; README)")
 	}
+	if workloads["registration"] {
+		// Every system's cluster side by side, the runs interleaved
+		// (registration.go); the other workloads then one system at a time.
+		b.registrationRounds(ctx, systems)
+	}
 	for _, sys := range systems {
 		if ctx.Err() != nil {
 			break
@@ -214,6 +242,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		b.procs.stopAll()
 		fmt.Fprintln(stderr, "bench: interrupted; servers stopped")
 		b.failures = append(b.failures, "interrupted")
+	}
+	if ctx.Err() == nil {
+		b.probeDiskInto("end")
 	}
 	wall := time.Since(started)
 	if err := b.report(wall, mode); err != nil {
@@ -299,24 +330,25 @@ func (b *bench) startCluster(ctx context.Context, sys system, purpose string) (c
 	return nil, fmt.Errorf("start %s cluster: %w", sys.name(), errors.Join(errs...))
 }
 
-// runSystem runs the selected workloads against one system. registration,
-// heartbeat and watch share one cluster; heartbeat100k, failover, memory,
-// removal and replicas each get a fresh one (a clean state; failover and
-// removal kill nodes, replicas adds two).
+// runSystem runs the selected workloads against one system, registration
+// aside (registrationRounds runs it for all the systems at once).
+// heartbeat, watch and idle share one cluster; heartbeat100k, failover,
+// memory, removal and replicas each get a fresh one (a clean state;
+// failover and removal kill nodes, replicas adds two).
 func (b *bench) runSystem(ctx context.Context, sys system, workloads map[string]bool) {
 	type step struct {
 		name string
 		fn   func(context.Context, string, cluster) error
 	}
-	shared := []step{{"registration", b.registration}, {"heartbeat", b.heartbeat}, {"watch", b.watch}, {"idle", b.idle}}
-	fresh := []step{{"heartbeat100k", b.heartbeat100k}, {"failover", b.failover}, {"memory", b.memory}, {"removal", b.removal}, {"replicas", b.replicas}, {"httpapi", b.httpapi}, {"dns", b.dns}}
+	shared := []step{{"heartbeat", b.heartbeat}, {"watch", b.watch}, {"idle", b.idle}}
+	fresh := []step{{"heartbeat100k", b.heartbeat100k}, {"failover", b.failover}, {"memory", b.memory}, {"removal", b.removal}, {"replicas", b.replicas}, {"httpapi", b.httpapi}, {"dns", b.dns}, {"scale", b.scale}}
 	if !isDiscoverd(sys.name()) {
 		// heartbeat100k and removal are discoverd's alone (see run).
 		fresh = slices.DeleteFunc(fresh, func(st step) bool { return st.name == "heartbeat100k" || st.name == "removal" })
 	}
 	if sys.name() != "discoverd" {
-		// replicas: discoverd without TLS alone (see run).
-		fresh = slices.DeleteFunc(fresh, func(st step) bool { return st.name == "replicas" })
+		// replicas and scale: discoverd without TLS alone (see run).
+		fresh = slices.DeleteFunc(fresh, func(st step) bool { return st.name == "replicas" || st.name == "scale" })
 	}
 	if sys.name() == "discoverd-acl" {
 		// ACLs on against off: the calls a token is checked on (see run).
@@ -355,7 +387,11 @@ func (b *bench) runSystem(ctx context.Context, sys system, workloads map[string]
 		if !workloads[st.name] || ctx.Err() != nil {
 			continue
 		}
-		c, err := b.startCluster(ctx, sys, st.name)
+		csys := sys
+		if st.name == "scale" {
+			csys = discoverdSystem{extra: scaleServerArgs}
+		}
+		c, err := b.startCluster(ctx, csys, st.name)
 		if err != nil {
 			b.failf("[%s] %s: %v", sys.name(), st.name, err)
 			continue

@@ -20,18 +20,7 @@ func (b *bench) memory(ctx context.Context, sys string, cl cluster) error {
 		settle = 3 * time.Second
 	}
 	ps := cl.procs()
-	measure := func() (heap, rss []uint64, err error) {
-		heap, rss = make([]uint64, len(ps)), make([]uint64, len(ps))
-		for i, p := range ps {
-			if heap[i], err = cl.heapInuse(ctx, i); err != nil {
-				return nil, nil, err
-			}
-			if rss[i], err = rssBytes(p.pid()); err != nil {
-				return nil, nil, err
-			}
-		}
-		return heap, rss, nil
-	}
+	measure := func() (heap, rss []uint64, err error) { return memOf(ctx, cl) }
 	sleepCtx(ctx, settle)
 	heap0, rss0, err := measure()
 	if err != nil {
@@ -86,4 +75,27 @@ func (b *bench) memory(ctx context.Context, sys string, cl cluster) error {
 			sys, target, rw.Extra["heap_bytes_per_instance"], rw.Extra["rss_bytes_per_instance"], rw.OpsPerS, s)
 	}
 	return nil
+}
+
+// memOf returns each node's Go heap in use after a forced garbage
+// collection, and its resident set size. A node that does not answer is
+// asked up to three times (a node busy with a million instances has let
+// NodeInfo's 2 s pass).
+func memOf(ctx context.Context, cl cluster) (heap, rss []uint64, err error) {
+	ps := cl.procs()
+	heap, rss = make([]uint64, len(ps)), make([]uint64, len(ps))
+	for i, p := range ps {
+		for try := 0; try < 3; try++ {
+			if heap[i], err = cl.heapInuse(ctx, i); err == nil || ctx.Err() != nil {
+				break
+			}
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		if rss[i], err = rssBytes(p.pid()); err != nil {
+			return nil, nil, err
+		}
+	}
+	return heap, rss, nil
 }

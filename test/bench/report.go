@@ -15,7 +15,7 @@ import (
 )
 
 // rowOrder is the order of workloads in the table.
-var rowOrder = []string{"registration", "heartbeat", "heartbeat-batched", "heartbeat100k", "watch", replicaVoters.workload, replicaNonVoters.workload, "idle", "failover", "memory", "removal"}
+var rowOrder = []string{"registration", "heartbeat", "heartbeat-batched", "heartbeat100k", "watch", replicaVoters.workload, replicaNonVoters.workload, "idle", "failover", "memory", "removal", "scale", "scale-watch"}
 
 type tableRow struct {
 	workload        string
@@ -46,8 +46,13 @@ func cell(r *row) string {
 	case "heartbeat100k":
 		s = fmt.Sprintf("%.0f hb/s (target %.0f), p99 %.1f ms, lost %.0f, leader CPU %.0f%%",
 			r.OpsPerS, num(r.Extra["target_heartbeats_per_s"]), r.P99, num(r.Extra["lost"]), num(r.Extra["leader_cpu_pct"]))
-	case "watch":
+	case "watch", "scale-watch":
 		s = fmt.Sprintf("%.1f/%.1f/%.1f ms, missing %.0f", r.P50, r.P99, r.Max, num(r.Extra["missing"]))
+	case "scale":
+		s = fmt.Sprintf("%.0f instances: %.0f hb/s (at TTL/3: %.0f), lost %.0f, leader CPU %.0f%%, per instance per node heap %s B, RSS %s B, snapshot %.0f MiB written in %.1f s, catch-up %.1f s (%s)",
+			num(r.Extra["instances"]), r.OpsPerS, num(r.Extra["target_heartbeats_per_s"]), num(r.Extra["lost"]), num(r.Extra["leader_cpu_pct"]),
+			perNode(r.Extra["heap_bytes_per_instance"]), perNode(r.Extra["rss_bytes_per_instance"]),
+			num(r.Extra["snapshot_state_bytes"])/(1<<20), num(r.Extra["snapshot_persist_s"]), num(r.Extra["catchup_s"]), r.Extra["catchup_by"])
 	case replicaVoters.workload, replicaNonVoters.workload:
 		s = fmt.Sprintf("%s: %.1f/%.1f/%.1f ms, missing %.0f", r.Extra["layout"], r.P50, r.P99, r.Max, num(r.Extra["missing"]))
 	case "failover":
@@ -71,17 +76,43 @@ func cell(r *row) string {
 	return s
 }
 
+// perNode formats one value per node (a []float64 in a row's extra).
+func perNode(x any) string {
+	v, ok := x.([]float64)
+	if !ok || len(v) == 0 {
+		return "-"
+	}
+	return joinRuns(v, "%.0f")
+}
+
 // ratio compares the two rows so that > 1 means discoverd did better, and
 // says on what.
 func ratio(d, e *row) (string, string) {
-	if d == nil || e == nil {
+	v, ok, why := ratioValue(d, e)
+	if why == "" {
 		return "", ""
 	}
-	div := func(a, b float64) string {
+	return fmtRatio(v, ok), why
+}
+
+func fmtRatio(v float64, ok bool) string {
+	if !ok {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+// ratioValue is ratio's number: ok false if a side is 0, why "" if a row
+// is missing.
+func ratioValue(d, e *row) (v float64, ok bool, why string) {
+	if d == nil || e == nil {
+		return 0, false, ""
+	}
+	div := func(a, b float64) (float64, bool) {
 		if b == 0 || a == 0 {
-			return "-"
+			return 0, false
 		}
-		return fmt.Sprintf("%.2f", a/b)
+		return a / b, true
 	}
 	switch d.Workload {
 	case "heartbeat100k":
@@ -89,28 +120,114 @@ func ratio(d, e *row) (string, string) {
 		// credited for doing less work.
 		dc := num(d.Extra["leader_cpu_pct"]) / max(d.OpsPerS, 1)
 		ec := num(e.Extra["leader_cpu_pct"]) / max(e.OpsPerS, 1)
-		return div(ec, dc), "leader CPU per heartbeat, etcd/discoverd"
+		v, ok = div(ec, dc)
+		return v, ok, "leader CPU per heartbeat, etcd/discoverd"
 	case "watch":
-		return div(e.P99, d.P99), "p99 latency, etcd/discoverd"
+		v, ok = div(e.P99, d.P99)
+		return v, ok, "p99 latency, etcd/discoverd"
 	case "failover":
-		return div(num(e.Extra["outage_ms"]), num(d.Extra["outage_ms"])), "outage, etcd/discoverd"
+		v, ok = div(num(e.Extra["outage_ms"]), num(d.Extra["outage_ms"]))
+		return v, ok, "outage, etcd/discoverd"
 	case "memory":
-		return div(num(e.Extra["heap_bytes_per_instance"]), num(d.Extra["heap_bytes_per_instance"])), "heap/instance, etcd/discoverd"
+		v, ok = div(num(e.Extra["heap_bytes_per_instance"]), num(d.Extra["heap_bytes_per_instance"]))
+		return v, ok, "heap/instance, etcd/discoverd"
 	case "heartbeat-batched":
-		return div(d.OpsPerS, e.OpsPerS), "instance hb/s, discoverd batched/etcd per lease"
+		v, ok = div(d.OpsPerS, e.OpsPerS)
+		return v, ok, "instance hb/s, discoverd batched/etcd per lease"
 	}
-	return div(d.OpsPerS, e.OpsPerS), "ops/s, discoverd/etcd"
+	v, ok = div(d.OpsPerS, e.OpsPerS)
+	return v, ok, "ops/s, discoverd/etcd"
 }
 
-// find returns the row of a workload, client count and system.
-func (b *bench) find(w string, c int, sys string) *row {
+// pairMedian pairs a's runs with b's by their order (run k of one system
+// with run k of the other, taken seconds apart) and returns the median of
+// f over the pairs that give a value, and those values in run order.
+func pairMedian(a, b []*row, f func(x, y *row) (float64, bool)) (med float64, each []float64, ok bool) {
+	for k := range min(len(a), len(b)) {
+		if v, ok := f(a[k], b[k]); ok {
+			each = append(each, v)
+		}
+	}
+	if len(each) == 0 {
+		return 0, nil, false
+	}
+	return median(each), each, true
+}
+
+// joinRuns formats one number per run, in run order.
+func joinRuns(xs []float64, format string) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = fmt.Sprintf(format, x)
+	}
+	return strings.Join(parts, " · ")
+}
+
+// ratioRuns is ratio over repeated runs: the median of the runs' ratios,
+// and, in the why, each run's. One run on each side: ratio.
+func ratioRuns(ds, es []*row) (string, string) {
+	if len(ds) <= 1 && len(es) <= 1 {
+		return ratio(first(ds), first(es))
+	}
+	_, _, why := ratioValue(first(ds), first(es))
+	if why == "" {
+		return "", ""
+	}
+	med, each, ok := pairMedian(ds, es, func(d, e *row) (float64, bool) {
+		v, ok, _ := ratioValue(d, e)
+		return v, ok
+	})
+	if !ok {
+		return "-", why
+	}
+	what := "median"
+	if len(each) == 2 {
+		what = "median (the mean of two)"
+	}
+	return fmt.Sprintf("%.2f", med), fmt.Sprintf("%s of %d runs' ratios (%s), %s", what, len(each), joinRuns(each, "%.2f"), why)
+}
+
+// cellRuns is cell over repeated runs: each run's ops/s and p99, in run
+// order. One run: cell.
+func cellRuns(rs []*row) string {
+	if len(rs) <= 1 {
+		return cell(first(rs))
+	}
+	ops, p99 := make([]float64, len(rs)), make([]float64, len(rs))
+	errs := 0.0
+	for i, r := range rs {
+		ops[i], p99[i] = r.OpsPerS, r.P99
+		errs += num(r.Extra["errors"])
+	}
+	s := fmt.Sprintf("%s ops/s (p99 %s ms)", joinRuns(ops, "%.0f"), joinRuns(p99, "%.1f"))
+	if errs > 0 {
+		s += fmt.Sprintf(" [%.0f errors]", errs)
+	}
+	return s
+}
+
+func first(rs []*row) *row {
+	if len(rs) == 0 {
+		return nil
+	}
+	return rs[0]
+}
+
+// find returns the row of a workload, client count and system (its first
+// run, if it was run several times).
+func (b *bench) find(w string, c int, sys string) *row { return first(b.runs(w, c, sys)) }
+
+// runs returns the rows of a workload, client count and system, by run.
+func (b *bench) runs(w string, c int, sys string) []*row {
+	var out []*row
 	for i := range b.results {
 		r := &b.results[i]
 		if r.Workload == w && r.Clients == c && r.System == sys {
-			return r
+			out = append(out, r)
 		}
 	}
-	return nil
+	slices.SortStableFunc(out, func(x, y *row) int { return x.Run - y.Run })
+	return out
 }
 
 // tlsCost says what TLS changed, from discoverd's row to discoverd-tls's,
@@ -140,6 +257,21 @@ func tlsCost(plain, tls *row) string {
 	return "ops/s " + pct(plain.OpsPerS, tls.OpsPerS)
 }
 
+// tlsCostRuns is tlsCost over repeated runs (registration's): the median
+// of the runs' changes in ops/s, and each run's.
+func tlsCostRuns(plains, tlss []*row) string {
+	if len(plains) <= 1 && len(tlss) <= 1 {
+		return tlsCost(first(plains), first(tlss))
+	}
+	med, each, ok := pairMedian(plains, tlss, func(p, t *row) (float64, bool) {
+		return (t.OpsPerS/p.OpsPerS - 1) * 100, p.OpsPerS > 0
+	})
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf("ops/s %+.1f%% (median of %s%%)", med, joinRuns(each, "%+.1f"))
+}
+
 // aclRatio is ACLs on ÷ off, from discoverd's row to discoverd-acl's:
 // throughput (below 1: slower with ACLs), and the p50 and p99 latencies
 // (above 1: slower with ACLs).
@@ -156,16 +288,33 @@ func aclRatio(off, on *row) string {
 	return fmt.Sprintf("ops/s %s, p50 %s, p99 %s", div(on.OpsPerS, off.OpsPerS), div(on.P50, off.P50), div(on.P99, off.P99))
 }
 
+// aclRatioRuns is aclRatio over repeated runs (registration's): the
+// median of the runs' ratios, each of the three.
+func aclRatioRuns(offs, ons []*row) string {
+	if len(offs) <= 1 && len(ons) <= 1 {
+		return aclRatio(first(offs), first(ons))
+	}
+	part := func(f func(r *row) float64) string {
+		med, _, ok := pairMedian(offs, ons, func(off, on *row) (float64, bool) {
+			return f(on) / f(off), f(on) > 0 && f(off) > 0
+		})
+		return fmtRatio(med, ok)
+	}
+	return fmt.Sprintf("ops/s %s, p50 %s, p99 %s (medians of %d runs)",
+		part(func(r *row) float64 { return r.OpsPerS }), part(func(r *row) float64 { return r.P50 }),
+		part(func(r *row) float64 { return r.P99 }), min(len(offs), len(ons)))
+}
+
 // aclTable pairs discoverd's rows with discoverd-acl's (none if either did
 // not run): d and e hold the two cells, ratio ACLs on ÷ off.
 func (b *bench) aclTable(rows []tableRow) []tableRow {
 	var out []tableRow
 	for _, r := range rows {
-		off, on := b.find(r.workload, r.clients, "discoverd"), b.find(r.workload, r.clients, "discoverd-acl")
-		if off == nil || on == nil {
+		off, on := b.runs(r.workload, r.clients, "discoverd"), b.runs(r.workload, r.clients, "discoverd-acl")
+		if len(off) == 0 || len(on) == 0 {
 			continue
 		}
-		out = append(out, tableRow{workload: r.workload, clients: r.clients, d: cell(off), e: cell(on), ratio: aclRatio(off, on)})
+		out = append(out, tableRow{workload: r.workload, clients: r.clients, d: cellRuns(off), e: cellRuns(on), ratio: aclRatioRuns(off, on)})
 	}
 	return out
 }
@@ -174,8 +323,17 @@ func (b *bench) aclTable(rows []tableRow) []tableRow {
 const aclAbout = "discoverd-acl: -acl, bootstrapped, every client presenting a token with `service \"*\" write`; same run, no TLS for either. " +
 	"ACL on ÷ off: ops/s below 1 and latencies above 1 are the cost of the check"
 
+// runsAbout says how the table shows a workload run several times.
+var runsAbout = fmt.Sprintf("registration: each level run %d times per system, interleaved between the systems' clusters "+
+	"(all running; the order reversed every other run); a cell lists every run's ops/s and p99, "+
+	"the ratio is the median of the runs' ratios, run k against run k", registrationRuns)
+
+// multiRun reports whether a workload was run several times.
+func (b *bench) multiRun() bool {
+	return slices.ContainsFunc(b.results, func(r row) bool { return r.Run > 1 })
+}
+
 func (b *bench) table() []tableRow {
-	find := b.find
 	type key struct {
 		w string
 		c int
@@ -195,12 +353,12 @@ func (b *bench) table() []tableRow {
 	})
 	var out []tableRow
 	for _, k := range keys {
-		d, e := find(k.w, k.c, "discoverd"), find(k.w, k.c, "etcd")
-		tr := tableRow{workload: k.w, clients: k.c, d: cell(d), e: cell(e)}
+		ds, es := b.runs(k.w, k.c, "discoverd"), b.runs(k.w, k.c, "etcd")
+		tr := tableRow{workload: k.w, clients: k.c, d: cellRuns(ds), e: cellRuns(es)}
 		if k.w == "heartbeat-batched" {
-			e = find("heartbeat", k.c, "etcd")
+			es = b.runs("heartbeat", k.c, "etcd")
 		}
-		tr.ratio, tr.ratioWhy = ratio(d, e)
+		tr.ratio, tr.ratioWhy = ratioRuns(ds, es)
 		out = append(out, tr)
 	}
 	return out
@@ -211,11 +369,11 @@ func (b *bench) table() []tableRow {
 func (b *bench) tlsTable(rows []tableRow) []tableRow {
 	var out []tableRow
 	for _, r := range rows {
-		plain, tls := b.find(r.workload, r.clients, "discoverd"), b.find(r.workload, r.clients, "discoverd-tls")
-		if plain == nil || tls == nil {
+		plain, tls := b.runs(r.workload, r.clients, "discoverd"), b.runs(r.workload, r.clients, "discoverd-tls")
+		if len(plain) == 0 || len(tls) == 0 {
 			continue
 		}
-		out = append(out, tableRow{workload: r.workload, clients: r.clients, d: cell(plain), e: cell(tls), ratio: tlsCost(plain, tls)})
+		out = append(out, tableRow{workload: r.workload, clients: r.clients, d: cellRuns(plain), e: cellRuns(tls), ratio: tlsCostRuns(plain, tls)})
 	}
 	return out
 }
@@ -242,7 +400,10 @@ func machine() (arch, cpu string, cores int) {
 
 func (b *bench) report(wall time.Duration, mode string) error {
 	rows := b.table()
-	fmt.Fprintf(b.out, "\nbench: %s mode, wall time %.0fs. Cells: ops/s (p50/p99/max ms) unless stated.\n\n", mode, wall.Seconds())
+	fmt.Fprintf(b.out, "\nbench: %s mode, wall time %.0fs.\nbench: %s.\nCells: ops/s (p50/p99/max ms) unless stated.\n\n", mode, wall.Seconds(), b.diskLine())
+	if b.multiRun() {
+		fmt.Fprintf(b.out, "%s\n\n", runsAbout)
+	}
 	tw := tabwriter.NewWriter(b.out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, strings.Join(tableHeader, "\t"))
 	for _, r := range rows {
@@ -277,7 +438,7 @@ func (b *bench) report(wall time.Duration, mode string) error {
 		_ = tw.Flush()
 	}
 
-	results := b.results
+	results := append(slices.Clone(b.disk), b.results...)
 	if results == nil {
 		results = []row{}
 	}
@@ -292,9 +453,12 @@ func (b *bench) report(wall time.Duration, mode string) error {
 	arch, cpu, cores := machine()
 	var md bytes.Buffer
 	fmt.Fprintf(&md, "# discoverd vs etcd\n\n")
-	fmt.Fprintf(&md, "- date: %s\n- machine: `%s`, %s, %d cores\n- mode: %s, wall time %.0f s\n- %s; etcd server v3.6 from go.mod (test/bench/etcdserver)\n\n",
-		time.Now().Format(time.RFC3339), arch, cpu, cores, mode, wall.Seconds(), runtime.Version())
+	fmt.Fprintf(&md, "- date: %s\n- machine: `%s`, %s, %d cores\n- mode: %s, wall time %.0f s\n- %s\n- %s; etcd server v3.6 from go.mod (test/bench/etcdserver)\n\n",
+		time.Now().Format(time.RFC3339), arch, cpu, cores, mode, wall.Seconds(), b.diskLine(), runtime.Version())
 	fmt.Fprintf(&md, "Cells: ops/s (p50/p99/max ms) unless stated. The ratio is oriented so that > 1 means discoverd did better.\n\n")
+	if b.multiRun() {
+		fmt.Fprintf(&md, "%s\n\n", runsAbout)
+	}
 	fmt.Fprintf(&md, "| %s |\n|%s\n", strings.Join(tableHeader, " | "), strings.Repeat(" --- |", len(tableHeader)))
 	for _, r := range rows {
 		fmt.Fprintf(&md, "| %s | %d | %s | %s | %s | %s |\n", r.workload, r.clients, r.d, r.e, r.ratio, r.ratioWhy)

@@ -87,11 +87,14 @@ func (s summary) String() string {
 	return out
 }
 
-// row is one line of results.json.
+// row is one line of results.json. A workload run several times (the
+// registration levels, interleaved between the systems) has one row per run,
+// numbered from 1 in Run.
 type row struct {
 	Workload string         `json:"workload"`
 	Clients  int            `json:"clients"`
 	System   string         `json:"system"`
+	Run      int            `json:"run,omitempty"` // registration: 1, 2, 3 (interleaved); 0: measured once
 	OpsPerS  float64        `json:"ops_per_s"`
 	P50      float64        `json:"p50_ms"`
 	P99      float64        `json:"p99_ms"`
@@ -111,3 +114,19 @@ func newRow(workload string, clients int, system string, opsPerS float64, s summ
 }
 
 func round2(f float64) float64 { return float64(int64(f*100+0.5)) / 100 }
+
+// median returns the median of xs: the middle value, or the mean of the
+// two middle ones when there is an even number (of two runs, their mean).
+// 0 for none.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if n := len(s); n%2 == 1 {
+		return s[n/2]
+	} else {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+}

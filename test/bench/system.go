@@ -72,11 +72,7 @@ type instance struct {
 	// etcd backend does; else the client's shared lease.
 	ownLease bool
 	lease    int64 // etcd: the lease, once registered
-
-	// Heartbeat scheduling (heartbeat100k).
-	next time.Time
-	idx  int // position in its heap
-	lost bool
+	lost     bool  // expired while heartbeated (heartbeater)
 }
 
 // attrs are the two small attributes of every instance.
