@@ -6,7 +6,7 @@ import (
 	"io"
 	"reflect"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"testing"
 	"time"
 
@@ -391,24 +391,38 @@ func TestClient_PermissionDeniedIsNotRetried(t *testing.T) {
 // after a failure another attempt may cure.
 func TestClient_DeniedHeartbeatsKeepTheirInterval(t *testing.T) {
 	f := newFakeServer(t, false, "")
-	var denied atomic.Int32
+	var mu sync.Mutex
+	var denials []time.Time
 	c := newTestClient(t, Config{Servers: []string{f.addr}, OnHeartbeat: func(_, _ string, err error) {
 		if errors.Is(err, ErrPermissionDenied) {
-			denied.Add(1)
+			mu.Lock()
+			denials = append(denials, time.Now())
+			mu.Unlock()
 		}
 	}})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	const ttl = 3 * time.Second // heartbeats every ~1 s
+	const ttl = 3 * time.Second // heartbeats every ~1 s; a failure's retry comes in 200–400 ms
 	if err := c.RegisterAddr(ctx, "web", "10.0.0.1:80", nil, ttl); err != nil {
 		t.Fatal(err)
 	}
 	f.mu.Lock()
 	f.code = codes.CodePermissionDenied
 	f.mu.Unlock()
-	time.Sleep(3500 * time.Millisecond)
-	// ~3 at the interval; ~10 or more at the retry delay.
-	if n := denied.Load(); n < 1 || n > 5 {
-		t.Fatalf("%d denied heartbeats in 3.5 s with a %v TTL: want about 3", n, ttl)
+	// Wait for three denied heartbeats, then check the gaps between them.
+	var got []time.Time
+	for len(got) < 3 {
+		if ctx.Err() != nil {
+			t.Fatalf("%d denied heartbeats in 20 s", len(got))
+		}
+		time.Sleep(20 * time.Millisecond)
+		mu.Lock()
+		got = append(got[:0], denials...)
+		mu.Unlock()
+	}
+	for i := 1; i < 3; i++ {
+		if gap := got[i].Sub(got[i-1]); gap < 600*time.Millisecond {
+			t.Errorf("denied heartbeat %d came %v after the one before: want the TTL/3 interval, not the retry delay", i+1, gap)
+		}
 	}
 }

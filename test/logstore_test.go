@@ -124,7 +124,6 @@ func TestLogStore_WALClusterSurvivesKill9(t *testing.T) {
 	cl := registrar(t, c.servers(follower.id))
 	done := make(chan error)
 	go func() { done <- register(cl, "web", 70, 30) }() // writes while the follower dies
-	time.Sleep(50 * time.Millisecond)
 	follower.p.kill9(t)
 	if err := <-done; err != nil {
 		t.Fatal(err)
