@@ -37,7 +37,9 @@ func (b *bench) heartbeat(ctx context.Context, sys string, cl cluster) error {
 	// many instance heartbeats were acknowledged.
 	run := func(name string, beat func(ctx context.Context, w, i int) (int, error)) (row, error) {
 		cpu := startCPU(cl.procs())
+		profiled := b.profileServers(ctx, sys, name, cl, dur)
 		lat, acked, elapsed := timedLoop(ctx, W, dur, beat)
+		profiled()
 		if err := ctx.Err(); err != nil {
 			return row{}, err
 		}

@@ -77,6 +77,8 @@ type bench struct {
 	scaleInstances int
 	scaleDuration  time.Duration
 
+	profileDir string // -server-profiles: where the nodes' CPU profiles go (profile.go)
+
 	procs procs
 	id    atomic.Int64 // instance numbers, unique in the run
 
@@ -129,8 +131,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the bench process itself (the clients) to this file")
 	scaleInstances := fs.Int("scale-instances", 1_000_000, "instances of the scale workload (full mode only; it wants about 8 KiB of free memory per instance)")
 	scaleDuration := fs.Duration("scale-duration", 2*time.Minute, "how long the scale workload heartbeats its instances once they are registered")
+	profileDir := fs.String("server-profiles", "", "write CPU profiles of every discoverd node, taken during each measured registration and heartbeat run, into this directory")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *profileDir != "" {
+		if err := os.MkdirAll(*profileDir, 0o755); err != nil {
+			fmt.Fprintf(stderr, "bench: -server-profiles: %v\n", err)
+			return 2
+		}
 	}
 	if *scaleInstances < scaleClients || *scaleInstances > 10_000_000 || *scaleDuration < 10*time.Second || *scaleDuration > time.Hour {
 		fmt.Fprintf(stderr, "bench: -scale-instances %d (%d to 10 000 000) or -scale-duration %v (10s to 1h) out of range\n", *scaleInstances, scaleClients, *scaleDuration)
@@ -183,7 +192,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 
 	b := &bench{quick: *quick, verbose: *verbose, out: stdout, discoverdArgs: strings.Fields(*dArgs),
-		scaleInstances: *scaleInstances, scaleDuration: *scaleDuration}
+		scaleInstances: *scaleInstances, scaleDuration: *scaleDuration, profileDir: *profileDir}
 	// However the run ends (an error, Ctrl-C), stop every server started.
 	defer b.procs.stopAll()
 	if err := b.setup(ctx, *out, systems); err != nil {

@@ -132,11 +132,13 @@ func (b *bench) registrationRun(ctx context.Context, rc *regCluster, C, run int,
 		logs0 = dc.logAppends(ctx)
 	}
 	cpu, idle := startCPU(cl.procs()), startCPU(others)
+	profiled := b.profileServers(ctx, sys, fmt.Sprintf("registration-%d-run%d", C, run), cl, b.registrationRunTime())
 	lat, _, elapsed := timedLoop(ctx, C, b.registrationRunTime(), func(octx context.Context, w, i int) (int, error) {
 		n := b.nextID()
 		in := &instance{service: fmt.Sprintf("reg-%02d", n%16), addr: addrOf(n), ttl: time.Hour}
 		return 1, clients[w%len(clients)].register(octx, in, 0)
 	})
+	profiled()
 	if err := ctx.Err(); err != nil {
 		return err
 	}
