@@ -47,6 +47,8 @@ var (
 	mInstances       = &metric{name: "discoverd_instances", help: "Registered instances, in this node's state."}
 	mRemoved         = &metric{name: "discoverd_instances_removed_total", help: "Instances removed from this node's state since it started, by reason: expired (TTL) or unregistered.", labels: []string{"reason"}}
 	mHeartbeats      = &metric{name: "discoverd_heartbeats_total", help: "Instance heartbeats clients sent to this node (forwarded ones are counted by the node that received them)."}
+	mRelayCalls      = &metric{name: "discoverd_heartbeat_relay_calls_total", help: "Calls this node made to the leader relaying its clients' heartbeats together (on a follower; -heartbeat-relays)."}
+	mRelayed         = &metric{name: "discoverd_heartbeat_relayed_total", help: "Instance heartbeats those relay calls carried: divided by the calls, how many heartbeats went to the leader in one call."}
 	mStormHeld       = &metric{name: "discoverd_storm_held_expiries", help: "Expiries the expiry-storm guard holds back now (on the leader)."}
 	mStormHolds      = &metric{name: "discoverd_storm_holds_total", help: "Expiries the expiry-storm guard began to hold, while this node led."}
 	mStormReleased   = &metric{name: "discoverd_storm_released_total", help: "Held expiries that went ahead at their longest hold (-storm-max-hold)."}
@@ -64,7 +66,7 @@ var (
 var (
 	raftMetrics = []*metric{mRaftState, mRaftTerm, mRaftCommit, mRaftApplied, mRaftLast, mLastContact, mLeaderKnown,
 		mAppendSeconds, mAppendEntries, mGroupWrites, mServices, mInstances, mRemoved, mStormHeld, mStormHolds,
-		mStormReleased, mStormUnheld, mResyncs}
+		mStormReleased, mStormUnheld, mResyncs, mRelayCalls, mRelayed}
 	commonMetrics = []*metric{mReady, mHeartbeats, mWatchStreams, mSlowCuts, mConns, mRefused, mRequests, mRequestDuration}
 )
 
@@ -167,6 +169,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(mResyncs, fm.Resyncs[fsm.ResyncResume], "resume")
 	counter(mResyncs, fm.Resyncs[fsm.ResyncBehind], "behind")
 	counter(mResyncs, fm.Resyncs[fsm.ResyncRestore], "restore")
+
+	calls, relayed := s.store.RelayStats()
+	counter(mRelayCalls, calls)
+	counter(mRelayed, relayed)
 
 	ts := s.tracker.Stats()
 	gauge(mStormHeld, float64(ts.StormHeld))

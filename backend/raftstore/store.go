@@ -39,6 +39,11 @@ type Config struct {
 	PeerTimeout time.Duration
 	// WatchBatch is the most events one Next returns. Default 256.
 	WatchBatch int
+	// HeartbeatRelays is how many calls a follower has in flight to the
+	// leader, per credential, relaying its clients' heartbeats together
+	// (relay.go). Default 2; negative: every heartbeat is forwarded in a
+	// call of its own.
+	HeartbeatRelays int
 	// TempDir is where a restore writes the snapshot it hands to Raft
 	// (snapshot.go). Default: os.TempDir().
 	TempDir string
@@ -57,6 +62,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PeerTimeout <= 0 {
 		c.PeerTimeout = time.Second
+	}
+	if c.HeartbeatRelays == 0 {
+		c.HeartbeatRelays = 2
 	}
 	if c.WatchBatch <= 0 {
 		c.WatchBatch = 256
@@ -79,6 +87,7 @@ type Store struct {
 	gate     readGate
 	memberMu sync.Mutex // one membership change at a time (members.go)
 	acl      aclView    // the token table (acl.go)
+	relay    *relay     // nil: heartbeats forwarded one call each (relay.go)
 }
 
 var _ backend.DiscoveryBackend = (*Store)(nil)
@@ -86,6 +95,9 @@ var _ backend.DiscoveryBackend = (*Store)(nil)
 // New returns a store over a started node whose state machine is f.
 func New(cfg Config, node *raftnode.Node, f *fsm.FSM, tracker *ttl.Tracker, dl *Deadlines, fwd Forwarder) *Store {
 	s := &Store{cfg: cfg.withDefaults(), node: node, proposer: NewProposer(node), fsm: f, tracker: tracker, dl: dl, fwd: fwd, gate: readGate{caughtCh: make(chan struct{})}}
+	if s.cfg.HeartbeatRelays > 0 {
+		s.relay = newRelay(s, s.cfg.HeartbeatRelays)
+	}
 	s.startACL()
 	go s.catchUpLoop()
 	return s
@@ -135,8 +147,18 @@ func (s *Store) Unregister(ctx context.Context, u backend.Unregistration) (uint6
 }
 
 // Heartbeat implements backend.DiscoveryBackend: the leader's tracker answers;
-// a follower relays to the leader.
+// a follower relays to the leader, together with other callers' heartbeats
+// (relay.go).
 func (s *Store) Heartbeat(ctx context.Context, keys []backend.InstanceKey) ([]error, error) {
+	if s.relay != nil && len(keys) < relayMaxKeys && !backend.IsForwarded(ctx) && !s.node.IsLeader() {
+		return s.relay.heartbeat(ctx, keys)
+	}
+	return s.heartbeatOnLeader(ctx, keys)
+}
+
+// heartbeatOnLeader has the leader's tracker renew keys: here when this node
+// leads, otherwise in one call forwarded to the leader.
+func (s *Store) heartbeatOnLeader(ctx context.Context, keys []backend.InstanceKey) ([]error, error) {
 	var results []error
 	var fwd wire.HeartbeatResponse
 	remote, err := s.onLeader(ctx, "heartbeat", wire.MethodHeartbeat, &wire.HeartbeatRequest{Instances: keys}, &fwd, func() error {

@@ -36,6 +36,8 @@ func TestCLI_UsageErrorsExitTwo(t *testing.T) {
 		{[]string{"server", "-id", "n1", "-data-dir", t.TempDir(), "-raft-leader-lease-timeout", "5s"}, "must not exceed the heartbeat timeout"},
 		{[]string{"server", "-id", "n1", "-data-dir", t.TempDir(), "-ttl-grace", "0s"}, "-ttl-grace 0s must be positive"},
 		{[]string{"server", "-id", "n1", "-data-dir", t.TempDir(), "-max-frame", "10"}, "-max-frame 10"},
+		{[]string{"server", "-id", "n1", "-data-dir", t.TempDir(), "-heartbeat-relays", "65"}, "-heartbeat-relays 65: want 0 (off) to 64"},
+		{[]string{"server", "-id", "n1", "-data-dir", t.TempDir(), "-heartbeat-relays", "-1"}, "-heartbeat-relays -1: want 0 (off) to 64"},
 		{[]string{"server", "-id", "n1", "-data-dir", t.TempDir(), "-storm-threshold", "100%"}, "want a percentage from 0 (off) to below 100"},
 		{[]string{"server", "-id", "n1", "-data-dir", t.TempDir(), "-storm-cluster-threshold", "half"}, "want a percentage"},
 		{[]string{"server", "-id", "n1", "-data-dir", t.TempDir(), "-storm-max-hold", "0x"}, "want a multiple of the TTL above 0"},

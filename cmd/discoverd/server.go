@@ -39,6 +39,7 @@ type serverFlags struct {
 	applyGroups                                   int
 	applyLinger                                   time.Duration
 	applyBatch                                    bool
+	heartbeatRelays                               int
 	logStore                                      string
 	grace, shutdownTimeout                        time.Duration
 	maxFrame                                      int
@@ -91,6 +92,7 @@ func (f *serverFlags) register(fs *flag.FlagSet, withIdentity bool) {
 	fs.IntVar(&f.applyGroups, "raft-apply-groups", d.MaxApplyGroups, "group commit: groups of writes in flight before new writes queue and go to Raft together (0: off)")
 	fs.DurationVar(&f.applyLinger, "raft-apply-linger", d.ApplyLinger, "group commit: longest a group waits to grow to the size of the last one (0: never)")
 	fs.BoolVar(&f.applyBatch, "raft-apply-batch", !d.NoBatchEntries, "group commit: a group of writes is one Raft entry (false: one entry per write, for clusters with nodes older than batch entries)")
+	fs.IntVar(&f.heartbeatRelays, "heartbeat-relays", 2, "on a follower: calls in flight to the leader, per token, that relay clients' heartbeats together (0: forward each heartbeat in a call of its own)")
 	fs.StringVar(&f.logStore, "raft-log-store", raftnode.LogStoreBolt, "the Raft log's store: bolt (bbolt, two fsyncs per append) or wal (raft-wal, one); a data dir keeps the one it was first started with (docs/operations.md to change it)")
 	fs.DurationVar(&f.grace, "ttl-grace", time.Second, "extra time a new leader gives every instance, on top of the deadline it learned from the other nodes (or of its TTL), before expiring it")
 	f.storm.register(fs)
@@ -148,11 +150,18 @@ func (f *serverFlags) config(log *slog.Logger) (server.Config, error) {
 	if f.idleTimeout < time.Second || f.idleTimeout > 24*time.Hour {
 		return server.Config{}, usageErr("-idle-timeout %v: want 1s to 24h", f.idleTimeout)
 	}
+	if f.heartbeatRelays < 0 || f.heartbeatRelays > 64 {
+		return server.Config{}, usageErr("-heartbeat-relays %d: want 0 (off) to 64", f.heartbeatRelays)
+	}
 	storm, err := f.storm.config()
 	if err != nil {
 		return server.Config{}, err
 	}
 	cfg := server.Config{Raft: rc, Logger: log, ACL: f.acl}
+	cfg.Store.HeartbeatRelays = f.heartbeatRelays
+	if f.heartbeatRelays == 0 {
+		cfg.Store.HeartbeatRelays = -1 // raftstore: negative is off, 0 its default
+	}
 	cfg.TTL.Grace, cfg.TTL.Storm = f.grace, storm
 	cfg.RPC.MaxFrame = f.maxFrame
 	cfg.RPC.FrameTimeout, cfg.RPC.IdleTimeout = f.frameTimeout, f.idleTimeout
