@@ -130,6 +130,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		c := &conn{s: s, nc: nc, remote: nc.RemoteAddr().String(), w: wire.NewFrameWriter(nc, s.cfg.WriteTimeout), streams: map[uint64]context.CancelFunc{},
 			sem: make(chan struct{}, s.cfg.MaxInFlight)}
+		c.w.SetSolo(func() bool { return c.active.Load() <= 1 })
 		c.lastFrame.Store(time.Now().UnixNano())
 		s.mu.Lock()
 		if s.ctx.Err() != nil {

@@ -73,7 +73,8 @@ type Conn struct {
 	mu      sync.Mutex
 	seq     uint64
 	pending map[uint64]*waiter
-	err     error // set once the connection failed
+	calls   atomic.Int32 // len(pending), for the writer's SetSolo
+	err     error        // set once the connection failed
 	done    chan struct{}
 
 	lastRecv atomic.Int64 // when the last frame arrived (Unix ns)
@@ -153,6 +154,7 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 	}
 	c := &Conn{addr: addr, opts: opts, nc: nc, w: wire.NewFrameWriter(nc, opts.WriteTimeout),
 		pending: map[uint64]*waiter{}, done: make(chan struct{}), certAsked: certAsked.Load()}
+	c.w.SetSolo(func() bool { return c.calls.Load() <= 1 })
 	go c.readLoop()
 	return c, nil
 }
@@ -207,6 +209,7 @@ func (c *Conn) readLoop() {
 		}
 		if !f.Header.More {
 			delete(c.pending, seq)
+			c.calls.Store(int32(len(c.pending)))
 		}
 		// Never wait for a reader: one slow stream must not hold up every
 		// other call and stream on the connection (heartbeats included).
@@ -216,6 +219,7 @@ func (c *Conn) readLoop() {
 			// Only a stream can be full (a call gets one answer into a
 			// buffer of one). End it; its reader resumes on a new stream.
 			delete(c.pending, seq)
+			c.calls.Store(int32(len(c.pending)))
 			close(w.overflow)
 			go func() { _ = c.write(&wire.Header{Method: wire.MethodCancel}, &wire.CancelRequest{Seq: seq}) }()
 		}
@@ -242,12 +246,14 @@ func (c *Conn) register(buf int) (uint64, *waiter, error) {
 	c.seq++
 	w := &waiter{ch: make(chan *wire.Frame, buf), overflow: make(chan struct{})}
 	c.pending[c.seq] = w
+	c.calls.Store(int32(len(c.pending)))
 	return c.seq, w, nil
 }
 
 func (c *Conn) unregister(seq uint64) {
 	c.mu.Lock()
 	delete(c.pending, seq)
+	c.calls.Store(int32(len(c.pending)))
 	c.mu.Unlock()
 }
 

@@ -360,13 +360,15 @@ func decodeList[T any](b []byte, key string, list *[]T, elem func(*T, *mpack.Rea
 			*list = nil
 			return true, err
 		}
+		// Elements decode in place: a local passed to elem would escape,
+		// one allocation per element.
 		out := make([]T, 0, min(n, r.MaxInitLen))
+		var zero T
 		for range n {
-			var v T
-			if err := elem(&v, r); err != nil {
+			out = append(out, zero)
+			if err := elem(&out[len(out)-1], r); err != nil {
 				return true, err
 			}
-			out = append(out, v)
 		}
 		*list = out
 		return true, nil

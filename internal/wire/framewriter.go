@@ -25,7 +25,14 @@ type FrameWriter struct {
 	bw      *bufio.Writer // made on the first write: a connection that never gets a frame holds none (guarded by mu)
 	written uint64        // frames written to bw (guarded by mu)
 	flushed uint64        // frames flushed, or failed to (guarded by mu)
+	solo    func() bool   // SetSolo
 }
+
+// SetSolo gives the writer a way to know that no other frame can be on
+// its way (one call in flight on the connection, no stream): then a frame
+// is flushed at once, without the yield, which only delays it there. Call
+// it before the first write.
+func (w *FrameWriter) SetSolo(solo func() bool) { w.solo = solo }
 
 // writeBuffer is the size of a FrameWriter's buffer: frames written together
 // (a fan-out's events) leave in one write(2) up to this size.
@@ -64,6 +71,11 @@ func (w *FrameWriter) WriteFrame(hdr *Header, body any, limit int) error {
 	if w.waiting.Load() > 0 {
 		w.mu.Unlock()
 		return nil // the writer queued behind us flushes
+	}
+	if w.solo != nil && w.solo() {
+		defer w.mu.Unlock()
+		w.flushed = w.written
+		return w.bw.Flush()
 	}
 	w.mu.Unlock()
 	runtime.Gosched()
