@@ -471,6 +471,7 @@ func (d *Deadlines) servePeer(nc net.Conn) {
 	}()
 	br := bufio.NewReaderSize(nc, 64<<10)
 	w := wire.NewFrameWriter(nc, 10*time.Second)
+	w.SetSolo(func() bool { return true }) // this loop is the only writer
 	for {
 		f, err := wire.ReadFrame(br, d.cfg.MaxFrame)
 		if err != nil {
