@@ -200,6 +200,14 @@ type conn struct {
 	sem     chan struct{}
 	wg      sync.WaitGroup
 
+	// The calls' shared deadline (deadline): the latest slot's context,
+	// its end, and its cancel (kept only for vet's sake: the slot ends at
+	// its deadline or with the connection's context).
+	slotMu     sync.Mutex
+	slot       context.Context
+	slotEnd    time.Time
+	slotCancel context.CancelFunc
+
 	// The connection's clocks, read by the server's sweeper (sweep):
 	cut        atomic.Bool  // a frame write timed out: counted once (metrics.go)
 	active     atomic.Int32 // calls in flight and open streams
@@ -433,13 +441,28 @@ func (c *conn) cancelStream(seq uint64) {
 
 func (c *conn) handle(ctx context.Context, f *wire.Frame) {
 	seq := f.Header.Seq
-	ctx = c.callerContext(ctx, f)
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(ctx, c.s.cfg.RequestTimeout)
-	defer cancel()
+	ctx = c.callerContext(c.deadline(ctx, start), f)
 	body, err := c.call(ctx, f)
 	c.s.stats.observe(f.Header.Method, err, time.Since(start))
 	c.reply(seq, body, err)
+}
+
+// deadline returns a context under the connection's (parent) that ends
+// RequestTimeout after now, rounded up to a hundredth of it. The calls of
+// one connection in one such slot share the context: a timer of its own
+// for every call (context.WithTimeout) was a few per cent of a busy node's
+// CPU. A slot's context ends at its deadline or with the connection.
+func (c *conn) deadline(parent context.Context, now time.Time) context.Context {
+	step := max(c.s.cfg.RequestTimeout/100, time.Millisecond)
+	d := now.Add(c.s.cfg.RequestTimeout + step - 1).Truncate(step)
+	c.slotMu.Lock()
+	defer c.slotMu.Unlock()
+	if c.slot == nil || !c.slotEnd.Equal(d) {
+		c.slot, c.slotCancel = context.WithDeadline(parent, d)
+		c.slotEnd = d
+	}
+	return c.slot
 }
 
 // call runs one request/response method.

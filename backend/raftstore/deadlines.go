@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/discoverd/discoverd/internal/codes"
@@ -213,6 +214,19 @@ func (d *Deadlines) round(term uint64, rs []ttl.Renewal) error {
 	}
 	req := &wire.PushDeadlinesRequest{Term: term, Groups: deadlinesToWire(rs)}
 	results := make(chan error, len(others))
+	// One deadline for the round's pushes, ended by the last of them to
+	// answer (the round itself returns at a majority).
+	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.PushTimeout)
+	var pushing atomic.Int32
+	pushing.Store(int32(len(others)))
+	if len(others) == 0 {
+		cancel()
+	}
+	pushed := func() {
+		if pushing.Add(-1) == 0 {
+			cancel()
+		}
+	}
 	for _, addr := range others {
 		d.mu.Lock()
 		busy := d.inFlight[addr] >= d.cfg.MaxInFlight
@@ -221,12 +235,12 @@ func (d *Deadlines) round(term uint64, rs []ttl.Renewal) error {
 		}
 		d.mu.Unlock()
 		if busy {
+			pushed()
 			results <- fmt.Errorf("%s: %d pushes still unanswered", addr, d.cfg.MaxInFlight)
 			continue
 		}
 		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), d.cfg.PushTimeout)
-			defer cancel()
+			defer pushed()
 			err := d.peers.Call(ctx, addr, wire.MethodPushDeadlines, false, req, &wire.PushDeadlinesResponse{})
 			d.mu.Lock()
 			d.inFlight[addr]--

@@ -220,6 +220,11 @@ func (c *Conn) readLoop() {
 			// buffer of one). End it; its reader resumes on a new stream.
 			delete(c.pending, seq)
 			c.calls.Store(int32(len(c.pending)))
+			if w.overflow == nil { // a call answered twice: the server is broken
+				c.mu.Unlock()
+				c.fail(fmt.Errorf("connection to %s: a second answer to call %d", c.addr, seq))
+				return
+			}
 			close(w.overflow)
 			go func() { _ = c.write(&wire.Header{Method: wire.MethodCancel}, &wire.CancelRequest{Seq: seq}) }()
 		}
@@ -230,21 +235,24 @@ func (c *Conn) readLoop() {
 // waiter is a call or stream waiting for frames.
 type waiter struct {
 	ch       chan *wire.Frame
-	overflow chan struct{} // closed when a stream's buffer overflowed
+	overflow chan struct{} // a stream's: closed when its buffer overflowed (nil for a call)
 }
 
 // ErrOverflow ends a stream whose reader fell more than StreamBuffer frames
 // behind. The connection is fine: open a new stream (resuming by index).
 var ErrOverflow = errors.New("stream reader fell behind; stream ended")
 
-func (c *Conn) register(buf int) (uint64, *waiter, error) {
+func (c *Conn) register(buf int, stream bool) (uint64, *waiter, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err != nil {
 		return 0, nil, fmt.Errorf("%v: %w", c.err, codes.ErrUnavailable)
 	}
 	c.seq++
-	w := &waiter{ch: make(chan *wire.Frame, buf), overflow: make(chan struct{})}
+	w := &waiter{ch: make(chan *wire.Frame, buf)}
+	if stream {
+		w.overflow = make(chan struct{}) // a call's one answer always fits its buffer
+	}
 	c.pending[c.seq] = w
 	c.calls.Store(int32(len(c.pending)))
 	return c.seq, w, nil
@@ -286,7 +294,7 @@ func (c *Conn) Call(ctx context.Context, method string, forwarded bool, req, res
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%s not sent: %w", method, err)
 	}
-	seq, w, err := c.register(1)
+	seq, w, err := c.register(1, false)
 	if err != nil {
 		return fmt.Errorf("%s: %w", method, err)
 	}
@@ -349,7 +357,7 @@ func (c *Conn) Stream(ctx context.Context, method string, req any) (*Stream, err
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%s not sent: %w", method, err)
 	}
-	seq, w, err := c.register(c.opts.StreamBuffer)
+	seq, w, err := c.register(c.opts.StreamBuffer, true)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", method, err)
 	}

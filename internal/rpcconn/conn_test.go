@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -816,5 +817,29 @@ func TestConn_SilentConnectionIsDroppedAfterTimeout(t *testing.T) {
 			t.Fatalf("server accepted %d connections, want 2", s.accepted.Load())
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A broken or hostile server that answers one call with more frames than
+// one (a "more" frame, then the answer again) fails the connection: the
+// call's answer buffer holds one frame, and only a stream can overflow.
+func TestConn_CallAnsweredTwiceFailsTheConnection(t *testing.T) {
+	s := newServer(t, func(sc *serverConn, f *wire.Frame) {
+		for range 3 {
+			_ = sc.send(wire.Header{Seq: f.Header.Seq, More: true}, &wire.WriteResponse{Index: 1})
+		}
+	})
+	c := dial(t, s.addr, Options{})
+	err := c.Call(ctxFor(t, 5*time.Second), wire.MethodRegister, false, &wire.RegisterRequest{Name: "web"}, new(wire.WriteResponse))
+	if err != nil {
+		t.Logf("the call: %v", err) // answered by the first frame, or failed with the connection
+	}
+	select {
+	case <-c.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the connection still stands after a call was answered three times")
+	}
+	if err := c.Err(); err == nil || !strings.Contains(err.Error(), "a second answer") {
+		t.Errorf("connection error %v, want one naming the second answer", err)
 	}
 }
