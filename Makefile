@@ -27,7 +27,7 @@ lint: ## gofmt, go vet (also with the fault build tags) and go mod tidy must be 
 bench: ## discoverd vs etcd, 3-node clusters of real processes, full run with a million instances (~16 min, ~8 GiB free; report in test/reports/)
 	$(GO) run ./test/bench
 
-bench-quick: ## discoverd vs etcd, quick mode, with discoverd-acl and discoverd-tls beside discoverd (~3 min)
+bench-quick: ## discoverd vs etcd, quick mode, with discoverd-wal, discoverd-acl and discoverd-tls beside discoverd (~4 min)
 	$(GO) run ./test/bench -quick
 
 bench-inproc: ## in-process Go benchmarks: registrations/s, heartbeats/s, watch fan-out, memory per instance

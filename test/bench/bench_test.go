@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -147,6 +148,31 @@ func TestACLTable_OnOverOff(t *testing.T) {
 	}
 	if !strings.Contains(rows[0].e, "4500 ops/s") {
 		t.Errorf("discoverd-acl cell %q", rows[0].e)
+	}
+}
+
+// TestWALTable_AgainstEtcd: discoverd-wal's rows are set against etcd's
+// as the main table sets discoverd's (the batched heartbeat against etcd's
+// per-lease one), and workloads without a discoverd-wal row are left out.
+func TestWALTable_AgainstEtcd(t *testing.T) {
+	b := &bench{results: []row{
+		{Workload: "registration", Clients: 1, System: "discoverd", OpsPerS: 500, Extra: map[string]any{}},
+		{Workload: "registration", Clients: 1, System: "discoverd-wal", OpsPerS: 800, Extra: map[string]any{}},
+		{Workload: "registration", Clients: 1, System: "etcd", OpsPerS: 640, Extra: map[string]any{}},
+		{Workload: "heartbeat", Clients: 64, System: "discoverd-wal", OpsPerS: 36000, Extra: map[string]any{}},
+		{Workload: "heartbeat", Clients: 64, System: "etcd", OpsPerS: 7200, Extra: map[string]any{}},
+		{Workload: "heartbeat-batched", Clients: 64, System: "discoverd-wal", OpsPerS: 720000, Extra: map[string]any{}},
+		{Workload: "watch", Clients: 100, System: "discoverd", P99: 4, Extra: map[string]any{}},
+		{Workload: "watch", Clients: 100, System: "etcd", P99: 8, Extra: map[string]any{}},
+	}}
+	rows := b.walTable(b.table())
+	got := map[string]string{}
+	for _, r := range rows {
+		got[fmt.Sprintf("%s/%d", r.workload, r.clients)] = r.ratio
+	}
+	want := map[string]string{"registration/1": "1.25", "heartbeat/64": "5.00", "heartbeat-batched/64": "100.00"}
+	if !maps.Equal(got, want) {
+		t.Errorf("wal ratios %v, want %v", got, want)
 	}
 }
 

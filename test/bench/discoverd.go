@@ -30,9 +30,13 @@ import (
 // clients with a client certificate); with acl, with ACLs on and no TLS
 // (discoverd-acl: -acl, bootstrapped, every client presenting a token with
 // aclClientRules, the bench's own calls the management token).
+//
+// With wal, the Raft log in hashicorp/raft-wal's segments instead of bbolt
+// (discoverd-wal: -raft-log-store wal), on the workloads the log store
+// moves (walWorkloads).
 type discoverdSystem struct {
-	tls, acl bool
-	extra    []string // flags of this system's servers, before -discoverd-args (the scale workload's)
+	tls, acl, wal bool
+	extra         []string // flags of this system's servers, before -discoverd-args (the scale workload's)
 }
 
 func (s discoverdSystem) name() string {
@@ -41,9 +45,16 @@ func (s discoverdSystem) name() string {
 		return "discoverd-tls"
 	case s.acl:
 		return "discoverd-acl"
+	case s.wal:
+		return "discoverd-wal"
 	}
 	return "discoverd"
 }
+
+// walWorkloads are the workloads discoverd-wal runs: those whose writes
+// wait for the log's fsyncs, and the failover, whose new leader appends
+// to it.
+var walWorkloads = []string{"registration", "heartbeat", "failover"}
 
 // aclClientRules are the rules of the token every client of discoverd-acl
 // presents: what a service's own clients would have.
@@ -114,6 +125,9 @@ func (s discoverdSystem) start(ctx context.Context, b *bench, tag string) (clust
 		}
 		if s.acl {
 			args = append(args, "-acl")
+		}
+		if s.wal {
+			args = append(args, "-raft-log-store", "wal")
 		}
 		args = append(args, s.extra...)
 		args = append(args, b.discoverdArgs...)

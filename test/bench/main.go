@@ -6,11 +6,12 @@
 // against both: registration throughput and latency, heartbeats, 100 000
 // instances kept alive, watch fan-out latency, leader failover and memory
 // per instance; and, for discoverd alone, watch fan-out latency with read
-// replicas (replicas); and registrations and heartbeats of discoverd with
-// ACLs on (discoverd-acl) against without. It prints a table and writes
-// results.json and results.md.
+// replicas (replicas); registrations, heartbeats and failover of discoverd
+// with the WAL log store (discoverd-wal) against etcd; and registrations
+// and heartbeats of discoverd with ACLs on (discoverd-acl) against
+// without. It prints a table and writes results.json and results.md.
 //
-//	go run ./test/bench [-quick] [-out DIR] [-systems discoverd,discoverd-acl,discoverd-tls,etcd]
+//	go run ./test/bench [-quick] [-out DIR] [-systems discoverd,discoverd-wal,discoverd-acl,discoverd-tls,etcd]
 //	    [-workloads registration,heartbeat,heartbeat100k,watch,idle,failover,memory,replicas,scale] [-v]
 //	    [-scale-instances 1000000] [-scale-duration 2m]
 //
@@ -123,8 +124,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	quick := fs.Bool("quick", false, "small sizes and short runs (about two minutes)")
 	out := fs.String("out", "", "output directory (default <module>/test/reports/bench-<date-time>)")
-	systemsFlag := fs.String("systems", "discoverd,discoverd-acl,discoverd-tls,etcd",
-		"systems to benchmark, comma-separated: discoverd, discoverd-acl (with ACLs on: registration and heartbeat only), discoverd-tls (with TLS on), etcd")
+	systemsFlag := fs.String("systems", "discoverd,discoverd-wal,discoverd-acl,discoverd-tls,etcd",
+		"systems to benchmark, comma-separated: discoverd, discoverd-wal (-raft-log-store wal: registration, heartbeat and failover only), discoverd-acl (with ACLs on: registration and heartbeat only), discoverd-tls (with TLS on), etcd")
 	workloadsFlag := fs.String("workloads", strings.Join(allWorkloads, ","), "workloads to run, comma-separated (also: "+strings.Join(optionalWorkloads, ",")+", only when named)")
 	verbose := fs.Bool("v", false, "more progress output")
 	dArgs := fs.String("discoverd-args", "", "extra flags for every `discoverd server`, space-separated (e.g. \"-raft-apply-groups 1\")")
@@ -171,10 +172,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			systems = append(systems, discoverdSystem{acl: true})
 		case "discoverd-tls":
 			systems = append(systems, discoverdSystem{tls: true})
+		case "discoverd-wal":
+			systems = append(systems, discoverdSystem{wal: true})
 		case "etcd":
 			systems = append(systems, etcdSystem{})
 		default:
-			fmt.Fprintf(stderr, "bench: unknown system %q (discoverd, discoverd-acl, discoverd-tls, etcd)\n", name)
+			fmt.Fprintf(stderr, "bench: unknown system %q (discoverd, discoverd-wal, discoverd-acl, discoverd-tls, etcd)\n", name)
 			return 2
 		}
 	}
@@ -221,16 +224,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if workloads["replicas"] && slices.ContainsFunc(systems, func(s system) bool { return s.name() != "discoverd" }) {
 		b.logf("bench: replicas runs against discoverd without TLS or ACLs only (etcd's learners serve no watches; the run's certificates name three nodes)")
 	}
-	if slices.ContainsFunc(systems, func(s system) bool { return s.name() == "discoverd-acl" }) {
+	for _, only := range []struct {
+		sys, why  string
+		workloads []string
+	}{{"discoverd-acl", "ACLs on against off", aclWorkloads}, {"discoverd-wal", "the workloads the log store moves", walWorkloads}} {
+		if !slices.ContainsFunc(systems, func(s system) bool { return s.name() == only.sys }) {
+			continue
+		}
 		var others []string
 		for w := range workloads {
-			if !slices.Contains(aclWorkloads, w) {
+			if !slices.Contains(only.workloads, w) {
 				others = append(others, w)
 			}
 		}
 		if len(others) > 0 {
 			slices.Sort(others)
-			b.logf("bench: discoverd-acl runs %s only (ACLs on against off); not %s", strings.Join(aclWorkloads, " and "), strings.Join(others, ", "))
+			b.logf("bench: %s runs %s only (%s); not %s", only.sys, strings.Join(only.workloads, ", "), only.why, strings.Join(others, ", "))
 		}
 	}
 	if workloads["heartbeat100k"] && slices.ContainsFunc(systems, func(s system) bool { return s.name() == "etcd" }) {
@@ -301,7 +310,7 @@ func (b *bench) setup(ctx context.Context, out string, systems []system) error {
 	for _, sys := range systems {
 		start := time.Now()
 		switch sys.name() {
-		case "discoverd", "discoverd-acl", "discoverd-tls":
+		case "discoverd", "discoverd-wal", "discoverd-acl", "discoverd-tls":
 			b.discoverdBin, err = prockit.BuildInto(b.binDir)
 		case "etcd":
 			b.etcdBin = filepath.Join(b.binDir, "etcd")
@@ -363,6 +372,11 @@ func (b *bench) runSystem(ctx context.Context, sys system, workloads map[string]
 		// ACLs on against off: the calls a token is checked on (see run).
 		notACL := func(st step) bool { return !slices.Contains(aclWorkloads, st.name) }
 		shared, fresh = slices.DeleteFunc(shared, notACL), slices.DeleteFunc(fresh, notACL)
+	}
+	if sys.name() == "discoverd-wal" {
+		// The workloads the log store moves (see run).
+		notWAL := func(st step) bool { return !slices.Contains(walWorkloads, st.name) }
+		shared, fresh = slices.DeleteFunc(shared, notWAL), slices.DeleteFunc(fresh, notWAL)
 	}
 
 	var cl cluster

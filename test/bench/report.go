@@ -364,6 +364,32 @@ func (b *bench) table() []tableRow {
 	return out
 }
 
+// walTable is the main table for discoverd-wal instead of discoverd (none
+// if it did not run): discoverd-wal's cells against etcd's, and their
+// ratio as the main table reads it.
+func (b *bench) walTable(rows []tableRow) []tableRow {
+	var out []tableRow
+	for _, r := range rows {
+		ws, es := b.runs(r.workload, r.clients, "discoverd-wal"), b.runs(r.workload, r.clients, "etcd")
+		if len(ws) == 0 {
+			continue
+		}
+		tr := tableRow{workload: r.workload, clients: r.clients, d: cellRuns(ws), e: cellRuns(es)}
+		if r.workload == "heartbeat-batched" {
+			es = b.runs("heartbeat", r.clients, "etcd")
+		}
+		tr.ratio, tr.ratioWhy = ratioRuns(ws, es)
+		out = append(out, tr)
+	}
+	return out
+}
+
+// walAbout says what the WAL table shows.
+const walAbout = "discoverd-wal: -raft-log-store wal (hashicorp/raft-wal, one fsync per append) instead of bbolt (two), " +
+	"same run, against the same etcd rows; ratio > 1: discoverd-wal did better"
+
+var walHeader = []string{"workload", "clients", "discoverd-wal", "etcd", "ratio", "ratio of"}
+
 // tlsTable pairs discoverd's rows with discoverd-tls's (none if either did
 // not run): d and e hold the two cells, ratio what TLS changed.
 func (b *bench) tlsTable(rows []tableRow) []tableRow {
@@ -410,6 +436,15 @@ func (b *bench) report(wall time.Duration, mode string) error {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", r.workload, r.clients, r.d, r.e, r.ratio, r.ratioWhy)
 	}
 	_ = tw.Flush()
+	if walRows := b.walTable(rows); len(walRows) > 0 {
+		fmt.Fprintf(b.out, "\nThe WAL log store (%s):\n\n", walAbout)
+		tw := tabwriter.NewWriter(b.out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, strings.Join(walHeader, "\t"))
+		for _, r := range walRows {
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", r.workload, r.clients, r.d, r.e, r.ratio, r.ratioWhy)
+		}
+		_ = tw.Flush()
+	}
 	if aclRows := b.aclTable(rows); len(aclRows) > 0 {
 		fmt.Fprintf(b.out, "\nACLs on and off (%s):\n\n", aclAbout)
 		tw := tabwriter.NewWriter(b.out, 0, 0, 2, ' ', 0)
@@ -462,6 +497,13 @@ func (b *bench) report(wall time.Duration, mode string) error {
 	fmt.Fprintf(&md, "| %s |\n|%s\n", strings.Join(tableHeader, " | "), strings.Repeat(" --- |", len(tableHeader)))
 	for _, r := range rows {
 		fmt.Fprintf(&md, "| %s | %d | %s | %s | %s | %s |\n", r.workload, r.clients, r.d, r.e, r.ratio, r.ratioWhy)
+	}
+	if walRows := b.walTable(rows); len(walRows) > 0 {
+		fmt.Fprintf(&md, "\n## The WAL log store\n\n%s.\n\n", walAbout)
+		fmt.Fprintf(&md, "| %s |\n|%s\n", strings.Join(walHeader, " | "), strings.Repeat(" --- |", len(walHeader)))
+		for _, r := range walRows {
+			fmt.Fprintf(&md, "| %s | %d | %s | %s | %s | %s |\n", r.workload, r.clients, r.d, r.e, r.ratio, r.ratioWhy)
+		}
 	}
 	if aclRows := b.aclTable(rows); len(aclRows) > 0 {
 		fmt.Fprintf(&md, "\n## ACLs on and off\n\n%s.\n\n", aclAbout)
