@@ -16,7 +16,6 @@ package ttl
 // sweep of markers an earlier leader left) and from Stats.
 
 import (
-	"container/heap"
 	"context"
 	"iter"
 	"sort"
@@ -437,14 +436,14 @@ func (s *storm) letGoLocked(c *stormCounts, e *entry, now time.Time, released bo
 // requeueLocked puts a held entry back in the heap: at its max hold, or
 // sooner to notice a heartbeat.
 func (s *storm) requeueLocked(t *Tracker, e *entry, until, now time.Time) {
-	e.queued = now.Add(recheck(e.ttl))
-	if until.Before(e.queued) {
-		e.queued = until
+	at := now.Add(recheck(e.ttl))
+	if until.Before(at) {
+		at = until
 	}
-	if !e.queued.After(now) {
-		e.queued = now.Add(stormRecheckMin) // never requeue at now: the pass would spin
+	if !at.After(now) {
+		at = now.Add(stormRecheckMin) // never requeue at now: the pass would spin
 	}
-	heap.Fix(&t.queue, e.heapIdx)
+	t.queueAtLocked(e, at)
 }
 
 // aliveLocked is told of an entry the heap reached before its deadline

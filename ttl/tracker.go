@@ -191,6 +191,7 @@ type Tracker struct {
 
 	wake chan struct{} // nudges the loop; buffered 1
 	sem  chan struct{} // bounds in-flight proposals
+	base time.Time     // the heap's zero (deadlineHeap)
 }
 
 // New returns an inactive tracker. Run must be started for expiry to happen.
@@ -206,6 +207,7 @@ func New(cfg Config, p Proposer, src InstanceSource) *Tracker {
 		changed:  make(chan struct{}),
 		wake:     make(chan struct{}, 1),
 		sem:      make(chan struct{}, cfg.MaxInFlight),
+		base:     cfg.Clock.Now(),
 	}
 }
 
@@ -349,13 +351,21 @@ func (t *Tracker) armAtLocked(in *fsm.Instance, deadline time.Time) {
 		e.ttl = in.TTL / 3 // planted bug: expire after a third of the TTL
 	}
 	e.deadline = deadline
-	if e.heapIdx < 0 {
-		e.queued = e.deadline
-		heap.Push(&t.queue, e)
-	} else if e.deadline.Before(e.queued) {
-		e.queued = e.deadline
-		heap.Fix(&t.queue, e.heapIdx)
+	if e.heapIdx < 0 || e.deadline.Before(e.queued) {
+		t.queueAtLocked(e, e.deadline)
 	}
+}
+
+// queueAtLocked (re)queues e in the heap at time at. Lock must be held.
+func (t *Tracker) queueAtLocked(e *entry, at time.Time) {
+	e.queued = at
+	key := int64(at.Sub(t.base))
+	if e.heapIdx < 0 {
+		heap.Push(&t.queue, heapItem{at: key, e: e})
+		return
+	}
+	t.queue[e.heapIdx].at = key
+	heap.Fix(&t.queue, e.heapIdx)
 }
 
 // InstanceRegistered implements fsm.Observer: a registration counts as a
@@ -543,7 +553,7 @@ func (t *Tracker) Run(ctx context.Context) {
 				due[i].gen = t.holdGen
 			}
 			if len(t.queue) > 0 {
-				next = t.queue[0].queued
+				next = t.queue[0].e.queued
 			}
 		}
 		t.mu.Unlock()
@@ -592,14 +602,13 @@ func (t *Tracker) Run(ctx context.Context) {
 // their deadline. Lock must be held.
 func (t *Tracker) collectDueLocked(now time.Time) []proposal {
 	var due []proposal
-	for len(t.queue) > 0 && !t.queue[0].queued.After(now) {
-		e := t.queue[0]
+	for len(t.queue) > 0 && !t.queue[0].e.queued.After(now) {
+		e := t.queue[0].e
 		if e.deadline.After(now) {
 			if t.storm.aliveLocked(t, e, now) { // storm.go: a held instance heartbeated; requeued if true
 				continue
 			}
-			e.queued = e.deadline
-			heap.Fix(&t.queue, 0)
+			t.queueAtLocked(e, e.deadline)
 			continue
 		}
 		if t.storm.holdLocked(t, e, now) { // storm.go: the expiry-storm guard holds it (requeued)
@@ -655,31 +664,40 @@ func (t *Tracker) propose(ctx context.Context, p proposal) {
 	t.log.Warn("expire proposal failed, will retry", "service", p.key.Name, "addr", p.key.Addr, "index", p.index, "err", err)
 	e.expiring = false
 	e.deadline = t.cfg.Clock.Now().Add(t.cfg.RetryInterval)
-	e.queued = e.deadline
-	heap.Push(&t.queue, e)
+	t.queueAtLocked(e, e.deadline)
 	t.nudge()
 }
 
-// deadlineHeap orders entries by queued time.
-type deadlineHeap []*entry
+// deadlineHeap orders entries by queued time. Each item carries its time
+// as nanoseconds since the tracker's base (monotonic, as time.Time's
+// comparisons are), so that ordering reads the heap's own array and not
+// the entries: at a million instances, requeueing heartbeated entries
+// through a heap that followed a pointer for every comparison was a third
+// of the leader's CPU (README.md, "Benchmarks": scale).
+type deadlineHeap []heapItem
+
+type heapItem struct {
+	at int64 // e.queued - Tracker.base
+	e  *entry
+}
 
 func (h deadlineHeap) Len() int           { return len(h) }
-func (h deadlineHeap) Less(i, j int) bool { return h[i].queued.Before(h[j].queued) }
+func (h deadlineHeap) Less(i, j int) bool { return h[i].at < h[j].at }
 func (h deadlineHeap) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
-	h[i].heapIdx = i
-	h[j].heapIdx = j
+	h[i].e.heapIdx = i
+	h[j].e.heapIdx = j
 }
 func (h *deadlineHeap) Push(x any) {
-	e := x.(*entry)
-	e.heapIdx = len(*h)
-	*h = append(*h, e)
+	it := x.(heapItem)
+	it.e.heapIdx = len(*h)
+	*h = append(*h, it)
 }
 func (h *deadlineHeap) Pop() any {
 	old := *h
-	e := old[len(old)-1]
-	old[len(old)-1] = nil
+	it := old[len(old)-1]
+	old[len(old)-1] = heapItem{}
 	*h = old[:len(old)-1]
-	e.heapIdx = -1
-	return e
+	it.e.heapIdx = -1
+	return it
 }
