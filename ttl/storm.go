@@ -128,7 +128,11 @@ type hold struct {
 // stormCounts are the failing instances of a service (or of all) that the
 // guard knows of without a scan: held now, and expiries let go recently.
 type stormCounts struct {
-	held    int
+	held int
+	// told: a release of this service was logged at warn since its
+	// holds began (logLocked: one warning per storm and kind, the
+	// instances at debug)
+	told    bool
 	expired []time.Time // when expiries were let go, oldest first
 	maxTTL  time.Duration
 }
@@ -304,8 +308,35 @@ func (s *storm) endLocked(t *Tracker, k Key, h *hold, why string) {
 	c.held--
 	s.all.held--
 	s.unheld++
-	t.log.Info("expiry no longer held", "service", k.Name, "addr", k.Addr, "index", h.index, "why", why,
+	t.log.Debug("expiry no longer held", "service", k.Name, "addr", k.Addr, "index", h.index, "why", why,
 		"service_held", c.held, "held", s.all.held)
+	s.heldNoneLocked(t, c, k.Name)
+}
+
+// Logging a storm: a storm of thousands of instances must not write
+// thousands of warnings. The first hold of a service (while none of its
+// expiries was held) and its first release are logged at warn, with the
+// counts; each instance's hold, release and end at debug; and the end of
+// the service's holds at info.
+
+// releaseLog returns the logger of a release of service c: warn for the
+// first since the service's holds began, debug after.
+func (s *storm) releaseLog(t *Tracker, c *stormCounts) func(msg string, args ...any) {
+	if c.told {
+		return t.log.Debug
+	}
+	c.told = true
+	return t.log.Warn
+}
+
+// heldNoneLocked logs that a service's expiries are no longer held, when
+// its last hold ended.
+func (s *storm) heldNoneLocked(t *Tracker, c *stormCounts, service string) {
+	if c.held != 0 {
+		return
+	}
+	c.told = false
+	t.log.Info("expiry storm over for the service: none of its expiries is held", "service", service, "held", s.all.held)
 }
 
 // share is a failing share for the log: "9/10".
@@ -370,8 +401,9 @@ func (s *storm) holdLocked(t *Tracker, e *entry, now time.Time) bool {
 		s.all.held--
 		s.released++
 		s.letGoLocked(c, e, now, true)
-		t.log.Warn("expiry released: held for the longest allowed", "service", e.key.Name, "addr", e.key.Addr, "index", e.index,
+		s.releaseLog(t, c)("expiry released: held for the longest allowed", "service", e.key.Name, "addr", e.key.Addr, "index", e.index,
 			"held_for", now.Sub(h.since).String(), "service_held", c.held, "held", s.all.held)
+		s.heldNoneLocked(t, c, e.key.Name)
 		return false
 	} else if h != nil {
 		s.endLocked(t, e.key, h, "registered again")
@@ -386,7 +418,7 @@ func (s *storm) holdLocked(t *Tracker, e *entry, now time.Time) bool {
 		s.holds[e.key] = &hold{e: e, index: e.index, since: now, until: now, released: true}
 		s.released++
 		s.letGoLocked(c, e, now, true)
-		t.log.Warn("expiry released: held by an earlier leader already", "service", e.key.Name, "addr", e.key.Addr, "index", e.index,
+		s.releaseLog(t, c)("expiry released: held by an earlier leader already", "service", e.key.Name, "addr", e.key.Addr, "index", e.index,
 			"service_held", c.held, "held", s.all.held)
 		return false
 	}
@@ -403,7 +435,12 @@ func (s *storm) holdLocked(t *Tracker, e *entry, now time.Time) bool {
 	c.held++
 	s.all.held++
 	s.holdsBegun++
-	t.log.Warn("expiry held: expiry storm", "service", e.key.Name, "addr", e.key.Addr, "index", e.index, "scope", scope,
+	logf := t.log.Debug
+	if c.held == 1 {
+		logf = t.log.Warn // the service's first: the next ones at debug
+		c.told = false
+	}
+	logf("expiry held: expiry storm", "service", e.key.Name, "addr", e.key.Addr, "index", e.index, "scope", scope,
 		"service_failing", svc.failing, "service_instances", svc.of, "failing", all.failing, "instances", all.of,
 		"until", until.Sub(now).String(), "service_held", c.held, "held", s.all.held)
 	s.setMarkLocked(t, e.key, e.index, true)

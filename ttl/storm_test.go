@@ -3,6 +3,7 @@ package ttl
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"testing"
@@ -50,9 +51,14 @@ type stormHarness struct {
 }
 
 // newStormHarness is a leader's tracker with the guard configured as cfg.
-func newStormHarness(t *testing.T, cfg StormConfig) *stormHarness {
+func newStormHarness(t *testing.T, cfg StormConfig, more ...func(*Config)) *stormHarness {
 	t.Helper()
-	h := newHarness(t, withConfig(func(c *Config) { c.Storm = cfg }))
+	h := newHarness(t, withConfig(func(c *Config) {
+		c.Storm = cfg
+		for _, f := range more {
+			f(c)
+		}
+	}))
 	s := &stormHarness{harness: h}
 	h.prop.mu.Lock()
 	h.prop.suspect = func(name, addr string, index uint64, v bool) bool {
@@ -483,4 +489,64 @@ func TestStorm_MarkersLeftWithTheGuardOff(t *testing.T) {
 	s.stepTo(at(13*time.Second), ins[:1])
 	s.expectCalls(expiries(ins[1:], at(13*time.Second))...)
 	s.expectStorm(0, 0, 0, 0)
+}
+
+// logCounter counts a logger's records by level and message.
+type logCounter struct {
+	mu sync.Mutex
+	n  map[string]int // "WARN expiry held: expiry storm" → count
+}
+
+func (l *logCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logCounter) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.n[r.Level.String()+" "+r.Message]++
+	return nil
+}
+func (l *logCounter) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *logCounter) WithGroup(string) slog.Handler      { return l }
+
+func (l *logCounter) take() map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := l.n
+	l.n = map[string]int{}
+	return out
+}
+
+// TestStorm_LogsOnceAServiceNotOnceAnInstance: a storm of 40 instances in
+// two services writes one warning per service when their holds begin and
+// one when their releases begin, each instance's at debug, and one line
+// per service when its holds are over.
+func TestStorm_LogsOnceAServiceNotOnceAnInstance(t *testing.T) {
+	logs := &logCounter{n: map[string]int{}}
+	s := newStormHarness(t, stormCfg, func(c *Config) { c.Logger = slog.New(logs) })
+	web := s.registerN("web", 20)
+	var api []*fsm.Instance
+	for i := range 20 {
+		api = append(api, s.register("api", fmt.Sprintf("10.0.1.%d:80", i+1), stormTTL))
+	}
+	s.stepTo(at(5*time.Second), append(slices.Clone(web), api...))
+	s.stepTo(at(15*time.Second), nil) // every one of them stops: all held
+	s.expectStorm(40, 40, 0, 0)
+	got := logs.take()
+	if got["WARN expiry held: expiry storm"] != 2 || got["DEBUG expiry held: expiry storm"] != 38 {
+		t.Errorf("holds logged %v; want 2 warnings (one a service) and 38 debug lines", got)
+	}
+	s.heartbeat(keysOf(web[:1])...) // one comes back: no longer held, at debug
+	s.stepTo(at(45*time.Second), web[:1])
+	s.expectStorm(0, 40, 39, 1)
+	got = logs.take()
+	want := map[string]int{
+		"DEBUG expiry no longer held":                                          1,
+		"WARN expiry released: held for the longest allowed":                   2,
+		"DEBUG expiry released: held for the longest allowed":                  37,
+		"INFO expiry storm over for the service: none of its expiries is held": 2,
+	}
+	for k, n := range want {
+		if got[k] != n {
+			t.Errorf("%q logged %d times, want %d (all: %v)", k, got[k], n, got)
+		}
+	}
 }
