@@ -329,9 +329,16 @@ func (s *shape) Heal(_ context.Context, c *harness.Cluster) error {
 	return c.Net().HealAll()
 }
 
-// catchup isolates a follower and holds the fault until the leader has
-// taken a snapshot past the follower's last index, so healing makes the
-// leader send it a snapshot (run with a low -snapshot-threshold).
+// CatchupTrailingLogs is the -trailing-logs the scenarios of
+// snapshot-catchup run with (run.compacting): after a snapshot at index S
+// a node keeps the log from S - CatchupTrailingLogs + 1 on.
+const CatchupTrailingLogs = 32
+
+// catchup isolates a follower and holds the fault until every other node
+// has taken a snapshot so far past the follower's last index that its log
+// no longer holds the entries after it, so healing makes the leader send
+// it a snapshot (run with a low -snapshot-threshold and
+// CatchupTrailingLogs).
 type catchup struct {
 	node     int
 	lastSeen uint64
@@ -358,20 +365,31 @@ func (k *catchup) Inject(ctx context.Context, c *harness.Cluster, rng *rand.Rand
 		Detail: fmt.Sprintf("follower cut off at log index %d until the leader snapshots past it", st.LastIndex)}, nil
 }
 
-// WaitCompacted blocks (bounded by ctx) until some other node has a
-// snapshot past the isolated follower's last index.
+// WaitCompacted blocks (bounded by ctx) until every other running node has
+// a snapshot past the isolated follower's last index by more than the
+// trailing logs: whichever of them leads then has to send a snapshot. (A
+// snapshot just past that index left the entries after it in the log, and
+// the follower caught up without one.)
 func (k *catchup) WaitCompacted(ctx context.Context, c *harness.Cluster) error {
+	want := k.lastSeen + CatchupTrailingLogs
 	for {
+		done, behind := true, ""
 		for i := range c.Nodes {
 			if i == k.node || !c.Running(i) {
 				continue
 			}
-			if st, err := c.Status(ctx, i, false); err == nil && st.SnapshotIndex > k.lastSeen {
-				return nil
+			st, err := c.Status(ctx, i, false)
+			if err != nil || st.SnapshotIndex <= want {
+				done, behind = false, fmt.Sprintf("%s at snapshot index %d (err %v)", c.Nodes[i].ID, st.SnapshotIndex, err)
+				break
 			}
 		}
+		if done {
+			return nil
+		}
 		if !sleep(ctx, 100*time.Millisecond) {
-			return fmt.Errorf("no node snapshotted past index %d of the cut-off follower: %w", k.lastSeen, ctx.Err())
+			return fmt.Errorf("the other nodes did not snapshot past index %d (the cut-off follower's %d + %d trailing logs): %s: %w",
+				want, k.lastSeen, CatchupTrailingLogs, behind, ctx.Err())
 		}
 	}
 }

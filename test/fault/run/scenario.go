@@ -7,9 +7,11 @@ package run
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/discoverd/discoverd/test/fault/nemesis"
 	"github.com/discoverd/discoverd/test/fault/workload"
 )
 
@@ -69,7 +71,7 @@ func base(name string, seed int64, nemeses ...string) Scenario {
 }
 
 // compacting makes the leader snapshot and truncate its log often.
-var compacting = []string{"-snapshot-threshold", "64", "-trailing-logs", "32", "-snapshot-interval", "1s"}
+var compacting = []string{"-snapshot-threshold", "64", "-trailing-logs", strconv.Itoa(nemesis.CatchupTrailingLogs), "-snapshot-interval", "1s"}
 
 // Tier returns the scenarios of a tier for a seed.
 func Tier(name string, seed int64, duration time.Duration) ([]Scenario, error) {
