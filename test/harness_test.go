@@ -257,6 +257,18 @@ func (c *cluster) startNode(nd *node) {
 	nd.p = c.h.start("server-"+nd.id, args...)
 }
 
+// leaderAndFollower returns the node of leaderID and another one.
+func (c *cluster) leaderAndFollower(leaderID string) (leader, follower *node) {
+	c.h.t.Helper()
+	for _, nd := range c.nodes {
+		if nd.id != leaderID {
+			return c.node(leaderID), nd
+		}
+	}
+	c.h.t.Fatalf("no node but the leader %q in the cluster", leaderID)
+	return nil, nil
+}
+
 func (c *cluster) node(id string) *node {
 	c.h.t.Helper()
 	for _, nd := range c.nodes {

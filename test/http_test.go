@@ -136,14 +136,7 @@ func TestMetrics_CountersFollowActivity(t *testing.T) {
 		return nil
 	})
 	st := h.waitStable(c.servers(), c.ids(), 30*time.Second)
-	leader := c.node(st.Leader)
-	var follower *node
-	for _, nd := range c.nodes {
-		if nd.id != st.Leader {
-			follower = nd
-			break
-		}
-	}
+	leader, follower := c.leaderAndFollower(st.Leader)
 	hc := &http.Client{}
 	url := func(nd *node) string { return "http://" + httpAddr[nd.id] }
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -21,14 +21,7 @@ func TestHeartbeatRelay_FollowerSendsHeartbeatsTogether(t *testing.T) {
 	h := newHarness(t)
 	c, httpAddr := h.httpCluster(nil)
 	st := h.waitStable(c.servers(), c.ids(), 30*time.Second)
-	leader := c.node(st.Leader)
-	var follower *node
-	for _, nd := range c.nodes {
-		if nd.id != st.Leader {
-			follower = nd
-			break
-		}
-	}
+	leader, follower := c.leaderAndFollower(st.Leader)
 	hc := &http.Client{}
 	url := func(nd *node) string { return "http://" + httpAddr[nd.id] }
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -280,13 +280,18 @@ func throughWire(v, out any) error {
 	return f.Decode(out)
 }
 
-func (f *leaderForwarder) Call(ctx context.Context, addr, method string, forwarded bool, req, resp any) error {
-	var leader *tc.Node
-	for _, n := range f.c.Running() {
+// runningLeader returns the running node that leads, or nil.
+func runningLeader(c *tc.Cluster) *tc.Node {
+	for _, n := range c.Running() {
 		if n.Srv.Node().IsLeader() {
-			leader = n
+			return n
 		}
 	}
+	return nil
+}
+
+func (f *leaderForwarder) Call(ctx context.Context, addr, method string, forwarded bool, req, resp any) error {
+	leader := runningLeader(f.c)
 	if leader == nil {
 		return codes.ErrNoLeader
 	}

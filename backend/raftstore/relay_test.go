@@ -36,12 +36,7 @@ type relayForwarder struct {
 }
 
 func (f *relayForwarder) Call(ctx context.Context, addr, method string, forwarded bool, req, resp any) error {
-	var leader *tc.Node
-	for _, n := range f.c.Running() {
-		if n.Srv.Node().IsLeader() {
-			leader = n
-		}
-	}
+	leader := runningLeader(f.c)
 	if leader == nil {
 		return codes.ErrNoLeader
 	}
