@@ -98,3 +98,56 @@ func TestRaftnode_WALAcrossSegments(t *testing.T) {
 		t.Logf("a gap is refused (and would stop the node): %v", err)
 	}
 }
+
+// TestRaftnode_WALTailTruncationInsideTheOpenSegment: a follower that
+// clears a log suffix inside the segment being written ("clearing log
+// suffix", after a leader change), then restarts, must read its log back.
+// raft-wal before v0.4.1 marked that segment sealed without writing its
+// index block, and the node refused to start: "sealed segment has no index
+// block" (raft-wal issue 31; the bench's failover of discoverd-wal found
+// it: a killed node that had cleared a suffix could not come back).
+func TestRaftnode_WALTailTruncationInsideTheOpenSegment(t *testing.T) {
+	dir := t.TempDir()
+	open := func() failStopStore {
+		t.Helper()
+		raw, err := openWAL(dir, hclog.NewNullLogger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return failStopStore{rawStore: raw, fail: func(err error) { t.Errorf("fail-stop: %v", err) }, stats: newAppendStats()}
+	}
+	s := open()
+	for i := uint64(1); i <= 20; i++ {
+		if err := s.StoreLogs([]*raft.Log{{Index: i, Term: 1, Type: raft.LogCommand, Data: []byte{byte(i)}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.DeleteRange(18, 20); err != nil { // the suffix a new leader did not have
+		t.Fatal(err)
+	}
+	for i := uint64(18); i <= 25; i++ { // the new leader's entries
+		if err := s.StoreLogs([]*raft.Log{{Index: i, Term: 2, Type: raft.LogCommand, Data: []byte{byte(i), 2}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open()
+	defer s.Close()
+	if missing, err := verifyLog(s.rawStore); err != nil || missing != 0 {
+		t.Fatalf("the log after a restart: missing %d, %v", missing, err)
+	}
+	for _, c := range []struct {
+		i    uint64
+		term uint64
+	}{{1, 1}, {17, 1}, {18, 2}, {25, 2}} {
+		var l raft.Log
+		if err := s.GetLog(c.i, &l); err != nil || l.Term != c.term || l.Data[0] != byte(c.i) {
+			t.Errorf("entry %d: %+v, %v; want term %d", c.i, l, err, c.term)
+		}
+	}
+	if last, _ := s.LastIndex(); last != 25 {
+		t.Errorf("last index %d, want 25", last)
+	}
+}
