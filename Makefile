@@ -24,7 +24,7 @@ lint: ## gofmt, go vet (also with the fault build tags) and go mod tidy must be 
 	$(GO) vet -tags faultroot,faultbugs,faultclock ./...
 	@$(GO) mod tidy -diff || (echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1)
 
-bench: ## discoverd vs etcd, 3-node clusters of real processes, full run with a million instances (~16 min, ~8 GiB free; report in test/reports/)
+bench: ## discoverd vs etcd, 3-node clusters of real processes, full run with a million instances (~21 min, ~8 GiB free; report in test/reports/)
 	$(GO) run ./test/bench
 
 bench-quick: ## discoverd vs etcd, quick mode, with discoverd-wal, discoverd-acl and discoverd-tls beside discoverd (~4 min)
