@@ -353,15 +353,22 @@ func (b *bench) table() []tableRow {
 	})
 	var out []tableRow
 	for _, k := range keys {
-		ds, es := b.runs(k.w, k.c, "discoverd"), b.runs(k.w, k.c, "etcd")
-		tr := tableRow{workload: k.w, clients: k.c, d: cellRuns(ds), e: cellRuns(es)}
-		if k.w == "heartbeat-batched" {
-			es = b.runs("heartbeat", k.c, "etcd")
-		}
-		tr.ratio, tr.ratioWhy = ratioRuns(ds, es)
-		out = append(out, tr)
+		out = append(out, b.againstEtcd(k.w, k.c, "discoverd"))
 	}
 	return out
+}
+
+// againstEtcd is the row of a workload and client count of sys (discoverd
+// or discoverd-wal) beside etcd's, with their ratio (the batched heartbeat
+// against etcd's per-lease one).
+func (b *bench) againstEtcd(w string, c int, sys string) tableRow {
+	ds, es := b.runs(w, c, sys), b.runs(w, c, "etcd")
+	tr := tableRow{workload: w, clients: c, d: cellRuns(ds), e: cellRuns(es)}
+	if w == "heartbeat-batched" {
+		es = b.runs("heartbeat", c, "etcd")
+	}
+	tr.ratio, tr.ratioWhy = ratioRuns(ds, es)
+	return tr
 }
 
 // walTable is the main table for discoverd-wal instead of discoverd (none
@@ -370,16 +377,9 @@ func (b *bench) table() []tableRow {
 func (b *bench) walTable(rows []tableRow) []tableRow {
 	var out []tableRow
 	for _, r := range rows {
-		ws, es := b.runs(r.workload, r.clients, "discoverd-wal"), b.runs(r.workload, r.clients, "etcd")
-		if len(ws) == 0 {
-			continue
+		if len(b.runs(r.workload, r.clients, "discoverd-wal")) > 0 {
+			out = append(out, b.againstEtcd(r.workload, r.clients, "discoverd-wal"))
 		}
-		tr := tableRow{workload: r.workload, clients: r.clients, d: cellRuns(ws), e: cellRuns(es)}
-		if r.workload == "heartbeat-batched" {
-			es = b.runs("heartbeat", r.clients, "etcd")
-		}
-		tr.ratio, tr.ratioWhy = ratioRuns(ws, es)
-		out = append(out, tr)
 	}
 	return out
 }
