@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -155,5 +156,80 @@ func TestFrameWriter_WritersWokenTogetherShareWrites(t *testing.T) {
 	t.Logf("%d frames in %d writes", writers, n)
 	if n > writers/2 { // without the yield: 74-100
 		t.Errorf("%d writes for %d frames of writers woken together", n, writers)
+	}
+}
+
+// deadlineConn counts the write deadlines set on the connection.
+type deadlineConn struct {
+	net.Conn
+	sets atomic.Int64
+}
+
+func (c *deadlineConn) SetWriteDeadline(t time.Time) error {
+	c.sets.Add(1)
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// TestFrameWriter_WriteDeadlineSetRarelyAndStillHolds: a stream of flushes
+// moves the write deadline on only once it has come an eighth of the timeout
+// closer (each set is a timer update), yet a peer that stops reading still
+// fails the write within about the timeout.
+func TestFrameWriter_WriteDeadlineSetRarelyAndStillHolds(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	dc := &deadlineConn{Conn: a}
+	const timeout = 400 * time.Millisecond
+	w := NewFrameWriter(dc, timeout)
+	w.SetSolo(func() bool { return true }) // every frame flushed at once
+	read := make(chan int, 1)
+	stop := make(chan struct{})
+	go func() {
+		br := bufio.NewReader(b)
+		n := 0
+		for {
+			select {
+			case <-stop:
+				read <- n
+				return
+			default:
+			}
+			if _, err := ReadFrame(br, DefaultMaxFrame); err != nil {
+				read <- n
+				return
+			}
+			n++
+		}
+	}()
+	// Flushes spread over more than two timeouts: each must find a live
+	// deadline ahead of it, so the deadline was moved on, but rarely.
+	const frames = 300
+	start := time.Now()
+	for i := range frames {
+		if err := w.WriteFrame(&Header{Seq: uint64(i)}, &Event{Kind: KindUp, Index: uint64(i)}, 0); err != nil {
+			t.Fatalf("frame %d after %v: %v", i, time.Since(start), err)
+		}
+		time.Sleep(3 * time.Millisecond) // pacing, not waiting for a state
+	}
+	spread := time.Since(start)
+	if spread < 2*timeout {
+		t.Fatalf("the frames took %v, want them spread over more than %v", spread, 2*timeout)
+	}
+	// At most one set per eighth of the timeout that passed, plus the first.
+	if max := int64(spread/(timeout/deadlineSlack)) + 1; dc.sets.Load() > max || dc.sets.Load() < 2 {
+		t.Fatalf("%d write deadlines set for %d flushes over %v, want 2..%d", dc.sets.Load(), frames, spread, max)
+	}
+	close(stop)
+	// The reader stops after at most one more frame; then a write must
+	// fail on the deadline.
+	_ = w.WriteFrame(&Header{Seq: 1}, &Event{Kind: KindUp}, 0)
+	<-read
+	blocked := time.Now()
+	err := w.WriteFrame(&Header{Seq: 2}, &Event{Kind: KindUp}, 0)
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("write to a peer that stopped reading: %v, want a deadline error", err)
+	}
+	if took := time.Since(blocked); took > timeout+timeout/2 {
+		t.Fatalf("the write failed after %v, want at most about the timeout %v", took, timeout)
 	}
 }
