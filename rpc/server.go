@@ -32,7 +32,9 @@ type Config struct {
 	// RequestTimeout bounds each request/response call. Default 10 s.
 	RequestTimeout time.Duration
 	// WriteTimeout bounds writing one frame to a client; a client that does
-	// not read for this long is disconnected. Default 10 s.
+	// not read for this long is disconnected (after 7/8 of it at the
+	// earliest: the connection's write deadline is moved on only once it is
+	// an eighth old, wire.FrameWriter). Default 10 s.
 	WriteTimeout time.Duration
 	// MaxInFlight bounds concurrent request/response calls per connection;
 	// the reader waits when it is reached. Default 512.
