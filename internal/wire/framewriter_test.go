@@ -11,10 +11,17 @@ import (
 	"time"
 )
 
-// countingConn counts the writes that reach the connection.
+// countingConn counts the writes that reach the connection and the write
+// deadlines set on it.
 type countingConn struct {
 	net.Conn
-	writes atomic.Int64
+	writes    atomic.Int64
+	deadlines atomic.Int64
+}
+
+func (c *countingConn) SetWriteDeadline(t time.Time) error {
+	c.deadlines.Add(1)
+	return c.Conn.SetWriteDeadline(t)
 }
 
 func (c *countingConn) Write(b []byte) (int, error) {
@@ -159,17 +166,6 @@ func TestFrameWriter_WritersWokenTogetherShareWrites(t *testing.T) {
 	}
 }
 
-// deadlineConn counts the write deadlines set on the connection.
-type deadlineConn struct {
-	net.Conn
-	sets atomic.Int64
-}
-
-func (c *deadlineConn) SetWriteDeadline(t time.Time) error {
-	c.sets.Add(1)
-	return c.Conn.SetWriteDeadline(t)
-}
-
 // TestFrameWriter_WriteDeadlineSetRarelyAndStillHolds: a stream of flushes
 // moves the write deadline on only once it has come an eighth of the timeout
 // closer (each set is a timer update), yet a peer that stops reading still
@@ -178,7 +174,7 @@ func TestFrameWriter_WriteDeadlineSetRarelyAndStillHolds(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	dc := &deadlineConn{Conn: a}
+	dc := &countingConn{Conn: a}
 	const timeout = 400 * time.Millisecond
 	w := NewFrameWriter(dc, timeout)
 	w.SetSolo(func() bool { return true }) // every frame flushed at once
@@ -216,8 +212,8 @@ func TestFrameWriter_WriteDeadlineSetRarelyAndStillHolds(t *testing.T) {
 		t.Fatalf("the frames took %v, want them spread over more than %v", spread, 2*timeout)
 	}
 	// At most one set per eighth of the timeout that passed, plus the first.
-	if max := int64(spread/(timeout/deadlineSlack)) + 1; dc.sets.Load() > max || dc.sets.Load() < 2 {
-		t.Fatalf("%d write deadlines set for %d flushes over %v, want 2..%d", dc.sets.Load(), frames, spread, max)
+	if max := int64(spread/(timeout/deadlineSlack)) + 1; dc.deadlines.Load() > max || dc.deadlines.Load() < 2 {
+		t.Fatalf("%d write deadlines set for %d flushes over %v, want 2..%d", dc.deadlines.Load(), frames, spread, max)
 	}
 	close(stop)
 	// The reader stops after at most one more frame; then a write must
