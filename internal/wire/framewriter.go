@@ -95,9 +95,7 @@ func (w *FrameWriter) WriteFrame(hdr *Header, body any, limit int) error {
 	}
 	if w.solo != nil && w.solo() {
 		defer w.mu.Unlock()
-		w.flushed = w.written
-		w.armDeadline()
-		return w.bw.Flush()
+		return w.flushLocked()
 	}
 	w.mu.Unlock()
 	runtime.Gosched()
@@ -111,6 +109,11 @@ func (w *FrameWriter) WriteFrame(hdr *Header, body any, limit int) error {
 	case w.waiting.Load() > 0:
 		return nil
 	}
+	return w.flushLocked()
+}
+
+// flushLocked writes out everything buffered. Called with mu held.
+func (w *FrameWriter) flushLocked() error {
 	w.flushed = w.written
 	w.armDeadline()
 	return w.bw.Flush()
